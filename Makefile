@@ -1,0 +1,46 @@
+# gpulab: `make run` starts the hub, `make test` runs the whole suite. Both set everything up.
+SHELL := /bin/bash
+# The hub's environment must be runnable by the system users servers run as: use the system
+# Python 3.11 (a pyenv Python under /root is not).
+PYTHON ?= $(shell for p in /usr/bin/python3.11 python3.11 python3; do command -v $$p >/dev/null && { command -v $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt setup.cfg | md5sum | cut -c1-8)
+CHP := node_modules/.bin/configurable-http-proxy
+GPULAB_CONFIG ?= config/gpulab.yaml
+export GPULAB_CONFIG
+
+.PHONY: run test install bench clean help
+
+help:
+	@echo "make run    set up and start the hub (http://127.0.0.1:8000)"
+	@echo "make test   set up and run the whole test suite"
+	@echo "make bench  run the benchmarks in benchmarks/ (prints ratios)"
+
+$(STAMP):
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "gpulab needs Python 3.11, found " + sys.version' \
+	  || { echo "Install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -e .
+	rm -f $(VENV)/.installed-* && touch $@
+
+$(CHP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(STAMP) $(CHP)
+
+run: install
+	@$(BIN)/python -m hub_plugins.welcome
+	$(BIN)/jupyterhub -f config/jupyterhub_config.py
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python benchmarks/allocator.py
+	$(BIN)/python benchmarks/spawn_overhead.py
+
+clean:
+	rm -rf $(VENV) node_modules config/state .pytest_cache

@@ -1,0 +1,29 @@
+"""JupyterHub configuration for gpulab: everything comes from one file, gpulab.yaml.
+
+Admins edit ``config/gpulab.yaml`` (or point ``GPULAB_CONFIG`` at another file); this file only
+loads it, validates it and applies it. Add plain JupyterHub settings below the marked line if
+you need one gpulab.yaml does not cover.
+"""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+if str(ROOT) not in sys.path:  # the checkout's own hub_plugins, also without `pip install -e`
+    sys.path.insert(0, str(ROOT))
+
+from hub_plugins.settings import ConfigError, apply_all, config_path, load  # noqa: E402
+
+c = get_config()  # noqa: F821
+
+_path = config_path(HERE)
+try:
+    gpulab = load(_path)
+except ConfigError as e:
+    print(f"\ngpulab: the hub will not start, fix {_path} first:\n{e}\n", file=sys.stderr)
+    sys.exit(2)
+gpulab["_project_root"] = str(ROOT)
+apply_all(c, gpulab)
+
+# ---- site-specific JupyterHub settings below this line ----

@@ -1,0 +1,15 @@
+"""gpulab: the GPU-aware parts that run inside JupyterHub.
+
+Layout (one job per module):
+
+- ``gpu``: devices, inventories (NVML, simulated) and placement (pure).
+- ``quota``: limits, their resolution across groups and overrides, and decisions (pure).
+- ``profiles``, ``request``, ``form``: the profile catalogue, the validated spawn request and the
+  spawn form's model (pure).
+- ``store``: our own SQLAlchemy tables, migrations and the race-safe allocator (database adapter).
+- ``core``: wires the above together, one per hub process.
+- ``spawners``: the GPU mixin written once, and backends that only apply an allocation.
+- ``settings``: ``gpulab.yaml`` schema, loading and translation into traitlets config.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,107 @@
+"""Turn a loaded ``gpulab.yaml`` into traitlets config, one small function per concern (as TLJH's
+``configurer`` does), each trivially testable: ``update_x(c, cfg)`` only assigns to ``c``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from traitlets.config import Config
+
+BACKEND_SPAWNERS = {"local": "gpulab-local"}
+
+
+def _state(cfg: dict, *parts: str) -> str:
+    return os.path.join(cfg["hub"]["state_dir"], *parts)
+
+
+def prepare_state_dir(cfg: dict) -> None:
+    """The state dir holds the cookie secret and databases: private to the hub's user."""
+    state = cfg["hub"]["state_dir"]
+    os.makedirs(state, mode=0o700, exist_ok=True)
+    os.chmod(state, 0o700)
+
+
+def update_hub(c: Config, cfg: dict) -> None:
+    h = cfg["hub"]
+    c.JupyterHub.bind_url = h["bind_url"]
+    c.JupyterHub.hub_bind_url = h["hub_bind_url"]
+    c.ConfigurableHTTPProxy.api_url = h["proxy_api_url"]
+    c.JupyterHub.db_url = h["db_url"] or f"sqlite:///{_state(cfg, 'jupyterhub.sqlite')}"
+    c.JupyterHub.cookie_secret_file = _state(cfg, "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = _state(cfg, "jupyterhub.pid")
+    c.ConfigurableHTTPProxy.pid_file = _state(cfg, "jupyterhub-proxy.pid")
+    c.JupyterHub.log_level = h["log_level"]
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = 0  # gpulab's quotas count servers, with messages
+    c.JupyterHub.concurrent_spawn_limit = h["concurrent_spawn_limit"]
+    # Servers outlive a hub restart; gpulab reconciles their allocations when it comes back.
+    c.JupyterHub.cleanup_servers = False
+    c.Spawner.poll_interval = h["poll_interval"]
+    c.Spawner.start_timeout = h["start_timeout"]
+    c.Spawner.http_timeout = h["http_timeout"]
+    c.Spawner.default_url = "/lab"
+    c.Authenticator.admin_users = set(h["admin_users"])
+    # `make run` installs the proxy into the checkout's node_modules; deployments have it on PATH
+    local = Path(cfg.get("_project_root", ".")) / "node_modules" / ".bin" / "configurable-http-proxy"
+    chp = str(local) if local.exists() else shutil.which("configurable-http-proxy")
+    if chp:
+        c.ConfigurableHTTPProxy.command = [chp]
+
+
+def update_api_tokens(c: Config, cfg: dict) -> None:
+    """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation)."""
+    tokens = cfg["hub"]["api_tokens"]
+    services = list(c.JupyterHub.get("services", []))
+    services += [{"name": name, "api_token": tok} for name, tok in tokens.items()]
+    c.JupyterHub.services = services
+    if tokens:
+        roles = list(c.JupyterHub.get("load_roles", []))
+        roles.append({"name": "admin", "services": sorted(tokens)})
+        c.JupyterHub.load_roles = roles
+
+
+def update_auth(c: Config, cfg: dict) -> None:
+    from ..auth import NATIVE_TEMPLATES
+
+    auth = cfg["auth"]
+    if auth["kind"] == "native":
+        c.JupyterHub.authenticator_class = "gpulab-native"
+        for key, value in auth["native"].items():
+            setattr(c.NativeAuthenticator, key, value)
+        c.JupyterHub.template_paths = [NATIVE_TEMPLATES]
+
+
+def update_spawner(c: Config, cfg: dict) -> None:
+    c.JupyterHub.spawner_class = BACKEND_SPAWNERS[cfg["backend"]]
+    local = cfg["local"]
+    c.LocalGPUSpawner.system_users = local["system_users"]
+    c.LocalGPUSpawner.system_user_prefix = local["system_user_prefix"]
+    c.LocalGPUSpawner.home_root = local["home_root"]
+    c.LocalGPUSpawner.shared_home_root = _state(cfg, "homes")
+
+
+def gpulab_db_url(cfg: dict) -> str:
+    """gpulab's tables live in the hub's database when it is PostgreSQL; with SQLite they get
+    their own file, so the allocator never waits on JupyterHub's write lock."""
+    return cfg["hub"]["db_url"] or f"sqlite:///{_state(cfg, 'gpulab.sqlite')}"
+
+
+def update_gpulab(c: Config, cfg: dict) -> None:
+    c.GPULab.inventory_spec = cfg["gpus"]["inventory"]
+    c.GPULab.inventory_refresh_seconds = cfg["gpus"]["refresh_seconds"]
+    c.GPULab.max_gpus_per_server = cfg["gpus"]["max_per_server"]
+    c.GPULab.db_url = gpulab_db_url(cfg)
+    c.GPULab.profiles_dir = cfg["profiles_dir"]
+    c.GPULab.default_profile = cfg["default_profile"]
+    c.GPULab.quotas = cfg["quotas"]
+
+
+UPDATES = (update_hub, update_api_tokens, update_auth, update_spawner, update_gpulab)
+
+
+def apply_all(c: Config, cfg: dict) -> None:
+    prepare_state_dir(cfg)
+    for update in UPDATES:
+        update(c, cfg)

@@ -1,0 +1,276 @@
+"""The GPU logic every backend shares, written once.
+
+``GPUSpawnerMixin`` goes first in a spawner's bases (``class X(GPUSpawnerMixin, SomeSpawner)``).
+It validates the request, checks the quota, reserves devices, reports progress in words a person
+reads, persists what it holds in the spawner state and frees it whenever the server ends. A
+backend only says how to *apply* an allocation:
+
+- ``gpulab_apply(allocation, profile)``: configure itself (command, image, limits, requests).
+- ``gpulab_device_env(allocation)``: the environment that selects the devices.
+- ``gpulab_profile_available(profile)``: whether it can run a profile at all, and why not.
+
+Where JupyterHub calls us (6.x spawn path):
+
+- ``run_pre_spawn_hook``: parse + quota + allocate + apply, before ``start`` and outside
+  ``start_timeout``. A refusal raises ``SpawnException`` (400/403/409), which the REST API and
+  the spawn page show verbatim.
+- ``run_post_stop_hook``: JupyterHub runs it after every stop, including a failed start and a
+  server found dead by polling or at hub start-up: the one place we release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from jupyterhub.spawner import SpawnException
+from jupyterhub.utils import maybe_future
+from traitlets import default
+
+from ..core import GPULab
+from ..form import build_model, render
+from ..gpu.devices import format_devices
+from ..messages import capacity_message
+from ..request import RequestError, SpawnRequest, from_form, parse
+from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
+
+
+@dataclass(frozen=True)
+class HeldGPUs:
+    """What the spawner state remembers (and an admin sees under ``servers[...].state``)."""
+
+    spawn_id: str
+    gpus: tuple[str, ...]
+    gpu_type: str
+    profile: str
+    devices: tuple[str, ...]
+
+    @classmethod
+    def of(cls, alloc: Allocation) -> HeldGPUs:
+        return cls(
+            alloc.spawn_id, tuple(alloc.visible_ids), alloc.gpu_type, alloc.profile,
+            tuple(d.key for d in alloc.devices),
+        )
+
+
+class GPUSpawnerMixin:
+    """Mix into any JupyterHub Spawner, first in the bases."""
+
+    gpulab_backend = "generic"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gpulab_request: SpawnRequest | None = None
+        self.gpulab_allocation: Allocation | None = None
+        self.gpulab_held: HeldGPUs | None = None
+        self._gpulab_events: list[dict] = []
+        self._gpulab_wakeup = asyncio.Event()
+        self._gpulab_starting = False
+        if self.user is not None:
+            self.gpulab.register(self)
+
+    @property
+    def gpulab(self) -> GPULab:
+        return GPULab.instance(config=self.config)
+
+    # -- backend seam (override in backends) -----------------------------------------------
+    def gpulab_apply(self, allocation: Allocation, profile):
+        """Apply the allocation and profile to this spawner. May be async."""
+
+    def gpulab_device_env(self, allocation: Allocation) -> dict[str, str]:
+        ids = ",".join(allocation.visible_ids)
+        return {"CUDA_VISIBLE_DEVICES": ids, "NVIDIA_VISIBLE_DEVICES": ids}
+
+    def gpulab_profile_available(self, profile) -> tuple[bool, str]:
+        return True, ""
+
+    # -- helpers ---------------------------------------------------------------------------
+    @property
+    def gpulab_owner(self) -> Owner:
+        return Owner(self.user.id, self.user.name, self.name or "")
+
+    @property
+    def gpulab_groups(self) -> list[str]:
+        return sorted(g.name for g in self.user.groups)
+
+    def gpulab_event(self, message: str, progress: int | None = None) -> None:
+        """Add a line to the spawn progress page (and the log)."""
+        event = {"message": message}
+        if progress is not None:
+            event["progress"] = progress
+        self._gpulab_events.append(event)
+        self._gpulab_wakeup.set()
+        self.log.info("[gpulab] %s: %s", self._log_name, message)
+
+    async def gpulab_reconcile_if_due(self) -> None:
+        core = self.gpulab
+        if core.due_for_reconcile():
+            # live servers are read here, on the loop thread where their state changes
+            live = core.live_owners()
+            from ..store.models import utcnow
+
+            await asyncio.to_thread(core.reconcile, live, utcnow())
+
+    def gpulab_parse(self, options) -> SpawnRequest:
+        core = self.gpulab
+        try:
+            req = parse(options, core.catalog, core.inventory().types, core.max_gpus_per_server,
+                        self.gpulab_extra_options())
+        except RequestError as e:
+            raise SpawnException(str(e), reason="invalid_options", status_code=400) from None
+        ok, why = self.gpulab_profile_available(req.profile)
+        if not ok:
+            raise SpawnException(f"Profile '{req.profile.name}' cannot start here: {why}",
+                                 reason="profile_unavailable", status_code=400)
+        return req
+
+    def gpulab_extra_options(self) -> dict:
+        """Further ``user_options`` keys and their validators (features add theirs)."""
+        return {}
+
+    # -- the spawn form --------------------------------------------------------------------
+    @default("options_form")
+    def _gpulab_default_options_form(self):
+        return lambda spawner: spawner.gpulab_options_form()
+
+    @default("options_from_form")
+    def _gpulab_default_options_from_form(self):
+        return from_form
+
+    @default("apply_user_options")
+    def _gpulab_default_apply_user_options(self):
+        # gpulab applies user_options itself in run_pre_spawn_hook; this keeps JupyterHub from
+        # warning that they are unhandled.
+        return lambda spawner, user_options: None
+
+    async def gpulab_options_form(self) -> str:
+        await self.gpulab_reconcile_if_due()
+        model = await asyncio.to_thread(
+            build_model, self.gpulab, self.user.id, self.user.name, self.gpulab_groups, self.name or "",
+            self.gpulab_profile_available,
+        )
+        return render(model)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def run_pre_spawn_hook(self):
+        self._gpulab_events.clear()
+        self._gpulab_starting = False
+        req = self.gpulab_parse(self.user_options)
+        self.gpulab_request = req
+        await self.gpulab_reconcile_if_due()
+        alloc = await self.gpulab_reserve(req)
+        try:
+            await maybe_future(self.gpulab_apply(alloc, req.profile))
+            await maybe_future(super().run_pre_spawn_hook())
+        except BaseException:
+            await self.gpulab_release()
+            raise
+
+    async def gpulab_reserve(self, req: SpawnRequest) -> Allocation:
+        """Reserve what ``req`` asks for, or raise a SpawnException that says why not."""
+        core = self.gpulab
+        try:
+            alloc = await asyncio.to_thread(core.allocate, self.gpulab_owner, req, self.gpulab_groups)
+        except RequestError as e:
+            raise SpawnException(str(e), reason="invalid_options", status_code=400) from None
+        except QuotaRefused as e:
+            raise SpawnException(e.decision.message, reason="quota", status_code=403) from None
+        except NoCapacity as e:
+            avail = await asyncio.to_thread(core.availability)
+            raise SpawnException(capacity_message(e, avail), reason="capacity", status_code=409) from None
+        self.gpulab_allocation = alloc
+        self.gpulab_held = HeldGPUs.of(alloc)
+        for w in alloc.warnings:
+            self.gpulab_event(w)
+        if alloc.devices:
+            self.gpulab_event(
+                f"Reserved GPUs {','.join(alloc.visible_ids)} ({format_devices(alloc.gpu_type, len(alloc.devices))})",
+                progress=20,
+            )
+        else:
+            self.gpulab_event("No GPUs requested: this server is CPU-only", progress=20)
+        return alloc
+
+    async def gpulab_release(self) -> list[str]:
+        keys = await asyncio.to_thread(self.gpulab.release, self.gpulab_owner)
+        if keys:
+            self.log.info("[gpulab] %s: released %s", self._log_name, ", ".join(keys))
+        self.gpulab_allocation = None
+        return keys
+
+    async def start(self):
+        profile = self.gpulab_request.profile if self.gpulab_request else None
+        what = f"profile '{profile.display_name}'" if profile else "server"
+        self._gpulab_starting = True
+        self.gpulab_event(f"Starting JupyterLab ({what}) ...", progress=40)
+        return await super().start()
+
+    async def run_post_stop_hook(self):
+        try:
+            await maybe_future(super().run_post_stop_hook())
+        finally:
+            await self.gpulab_release()
+
+    # -- environment and state -------------------------------------------------------------
+    def gpulab_env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        req, alloc = self.gpulab_request, self.gpulab_allocation
+        if req is not None:
+            env.update(req.profile.env)
+            env["GPULAB_PROFILE"] = req.profile.name
+        if alloc is not None:
+            env.update(self.gpulab_device_env(alloc))
+            env["GPULAB_GPUS"] = ",".join(alloc.visible_ids)
+            env["GPULAB_GPU_TYPE"] = alloc.gpu_type
+            env["GPULAB_SPAWN_ID"] = alloc.spawn_id
+        return env
+
+    def get_env(self):
+        env = super().get_env()
+        env.update(self.gpulab_env())
+        return env
+
+    def get_state(self):
+        state = super().get_state()
+        held = self.gpulab_held
+        if held is not None:
+            state.update(
+                gpus=list(held.gpus), gpu_type=held.gpu_type, profile=held.profile,
+                spawn_id=held.spawn_id, gpu_devices=list(held.devices),
+            )
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        if state.get("spawn_id"):
+            self.gpulab_held = HeldGPUs(
+                state["spawn_id"], tuple(state.get("gpus", ())), state.get("gpu_type", ""),
+                state.get("profile", ""), tuple(state.get("gpu_devices", ())),
+            )
+
+    def clear_state(self):
+        super().clear_state()
+        # The rows in our tables are released by run_post_stop_hook, not here: LocalProcessSpawner
+        # clears state from poll() too, before JupyterHub has decided the server is gone.
+        self.gpulab_held = None
+
+    # -- progress --------------------------------------------------------------------------
+    async def progress(self):
+        """Our events as they happen, then the backend's own. JupyterHub stops iterating when
+        the spawn finishes."""
+        sent = 0
+        backend_done = False
+        while True:
+            while sent < len(self._gpulab_events):
+                yield self._gpulab_events[sent]
+                sent += 1
+            if not backend_done and self._gpulab_starting:
+                backend_done = True
+                async for event in super().progress():
+                    yield event
+                continue
+            self._gpulab_wakeup.clear()
+            try:
+                await asyncio.wait_for(self._gpulab_wakeup.wait(), timeout=1)
+            except asyncio.TimeoutError:
+                pass

@@ -1,0 +1,133 @@
+"""Database access for gpulab's tables: engines, serialised write transactions, retries and
+migrations. Works the same on SQLite and PostgreSQL.
+
+Write transactions that make decisions (allocate, queue) are *serialised* across every process
+that shares the database:
+
+- SQLite: ``BEGIN IMMEDIATE`` takes the database's write lock when the transaction starts, so
+  the read-decide-write sequence cannot interleave with another writer.
+- PostgreSQL: ``pg_advisory_xact_lock`` on a fixed key, held until commit.
+
+On top of that, unique keys make double allocation impossible even for code that skips the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+log = logging.getLogger("gpulab.db")
+
+ADVISORY_KEY = 0x6770756C6162  # "gpulab"
+MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "gpulab_alembic_version"
+
+
+def _sqlite_setup(engine: sa.Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):
+        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's implicit BEGIN is DEFERRED).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        # WAL: readers never block the writer; NORMAL: a commit survives a killed process
+        # (what "hub killed" means), fsync happens at checkpoints.
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        write = conn.get_execution_options().get("gpulab_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class Database:
+    """An engine plus the few transaction shapes gpulab uses."""
+
+    def __init__(self, url: str, echo: bool = False):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine = sa.create_engine(
+                url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            _sqlite_setup(self.engine)
+        else:
+            self.engine = sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def read(self):
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            yield s
+
+    @contextlib.contextmanager
+    def write(self, serial: bool = False):
+        """A transaction; ``serial=True`` also serialises it against every other serial writer."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(gpulab_write=True)
+            with Session(bind=conn, expire_on_commit=False) as s, s.begin():
+                if serial and not self.is_sqlite:
+                    s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY})
+                yield s
+
+    def retrying(self, fn, *, attempts: int = 8, first_delay: float = 0.05):
+        """Run ``fn()`` again when the database is briefly unreachable (restart, failover).
+
+        Only connection-level failures are retried; ``fn`` must be a whole transaction.
+        """
+        delay = first_delay
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn()
+            except (OperationalError, DBAPIError) as e:
+                if not (getattr(e, "connection_invalidated", False) or _transient(e)) or attempt == attempts:
+                    raise
+                log.warning("database unavailable (%s); retry %d/%d in %.2fs", e.orig, attempt, attempts, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def upgrade(self) -> None:
+        """Bring gpulab's tables to the newest migration (idempotent, safe to race)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(gpulab_write=True)
+            with conn.begin():
+                if not self.is_sqlite:
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY})
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+
+
+def _transient(e: DBAPIError) -> bool:
+    text = str(getattr(e, "orig", e)).lower()
+    return any(
+        s in text
+        for s in (
+            "database is locked",
+            "server closed the connection",
+            "connection refused",
+            "terminating connection",
+            "could not connect",
+            "connection already closed",
+            "the database system is shutting down",
+            "the database system is starting up",
+        )
+    )

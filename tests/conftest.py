@@ -1,0 +1,88 @@
+"""Shared fixtures: real hubs, a real PostgreSQL, system users cleaned up after the run.
+
+Parts that need a system component (PostgreSQL, Docker, SLURM, Chromium, slapd) are skipped with
+a reason when it is missing, unless ``GPULAB_REQUIRE_ALL=1`` (set by ``.ci/run``), where a
+missing component fails the run instead: CI must never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.hubproc import Hub  # noqa: E402
+from tests.support.pgserver import PGServer, pg_bindir  # noqa: E402
+
+
+def require(ok: bool, what: str) -> None:
+    """Skip (locally) or fail (CI) when a real component the test needs is missing."""
+    if ok:
+        return
+    if os.environ.get("GPULAB_REQUIRE_ALL") == "1":
+        pytest.fail(f"{what} is required in CI but missing")
+    pytest.skip(f"{what} is missing (install it, or run .ci/run)")
+
+
+@pytest.fixture(scope="session")
+def local_backend():
+    """System-user settings for hubs in this run: a unique prefix and a home root every user can
+    reach, so that running as root (CI) creates throwaway accounts we can remove afterwards."""
+    prefix = f"gt{secrets.token_hex(2)}-"
+    home_root = tempfile.mkdtemp(prefix="gpulab-homes-", dir="/tmp")
+    os.chmod(home_root, 0o755)
+    yield {"system_user_prefix": prefix, "home_root": home_root}
+    if os.geteuid() == 0:
+        for pw in pwd.getpwall():
+            if pw.pw_name.startswith(prefix):
+                subprocess.run(["userdel", "-r", pw.pw_name], capture_output=True)
+    subprocess.run(["rm", "-rf", home_root])
+
+
+@pytest.fixture(scope="session")
+def pg():
+    require(pg_bindir() is not None, "PostgreSQL (Debian package postgresql)")
+    server = PGServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hub_factory(tmp_path_factory, local_backend):
+    """Start real hubs; every hub is stopped (with its servers) when the test ends."""
+    hubs: list[Hub] = []
+
+    def make(start: bool = True, **kw) -> Hub:
+        kw.setdefault("local", dict(local_backend))
+        hub = Hub(tmp_path_factory.mktemp("hub"), **kw)
+        hubs.append(hub)
+        if start:
+            hub.start()
+        return hub
+
+    yield make
+    for hub in hubs:
+        hub.close()
+
+
+@pytest.fixture(scope="module")
+def module_hub_factory(tmp_path_factory, local_backend):
+    hubs: list[Hub] = []
+
+    def make(**kw) -> Hub:
+        kw.setdefault("local", dict(local_backend))
+        hub = Hub(tmp_path_factory.mktemp("hub"), **kw).start()
+        hubs.append(hub)
+        return hub
+
+    yield make
+    for hub in hubs:
+        hub.close()

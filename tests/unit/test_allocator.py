@@ -1,0 +1,205 @@
+"""The allocator on real databases: SQLite and a throwaway PostgreSQL.
+
+Race safety is shown with concurrent threads *and* separate processes hammering one database:
+no device is ever held by two servers at once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import threading
+import time
+from collections import defaultdict
+from fractions import Fraction
+
+import pytest
+import sqlalchemy as sa
+
+from hub_plugins.gpu.simulated import parse_spec
+from hub_plugins.quota import Decision
+from hub_plugins.store.allocator import Allocator, NoCapacity, Owner, QuotaRefused
+from hub_plugins.store.db import Database
+from hub_plugins.store.models import DeviceAllocation, ServerRecord, utcnow
+
+INV = parse_spec("8xA100-80GB")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/gpulab.sqlite"
+    pg = request.getfixturevalue("pg")
+    return pg.create_db(f"alloc_{random.getrandbits(40):x}")
+
+
+@pytest.fixture
+def alloc(db_url):
+    db = Database(db_url)
+    db.upgrade()
+    db.upgrade()  # idempotent
+    yield Allocator(db)
+    db.dispose()
+
+
+def test_allocate_release_cycle(alloc):
+    a = alloc.allocate(Owner(1, "ann"), "minimal", "A100-80GB", 2, INV)
+    assert [d.index for d in a.devices] == [0, 1] and a.equivalents == 2
+    b = alloc.allocate(Owner(2, "bob", "exp"), "minimal", "A100-80GB", 3, INV)
+    assert [d.index for d in b.devices] == [2, 3, 4]
+    snap = alloc.snapshot()
+    assert set(snap.taken) == {d.key for d in a.devices + b.devices}
+    assert [u.name for u in snap.usage_of(2)] == ["exp"]
+    assert alloc.release(Owner(1, "ann")) == ["localhost/gpu0", "localhost/gpu1"]
+    assert alloc.release(Owner(1, "ann")) == []  # idempotent
+    c = alloc.allocate(Owner(3, "cat"), "minimal", "A100-80GB", 2, INV)
+    assert [d.index for d in c.devices] == [0, 1]
+
+
+def test_cpu_only_server_is_recorded(alloc):
+    a = alloc.allocate(Owner(1, "ann", "cpu"), "minimal", "", 0, INV)
+    assert a.devices == () and a.equivalents == 0
+    assert [(u.name, u.count) for u in alloc.snapshot().usage_of(1)] == [("cpu", 0)]
+
+
+def test_capacity_refusal_says_what_is_free(alloc):
+    alloc.allocate(Owner(1, "ann"), "minimal", "A100-80GB", 4, INV)
+    alloc.allocate(Owner(2, "bob"), "minimal", "A100-80GB", 3, INV)
+    with pytest.raises(NoCapacity) as e:
+        alloc.allocate(Owner(3, "cat"), "minimal", "A100-80GB", 2, INV)
+    assert (e.value.free, e.value.total) == (1, 8)
+    assert [u.name for u in alloc.snapshot().usage_of(3)] == []  # nothing left behind
+
+
+def test_quota_check_sees_other_servers_of_the_user(alloc):
+    alloc.allocate(Owner(1, "ann", "a"), "minimal", "A100-80GB", 1, INV)
+    seen = []
+
+    def check(usage):
+        seen.append([(u.name, u.equivalents) for u in usage])
+        return Decision(False, "gpus", "no more")
+
+    with pytest.raises(QuotaRefused, match="no more"):
+        alloc.allocate(Owner(1, "ann", "b"), "minimal", "A100-80GB", 1, INV, quota_check=check)
+    assert seen == [[("a", Fraction(1))]]
+
+
+def test_stale_row_of_same_server_is_reclaimed(alloc):
+    alloc.allocate(Owner(1, "ann"), "minimal", "A100-80GB", 2, INV)
+    again = alloc.allocate(Owner(1, "ann"), "minimal", "A100-80GB", 1, INV)
+    assert len(alloc.snapshot().servers) == 1 and [d.index for d in again.devices] == [0]
+
+
+def test_database_refuses_double_allocation_even_without_the_lock(alloc):
+    a = alloc.allocate(Owner(1, "ann"), "minimal", "A100-80GB", 1, INV)
+    with pytest.raises(sa.exc.IntegrityError):
+        with alloc.db.write() as s:
+            row = ServerRecord(user_id=9, user_name="x", server_name="", spawn_id="dup", profile="m",
+                               gpu_type="A100-80GB", gpu_count=1, equivalents="1", host="localhost")
+            s.add(row)
+            s.flush()
+            s.add(DeviceAllocation(device_key=a.devices[0].key, server_id=row.id, host="localhost",
+                                   gpu_type="A100-80GB", visible_id="0", weight="1"))
+            s.flush()
+
+
+def test_reconcile_frees_only_dead_and_old(alloc):
+    alloc.allocate(Owner(1, "ann"), "minimal", "A100-80GB", 1, INV)
+    alloc.allocate(Owner(2, "bob"), "minimal", "A100-80GB", 1, INV)
+    cut = utcnow()
+    time.sleep(0.01)
+    alloc.allocate(Owner(3, "cat"), "minimal", "A100-80GB", 1, INV)  # after the snapshot
+    gone = alloc.reconcile(lambda r: r.user_id == 1, cut)
+    assert [r.user_name for r in gone] == ["bob"]
+    assert sorted(s.user_name for s in alloc.snapshot().servers) == ["ann", "cat"]
+
+
+def test_mig_and_whole_share_the_table():
+    inv = parse_spec("1xA100-80GB, 1xA100-80GB+mig(7*1g.10gb)")
+    db = Database("sqlite://")
+    db.upgrade()
+    a = Allocator(db)
+    x = a.allocate(Owner(1, "a"), "m", "A100-80GB:1g.10gb", 3, inv)
+    assert x.equivalents == Fraction(3, 7) and all(v.startswith("MIG-") for v in x.visible_ids)
+
+
+def _hammer(url, worker, rounds, out):
+    """One process: allocate 1-2 GPUs, hold briefly, release; record (device, t0, t1)."""
+    db = Database(url)
+    alloc = Allocator(db)
+    rng = random.Random(worker)
+    held = []
+    refused = 0
+    for i in range(rounds):
+        owner = Owner(1000 + worker, f"w{worker}", f"s{i}")
+        try:
+            a = alloc.allocate(owner, "m", "A100-80GB", rng.choice((1, 2)), INV)
+        except NoCapacity:
+            refused += 1
+            continue
+        t0 = time.monotonic()
+        time.sleep(rng.random() * 0.004)
+        t1 = time.monotonic()
+        alloc.release(owner)
+        held += [(d.key, t0, t1) for d in a.devices]
+    db.dispose()
+    out.put((held, refused))
+
+
+@pytest.mark.slow
+def test_processes_never_share_a_device(alloc, db_url):
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_hammer, args=(db_url, w, 60, out)) for w in range(8)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    intervals = defaultdict(list)
+    for held, _ in results:
+        for key, t0, t1 in held:
+            intervals[key].append((t0, t1))
+    granted = sum(len(v) for v in intervals.values())
+    assert granted > 100  # the test really competed for devices
+    for key, spans in intervals.items():
+        spans.sort()
+        for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+            assert b0 >= a1, f"{key} held twice: {a0:.4f}-{a1:.4f} and {b0:.4f}-{b1:.4f}"
+    assert alloc.snapshot().servers == []  # everything released
+
+
+def test_threads_200_concurrent_requests_on_8_gpus(alloc):
+    results, lock = [], threading.Lock()
+
+    def one(i):
+        try:
+            a = alloc.allocate(Owner(i, f"u{i}"), "m", "A100-80GB", 1, INV)
+            with lock:
+                results.append(a.devices[0].key)
+        except NoCapacity:
+            with lock:
+                results.append(None)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    granted = [r for r in results if r]
+    assert len(granted) == 8 and len(set(granted)) == 8 and results.count(None) == 192
+
+
+@pytest.mark.postgres
+def test_survives_a_postgres_restart(pg):
+    url = pg.create_db(f"restart_{random.getrandbits(40):x}")
+    db = Database(url)
+    db.upgrade()
+    alloc = Allocator(db)
+    alloc.allocate(Owner(1, "ann"), "m", "A100-80GB", 1, INV)
+    pg.restart()  # every pooled connection is now dead
+    b = alloc.allocate(Owner(2, "bob"), "m", "A100-80GB", 1, INV)
+    assert [d.index for d in b.devices] == [1]  # ann's allocation survived the restart
+    assert alloc.release(Owner(1, "ann")) == ["localhost/gpu0"]
+    db.dispose()

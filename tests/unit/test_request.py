@@ -1,0 +1,89 @@
+"""Every field of a spawn request is validated, with a message that says what to change."""
+
+import pytest
+
+from hub_plugins.profiles import Catalog, profile_from_dict
+from hub_plugins.request import RequestError, from_form, parse
+
+CATALOG = Catalog([
+    profile_from_dict("minimal", {"display_name": "Minimal", "default": True, "gpus": {"counts": [0, 1, 2, 3, 4]}}),
+    profile_from_dict("small", {"display_name": "Small", "gpus": {"counts": [0, 1, 2], "default": 1,
+                                                               "types": ["A100-80GB"]}}),
+])
+TYPES = ["A100-80GB", "A100-80GB:1g.10gb"]
+
+
+@pytest.mark.parametrize(
+    "options, profile, gpus, gpu_type",
+    [
+        ({}, "minimal", 0, None),
+        (None, "minimal", 0, None),
+        ({"profile": "small"}, "small", 1, None),  # the profile's default count
+        ({"profile": "minimal", "gpus": 2}, "minimal", 2, None),
+        ({"gpus": "3"}, "minimal", 3, None),  # form values are strings
+        ({"gpus": 2.0}, "minimal", 2, None),
+        ({"gpus": 1, "gpu_type": "A100-80GB:1g.10gb"}, "minimal", 1, "A100-80GB:1g.10gb"),
+        ({"gpus": 0, "gpu_type": "A100-80GB"}, "minimal", 0, None),  # no GPUs, no type
+        ({"gpus": 1, "gpu_type": ""}, "minimal", 1, None),
+    ],
+)
+def test_valid(options, profile, gpus, gpu_type):
+    req = parse(options, CATALOG, TYPES)
+    assert (req.profile.name, req.gpus, req.gpu_type) == (profile, gpus, gpu_type)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ([1, 2], "must be a JSON object"),
+        ({"gpu": 1}, "Unknown option 'gpu'. Allowed: profile, gpus, gpu_type."),
+        ({"profile": "nope"}, "Unknown profile 'nope'. Available: minimal, small."),
+        ({"profile": 3}, "'profile' must be a profile name: minimal or small."),
+        ({"profile": ""}, "'profile' must be a profile name"),
+        ({"gpus": -1}, "'gpus' must be a whole number from 0 to 4, got -1."),
+        ({"gpus": 5}, "from 0 to 4, got 5"),
+        ({"gpus": "two"}, "got 'two'"),
+        ({"gpus": 1.5}, "got 1.5"),
+        ({"gpus": True}, "got True"),
+        ({"gpus": None}, "got None"),
+        ({"gpus": [1]}, "got [1]"),
+        ({"profile": "small", "gpus": 3}, "Profile 'small' allows 0, 1 or 2 GPUs; you asked for 3."),
+        ({"gpus": 1, "gpu_type": "V100"}, "Unknown GPU type 'V100'. This hub has: A100-80GB, A100-80GB:1g.10gb."),
+        ({"gpus": 1, "gpu_type": 7}, "'gpu_type' must be a GPU type name"),
+        ({"gpus": 1, "gpu_type": "A100; rm -rf /"}, "'gpu_type' must be a GPU type name"),
+        ({"profile": "small", "gpus": 1, "gpu_type": "A100-80GB:1g.10gb"},
+         "Profile 'small' does not run on A100-80GB:1g.10gb; it allows: A100-80GB."),
+    ],
+)
+def test_invalid(options, message):
+    with pytest.raises(RequestError) as e:
+        parse(options, CATALOG, TYPES)
+    assert message in str(e.value)
+
+
+def test_no_gpus_on_hub():
+    with pytest.raises(RequestError, match="This hub has no GPUs right now; ask for 0 GPUs"):
+        parse({"gpus": 1}, CATALOG, [])
+    assert parse({"gpus": 0}, CATALOG, []).gpus == 0
+
+
+def test_max_per_server_is_configurable():
+    with pytest.raises(RequestError, match="from 0 to 2"):
+        parse({"gpus": 3}, CATALOG, TYPES, max_per_server=2)
+
+
+def test_extra_keys_validated_by_features():
+    def boolean(v):
+        if v in (True, False, "on"):
+            return v in (True, "on")
+        raise RequestError("'queue' must be true or false")
+
+    req = parse({"queue": "on"}, CATALOG, TYPES, extra_keys={"queue": boolean})
+    assert req.extra("queue") is True
+    with pytest.raises(RequestError, match="'queue' must be"):
+        parse({"queue": "maybe"}, CATALOG, TYPES, extra_keys={"queue": boolean})
+
+
+def test_from_form():
+    assert from_form({"profile": ["small"], "gpus": ["2"], "gpu_type": [""], "_xsrf": ["x"]}) == {
+        "profile": "small", "gpus": "2"}
