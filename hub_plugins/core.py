@@ -16,9 +16,10 @@ import weakref
 from dataclasses import dataclass
 from fractions import Fraction
 
-from traitlets import Any, Dict, Integer, Unicode, default, validate
+from traitlets import Any, Dict, Integer, Unicode, default, observe, validate
 from traitlets.config import SingletonConfigurable
 
+from .gpu.choice import auto_candidates
 from .gpu.devices import Inventory, kind_of
 from .gpu.nvml import discover
 from .gpu.placement import most_on_one_host
@@ -121,6 +122,7 @@ class GPULab(SingletonConfigurable):
         self._inventory_at = 0.0
         self._db: Database | None = None
         self._catalog: Catalog | None = None
+        self._quota_config: QuotaConfig | None = None
         self._spawners: dict[tuple[int, str], weakref.WeakSet] = {}
         self._reconciled_at = 0.0
         self.started_at = utcnow()
@@ -147,7 +149,13 @@ class GPULab(SingletonConfigurable):
 
     @property
     def quota_config(self) -> QuotaConfig:
-        return QuotaConfig.from_config(self.quotas or {})
+        if self._quota_config is None:
+            self._quota_config = QuotaConfig.from_config(self.quotas or {})
+        return self._quota_config
+
+    @observe("quotas")
+    def _quotas_changed(self, _change):
+        self._quota_config = None
 
     def inventory(self) -> Inventory:
         if self.capacity_reader is not None:
@@ -194,44 +202,35 @@ class GPULab(SingletonConfigurable):
             )
         return out
 
-    def choose_type(self, req: SpawnRequest, eff: Effective, inv: Inventory, avail: list[TypeAvailability]) -> str:
-        """The GPU type for a request that named none: whole GPUs first, then whatever fits."""
+    def candidate_types(self, req: SpawnRequest, eff: Effective, inv: Inventory) -> list[str]:
+        """The GPU types this request may get, in order of preference (see ``gpu/choice.py``)."""
         if req.gpu_type:
-            return req.gpu_type
-        allowed = [
-            a for a in avail
-            if req.profile.allows_type(a.gpu_type)
-            and (eff.limits.gpu_types is None or a.gpu_type in eff.limits.gpu_types)
-        ]
-        if not allowed:
+            return [req.gpu_type]
+        weights = {t: inv.of_type(t)[0].weight for t in inv.types}
+        types = auto_candidates(inv.types, weights, req.profile.allows_type, eff.limits.gpu_types)
+        if not types:
             raise RequestError(
                 f"Profile '{req.profile.name}' runs on none of the GPU types you may use on this hub; "
                 "ask for 0 GPUs or name a 'gpu_type'."
             )
-        order = sorted(allowed, key=lambda a: (a.kind != "gpu", -a.weight))
-        for a in order:
-            if a.largest >= req.gpus:
-                return a.gpu_type
-        return order[0].gpu_type
+        return types
 
     # -- allocation ------------------------------------------------------------------------
     def allocate(self, owner: Owner, req: SpawnRequest, groups) -> Allocation:
-        """Quota check + placement + persistence, one serialised transaction.
+        """Type choice + quota check + placement + persistence, one serialised transaction.
 
         Raises RequestError, QuotaRefused or NoCapacity (see ``messages`` for their wording)."""
         inv = self.inventory()
         eff = self.effective(owner.user_name, groups)
-        gpu_type = ""
-        equivalents = Fraction(0)
-        if req.gpus:
-            gpu_type = self.choose_type(req, eff, inv, self.availability())
-            equivalents = inv.of_type(gpu_type)[0].weight * req.gpus
-        ask = Ask(owner.server_name, req.profile.name, gpu_type, req.gpus, equivalents)
+        types = self.candidate_types(req, eff, inv) if req.gpus else []
         enforcement = self.quota_config.enforcement
-        return self.allocator.allocate(
-            owner, req.profile.name, gpu_type, req.gpus, inv,
-            quota_check=lambda usage: check(ask, eff, usage, enforcement),
-        )
+
+        def quota_check(usage, gpu_type):
+            weight = inv.of_type(gpu_type)[0].weight if gpu_type else Fraction(0)
+            ask = Ask(owner.server_name, req.profile.name, gpu_type, req.gpus, weight * req.gpus)
+            return check(ask, eff, usage, enforcement)
+
+        return self.allocator.allocate(owner, req.profile.name, types, req.gpus, inv, quota_check)
 
     def release(self, owner: Owner, spawn_id: str | None = None) -> list[str]:
         return self.allocator.release(owner, spawn_id)

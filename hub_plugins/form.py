@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 
+from .gpu.choice import auto_candidates
 from .gpu.devices import format_equivalents
 from .quota import Effective, ServerUse, headroom, server_label
 from .quota.limits import format_bytes, limits_as_dict
@@ -77,10 +78,12 @@ def form_model(
                          for c in p.gpu_counts]
             for a in types
         }
-        # "any type": a count is possible if some allowed type can serve it
+        # "any type": the types an unnamed request may land on (the allocator uses the same rule)
+        weights = {a.gpu_type: a.weight for a in avail}
+        candidates = set(auto_candidates(list(weights), weights, p.allows_type, lim.gpu_types))
         any_type = []
         for c in p.gpu_counts:
-            opts = [ch for t in choices.values() for ch in t if ch["count"] == c]
+            opts = [ch for t, chs in choices.items() if t in candidates for ch in chs if ch["count"] == c]
             ok = c == 0 or any(o["ok"] for o in opts)
             reason = "" if ok else (opts[0]["why"] if opts else "no GPU type for this profile")
             any_type.append({"count": c, "ok": ok, "why": reason})

@@ -68,6 +68,9 @@ def update_auth(c: Config, cfg: dict) -> None:
     auth = cfg["auth"]
     if auth["kind"] == "native":
         c.JupyterHub.authenticator_class = "gpulab-native"
+        # NativeAuthenticator only lets approved users authenticate; JupyterHub 5+ additionally
+        # requires an allow rule, or it refuses everyone: approval *is* the allow rule here.
+        c.NativeAuthenticator.allow_all = True
         for key, value in auth["native"].items():
             setattr(c.NativeAuthenticator, key, value)
         c.JupyterHub.template_paths = [NATIVE_TEMPLATES]

@@ -74,7 +74,7 @@ GPULAB_SCHEMA = {
                     "propertyNames": {"pattern": r"^[a-z0-9][a-z0-9-]*$"},
                     "additionalProperties": TOKEN,
                 },
-                "log_level": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"]},
+                "log_level": {"enum": ["DEBUG", "INFO", "WARN", "ERROR", "CRITICAL"]},
                 "concurrent_spawn_limit": {"type": "integer", "minimum": 0},
                 "poll_interval": {"type": "integer", "minimum": 1, "maximum": 3600},
                 "start_timeout": {"type": "integer", "minimum": 5},

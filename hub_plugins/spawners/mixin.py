@@ -24,8 +24,8 @@ import asyncio
 from dataclasses import dataclass
 
 from jupyterhub.spawner import SpawnException
-from jupyterhub.utils import maybe_future
-from traitlets import default
+from jupyterhub.utils import maybe_future, url_path_join, wait_for_http_server
+from traitlets import Bool, HasTraits, default
 
 from ..core import GPULab
 from ..form import build_model, render
@@ -53,10 +53,18 @@ class HeldGPUs:
         )
 
 
-class GPUSpawnerMixin:
-    """Mix into any JupyterHub Spawner, first in the bases."""
+class GPUSpawnerMixin(HasTraits):
+    """Mix into any JupyterHub Spawner, first in the bases. (A HasTraits subclass, so that its
+    ``@default`` handlers for Spawner traits are registered.)"""
 
     gpulab_backend = "generic"
+
+    watch_start = Bool(
+        True,
+        config=True,
+        help="""Watch the server while it starts: if it exits before answering, fail the spawn at
+        once (and release its GPUs) instead of waiting for http_timeout.""",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -203,7 +211,43 @@ class GPUSpawnerMixin:
         what = f"profile '{profile.display_name}'" if profile else "server"
         self._gpulab_starting = True
         self.gpulab_event(f"Starting JupyterLab ({what}) ...", progress=40)
-        return await super().start()
+        url = await super().start()
+        await self.gpulab_wait_started(url)
+        return url
+
+    async def gpulab_wait_started(self, url) -> None:
+        """Wait until the server answers, failing at once if it dies first.
+
+        JupyterHub itself only polls the server's URL until ``http_timeout``, so a server that
+        crashes at start-up would hold its GPUs (and keep its user waiting) for that long."""
+        if not self.watch_start or getattr(self, "internal_ssl", False) or self.server is None:
+            return
+        if isinstance(url, (tuple, list)):
+            ip, port = url
+            url = f"http://{'127.0.0.1' if ip in ('', '0.0.0.0') else ip}:{int(port)}"
+        probe = url.rstrip("/") + url_path_join(self.server.base_url, "api")
+
+        async def died():
+            while True:
+                status = await self.poll()
+                if status is not None:
+                    return status
+                await asyncio.sleep(0.25)
+
+        up = asyncio.ensure_future(wait_for_http_server(probe, timeout=self.http_timeout))
+        dead = asyncio.ensure_future(died())
+        done, pending = await asyncio.wait({up, dead}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if dead in done:
+            raise SpawnException(
+                f"The server exited while starting (exit status {dead.result()}). "
+                "Its output is in the hub's log; ask an admin if it keeps happening.",
+                reason="exited",
+                status_code=500,
+            )
+        up.result()  # a timeout is JupyterHub's to report, as usual
+        self.gpulab_event("JupyterLab is up", progress=90)
 
     async def run_post_stop_hook(self):
         try:

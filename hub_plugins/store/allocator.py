@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from ..gpu.devices import Device, Inventory
+from ..gpu.choice import pick_type
 from ..gpu.placement import place
 from ..quota.decision import Decision, ServerUse
 from .db import Database
@@ -87,6 +87,19 @@ def server_use(s: ServerRecord) -> ServerUse:
     return ServerUse(s.server_name, s.profile, s.gpu_type, s.gpu_count, Fraction(s.equivalents))
 
 
+_S, _A = ServerRecord.__table__, DeviceAllocation.__table__
+# Built once: constructing SQLAlchemy statements costs more than SQLite executing them.
+_MINE = sa.select(_S.c.id, _S.c.server_name, _S.c.spawn_id, _S.c.profile, _S.c.gpu_type, _S.c.gpu_count,
+                  _S.c.equivalents).where(_S.c.user_id == sa.bindparam("uid"))
+_TAKEN = sa.select(_A.c.device_key)
+_ADD_SERVER = sa.insert(_S).returning(_S.c.id)
+_ADD_DEVICE = sa.insert(_A)
+_OWNER_IDS = sa.select(_S.c.id, _S.c.spawn_id).where(
+    _S.c.user_id == sa.bindparam("uid"), _S.c.server_name == sa.bindparam("server"))
+_DROP_DEVICES = sa.delete(_A).where(_A.c.server_id.in_(sa.bindparam("ids", expanding=True))).returning(_A.c.device_key)
+_DROP_SERVERS = sa.delete(_S).where(_S.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
 class Allocator:
     def __init__(self, db: Database):
         self.db = db
@@ -96,41 +109,46 @@ class Allocator:
         self,
         owner: Owner,
         profile: str,
-        gpu_type: str,
+        gpu_types: str | Sequence[str],
         count: int,
         inventory: Inventory,
-        quota_check: Callable[[list[ServerUse]], Decision] | None = None,
+        quota_check: Callable[[list[ServerUse], str], Decision] | None = None,
     ) -> Allocation:
-        """Reserve ``count`` devices of ``gpu_type`` for ``owner`` (0 = a CPU-only server, which
-        still counts as a server). Raises :class:`QuotaRefused` or :class:`NoCapacity`."""
-        return self.db.retrying(
-            lambda: self._allocate(owner, profile, gpu_type, count, inventory, quota_check)
-        )
+        """Reserve ``count`` devices for ``owner`` (0 = a CPU-only server, which still counts as a
+        server), of the first of ``gpu_types`` that fits. ``quota_check(usage, gpu_type)`` sees
+        the user's other servers. Raises :class:`QuotaRefused` or :class:`NoCapacity`."""
+        types = [gpu_types] if isinstance(gpu_types, str) else list(gpu_types)
+        if count and not types:
+            raise ValueError("a GPU request needs at least one candidate type")
+        return self.db.retrying(lambda: self._allocate(owner, profile, types, count, inventory, quota_check))
 
-    def _allocate(self, owner, profile, gpu_type, count, inventory, quota_check) -> Allocation:
-        with self.db.write(serial=True) as s:
-            stale = s.scalars(
-                sa.select(ServerRecord).where(
-                    ServerRecord.user_id == owner.user_id, ServerRecord.server_name == owner.server_name
-                )
-            ).all()
-            for row in stale:
+    def _allocate(self, owner, profile, types, count, inventory, quota_check) -> Allocation:
+        # Core statements on a bare connection: this runs for every spawn and every queue
+        # decision, and the ORM's unit of work costs more than the SQL itself.
+        with self.db.write_conn(serial=True) as conn:
+            mine = conn.execute(_MINE, {"uid": owner.user_id}).all()
+            stale = [r for r in mine if r.server_name == owner.server_name]
+            if stale:
                 # JupyterHub never starts a server twice, so a row here is left over from a life
                 # that ended without release (e.g. a hub killed mid-stop): reclaim it.
-                log.warning("releasing stale allocation of %s (spawn %s)", owner.label, row.spawn_id)
-                s.delete(row)  # its device rows go with it (ON DELETE CASCADE)
-            s.flush()
+                log.warning("releasing stale allocation of %s (spawn %s)", owner.label, stale[0].spawn_id)
+                ids = [r.id for r in stale]
+                conn.execute(_DROP_DEVICES, {"ids": ids}).all()
+                conn.execute(_DROP_SERVERS, {"ids": ids})
             usage = [
-                server_use(r)
-                for r in s.scalars(sa.select(ServerRecord).where(ServerRecord.user_id == owner.user_id))
+                ServerUse(r.server_name, r.profile, r.gpu_type, r.gpu_count, Fraction(r.equivalents))
+                for r in mine if r.server_name != owner.server_name
             ]
-            decision = quota_check(usage) if quota_check else Decision(True)
+            gpu_type, free = "", []
+            if count:
+                # the type is chosen on the same snapshot the devices are placed on
+                free = inventory.free(set(conn.execute(_TAKEN).scalars()))
+                gpu_type, _fits = pick_type(types, free, count)
+            decision = quota_check(usage, gpu_type) if quota_check else Decision(True)
             if not decision.allowed:
                 raise QuotaRefused(decision)
             devices: tuple[Device, ...] = ()
             if count:
-                taken = set(s.scalars(sa.select(DeviceAllocation.device_key)))
-                free = inventory.free(taken)
                 chosen = place(free, count, gpu_type)
                 if chosen is None:
                     raise NoCapacity(
@@ -139,54 +157,38 @@ class Allocator:
                     )
                 devices = chosen
             equivalents = sum((d.weight for d in devices), Fraction(0))
-            row = ServerRecord(
-                user_id=owner.user_id,
-                user_name=owner.user_name,
-                server_name=owner.server_name,
-                spawn_id=uuid.uuid4().hex,
-                profile=profile,
-                gpu_type=gpu_type if count else "",
-                gpu_count=count,
-                equivalents=str(equivalents),
-                host=devices[0].host if devices else "",
-                created_at=utcnow(),
-            )
-            s.add(row)
-            s.flush()
-            for d in devices:
-                s.add(
-                    DeviceAllocation(
-                        device_key=d.key,
-                        server_id=row.id,
-                        host=d.host,
-                        gpu_type=d.gpu_type,
-                        visible_id=d.visible_id,
-                        weight=str(d.weight),
-                    )
-                )
-            try:
-                s.flush()
-            except IntegrityError:  # pragma: no cover - the serial lock makes this unreachable
-                log.error("device already allocated despite the lock; refusing %s", owner.label)
-                raise NoCapacity(gpu_type, count, 0, len(inventory.of_type(gpu_type))) from None
-            return Allocation(
-                row.spawn_id, owner, profile, gpu_type if count else "", devices, equivalents,
-                decision.warnings,
-            )
+            spawn_id = uuid.uuid4().hex
+            now = utcnow()
+            server_id = conn.execute(
+                _ADD_SERVER,
+                dict(user_id=owner.user_id, user_name=owner.user_name, server_name=owner.server_name,
+                     spawn_id=spawn_id, profile=profile, gpu_type=gpu_type if count else "",
+                     gpu_count=count, equivalents=str(equivalents),
+                     host=devices[0].host if devices else "", created_at=now),
+            ).scalar_one()
+            if devices:
+                # the device key is the primary key: a second holder is impossible
+                conn.execute(_ADD_DEVICE, [
+                    dict(device_key=d.key, server_id=server_id, host=d.host, gpu_type=d.gpu_type,
+                         visible_id=d.visible_id, weight=str(d.weight), allocated_at=now)
+                    for d in devices
+                ])
+            return Allocation(spawn_id, owner, profile, gpu_type if count else "", devices, equivalents,
+                              decision.warnings)
 
     def release(self, owner: Owner, spawn_id: str | None = None) -> list[str]:
         """Free what ``owner`` holds (only ``spawn_id``'s if given). Idempotent. Returns the keys."""
         return self.db.retrying(lambda: self._release(owner, spawn_id))
 
     def _release(self, owner: Owner, spawn_id: str | None) -> list[str]:
-        with self.db.write() as s:
-            q = sa.select(ServerRecord).where(
-                ServerRecord.user_id == owner.user_id, ServerRecord.server_name == owner.server_name
-            )
-            if spawn_id:
-                q = q.where(ServerRecord.spawn_id == spawn_id)
-            rows = s.scalars(q).all()
-            return self._delete(s, rows)
+        with self.db.write_conn() as conn:
+            rows = conn.execute(_OWNER_IDS, {"uid": owner.user_id, "server": owner.server_name}).all()
+            ids = [r.id for r in rows if not spawn_id or r.spawn_id == spawn_id]
+            if not ids:
+                return []
+            keys = list(conn.execute(_DROP_DEVICES, {"ids": ids}).scalars())
+            conn.execute(_DROP_SERVERS, {"ids": ids})
+            return sorted(keys)
 
     @staticmethod
     def _delete(s, rows: Iterable[ServerRecord]) -> list[str]:

@@ -83,6 +83,17 @@ class Database:
                     s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY})
                 yield s
 
+    @contextlib.contextmanager
+    def write_conn(self, serial: bool = False):
+        """Like :meth:`write` but a bare Connection: the allocator's hot path skips the ORM."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn = conn.execution_options(gpulab_write=True)
+            with conn.begin():
+                if serial and not self.is_sqlite:
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY})
+                yield conn
+
     def retrying(self, fn, *, attempts: int = 8, first_delay: float = 0.05):
         """Run ``fn()`` again when the database is briefly unreachable (restart, failover).
 

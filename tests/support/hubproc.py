@@ -77,13 +77,13 @@ class Hub:
     def state_dir(self) -> Path:
         return self.dir / "state"
 
-    def start(self, wait: bool = True, timeout: float = 60) -> Hub:
+    def start(self, wait: bool = True, timeout: float = 60, extra_args: list[str] = ()) -> Hub:
         self.write_config()
         env = dict(os.environ, GPULAB_CONFIG=str(self.config_path))
         env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "jupyterhub"), "-f", str(ROOT / "config" / "jupyterhub_config.py")],
+            [str(VENV_BIN / "jupyterhub"), "-f", str(ROOT / "config" / "jupyterhub_config.py"), *extra_args],
             cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         if wait:

@@ -75,7 +75,7 @@ def test_quota_check_sees_other_servers_of_the_user(alloc):
     alloc.allocate(Owner(1, "ann", "a"), "minimal", "A100-80GB", 1, INV)
     seen = []
 
-    def check(usage):
+    def check(usage, gpu_type):
         seen.append([(u.name, u.equivalents) for u in usage])
         return Decision(False, "gpus", "no more")
 
@@ -112,6 +112,17 @@ def test_reconcile_frees_only_dead_and_old(alloc):
     gone = alloc.reconcile(lambda r: r.user_id == 1, cut)
     assert [r.user_name for r in gone] == ["bob"]
     assert sorted(s.user_name for s in alloc.snapshot().servers) == ["ann", "cat"]
+
+
+def test_type_is_chosen_inside_the_transaction(alloc):
+    inv = parse_spec("2xA100-80GB, 4xH100-80GB")
+    a = alloc.allocate(Owner(1, "ann"), "m", ["A100-80GB", "H100-80GB"], 2, inv)
+    assert a.gpu_type == "A100-80GB"
+    b = alloc.allocate(Owner(2, "bob"), "m", ["A100-80GB", "H100-80GB"], 2, inv)
+    assert b.gpu_type == "H100-80GB"  # the first type is full: the next one that fits
+    with pytest.raises(NoCapacity) as e:
+        alloc.allocate(Owner(3, "cat"), "m", ["A100-80GB", "H100-80GB"], 3, inv)
+    assert e.value.gpu_type == "H100-80GB"  # refusal names the type with the most room
 
 
 def test_mig_and_whole_share_the_table():

@@ -1,0 +1,118 @@
+"""Nothing leaks: failed starts, hub restarts, kill -9 of the hub, servers dying while it is down."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.hubproc import ROOT
+
+pytestmark = pytest.mark.hub
+
+
+def held(hub):
+    return sorted((a["user_name"], a["server_name"], a["visible_id"]) for a in hub.allocations())
+
+
+def wait_for(cond, timeout=30, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def broken_profiles():
+    """A profile whose server exits at once (a broken environment), next to the real ones.
+    Lives under /tmp with open permissions so per-user system accounts can run it."""
+    d = Path(tempfile.mkdtemp(prefix="gpulab-profiles-", dir="/tmp"))
+    d.chmod(0o755)
+    for p in (ROOT / "profiles").glob("*.yaml"):
+        shutil.copy(p, d)
+    env = d / "broken-env" / "bin"
+    env.mkdir(parents=True)
+    exe = env / "jupyterhub-singleuser"
+    exe.write_text("#!/bin/sh\necho 'broken environment: no jupyter here' >&2\nexit 3\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    for p in (d / "broken-env", d / "broken-env" / "bin"):
+        p.chmod(0o755)
+    (d / "broken.yaml").write_text(
+        f"display_name: Broken\nlocal:\n  prefix: {d / 'broken-env'}\ngpus:\n  counts: [0, 1, 2]\n"
+    )
+    yield str(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_failed_start_releases_at_once(hub_factory, broken_profiles):
+    hub = hub_factory(profiles_dir=broken_profiles, quotas={"default": {"max_gpus": 2}})
+    hub.create_users("fay")
+    t0 = time.monotonic()
+    st, body = hub.spawn("fay", {"profile": "broken", "gpus": 2})
+    assert st == 500, body
+    assert "The server exited while starting (exit status 3)" in body["message"]
+    assert time.monotonic() - t0 < 15  # not after http_timeout (60 s)
+    assert held(hub) == [] and hub.server_model("fay") is None
+    # the GPUs are really free again
+    hub.start_server("fay", {"profile": "minimal", "gpus": 2})
+    assert [g for _, _, g in held(hub)] == ["0", "1"]
+
+
+def test_restart_keeps_running_servers_and_their_gpus(hub_factory):
+    hub = hub_factory(quotas={"default": {"max_gpus": 2}})
+    hub.create_users("ada", "ben")
+    ada = hub.start_server("ada", {"gpus": 2})
+    hub.terminate()  # clean shutdown: servers keep running (cleanup_servers = False)
+    assert os.path.exists(f"/proc/{ada['state']['pid']}")
+    hub.start()
+    again = hub.wait_ready("ada")
+    assert again["state"]["gpus"] == ["0", "1"] and again["state"]["pid"] == ada["state"]["pid"]
+    assert held(hub) == [("ada", "", "0"), ("ada", "", "1")]
+    ben = hub.start_server("ben", {"gpus": 2})
+    assert ben["state"]["gpus"] == ["2", "3"]  # ada's GPUs were not handed out again
+
+
+def test_kill_9_hub_then_servers_die_while_it_is_down(hub_factory):
+    hub = hub_factory(quotas={"default": {"max_gpus": 2}})
+    hub.create_users("cy", "di", "ed")
+    cy = hub.start_server("cy", {"gpus": 2})
+    di = hub.start_server("di", {"gpus": 1})
+    hub.kill()  # kill -9: no shutdown code runs
+    os.kill(cy["state"]["pid"], signal.SIGKILL)  # cy's server dies while the hub is down
+    hub.start()
+    wait_for(lambda: hub.server_model("cy") is None, what="cy's server to be seen gone")
+    assert held(hub) == [("di", "", di["state"]["gpus"][0])]  # cy's GPUs are back, di's kept
+    assert hub.wait_ready("di")["state"]["pid"] == di["state"]["pid"]
+    ed = hub.start_server("ed", {"gpus": 2})
+    assert set(ed["state"]["gpus"]) & set(di["state"]["gpus"]) == set()
+
+
+def test_allocation_without_a_server_is_reconciled(hub_factory):
+    """A hub killed between clearing a server and releasing its GPUs leaves a row behind:
+    the next hub frees it before handing out GPUs."""
+    from hub_plugins.gpu.simulated import parse_spec
+    from hub_plugins.store.allocator import Allocator, Owner
+    from hub_plugins.store.db import Database
+
+    hub = hub_factory(quotas={"default": {"max_gpus": 4}})
+    hub.create_users("gus", "hal")
+    hub.start_server("gus", {"gpus": 1})
+    uid = hub.servers_table()[0]["user_id"]  # JupyterHub's id for gus, as our table keeps it
+    hub.stop_server("gus")
+    hub.kill()
+    db = Database(hub.gpulab_db_url)
+    Allocator(db).allocate(Owner(uid, "gus", "ghost"), "minimal", "A100-80GB", 4, parse_spec("4xA100-80GB"))
+    db.dispose()
+    assert len(held(hub)) == 4
+    hub.start()
+    hal = hub.start_server("hal", {"gpus": 4})
+    assert sorted(hal["state"]["gpus"]) == ["0", "1", "2", "3"]
+    assert {u for u, _, _ in held(hub)} == {"hal"}

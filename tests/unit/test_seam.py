@@ -1,0 +1,111 @@
+"""The backend seam is real: a second, trivial backend gets the whole GPU behaviour (validation,
+quota, placement, release, progress, state) from the mixin and only says how to apply it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from jupyterhub.spawner import Spawner, SpawnException
+from traitlets.config import Config
+
+from hub_plugins.core import GPULab
+from hub_plugins.spawners.mixin import GPUSpawnerMixin
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class DeviceFileBackend(Spawner):
+    """A plain JupyterHub spawner that knows nothing about GPUs: it 'runs' a server by writing
+    what it was told to apply into a file."""
+
+    applied: dict = {}
+    running = False
+
+    async def start(self):
+        Path(self.config.DeviceFile.path).write_text(json.dumps(self.applied))
+        self.running = True
+        return "http://127.0.0.1:1"
+
+    async def stop(self, now=False):
+        self.running = False
+
+    async def poll(self):
+        return None if self.running else 0
+
+
+class TrivialSpawner(GPUSpawnerMixin, DeviceFileBackend):
+    """The whole GPU integration of this backend: how to apply an allocation."""
+
+    gpulab_backend = "device-file"
+
+    def gpulab_apply(self, allocation, profile):
+        self.applied = {"devices": allocation.visible_ids, "profile": profile.name}
+
+    def gpulab_device_env(self, allocation):
+        return {"DEVICE_FILE_IDS": ";".join(allocation.visible_ids)}
+
+
+@pytest.fixture
+def config(tmp_path):
+    GPULab.clear_instance()
+    c = Config()
+    c.GPULab.inventory_spec = "4xA100-80GB"
+    c.GPULab.db_url = f"sqlite:///{tmp_path}/gpulab.sqlite"
+    c.GPULab.profiles_dir = str(ROOT / "profiles")
+    c.GPULab.quotas = {"default": {"max_gpus": 2}, "groups": {"staff": {"max_gpus": 4}}}
+    c.DeviceFile.path = str(tmp_path / "devices.json")
+    yield c
+    GPULab.clear_instance()
+
+
+def make(config, uid, name, groups=(), server=""):
+    user = SimpleNamespace(id=uid, name=name, groups=[SimpleNamespace(name=g) for g in groups])
+    s = TrivialSpawner(user=user, config=config, hub=None)
+    s.orm_spawner = SimpleNamespace(name=server, server=None, state=None)
+    return s
+
+
+async def test_trivial_backend_gets_gpus_quota_and_release(config):
+    a = make(config, 1, "ann", ["staff"])
+    a.user_options = {"profile": "minimal", "gpus": 3}
+    await a.run_pre_spawn_hook()
+    assert a.applied == {"devices": ["0", "1", "2"], "profile": "minimal"}
+    await a.start()
+    assert json.loads(Path(config.DeviceFile.path).read_text())["devices"] == ["0", "1", "2"]
+    env = a.gpulab_env()
+    assert env["DEVICE_FILE_IDS"] == "0;1;2" and env["GPULAB_GPUS"] == "0,1,2"
+    assert "CUDA_VISIBLE_DEVICES" not in env  # the backend decides how devices are selected
+    assert {"gpus": ["0", "1", "2"], "gpu_type": "A100-80GB"}.items() <= a.get_state().items()
+    messages = [e["message"] for e in a._gpulab_events]
+    assert messages[0] == "Reserved GPUs 0,1,2 (3 A100-80GB GPUs)"
+
+    b = make(config, 2, "bob")
+    b.user_options = {"gpus": 2}
+    with pytest.raises(SpawnException) as e:
+        await b.run_pre_spawn_hook()
+    assert e.value.status_code == 409 and "1 of 4 is free" in e.value.message
+
+    await a.stop()
+    await a.run_post_stop_hook()
+    await b.run_pre_spawn_hook()
+    assert b.applied["devices"] == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    "options, status, fragment",
+    [
+        ({"gpus": 3}, 403, "the default quota allows 2 GPUs"),
+        ({"gpus": 9}, 400, "from 0 to 4"),
+        ({"profile": "x"}, 400, "Unknown profile 'x'"),
+    ],
+)
+async def test_refusals_are_the_same_for_every_backend(config, options, status, fragment):
+    s = make(config, 3, "cat")
+    s.user_options = options
+    with pytest.raises(SpawnException) as e:
+        await s.run_pre_spawn_hook()
+    assert e.value.status_code == status and fragment in e.value.message
+    assert GPULab.instance(config=config).allocator.snapshot().servers == []
