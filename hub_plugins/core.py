@@ -16,7 +16,7 @@ import weakref
 from dataclasses import dataclass
 from fractions import Fraction
 
-from traitlets import Any, Dict, Integer, Unicode, default, observe, validate
+from traitlets import Any, Dict, Enum, Integer, List, Unicode, default, observe, validate
 from traitlets.config import SingletonConfigurable
 
 from .gpu.choice import auto_candidates
@@ -88,6 +88,20 @@ class GPULab(SingletonConfigurable):
     )
     reconcile_interval = Integer(
         300, config=True, help="Seconds between checks that every allocation belongs to a live server."
+    )
+    placement = Enum(
+        ["gpulab", "engine"],
+        "gpulab",
+        config=True,
+        help="""'gpulab': gpulab picks the devices of every server (local, Docker). 'engine': the
+        backend's scheduler places them (SLURM gres, the Kubernetes device plugin) and queues
+        requests when the cluster is full; gpulab still checks quotas and accounts the GPUs.""",
+    )
+    env_providers = List(
+        config=True,
+        help="""Callables (or 'module:function' strings) run before each server starts, as
+        ``provider(spawner, allocation, profile)``, each returning (or awaiting to) a dict of
+        environment variables for the server (e.g. MLflow credentials).""",
     )
     capacity_reader = Any(
         None,
@@ -230,10 +244,23 @@ class GPULab(SingletonConfigurable):
             ask = Ask(owner.server_name, req.profile.name, gpu_type, req.gpus, weight * req.gpus)
             return check(ask, eff, usage, enforcement)
 
-        return self.allocator.allocate(owner, req.profile.name, types, req.gpus, inv, quota_check)
+        return self.allocator.allocate(owner, req.profile.name, types, req.gpus, inv, quota_check,
+                                       reserve=self.placement == "gpulab")
 
     def release(self, owner: Owner, spawn_id: str | None = None) -> list[str]:
         return self.allocator.release(owner, spawn_id)
+
+    def env_provider_functions(self) -> list:
+        """``env_providers`` resolved to callables ('module:function' strings imported)."""
+        import importlib
+
+        out = []
+        for p in self.env_providers:
+            if isinstance(p, str):
+                module, _, name = p.partition(":")
+                p = getattr(importlib.import_module(module), name)
+            out.append(p)
+        return out
 
     # -- reconciliation --------------------------------------------------------------------
     def register(self, spawner) -> None:

@@ -168,6 +168,9 @@ class GPUSpawnerMixin(HasTraits):
         await self.gpulab_reconcile_if_due()
         alloc = await self.gpulab_reserve(req)
         try:
+            self._gpulab_provided_env = {}
+            for provider in self.gpulab.env_provider_functions():
+                self._gpulab_provided_env.update(await maybe_future(provider(self, alloc, req.profile)) or {})
             await maybe_future(self.gpulab_apply(alloc, req.profile))
             await maybe_future(super().run_pre_spawn_hook())
         except BaseException:
@@ -193,6 +196,11 @@ class GPUSpawnerMixin(HasTraits):
         if alloc.devices:
             self.gpulab_event(
                 f"Reserved GPUs {','.join(alloc.visible_ids)} ({format_devices(alloc.gpu_type, len(alloc.devices))})",
+                progress=20,
+            )
+        elif alloc.count:  # engine placement: the scheduler picks the devices
+            self.gpulab_event(
+                f"Quota checked: asking the scheduler for {format_devices(alloc.gpu_type, alloc.count)}",
                 progress=20,
             )
         else:
@@ -262,9 +270,11 @@ class GPUSpawnerMixin(HasTraits):
         if req is not None:
             env.update(req.profile.env)
             env["GPULAB_PROFILE"] = req.profile.name
+        env.update(getattr(self, "_gpulab_provided_env", {}))
         if alloc is not None:
             env.update(self.gpulab_device_env(alloc))
             env["GPULAB_GPUS"] = ",".join(alloc.visible_ids)
+            env["GPULAB_GPU_COUNT"] = str(alloc.count)
             env["GPULAB_GPU_TYPE"] = alloc.gpu_type
             env["GPULAB_SPAWN_ID"] = alloc.spawn_id
         return env

@@ -48,6 +48,11 @@ class Allocation:
     devices: tuple[Device, ...]
     equivalents: Fraction
     warnings: tuple[str, ...] = ()
+    count: int = -1  # GPUs granted; equals len(devices) unless the engine places them
+
+    def __post_init__(self):
+        if self.count < 0:
+            object.__setattr__(self, "count", len(self.devices))
 
     @property
     def visible_ids(self) -> list[str]:
@@ -113,16 +118,22 @@ class Allocator:
         count: int,
         inventory: Inventory,
         quota_check: Callable[[list[ServerUse], str], Decision] | None = None,
+        reserve: bool = True,
     ) -> Allocation:
         """Reserve ``count`` devices for ``owner`` (0 = a CPU-only server, which still counts as a
         server), of the first of ``gpu_types`` that fits. ``quota_check(usage, gpu_type)`` sees
-        the user's other servers. Raises :class:`QuotaRefused` or :class:`NoCapacity`."""
+        the user's other servers. Raises :class:`QuotaRefused` or :class:`NoCapacity`.
+
+        ``reserve=False`` (engine placement: SLURM, Kubernetes) records the count for quotas and
+        accounting but reserves no device and never refuses for capacity: the engine's scheduler
+        places the job and queues it when the cluster is full."""
         types = [gpu_types] if isinstance(gpu_types, str) else list(gpu_types)
         if count and not types:
             raise ValueError("a GPU request needs at least one candidate type")
-        return self.db.retrying(lambda: self._allocate(owner, profile, types, count, inventory, quota_check))
+        return self.db.retrying(
+            lambda: self._allocate(owner, profile, types, count, inventory, quota_check, reserve))
 
-    def _allocate(self, owner, profile, types, count, inventory, quota_check) -> Allocation:
+    def _allocate(self, owner, profile, types, count, inventory, quota_check, reserve=True) -> Allocation:
         # Core statements on a bare connection: this runs for every spawn and every queue
         # decision, and the ORM's unit of work costs more than the SQL itself.
         with self.db.write_conn(serial=True) as conn:
@@ -148,7 +159,7 @@ class Allocator:
             if not decision.allowed:
                 raise QuotaRefused(decision)
             devices: tuple[Device, ...] = ()
-            if count:
+            if count and reserve:
                 chosen = place(free, count, gpu_type)
                 if chosen is None:
                     raise NoCapacity(
@@ -156,7 +167,11 @@ class Allocator:
                         len(inventory.of_type(gpu_type)),
                     )
                 devices = chosen
-            equivalents = sum((d.weight for d in devices), Fraction(0))
+            if reserve:
+                equivalents = sum((d.weight for d in devices), Fraction(0))
+            else:
+                same = inventory.of_type(gpu_type) if count else []
+                equivalents = (same[0].weight if same else Fraction(1)) * count
             spawn_id = uuid.uuid4().hex
             now = utcnow()
             server_id = conn.execute(
@@ -174,7 +189,7 @@ class Allocator:
                     for d in devices
                 ])
             return Allocation(spawn_id, owner, profile, gpu_type if count else "", devices, equivalents,
-                              decision.warnings)
+                              decision.warnings, count)
 
     def release(self, owner: Owner, spawn_id: str | None = None) -> list[str]:
         """Free what ``owner`` holds (only ``spawn_id``'s if given). Idempotent. Returns the keys."""

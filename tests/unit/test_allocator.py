@@ -214,3 +214,13 @@ def test_survives_a_postgres_restart(pg):
     assert [d.index for d in b.devices] == [1]  # ann's allocation survived the restart
     assert alloc.release(Owner(1, "ann")) == ["localhost/gpu0"]
     db.dispose()
+
+
+def test_engine_placement_counts_without_reserving(alloc):
+    """SLURM/Kubernetes place devices themselves: gpulab records the count for quotas and
+    accounting, reserves no device and never refuses for capacity."""
+    a = alloc.allocate(Owner(1, "ann"), "m", ["A100-80GB"], 8, INV, reserve=False)
+    b = alloc.allocate(Owner(2, "bob"), "m", ["A100-80GB"], 8, INV, reserve=False)  # cluster "full"
+    assert a.devices == () and a.count == 8 and a.equivalents == 8 and b.count == 8
+    assert alloc.snapshot().taken == {}
+    assert [u.equivalents for u in alloc.snapshot().usage_of(1)] == [8]  # quotas still see it

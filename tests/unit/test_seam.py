@@ -109,3 +109,19 @@ async def test_refusals_are_the_same_for_every_backend(config, options, status, 
         await s.run_pre_spawn_hook()
     assert e.value.status_code == status and fragment in e.value.message
     assert GPULab.instance(config=config).allocator.snapshot().servers == []
+
+
+async def test_env_providers_add_to_every_backend(config):
+    seen = []
+
+    async def provider(spawner, allocation, profile):
+        seen.append((spawner.user.name, allocation.count, profile.name))
+        return {"EXTRA_TOKEN": f"for-{spawner.user.name}"}
+
+    config.GPULab.env_providers = [provider, lambda s, a, p: {"SYNC": "1"}]
+    s = make(config, 4, "dee")
+    s.user_options = {"gpus": 1}
+    await s.run_pre_spawn_hook()
+    env = s.gpulab_env()
+    assert env["EXTRA_TOKEN"] == "for-dee" and env["SYNC"] == "1" and env["GPULAB_GPU_COUNT"] == "1"
+    assert seen == [("dee", 1, "minimal")]
