@@ -30,9 +30,14 @@ from .request import RequestError, SpawnRequest
 from .settings.errors import ConfigError
 from .settings.schema import GPULAB_SCHEMA
 from .settings.validate import validate as validate_schema
-from .store.allocator import Allocation, Allocator, NoCapacity, Owner, QuotaRefused, Snapshot
+from .accounting.pricing import Pricing
+from .budgeting import BudgetConfig, BudgetRefused, Budgets
+from .store.allocator import Allocation, Allocator, NoCapacity, Owner, QuotaRefused, Snapshot, UsageTerms
 from .store.db import Database
 from .store.models import utcnow
+from .store.usage import UsageStore
+from .queue.order import Running, Waiting, estimate_start, typical_duration
+from .queue.store import QueuePolicy, QueueStore
 
 log = logging.getLogger("gpulab.core")
 
@@ -103,6 +108,24 @@ class GPULab(SingletonConfigurable):
         ``provider(spawner, allocation, profile)``, each returning (or awaiting to) a dict of
         environment variables for the server (e.g. MLflow credentials).""",
     )
+    billing = Dict(
+        config=True,
+        help="""Pricing and accounting, as the `billing` section of gpulab.yaml: currency, rates
+        (per device-hour by GPU type, '*' for the rest), cpu_rate, minimum_charge_seconds,
+        heartbeat_seconds, on_accounting_failure (open | closed), grid_intensity_g_per_kwh,
+        nominal_power_watts.""",
+    )
+    budgets = Dict(
+        config=True,
+        help="""Budget settings, as the `budgets` section of gpulab.yaml: unit (gpu_hours |
+        money), period (week | month | rolling:<N>d | credits), refill_per_day, enforce_running,
+        grace_minutes, projects. The limits themselves are `budget` in quotas.""",
+    )
+    queue_settings = Dict(
+        config=True,
+        help="""The queue, as the `queue` section of gpulab.yaml: enabled, default (the form's
+        checkbox), max_wait_hours, fair_share_days, backfill, reserve_after_minutes.""",
+    )
     capacity_reader = Any(
         None,
         allow_none=True,
@@ -118,6 +141,12 @@ class GPULab(SingletonConfigurable):
     @validate("quotas")
     def _validate_quotas(self, proposal):
         validate_schema({"quotas": proposal.value}, GPULAB_SCHEMA, "c.GPULab.quotas")
+        return proposal.value
+
+    @validate("billing", "budgets")
+    def _validate_section(self, proposal):
+        name = proposal.trait.name
+        validate_schema({name: proposal.value}, GPULAB_SCHEMA, f"c.GPULab.{name}")
         return proposal.value
 
     @validate("inventory_spec")
@@ -140,6 +169,8 @@ class GPULab(SingletonConfigurable):
         self._spawners: dict[tuple[int, str], weakref.WeakSet] = {}
         self._reconciled_at = 0.0
         self.started_at = utcnow()
+        self.fail_open_count = 0
+        self._waiters: set = set()
 
     # -- lazily built parts --------------------------------------------------------------
     @property
@@ -160,6 +191,18 @@ class GPULab(SingletonConfigurable):
         if self._catalog is None:
             self._catalog = load_dir(self.profiles_dir, self.default_profile or None, self.max_gpus_per_server)
         return self._catalog
+
+    @property
+    def usage(self) -> UsageStore:
+        return UsageStore(self.db)
+
+    @property
+    def pricing(self) -> Pricing:
+        return Pricing.from_config(self.billing or {})
+
+    @property
+    def budget_keeper(self) -> Budgets:
+        return Budgets(self.usage, BudgetConfig.from_config(self.budgets or {}), self.pricing)
 
     @property
     def quota_config(self) -> QuotaConfig:
@@ -230,13 +273,23 @@ class GPULab(SingletonConfigurable):
         return types
 
     # -- allocation ------------------------------------------------------------------------
-    def allocate(self, owner: Owner, req: SpawnRequest, groups) -> Allocation:
-        """Type choice + quota check + placement + persistence, one serialised transaction.
-
-        Raises RequestError, QuotaRefused or NoCapacity (see ``messages`` for their wording)."""
+    def allocation_args(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> dict:
+        """Everything an allocation of ``req`` needs, after the checks that need no lock
+        (membership of the project, the budget). Raises RequestError or BudgetRefused."""
         inv = self.inventory()
         eff = self.effective(owner.user_name, groups)
         types = self.candidate_types(req, eff, inv) if req.gpus else []
+        project = req.extra("project", "") or ""
+        if project and not self.budget_keeper.may_use_project(project, owner.user_name, groups):
+            raise RequestError(f"You are not a member of project '{project}'.")
+        runtime = req.extra("runtime")
+        limit = eff.limits.max_runtime_hours
+        if runtime and limit is not None and runtime > limit * 3600:
+            raise RequestError(
+                f"You asked for a runtime of {runtime / 3600:g} h; {eff.source('max_runtime_hours')} "
+                f"allows at most {limit:g} h."
+            )
+        self.check_budget(owner.user_name, eff, req, project)
         enforcement = self.quota_config.enforcement
 
         def quota_check(usage, gpu_type):
@@ -244,11 +297,98 @@ class GPULab(SingletonConfigurable):
             ask = Ask(owner.server_name, req.profile.name, gpu_type, req.gpus, weight * req.gpus)
             return check(ask, eff, usage, enforcement)
 
-        return self.allocator.allocate(owner, req.profile.name, types, req.gpus, inv, quota_check,
-                                       reserve=self.placement == "gpulab")
+        return dict(
+            profile=req.profile.name, types=types, count=req.gpus, inventory=inv, quota_check=quota_check,
+            reserve=self.placement == "gpulab",
+            terms=UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds),
+        )
 
-    def release(self, owner: Owner, spawn_id: str | None = None) -> list[str]:
-        return self.allocator.release(owner, spawn_id)
+    def allocate(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> Allocation:
+        """Budget check, then type choice + quota check + placement + the usage record, in one
+        serialised transaction.
+
+        Raises RequestError, QuotaRefused, BudgetRefused or NoCapacity."""
+        args = self.allocation_args(owner, req, groups, queued_seconds)
+        return self.allocator.allocate(owner, args.pop("profile"), args.pop("types"), args.pop("count"),
+                                       args.pop("inventory"), args.pop("quota_check"),
+                                       reserve=args["reserve"], usage=args["terms"])
+
+    @property
+    def queue_enabled(self) -> bool:
+        return (self.queue_settings or {}).get("enabled", True) and self.placement == "gpulab"
+
+    def waiter(self):
+        """An asyncio.Event set whenever GPUs are released in this hub (queue wake-ups)."""
+        import asyncio
+
+        event = asyncio.Event()
+        self._waiters.add(event)
+        return event
+
+    def forget_waiter(self, event) -> None:
+        self._waiters.discard(event)
+
+    def notify_released(self) -> None:
+        for event in list(self._waiters):
+            event.set()
+
+    def queue_estimate(self, outcome, types: list[str], count: int):
+        """About when a waiting request starts (see ``queue/order.py``)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        records = self.usage.records(since=now - dt.timedelta(days=30))
+        running, past = [], []
+        for r in records:
+            if r.gpu_type not in types or not r.ready_at:
+                continue
+            if r.stopped_at is None:
+                limit = dt.timedelta(seconds=r.runtime_limit_s) if r.runtime_limit_s else None
+                running.append(Running(r.gpu_type, r.gpu_count, r.started_at.replace(tzinfo=dt.timezone.utc), limit))
+            else:
+                past.append(r.stopped_at - r.started_at)
+        me = Waiting(0, "", now, count, tuple(types))
+        return estimate_start(me, outcome.ahead, running, outcome.free, typical_duration(past), now)
+
+    @property
+    def queue(self) -> QueueStore:
+        return QueueStore(self.db, self.allocator, QueuePolicy.from_config(self.queue_settings or {}))
+
+    def queue_try_start(self, entry_id: int, owner: Owner, req: SpawnRequest, groups, queued_seconds: float):
+        """One look at the queue for a waiting request: start it if it is its turn and its GPUs
+        are free (see ``queue/store.py``)."""
+        args = self.allocation_args(owner, req, groups, queued_seconds)
+        inv = args.pop("inventory")
+        return self.queue.try_start(entry_id, owner, inv, args)
+
+    def check_budget(self, user_name: str, eff: Effective, req: SpawnRequest, project: str) -> None:
+        """Refuse a spawn whose budget is spent. If usage cannot be read, follow
+        ``billing.on_accounting_failure``: 'open' lets the spawn go (and counts it), 'closed'
+        refuses it."""
+        keeper = self.budget_keeper
+        if keeper.config.unit == "money":
+            consumes = bool(req.gpus) or self.pricing.cpu_rate > 0
+        else:
+            consumes = bool(req.gpus)
+        try:
+            keeper.check_spawn(user_name, eff.limits.budget, consumes, project)
+        except BudgetRefused:
+            raise
+        except Exception as e:  # accounting unavailable: the rule decides, and it is counted
+            policy = (self.billing or {}).get("on_accounting_failure", "open")
+            log.error("accounting unavailable for %s's spawn (%s): failing %s", user_name, e, policy)
+            if policy == "closed":
+                raise BudgetRefused(
+                    "Usage accounting is unavailable right now, so no budget can be checked and "
+                    "this hub does not start servers without it. Try again in a few minutes."
+                ) from None
+            self.fail_open_count += 1
+            try:
+                self.usage.event("fail_open", "accounting", user_name, detail=str(e)[:500])
+            except Exception:
+                log.exception("could not record the fail-open event either")
+
+    def release(self, owner: Owner, spawn_id: str | None = None, reason: str = "user",
+                seen_alive_at: dt.datetime | None = None) -> list[str]:
+        return self.allocator.release(owner, spawn_id, reason, seen_alive_at)
 
     def env_provider_functions(self) -> list:
         """``env_providers`` resolved to callables ('module:function' strings imported)."""
@@ -279,6 +419,10 @@ class GPULab(SingletonConfigurable):
         live = self.live_owners() if live is None else live
         before = before or utcnow()
         gone = self.allocator.reconcile(lambda r: (r.user_id, r.server_name) in live, before)
+        closed = self.usage.close_orphans(live, before)
+        for r in closed:
+            log.warning("reconcile: closed the usage record of %s:%s at %s (last seen alive)",
+                        r.user_name, r.server_name, r.stopped_at)
         self._reconciled_at = time.monotonic()
         return gone
 

@@ -6,6 +6,7 @@ says what to change. The same function serves the REST API and the form, so both
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +108,54 @@ def parse(
         if key in options:
             extras.append((key, check(options[key])))
     return SpawnRequest(profile, gpus, gpu_type, tuple(extras))
+
+
+_RUNTIME = re.compile(r"^(?:(\d+)h)?\s*(?:(\d+)m)?$")
+MIN_RUNTIME, MAX_RUNTIME = 5 * 60, 30 * 24 * 3600
+
+
+def parse_flag(value) -> bool:
+    """'queue': true/false (JSON), 'on' (a checked box), 'true'/'false'/'1'/'0' (strings)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("on", "true", "1", "yes"):
+        return True
+    if isinstance(value, str) and value.lower() in ("off", "false", "0", "no", ""):
+        return False
+    raise RequestError(f"'queue' must be true or false, got {value!r:.40}.")
+
+
+def parse_runtime(value) -> int | None:
+    """'runtime': seconds (a number) or '2h', '90m', '1h30m'. None/'' = until you stop it."""
+    if value in (None, ""):
+        return None
+    seconds = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = int(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if text.isdigit():
+            seconds = int(text)
+        else:
+            m = _RUNTIME.match(text)
+            if m and (m.group(1) or m.group(2)):
+                seconds = int(m.group(1) or 0) * 3600 + int(m.group(2) or 0) * 60
+    if seconds is None or not MIN_RUNTIME <= seconds <= MAX_RUNTIME:
+        raise RequestError(
+            f"'runtime' must be a duration from 5 minutes to 30 days, such as '2h', '90m' or 7200 "
+            f"(seconds), got {value!r:.40}."
+        )
+    return seconds
+
+
+def parse_project(value) -> str:
+    if not isinstance(value, str) or not re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", value):
+        raise RequestError(f"'project' must be a project name, got {value!r:.40}.")
+    return value
+
+
+# The keys every backend accepts beyond profile/gpus/gpu_type (``GPUSpawnerMixin``).
+STANDARD_EXTRAS = {"queue": parse_flag, "runtime": parse_runtime, "project": parse_project}
 
 
 def from_form(form_data: dict[str, list[str]]) -> dict[str, Any]:

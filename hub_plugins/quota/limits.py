@@ -22,7 +22,8 @@ from fractions import Fraction
 from typing import Any
 
 UNLIMITED = None
-FIELDS = ("max_gpus", "max_gpus_per_server", "max_servers", "profiles", "gpu_types", "cpu_limit", "mem_limit")
+FIELDS = ("max_gpus", "max_gpus_per_server", "max_servers", "profiles", "gpu_types", "cpu_limit", "mem_limit",
+          "budget", "max_runtime_hours")
 RESOLVE_POLICIES = ("most_generous", "least_generous", "first_match")
 
 
@@ -43,6 +44,8 @@ class Limits:
     gpu_types: frozenset[str] | None = None
     cpu_limit: float | None = None  # cap on a server's CPU limit
     mem_limit: int | None = None  # cap on a server's memory limit, bytes
+    budget: float | None = None  # per budget period, in the budgets' unit (GPU-hours or money)
+    max_runtime_hours: float | None = None  # longest runtime a user may choose at spawn
 
     @classmethod
     def from_config(cls, data: dict[str, Any], base: Limits | None = None) -> Limits:
@@ -59,7 +62,7 @@ class Limits:
                 kw[key] = None if v in (None, "*") or "*" in v else frozenset(v)
             elif key == "mem_limit":
                 kw[key] = None if v is None else parse_bytes(v)
-            elif key == "cpu_limit":
+            elif key in ("cpu_limit", "budget", "max_runtime_hours"):
                 kw[key] = None if v is None else float(v)
             else:
                 kw[key] = v

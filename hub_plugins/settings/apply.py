@@ -99,6 +99,9 @@ def update_gpulab(c: Config, cfg: dict) -> None:
     c.GPULab.profiles_dir = cfg["profiles_dir"]
     c.GPULab.default_profile = cfg["default_profile"]
     c.GPULab.quotas = cfg["quotas"]
+    c.GPULab.billing = cfg["billing"]
+    c.GPULab.budgets = cfg["budgets"]
+    c.GPULab.queue_settings = cfg["queue"]
 
 
 UPDATES = (update_hub, update_api_tokens, update_auth, update_spawner, update_gpulab)

@@ -31,8 +31,11 @@ from ..core import GPULab
 from ..form import build_model, render
 from ..gpu.devices import format_devices
 from ..messages import capacity_message
-from ..request import RequestError, SpawnRequest, from_form, parse
+from ..request import STANDARD_EXTRAS, RequestError, SpawnRequest, from_form, parse
+from ..budgeting import BudgetRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
+from ..store.models import utcnow
+from .waiting import wait_in_queue
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,10 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_events: list[dict] = []
         self._gpulab_wakeup = asyncio.Event()
         self._gpulab_starting = False
+        self._gpulab_stop_requested = False
+        self._gpulab_ready = False
+        self._gpulab_last_alive = None
+        self._gpulab_last_beat = None
         if self.user is not None:
             self.gpulab.register(self)
 
@@ -115,8 +122,6 @@ class GPUSpawnerMixin(HasTraits):
         if core.due_for_reconcile():
             # live servers are read here, on the loop thread where their state changes
             live = core.live_owners()
-            from ..store.models import utcnow
-
             await asyncio.to_thread(core.reconcile, live, utcnow())
 
     def gpulab_parse(self, options) -> SpawnRequest:
@@ -133,8 +138,8 @@ class GPUSpawnerMixin(HasTraits):
         return req
 
     def gpulab_extra_options(self) -> dict:
-        """Further ``user_options`` keys and their validators (features add theirs)."""
-        return {}
+        """Further ``user_options`` keys and their validators (backends may add theirs)."""
+        return dict(STANDARD_EXTRAS)
 
     # -- the spawn form --------------------------------------------------------------------
     @default("options_form")
@@ -181,14 +186,25 @@ class GPUSpawnerMixin(HasTraits):
         """Reserve what ``req`` asks for, or raise a SpawnException that says why not."""
         core = self.gpulab
         try:
-            alloc = await asyncio.to_thread(core.allocate, self.gpulab_owner, req, self.gpulab_groups)
+            try:
+                alloc = await asyncio.to_thread(core.allocate, self.gpulab_owner, req, self.gpulab_groups)
+            except NoCapacity as e:
+                if not (req.extra("queue") and core.queue_enabled):
+                    raise
+                alloc = await wait_in_queue(self, req, e)
         except RequestError as e:
             raise SpawnException(str(e), reason="invalid_options", status_code=400) from None
         except QuotaRefused as e:
+            await self.gpulab_note_refusal("quota", e.decision.message)
             raise SpawnException(e.decision.message, reason="quota", status_code=403) from None
+        except BudgetRefused as e:
+            await self.gpulab_note_refusal("budget", str(e))
+            raise SpawnException(str(e), reason="budget", status_code=403) from None
         except NoCapacity as e:
             avail = await asyncio.to_thread(core.availability)
-            raise SpawnException(capacity_message(e, avail), reason="capacity", status_code=409) from None
+            message = capacity_message(e, avail)
+            await self.gpulab_note_refusal("capacity", message)
+            raise SpawnException(message, reason="capacity", status_code=409) from None
         self.gpulab_allocation = alloc
         self.gpulab_held = HeldGPUs.of(alloc)
         for w in alloc.warnings:
@@ -207,12 +223,62 @@ class GPUSpawnerMixin(HasTraits):
             self.gpulab_event("No GPUs requested: this server is CPU-only", progress=20)
         return alloc
 
+    async def gpulab_note_refusal(self, reason: str, message: str) -> None:
+        """Refusals are counted (metrics, the admin pages); failing to count never blocks."""
+        try:
+            await asyncio.to_thread(self.gpulab.usage.event, "refused", reason, self.user.name,
+                                    self.name or "", message)
+        except Exception:
+            self.log.exception("[gpulab] could not record a refusal")
+
     async def gpulab_release(self) -> list[str]:
-        keys = await asyncio.to_thread(self.gpulab.release, self.gpulab_owner)
+        """Free the GPUs and close the usage record, with why the server ended: a stop someone
+        asked for ('user', unless a service noted culled/budget/runtime/admin first), a server
+        found dead ('crashed', closed at the last moment it was seen alive) or one that never
+        came up ('failed', not charged)."""
+        if self._gpulab_stop_requested:
+            reason = "user"
+        elif self._gpulab_ready:
+            reason = "crashed"
+        else:
+            reason = "failed"
+        keys = await asyncio.to_thread(self.gpulab.release, self.gpulab_owner, None, reason,
+                                       self._gpulab_last_alive)
         if keys:
-            self.log.info("[gpulab] %s: released %s", self._log_name, ", ".join(keys))
+            self.gpulab.notify_released()  # wake requests waiting in the queue
+        if keys:
+            self.log.info("[gpulab] %s: released %s (%s)", self._log_name, ", ".join(keys), reason)
         self.gpulab_allocation = None
+        self._gpulab_ready = False
+        self._gpulab_stop_requested = False
         return keys
+
+    # -- liveness for accounting -----------------------------------------------------------
+    async def stop(self, now=False):
+        self._gpulab_stop_requested = True
+        return await super().stop(now=now)
+
+    async def poll(self):
+        status = await super().poll()
+        if status is None and self._gpulab_ready:
+            now = utcnow()
+            self._gpulab_last_alive = now
+            beat = (self.gpulab.billing or {}).get("heartbeat_seconds", 60)
+            held = self.gpulab_held
+            if held and (self._gpulab_last_beat is None or (now - self._gpulab_last_beat).total_seconds() >= beat):
+                self._gpulab_last_beat = now
+                try:
+                    await asyncio.to_thread(self.gpulab.usage.heartbeat, [held.spawn_id], now)
+                except Exception:
+                    self.log.exception("[gpulab] heartbeat failed for %s", self._log_name)
+        return status
+
+    async def gpulab_mark_ready(self) -> None:
+        self._gpulab_ready = True
+        self._gpulab_last_alive = self._gpulab_last_beat = utcnow()
+        if self.gpulab_held:
+            await asyncio.to_thread(self.gpulab.usage.mark_ready, self.gpulab_held.spawn_id,
+                                    self._gpulab_last_alive)
 
     async def start(self):
         profile = self.gpulab_request.profile if self.gpulab_request else None
@@ -221,6 +287,7 @@ class GPUSpawnerMixin(HasTraits):
         self.gpulab_event(f"Starting JupyterLab ({what}) ...", progress=40)
         url = await super().start()
         await self.gpulab_wait_started(url)
+        await self.gpulab_mark_ready()
         return url
 
     async def gpulab_wait_started(self, url) -> None:
@@ -297,6 +364,8 @@ class GPUSpawnerMixin(HasTraits):
     def load_state(self, state):
         super().load_state(state)
         if state.get("spawn_id"):
+            # a server whose state was saved had started: if it is still alive it is charged
+            self._gpulab_ready = True
             self.gpulab_held = HeldGPUs(
                 state["spawn_id"], tuple(state.get("gpus", ())), state.get("gpu_type", ""),
                 state.get("profile", ""), tuple(state.get("gpu_devices", ())),

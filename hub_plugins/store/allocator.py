@@ -8,6 +8,7 @@ device is a primary key.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -21,7 +22,8 @@ from ..gpu.choice import pick_type
 from ..gpu.placement import place
 from ..quota.decision import Decision, ServerUse
 from .db import Database
-from .models import DeviceAllocation, ServerRecord, utcnow
+from .models import DeviceAllocation, ServerRecord, UsageRecord, utcnow
+from .usage import STOP_REASONS
 
 log = logging.getLogger("gpulab.allocator")
 
@@ -75,6 +77,16 @@ class NoCapacity(Exception):
         super().__init__(f"{count} x {gpu_type} requested, {free} free of {total}")
 
 
+@dataclass(frozen=True)
+class UsageTerms:
+    """What the usage record opened with an allocation needs (its price is fixed at start)."""
+
+    pricing: object  # accounting.pricing.Pricing
+    project: str = ""
+    runtime_limit_s: int | None = None
+    queued_seconds: float = 0.0
+
+
 @dataclass
 class Snapshot:
     """Everything held right now (for availability, quotas and admin views)."""
@@ -103,6 +115,16 @@ _OWNER_IDS = sa.select(_S.c.id, _S.c.spawn_id).where(
     _S.c.user_id == sa.bindparam("uid"), _S.c.server_name == sa.bindparam("server"))
 _DROP_DEVICES = sa.delete(_A).where(_A.c.server_id.in_(sa.bindparam("ids", expanding=True))).returning(_A.c.device_key)
 _DROP_SERVERS = sa.delete(_S).where(_S.c.id.in_(sa.bindparam("ids", expanding=True)))
+_U = UsageRecord.__table__
+_ADD_USAGE = sa.insert(_U)
+_OPEN_USAGE = sa.select(_U.c.id, _U.c.spawn_id, _U.c.last_seen_at, _U.c.ready_at, _U.c.pending_reason).where(
+    _U.c.user_id == sa.bindparam("uid"), _U.c.server_name == sa.bindparam("server"), _U.c.stopped_at.is_(None))
+
+
+def stop_reason(pending: str, fallback: str) -> str:
+    """A service's pending reason ('culled: GPU idle 30 min') wins over what the hub saw."""
+    head = pending.split(":", 1)[0].strip()
+    return head if head in STOP_REASONS else fallback
 
 
 class Allocator:
@@ -119,6 +141,7 @@ class Allocator:
         inventory: Inventory,
         quota_check: Callable[[list[ServerUse], str], Decision] | None = None,
         reserve: bool = True,
+        usage: UsageTerms | None = None,
     ) -> Allocation:
         """Reserve ``count`` devices for ``owner`` (0 = a CPU-only server, which still counts as a
         server), of the first of ``gpu_types`` that fits. ``quota_check(usage, gpu_type)`` sees
@@ -130,73 +153,112 @@ class Allocator:
         types = [gpu_types] if isinstance(gpu_types, str) else list(gpu_types)
         if count and not types:
             raise ValueError("a GPU request needs at least one candidate type")
-        return self.db.retrying(
-            lambda: self._allocate(owner, profile, types, count, inventory, quota_check, reserve))
+        def run():
+            with self.db.write_conn(serial=True) as conn:
+                return self.allocate_in(conn, owner, profile, types, count, inventory, quota_check,
+                                        reserve, usage)
 
-    def _allocate(self, owner, profile, types, count, inventory, quota_check, reserve=True) -> Allocation:
+        return self.db.retrying(run)
+
+    def allocate_in(self, conn, owner, profile, types, count, inventory, quota_check=None, reserve=True,
+                    terms=None) -> Allocation:
+        """:meth:`allocate` inside a serialised transaction the caller holds (the queue decides
+        and allocates in one transaction)."""
         # Core statements on a bare connection: this runs for every spawn and every queue
         # decision, and the ORM's unit of work costs more than the SQL itself.
-        with self.db.write_conn(serial=True) as conn:
-            mine = conn.execute(_MINE, {"uid": owner.user_id}).all()
-            stale = [r for r in mine if r.server_name == owner.server_name]
-            if stale:
-                # JupyterHub never starts a server twice, so a row here is left over from a life
-                # that ended without release (e.g. a hub killed mid-stop): reclaim it.
-                log.warning("releasing stale allocation of %s (spawn %s)", owner.label, stale[0].spawn_id)
-                ids = [r.id for r in stale]
-                conn.execute(_DROP_DEVICES, {"ids": ids}).all()
-                conn.execute(_DROP_SERVERS, {"ids": ids})
-            usage = [
-                ServerUse(r.server_name, r.profile, r.gpu_type, r.gpu_count, Fraction(r.equivalents))
-                for r in mine if r.server_name != owner.server_name
-            ]
-            gpu_type, free = "", []
-            if count:
-                # the type is chosen on the same snapshot the devices are placed on
-                free = inventory.free(set(conn.execute(_TAKEN).scalars()))
-                gpu_type, _fits = pick_type(types, free, count)
-            decision = quota_check(usage, gpu_type) if quota_check else Decision(True)
-            if not decision.allowed:
-                raise QuotaRefused(decision)
-            devices: tuple[Device, ...] = ()
-            if count and reserve:
-                chosen = place(free, count, gpu_type)
-                if chosen is None:
-                    raise NoCapacity(
-                        gpu_type, count, sum(1 for d in free if d.gpu_type == gpu_type),
-                        len(inventory.of_type(gpu_type)),
-                    )
-                devices = chosen
-            if reserve:
-                equivalents = sum((d.weight for d in devices), Fraction(0))
-            else:
-                same = inventory.of_type(gpu_type) if count else []
-                equivalents = (same[0].weight if same else Fraction(1)) * count
-            spawn_id = uuid.uuid4().hex
-            now = utcnow()
-            server_id = conn.execute(
-                _ADD_SERVER,
-                dict(user_id=owner.user_id, user_name=owner.user_name, server_name=owner.server_name,
-                     spawn_id=spawn_id, profile=profile, gpu_type=gpu_type if count else "",
-                     gpu_count=count, equivalents=str(equivalents),
-                     host=devices[0].host if devices else "", created_at=now),
-            ).scalar_one()
-            if devices:
-                # the device key is the primary key: a second holder is impossible
-                conn.execute(_ADD_DEVICE, [
-                    dict(device_key=d.key, server_id=server_id, host=d.host, gpu_type=d.gpu_type,
-                         visible_id=d.visible_id, weight=str(d.weight), allocated_at=now)
-                    for d in devices
-                ])
-            return Allocation(spawn_id, owner, profile, gpu_type if count else "", devices, equivalents,
-                              decision.warnings, count)
+        mine = conn.execute(_MINE, {"uid": owner.user_id}).all()
+        stale = [r for r in mine if r.server_name == owner.server_name]
+        if stale:
+            # JupyterHub never starts a server twice, so a row here is left over from a life
+            # that ended without release (e.g. a hub killed mid-stop): reclaim it.
+            log.warning("releasing stale allocation of %s (spawn %s)", owner.label, stale[0].spawn_id)
+            ids = [r.id for r in stale]
+            conn.execute(_DROP_DEVICES, {"ids": ids}).all()
+            conn.execute(_DROP_SERVERS, {"ids": ids})
+        usage = [
+            ServerUse(r.server_name, r.profile, r.gpu_type, r.gpu_count, Fraction(r.equivalents))
+            for r in mine if r.server_name != owner.server_name
+        ]
+        gpu_type, free = "", []
+        if count:
+            # the type is chosen on the same snapshot the devices are placed on
+            free = inventory.free(set(conn.execute(_TAKEN).scalars()))
+            gpu_type, _fits = pick_type(types, free, count)
+        decision = quota_check(usage, gpu_type) if quota_check else Decision(True)
+        if not decision.allowed:
+            raise QuotaRefused(decision)
+        devices: tuple[Device, ...] = ()
+        if count and reserve:
+            chosen = place(free, count, gpu_type)
+            if chosen is None:
+                raise NoCapacity(
+                    gpu_type, count, sum(1 for d in free if d.gpu_type == gpu_type),
+                    len(inventory.of_type(gpu_type)),
+                )
+            devices = chosen
+        if reserve:
+            equivalents = sum((d.weight for d in devices), Fraction(0))
+        else:
+            same = inventory.of_type(gpu_type) if count else []
+            equivalents = (same[0].weight if same else Fraction(1)) * count
+        spawn_id = uuid.uuid4().hex
+        now = utcnow()
+        server_id = conn.execute(
+            _ADD_SERVER,
+            dict(user_id=owner.user_id, user_name=owner.user_name, server_name=owner.server_name,
+                 spawn_id=spawn_id, profile=profile, gpu_type=gpu_type if count else "",
+                 gpu_count=count, equivalents=str(equivalents),
+                 host=devices[0].host if devices else "", created_at=now),
+        ).scalar_one()
+        if devices:
+            # the device key is the primary key: a second holder is impossible
+            conn.execute(_ADD_DEVICE, [
+                dict(device_key=d.key, server_id=server_id, host=d.host, gpu_type=d.gpu_type,
+                     visible_id=d.visible_id, weight=str(d.weight), allocated_at=now)
+                for d in devices
+            ])
+        if terms is not None:
+            # opened in the same transaction: no reservation ever lacks its usage record
+            same = inventory.of_type(gpu_type) if count else []
+            weight = same[0].weight if same else Fraction(1)
+            conn.execute(_ADD_USAGE, dict(
+                spawn_id=spawn_id, user_id=owner.user_id, user_name=owner.user_name,
+                server_name=owner.server_name, profile=profile, project=terms.project,
+                gpu_type=gpu_type if count else "", gpu_count=count, equivalents=str(equivalents),
+                devices=",".join(d.visible_id for d in devices), device_keys=",".join(d.key for d in devices),
+                host=devices[0].host if devices else "",
+                rate_per_hour=terms.pricing.hourly(gpu_type, count, weight),
+                minimum_seconds=terms.pricing.minimum_seconds, runtime_limit_s=terms.runtime_limit_s,
+                queued_seconds=terms.queued_seconds, started_at=now, last_seen_at=now,
+                stop_reason="", pending_reason="", util_sum=0.0, util_samples=0, energy_wh=0.0, warned="",
+            ))
+        return Allocation(spawn_id, owner, profile, gpu_type if count else "", devices, equivalents,
+                          decision.warnings, count)
 
-    def release(self, owner: Owner, spawn_id: str | None = None) -> list[str]:
-        """Free what ``owner`` holds (only ``spawn_id``'s if given). Idempotent. Returns the keys."""
-        return self.db.retrying(lambda: self._release(owner, spawn_id))
+    def release(self, owner: Owner, spawn_id: str | None = None, reason: str = "user",
+                seen_alive_at: dt.datetime | None = None) -> list[str]:
+        """Free what ``owner`` holds (only ``spawn_id``'s if given) and close its usage record in
+        the same transaction. Idempotent. Returns the device keys.
 
-    def _release(self, owner: Owner, spawn_id: str | None) -> list[str]:
+        ``reason`` is what the hub saw (user, crashed, failed); a reason a service noted before
+        stopping the server wins. A crashed server's record closes at the last moment it was seen
+        alive (``seen_alive_at`` or its last heartbeat), not when the crash was noticed."""
+        return self.db.retrying(lambda: self._release(owner, spawn_id, reason, seen_alive_at))
+
+    def _release(self, owner: Owner, spawn_id: str | None, reason: str = "user",
+                 seen_alive_at: dt.datetime | None = None) -> list[str]:
         with self.db.write_conn() as conn:
+            now = utcnow()
+            for rec in conn.execute(_OPEN_USAGE, {"uid": owner.user_id, "server": owner.server_name}).all():
+                if spawn_id and rec.spawn_id != spawn_id:
+                    continue
+                end = now
+                why = stop_reason(rec.pending_reason, reason)
+                if why == "crashed":
+                    alive = [t for t in (rec.last_seen_at, seen_alive_at) if t is not None]
+                    end = min(now, max(alive)) if alive else now
+                conn.execute(sa.update(_U).where(_U.c.id == rec.id).values(
+                    stopped_at=end, stop_reason=why if rec.ready_at or why != "crashed" else "failed"))
             rows = conn.execute(_OWNER_IDS, {"uid": owner.user_id, "server": owner.server_name}).all()
             ids = [r.id for r in rows if not spawn_id or r.spawn_id == spawn_id]
             if not ids:

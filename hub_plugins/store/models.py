@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, String, UniqueConstraint
+from sqlalchemy import DateTime, Float, ForeignKey, Integer, MetaData, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -71,3 +71,107 @@ class DeviceAllocation(Base):
     allocated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
     server: Mapped[ServerRecord] = relationship(back_populates="devices")
+
+
+class UsageRecord(Base):
+    """One server's life, for accounting. Opened when its GPUs are reserved, closed when it
+    stops; ``last_seen_at`` is refreshed while it runs, so a record left open by a crash is closed
+    at the last moment the server was known alive, never later."""
+
+    __tablename__ = "gpulab_usage"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    spawn_id: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    user_name: Mapped[str] = mapped_column(String(255), index=True)
+    server_name: Mapped[str] = mapped_column(String(255), default="")
+    profile: Mapped[str] = mapped_column(String(64), default="")
+    project: Mapped[str] = mapped_column(String(64), default="")
+    gpu_type: Mapped[str] = mapped_column(String(128), default="")
+    gpu_count: Mapped[int] = mapped_column(Integer, default=0)
+    equivalents: Mapped[str] = mapped_column(String(32), default="0")
+    devices: Mapped[str] = mapped_column(String(2048), default="")  # comma-separated visible ids
+    device_keys: Mapped[str] = mapped_column(String(4096), default="")
+    host: Mapped[str] = mapped_column(String(255), default="")
+    rate_per_hour: Mapped[float] = mapped_column(Float, default=0.0)  # frozen at start
+    minimum_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    runtime_limit_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    queued_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    ready_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    stop_reason: Mapped[str] = mapped_column(String(32), default="")
+    # set by a service (culler, budgets, admin) just before it stops the server, so the record
+    # says why it ended even though JupyterHub does not tell a spawner who stopped it
+    pending_reason: Mapped[str] = mapped_column(String(255), default="")
+    # GPU utilisation while allocated (efficiency) and energy, accumulated by the sampler
+    util_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    util_samples: Mapped[int] = mapped_column(Integer, default=0)
+    energy_wh: Mapped[float] = mapped_column(Float, default=0.0)
+    idle_since: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    warned: Mapped[str] = mapped_column(String(255), default="")  # latest cull/budget warning
+
+
+class Event(Base):
+    """Things worth counting and showing: refusals, culls, warnings, accounting fail-opens."""
+
+    __tablename__ = "gpulab_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)  # refused | culled | warned | fail_open | queued
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    user_name: Mapped[str] = mapped_column(String(255), default="")
+    server_name: Mapped[str] = mapped_column(String(255), default="")
+    detail: Mapped[str] = mapped_column(String(2048), default="")
+    value: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class LedgerEntry(Base):
+    """Audit ledger: every change to a budget, a credit balance or an override (who, why,
+    before and after)."""
+
+    __tablename__ = "gpulab_ledger"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(String(255), index=True)  # user:ann, project:x, group:y, config
+    action: Mapped[str] = mapped_column(String(64))
+    before: Mapped[str] = mapped_column(String(4096), default="")
+    after: Mapped[str] = mapped_column(String(4096), default="")
+    reason: Mapped[str] = mapped_column(String(1024), default="")
+    amount: Mapped[float] = mapped_column(Float, default=0.0)  # credits granted (budget unit)
+
+
+class GPUSample(Base):
+    """Recent utilisation samples per device (pruned after a few hours; aggregates live on the
+    usage records)."""
+
+    __tablename__ = "gpulab_gpu_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_key: Mapped[str] = mapped_column(String(255), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    util: Mapped[float] = mapped_column(Float)
+    memory_used_mib: Mapped[float] = mapped_column(Float, default=0.0)
+    power_w: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class QueueEntry(Base):
+    """A request waiting for GPUs. Survives hub restarts; holds no GPU."""
+
+    __tablename__ = "gpulab_queue"
+    __table_args__ = (UniqueConstraint("user_id", "server_name", name="uq_gpulab_queue_owner"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    user_name: Mapped[str] = mapped_column(String(255))
+    server_name: Mapped[str] = mapped_column(String(255), default="")
+    options: Mapped[str] = mapped_column(String(4096), default="{}")  # the request, JSON
+    gpu_types: Mapped[str] = mapped_column(String(1024), default="")  # candidates, comma-separated
+    gpu_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    state: Mapped[str] = mapped_column(String(16), default="waiting")  # waiting | cancelled
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)  # a spawner is waiting on it

@@ -87,3 +87,28 @@ def test_extra_keys_validated_by_features():
 def test_from_form():
     assert from_form({"profile": ["small"], "gpus": ["2"], "gpu_type": [""], "_xsrf": ["x"]}) == {
         "profile": "small", "gpus": "2"}
+
+
+@pytest.mark.parametrize(
+    "value, seconds",
+    [("2h", 7200), ("90m", 5400), ("1h30m", 5400), (7200, 7200), ("600", 600), ("", None), (None, None)],
+)
+def test_runtime(value, seconds):
+    from hub_plugins.request import parse_runtime
+
+    assert parse_runtime(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["1m", "31d", "2 hours", -5, True, "h", [1]])
+def test_bad_runtime(value):
+    from hub_plugins.request import parse_runtime
+
+    with pytest.raises(RequestError, match="'runtime' must be a duration"):
+        parse_runtime(value)
+
+
+@pytest.mark.parametrize("value, flag", [(True, True), ("on", True), ("false", False), (False, False)])
+def test_queue_flag(value, flag):
+    from hub_plugins.request import parse_flag
+
+    assert parse_flag(value) is flag

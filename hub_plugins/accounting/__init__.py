@@ -1,0 +1,1 @@
+"""Accounting: what servers cost (``pricing``) and where budgets stand (``budgets``). Pure."""

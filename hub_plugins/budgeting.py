@@ -1,0 +1,106 @@
+"""Budgets applied: where a user's (or project's) budget stands, and whether a spawn may go ahead.
+
+Used by the hub before it reserves GPUs and by the billing service for its pages and API. The
+arithmetic is pure (``accounting/budgets.py``); this module reads usage and applies the
+configuration (``budgets:`` and ``billing:`` in gpulab.yaml).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from .accounting.budgets import BudgetStatus, Period, status
+from .accounting.pricing import Pricing, money
+from .store.usage import UsageStore
+
+log = logging.getLogger("gpulab.budgets")
+UTC = dt.timezone.utc
+
+
+class BudgetRefused(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    unit: str = "gpu_hours"
+    period: Period = Period("month")
+    enforce_running: bool = False
+    grace_minutes: int = 30
+    projects: dict | None = None  # name -> {budget, users, groups}
+
+    @classmethod
+    def from_config(cls, data: dict) -> BudgetConfig:
+        return cls(
+            unit=data.get("unit", "gpu_hours"),
+            period=Period.parse(data.get("period", "month"), float(data.get("refill_per_day", 0) or 0)),
+            enforce_running=bool(data.get("enforce_running", False)),
+            grace_minutes=int(data.get("grace_minutes", 30)),
+            projects=dict(data.get("projects") or {}),
+        )
+
+
+def fmt_amount(value: float, unit: str, currency: str) -> str:
+    if unit == "money":
+        return f"{money(value):.2f} {currency}"
+    return f"{value:.2f} GPU-hours" if abs(value - round(value)) > 1e-9 else f"{round(value)} GPU-hours"
+
+
+def fmt_time(t: dt.datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class Budgets:
+    def __init__(self, usage: UsageStore, config: BudgetConfig, pricing: Pricing):
+        self.usage = usage
+        self.config = config
+        self.pricing = pricing
+
+    def _since(self, now: dt.datetime) -> dt.datetime | None:
+        if self.config.period.kind == "credits":
+            return None  # credits depend on the whole history
+        return self.config.period.start_of(now)
+
+    def personal(self, user_name: str, limit: float | None, now: dt.datetime | None = None) -> BudgetStatus:
+        now = now or dt.datetime.now(UTC)
+        usages = self.usage.usages(user_name, self._since(now), personal_only=True)
+        return status(limit, usages, self.config.period, self.config.unit, now)
+
+    def project(self, name: str, now: dt.datetime | None = None) -> BudgetStatus:
+        now = now or dt.datetime.now(UTC)
+        spec = (self.config.projects or {}).get(name) or {}
+        usages = self.usage.usages(None, self._since(now), project=name)
+        return status(spec.get("budget"), usages, self.config.period, self.config.unit, now)
+
+    def may_use_project(self, name: str, user_name: str, groups) -> bool:
+        spec = (self.config.projects or {}).get(name)
+        if spec is None:
+            return False
+        return user_name in (spec.get("users") or []) or bool(set(spec.get("groups") or []) & set(groups))
+
+    def projects_of(self, user_name: str, groups) -> list[str]:
+        return sorted(p for p in (self.config.projects or {}) if self.may_use_project(p, user_name, groups))
+
+    def check_spawn(self, user_name: str, limit: float | None, consumes: bool, project: str = "",
+                    now: dt.datetime | None = None) -> None:
+        """Raise BudgetRefused if the budget this spawn draws from is spent. A spawn that
+        consumes nothing in the budget's unit (a CPU-only server under a GPU-hours budget) is
+        always allowed."""
+        if not consumes:
+            return
+        now = now or dt.datetime.now(UTC)
+        if project:
+            st, whose = self.project(project, now), f"Project '{project}''s budget"
+        else:
+            st, whose = self.personal(user_name, limit, now), "Your budget"
+        if not st.spent:
+            return
+        unit, cur = self.config.unit, self.pricing.currency
+        when = (f" You can start again at {fmt_time(st.retry_at)}." if st.retry_at
+                else " It does not refill by itself.")
+        raise BudgetRefused(
+            f"{whose} of {fmt_amount(st.limit, unit, cur)} {self.config.period.describe()} is spent "
+            f"(used {fmt_amount(st.used, unit, cur)}).{when} Ask an admin for more if you need it now."
+        )

@@ -1,0 +1,169 @@
+"""Usage records, events and the audit ledger: database adapter for accounting.
+
+Records are opened and closed inside the allocator's own transactions (see ``allocator.py``),
+so a reservation never exists without its record and a release always closes it. This module
+reads them, keeps them fresh and closes what crashes leave open.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from fractions import Fraction
+
+import sqlalchemy as sa
+
+from ..accounting.budgets import Usage
+from .db import Database
+from .models import Event, LedgerEntry, UsageRecord, utcnow
+
+UTC = dt.timezone.utc
+_U = UsageRecord.__table__
+STOP_REASONS = ("user", "admin", "culled", "crashed", "quota", "budget", "runtime", "failed", "cancelled")
+
+
+def aware(t: dt.datetime | None) -> dt.datetime | None:
+    """Database times are naive UTC; budgets and APIs use aware ones."""
+    return None if t is None else t.replace(tzinfo=UTC)
+
+
+def naive(t: dt.datetime) -> dt.datetime:
+    return t.astimezone(UTC).replace(tzinfo=None) if t.tzinfo else t
+
+
+def as_usage(r: UsageRecord | sa.Row) -> Usage:
+    return Usage(
+        start=aware(r.started_at), end=aware(r.stopped_at), ready=r.ready_at is not None,
+        equivalents=float(Fraction(r.equivalents)), rate_per_hour=r.rate_per_hour,
+        minimum_seconds=r.minimum_seconds,
+    )
+
+
+class UsageStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    # -- lifecycle (the hub) ---------------------------------------------------------------
+    def mark_ready(self, spawn_id: str, at: dt.datetime | None = None) -> None:
+        at = naive(at or utcnow())
+        self.db.retrying(lambda: self._update(spawn_id, ready_at=at, last_seen_at=at))
+
+    def heartbeat(self, spawn_ids: Iterable[str], at: dt.datetime | None = None) -> None:
+        """Note that these servers are alive now (one statement for many)."""
+        ids = list(spawn_ids)
+        if not ids:
+            return
+        at = naive(at or utcnow())
+
+        def run():
+            with self.db.write_conn() as c:
+                c.execute(sa.update(_U).where(_U.c.spawn_id.in_(ids), _U.c.stopped_at.is_(None))
+                          .values(last_seen_at=at))
+
+        self.db.retrying(run)
+
+    def _update(self, spawn_id: str, **values) -> None:
+        with self.db.write_conn() as c:
+            c.execute(sa.update(_U).where(_U.c.spawn_id == spawn_id).values(**values))
+
+    def set_pending_reason(self, user_name: str, server_name: str, reason: str) -> int:
+        """Services call this just before they stop a server, so its record says why."""
+
+        def run():
+            with self.db.write_conn() as c:
+                return c.execute(
+                    sa.update(_U).where(_U.c.user_name == user_name, _U.c.server_name == server_name,
+                                        _U.c.stopped_at.is_(None)).values(pending_reason=reason[:255])
+                ).rowcount
+
+        return self.db.retrying(run)
+
+    def close_orphans(self, live: set[tuple[int, str]], before: dt.datetime) -> list[UsageRecord]:
+        """Close open records of servers that are gone (a hub that crashed mid-stop) at the last
+        moment they were seen alive: never later, so nothing is charged twice or made up."""
+
+        def run():
+            with self.db.write() as s:
+                rows = s.scalars(sa.select(UsageRecord).where(
+                    UsageRecord.stopped_at.is_(None), UsageRecord.started_at < naive(before))).all()
+                gone = [r for r in rows if (r.user_id, r.server_name) not in live]
+                for r in gone:
+                    r.stopped_at = r.last_seen_at
+                    r.stop_reason = "crashed" if r.ready_at else "failed"
+                return gone
+
+        return self.db.retrying(run)
+
+    # -- reads (the hub's budget check, the billing service) -------------------------------
+    def records(self, user_name: str | None = None, since: dt.datetime | None = None,
+                until: dt.datetime | None = None, project: str | None = None,
+                open_only: bool = False) -> list[UsageRecord]:
+        """Records that overlap [since, until) (open ones overlap everything after their start)."""
+
+        def run():
+            with self.db.read() as s:
+                q = sa.select(UsageRecord).order_by(UsageRecord.started_at)
+                if user_name is not None:
+                    q = q.where(UsageRecord.user_name == user_name)
+                if project is not None:
+                    q = q.where(UsageRecord.project == project)
+                if since is not None:
+                    q = q.where(sa.or_(UsageRecord.stopped_at.is_(None), UsageRecord.stopped_at >= naive(since)))
+                if until is not None:
+                    q = q.where(UsageRecord.started_at < naive(until))
+                if open_only:
+                    q = q.where(UsageRecord.stopped_at.is_(None))
+                return list(s.scalars(q))
+
+        return self.db.retrying(run)
+
+    def usages(self, user_name: str | None = None, since: dt.datetime | None = None,
+               project: str | None = None, personal_only: bool = False) -> list[Usage]:
+        rows = self.records(user_name, since, project=project)
+        if personal_only:
+            rows = [r for r in rows if not r.project]
+        return [as_usage(r) for r in rows]
+
+    # -- events and ledger -----------------------------------------------------------------
+    def event(self, kind: str, reason: str = "", user_name: str = "", server_name: str = "",
+              detail: str = "", value: float = 0.0) -> None:
+        def run():
+            with self.db.write() as s:
+                s.add(Event(kind=kind, reason=reason[:64], user_name=user_name, server_name=server_name,
+                            detail=detail[:2048], value=value, at=utcnow()))
+
+        self.db.retrying(run)
+
+    def events(self, kind: str | None = None, since: dt.datetime | None = None) -> list[Event]:
+        def run():
+            with self.db.read() as s:
+                q = sa.select(Event).order_by(Event.at)
+                if kind:
+                    q = q.where(Event.kind == kind)
+                if since:
+                    q = q.where(Event.at >= naive(since))
+                return list(s.scalars(q))
+
+        return self.db.retrying(run)
+
+    def ledger(self, actor: str, subject: str, action: str, before=None, after=None,
+               reason: str = "", amount: float = 0.0) -> None:
+        def run():
+            with self.db.write() as s:
+                s.add(LedgerEntry(actor=actor, subject=subject, action=action,
+                                  before="" if before is None else json.dumps(before, sort_keys=True, default=str),
+                                  after="" if after is None else json.dumps(after, sort_keys=True, default=str),
+                                  reason=reason[:1024], amount=amount, at=utcnow()))
+
+        self.db.retrying(run)
+
+    def ledger_entries(self, subject: str | None = None) -> list[LedgerEntry]:
+        def run():
+            with self.db.read() as s:
+                q = sa.select(LedgerEntry).order_by(LedgerEntry.at)
+                if subject:
+                    q = q.where(LedgerEntry.subject == subject)
+                return list(s.scalars(q))
+
+        return self.db.retrying(run)

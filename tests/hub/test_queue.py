@@ -1,0 +1,170 @@
+"""The queue through a real hub: waiting holds no GPU, is not cut by start_timeout, starts as soon
+as GPUs free up in fair-share order, can be cancelled, survives a hub restart."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import requests
+
+pytestmark = [pytest.mark.hub, pytest.mark.slow]
+
+FAST = ["--JupyterHub.slow_spawn_timeout=0.5"]  # the API answers 202 at once for queued spawns
+
+
+def pending(hub, user, server=""):
+    s = hub.server_model(user, server)
+    return bool(s and s.get("pending") == "spawn")
+
+
+def wait_for(cond, timeout=60, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def queue_rows(hub):
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(hub.gpulab_db_url)
+    try:
+        with eng.connect() as c:
+            return [dict(r) for r in c.execute(sa.text(
+                "SELECT user_name, server_name, state FROM gpulab_queue ORDER BY created_at")).mappings()]
+    finally:
+        eng.dispose()
+
+
+class Progress:
+    """Follow a pending spawn's progress stream in the background, as the progress page does."""
+
+    def __init__(self, hub, user, server=""):
+        self.messages: list[str] = []
+        self.done = threading.Event()
+        path = hub.server_path(user, server) + "/progress"
+        self.thread = threading.Thread(target=self._run, args=(hub, path), daemon=True)
+        self.thread.start()
+
+    def _run(self, hub, path):
+        try:
+            with requests.get(f"{hub.url}/hub/api{path}", stream=True, timeout=300,
+                              headers={"Authorization": f"token {hub.token}"}) as r:
+                for line in r.iter_lines():
+                    if line.startswith(b"data:"):
+                        event = json.loads(line[5:])
+                        self.messages.append(event.get("message", ""))
+                        if event.get("ready") or event.get("failed"):
+                            break
+        finally:
+            self.done.set()
+
+    def text(self):
+        return " | ".join(self.messages)
+
+
+@pytest.fixture
+def hub(hub_factory):
+    h = hub_factory(start=False, inventory="2xA100-80GB",
+                    quotas={"default": {"max_gpus": 2, "max_servers": 2}})
+    h.config["hub"]["start_timeout"] = 10  # queue waits below run longer than this
+    h.start(extra_args=FAST)
+    return h
+
+
+def test_queue_waits_without_gpus_and_starts_when_freed(hub):
+    hub.create_users("ann", "bob", "cal")
+    hub.start_server("ann", {"gpus": 2})
+    st, body = hub.spawn("bob", {"gpus": 1, "queue": True})
+    assert st == 202, body
+    prog = Progress(hub, "bob")
+    st, body = hub.spawn("cal", {"gpus": 2, "queue": True})
+    assert st == 202, body
+    wait_for(lambda: "Queue position 1 of 2" in prog.text(), what="bob's position line")
+    assert "waiting in the queue (you hold no GPU while you wait" in prog.text()
+    assert [r["user_name"] for r in queue_rows(hub)] == ["bob", "cal"]
+    assert {a["user_name"] for a in hub.allocations()} == {"ann"}  # waiting holds no GPU
+    time.sleep(12)  # longer than start_timeout (10 s): the wait is not cut short
+    assert pending(hub, "bob") and pending(hub, "cal")
+    t0 = time.monotonic()
+    hub.stop_server("ann")
+    bob = hub.wait_ready("bob", timeout=30)
+    started_after = time.monotonic() - t0
+    assert started_after < 8, started_after  # woken by the release, not a slow poll
+    assert "Your turn after" in " ".join(prog.messages) or prog.done.wait(10)
+    # cal needs 2 and only 1 is free: still waiting, in order
+    assert pending(hub, "cal") and [r["user_name"] for r in queue_rows(hub)] == ["cal"]
+    assert len(bob["state"]["gpus"]) == 1
+    hub.stop_server("bob")
+    cal = hub.wait_ready("cal", timeout=30)
+    assert sorted(cal["state"]["gpus"]) == ["0", "1"] and queue_rows(hub) == []
+    rec = {r["user_name"]: r for r in usage_rows(hub)}
+    assert rec["cal"]["queued_seconds"] > 12
+
+
+def usage_rows(hub):
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(hub.gpulab_db_url)
+    try:
+        with eng.connect() as c:
+            return [dict(r) for r in c.execute(sa.text("SELECT * FROM gpulab_usage ORDER BY id")).mappings()]
+    finally:
+        eng.dispose()
+
+
+def test_cancel_by_stopping_the_pending_server(hub):
+    hub.create_users("ann", "bob")
+    hub.start_server("ann", {"gpus": 2})
+    assert hub.spawn("bob", {"gpus": 1, "queue": True})[0] == 202
+    wait_for(lambda: [r["user_name"] for r in queue_rows(hub)] == ["bob"], what="bob queued")
+    st, _ = hub.api("DELETE", "/users/bob/server")
+    assert st in (202, 204)
+    hub.wait_gone("bob")
+    wait_for(lambda: queue_rows(hub) == [], what="the queue entry to go")
+    hub.stop_server("ann")
+    time.sleep(1)
+    assert hub.server_model("bob") is None  # a cancelled request never starts later
+
+
+def test_without_queue_the_request_is_refused(hub):
+    hub.create_users("ann", "bob")
+    hub.start_server("ann", {"gpus": 2})
+    st, body = hub.spawn("bob", {"gpus": 1})
+    assert st == 409 and "Not enough free GPUs" in body["message"] and queue_rows(hub) == []
+
+
+def test_fair_share_puts_light_users_first(hub):
+    hub.create_users("ann", "heavy", "light")
+    hub.start_server("heavy", {"gpus": 1}, server="warm")  # heavy has recent GPU use
+    time.sleep(2)
+    hub.start_server("ann", {"gpus": 1})  # now full
+    assert hub.spawn("heavy", {"gpus": 1, "queue": True})[0] == 202  # heavy asks first
+    wait_for(lambda: len(queue_rows(hub)) == 1, what="heavy queued")
+    assert hub.spawn("light", {"gpus": 1, "queue": True})[0] == 202
+    wait_for(lambda: len(queue_rows(hub)) == 2, what="light queued")
+    hub.stop_server("ann")
+    light = hub.wait_ready("light", timeout=30)
+    assert light["state"]["gpus"] and pending(hub, "heavy")
+
+
+def test_queued_request_survives_a_hub_restart(hub):
+    hub.create_users("ann", "bob")
+    hub.start_server("ann", {"gpus": 2})
+    assert hub.spawn("bob", {"gpus": 2, "queue": True})[0] == 202
+    wait_for(lambda: len(queue_rows(hub)) == 1, what="bob queued")
+    hub.kill()
+    hub.start(extra_args=FAST)
+    assert [r["user_name"] for r in queue_rows(hub)] == ["bob"]  # still queued
+    # the hub dropped the interrupted spawn; asking again resumes the place (the culler service
+    # does this by itself, see tests/hub/test_culler.py)
+    wait_for(lambda: not pending(hub, "bob"), what="the interrupted spawn to be cleared")
+    assert hub.spawn("bob", {"gpus": 2, "queue": True})[0] == 202
+    hub.stop_server("ann")
+    bob = hub.wait_ready("bob", timeout=30)
+    assert sorted(bob["state"]["gpus"]) == ["0", "1"]
