@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from traitlets.config import Config
@@ -104,7 +105,48 @@ def update_gpulab(c: Config, cfg: dict) -> None:
     c.GPULab.queue_settings = cfg["queue"]
 
 
-UPDATES = (update_hub, update_api_tokens, update_auth, update_spawner, update_gpulab)
+def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_scopes=()) -> dict:
+    """A JupyterHub-managed gpulab service: same Python, same checkout, same gpulab.yaml."""
+    root = cfg.get("_project_root") or str(Path(__file__).resolve().parents[2])
+    svc = {
+        "name": name,
+        "command": [sys.executable, "-m", module],
+        "cwd": root,
+        "environment": {"GPULAB_CONFIG": cfg["_path"], "PYTHONPATH": root},
+    }
+    if url:
+        svc["url"] = url
+        svc["oauth_client_allowed_scopes"] = [f"access:services!service={name}", *allowed_scopes]
+    return svc
+
+
+def update_services(c: Config, cfg: dict) -> None:
+    """The billing service and the culler, each with a role of the least scopes it needs; every
+    user may open the billing pages (their own data only, the service enforces it)."""
+    services = list(c.JupyterHub.get("services", []))
+    roles = list(c.JupyterHub.get("load_roles", []))
+    user_scopes = ["self"]
+    port = cfg["billing"]["port"]
+    # admins' tokens for the service carry the unfiltered 'list:users' scope: that is how the
+    # service tells an admin (read-only; users' tokens carry at most their own)
+    services.append(_service("billing", cfg, "services.billing", f"http://127.0.0.1:{port}", ["list:users"]))
+    roles.append({"name": "gpulab-billing", "description": "gpulab billing: read users, groups",
+                  "scopes": ["list:users", "read:users:groups", "read:groups"], "services": ["billing"]})
+    user_scopes.append("access:services!service=billing")
+    if cfg["culler"]["enabled"]:
+        services.append(_service("culler", cfg, "services.culler"))
+        roles.append({"name": "gpulab-culler",
+                      "description": "gpulab culler: see activity, stop idle servers, restart queued requests",
+                      "scopes": ["list:users", "read:users:groups", "read:users:activity", "read:servers",
+                                 "servers", "delete:servers"],
+                      "services": ["culler"]})
+    roles.append({"name": "user", "description": "Standard user privileges, and gpulab's pages",
+                  "scopes": user_scopes})
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
+
+
+UPDATES = (update_hub, update_api_tokens, update_auth, update_spawner, update_gpulab, update_services)
 
 
 def apply_all(c: Config, cfg: dict) -> None:

@@ -78,3 +78,9 @@ class FakeNVML:
 
     def nvmlDeviceGetUtilizationRates(self, h):
         return SimpleNamespace(gpu=self._dev(h).get("util", 0), memory=0)
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        power = self._dev(h).get("power_w")
+        if power is None:
+            raise NVMLError("Not Supported")
+        return int(power * 1000)  # milliwatts, as NVML reports

@@ -64,9 +64,13 @@ class Hub:
             "quotas": quotas or {"default": {"max_gpus": 1, "max_servers": 3}},
             "auth": {"native": {"minimum_password_length": 8, "check_common_password": False}},
             "local": local or {},
+            "billing": {"port": free_port()},
         }
         for key, value in (extra or {}).items():
-            self.config[key] = value
+            if isinstance(value, dict) and isinstance(self.config.get(key), dict):
+                self.config[key] = {**self.config[key], **value}
+            else:
+                self.config[key] = value
         self.config_path = self.dir / "gpulab.yaml"
 
     # -- process ---------------------------------------------------------------------------
@@ -162,6 +166,22 @@ class Hub:
                 pass
 
     # -- HTTP ------------------------------------------------------------------------------
+    def service(self, name: str, path: str = "", method: str = "GET", token: str | None = None, **kw):
+        """A request to a hub service through the proxy (e.g. /services/billing/api/usage)."""
+        headers = {"Authorization": f"token {token or self.token}"}
+        return requests.request(method, f"{self.url}/services/{name}/{path}", headers=headers, timeout=60, **kw)
+
+    def wait_service(self, name: str, path: str = "api/gpus", timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.service(name, path).status_code < 500:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        raise HubError(f"service {name} did not answer in {timeout}s:\n{self.log_tail()}")
+
     def api(self, method: str, path: str, body=None, token: str | None = None, raw: bool = False):
         headers = {"Authorization": f"token {token or self.token}"}
         data = None

@@ -58,3 +58,35 @@ def test_whole_gpus_and_mig():
 def test_mig_on_without_instances_offers_nothing_on_that_gpu():
     inv = discover(FakeNVML([{"name": "NVIDIA H100 80GB HBM3", "uuid": "G", "memory_mib": 81559, "mig": []}]))
     assert inv.devices == ()
+
+
+def test_metrics_readers(tmp_path):
+    import json
+
+    from hub_plugins.gpu.metrics import NVMLReader, PrometheusReader, SimulatedReader
+    from hub_plugins.gpu.simulated import parse_spec
+
+    inv = parse_spec("2xA100-80GB, 1xA100-80GB+mig(7*1g.10gb)")
+    f = tmp_path / "m.json"
+    f.write_text(json.dumps({"localhost/gpu0": {"util": 3, "power_w": 60}, "1": 88}))
+    got = SimulatedReader(f).read(list(inv.devices))
+    assert got["localhost/gpu0"].util == 3 and got["localhost/gpu0"].power_w == 60
+    assert got["localhost/gpu1"].util == 88  # by visible id
+    assert got["localhost/gpu2/mig0"].util is None  # unknown, never "idle"
+
+    nv = FakeNVML([{"name": "NVIDIA A100-SXM4-80GB", "uuid": "GPU-a", "memory_mib": 81920, "util": 42}])
+    nvinv = discover(nv)
+    assert NVMLReader(nv).read(list(nvinv.devices))["localhost/gpu0"].util == 42
+
+    resp = {"data": {"result": [
+        {"metric": {"UUID": inv.devices[0].uuid}, "value": [0, "17"]},
+        {"metric": {"UUID": inv.devices[1].uuid, "GPU_I_ID": "1"}, "value": [0, "99"]},
+    ]}}
+    pr = PrometheusReader("http://prom", fetch=lambda q: resp)
+    out = pr.read(list(inv.devices[:2]))
+    assert out[inv.devices[0].key].util == 17 and out[inv.devices[1].key].util is None
+
+    def broken(q):
+        raise OSError("down")
+
+    assert PrometheusReader("http://prom", fetch=broken).read(list(inv.devices[:1]))[inv.devices[0].key].util is None

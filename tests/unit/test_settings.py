@@ -101,6 +101,14 @@ def test_apply(tmp_path):
     assert c.JupyterHub.cleanup_servers is False and c.JupyterHub.allow_named_servers is True
     assert {"name": "ci", "api_token": TOKEN} in c.JupyterHub.services
     assert {"name": "admin", "services": ["ci"]} in c.JupyterHub.load_roles
+    services = {s["name"]: s for s in c.JupyterHub.services}
+    assert services["billing"]["url"] == "http://127.0.0.1:10101"
+    assert services["billing"]["oauth_client_allowed_scopes"] == ["access:services!service=billing", "list:users"]
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["user"]["scopes"] == ["self", "access:services!service=billing"]
+    # least privilege: the billing service only reads; the culler may stop (and restart) servers
+    assert roles["gpulab-billing"]["scopes"] == ["list:users", "read:users:groups", "read:groups"]
+    assert "admin:users" not in roles["gpulab-culler"]["scopes"] and "servers" in roles["gpulab-culler"]["scopes"]
     assert oct(os.stat(tmp_path / "state").st_mode & 0o777) == "0o700"
 
 

@@ -1,0 +1,115 @@
+"""What every gpulab hub service shares: its configuration (the same gpulab.yaml as the hub),
+the GPU core built from it, a small client for the hub's REST API and authentication helpers.
+
+Services run as JupyterHub-managed services: JupyterHub passes ``JUPYTERHUB_API_TOKEN``,
+``JUPYTERHUB_API_URL``, ``JUPYTERHUB_SERVICE_URL`` and ``JUPYTERHUB_SERVICE_PREFIX``; gpulab adds
+``GPULAB_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from traitlets.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from hub_plugins.core import GPULab  # noqa: E402
+from hub_plugins.settings import ConfigError, load  # noqa: E402
+from hub_plugins.settings.apply import update_gpulab  # noqa: E402
+
+log = logging.getLogger("gpulab.service")
+
+
+def load_settings() -> dict:
+    path = os.environ.get("GPULAB_CONFIG") or str(ROOT / "config" / "gpulab.yaml")
+    try:
+        return load(path)
+    except ConfigError as e:
+        sys.exit(f"gpulab service: fix {path} first:\n{e}")
+
+
+def core_from_settings(cfg: dict) -> GPULab:
+    """The same GPU core the hub runs, for reading (services never allocate)."""
+    c = Config()
+    update_gpulab(c, cfg)
+    return GPULab(config=c)
+
+
+def service_address() -> tuple[str, int, str]:
+    """(host, port, prefix) this service listens on."""
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+    return url.hostname or "127.0.0.1", url.port or 10101, prefix
+
+
+def is_admin(user: dict) -> bool:
+    """Admins' tokens carry the unfiltered ``list:users`` scope (every service asks for it as an
+    allowed OAuth scope; for other users it is filtered to themselves or absent)."""
+    return "list:users" in set(user.get("scopes") or []) or bool(user.get("admin"))
+
+
+class HubAPI:
+    """The hub's REST API with this service's own token (its role decides what it may do)."""
+
+    def __init__(self, url: str | None = None, token: str | None = None):
+        self.url = (url or os.environ["JUPYTERHUB_API_URL"]).rstrip("/")
+        self.token = token or os.environ["JUPYTERHUB_API_TOKEN"]
+        self.http = AsyncHTTPClient()
+
+    async def request(self, method: str, path: str, body=None, ok=(200, 201, 202, 204)):
+        req = HTTPRequest(
+            self.url + path, method=method, headers={"Authorization": f"token {self.token}"},
+            body=None if body is None else json.dumps(body),
+            allow_nonstandard_methods=True, request_timeout=60,
+        )
+        resp = await self.http.fetch(req, raise_error=False)
+        if resp.code not in ok:
+            raise HubAPIError(resp.code, resp.body.decode(errors="replace")[:500], method, path)
+        return json.loads(resp.body) if resp.body else None
+
+    async def users(self, state: str | None = "active") -> list[dict]:
+        path = "/users" + (f"?state={state}" if state else "")
+        out, offset = [], 0
+        while True:  # the API pages long lists
+            sep = "&" if "?" in path else "?"
+            page = await self.request("GET", f"{path}{sep}offset={offset}&limit=200")
+            items = page["items"] if isinstance(page, dict) and "items" in page else page
+            out += items
+            if not isinstance(page, dict) or not page.get("_pagination", {}).get("next"):
+                return out
+            offset += len(items)
+
+    async def groups(self) -> list[dict]:
+        page = await self.request("GET", "/groups?limit=1000")
+        return page["items"] if isinstance(page, dict) and "items" in page else page
+
+    @staticmethod
+    def server_path(user: str, server: str = "") -> str:
+        base = f"/users/{quote(user, safe='')}"
+        return f"{base}/servers/{quote(server, safe='')}" if server else f"{base}/server"
+
+    async def stop(self, user: str, server: str = ""):
+        return await self.request("DELETE", self.server_path(user, server))
+
+    async def start(self, user: str, server: str = "", options: dict | None = None):
+        return await self.request("POST", self.server_path(user, server), options or {}, ok=(201, 202))
+
+
+class HubAPIError(Exception):
+    def __init__(self, code, body, method, path):
+        super().__init__(f"{method} {path}: {code} {body}")
+        self.code = code
+
+
+def setup_logging(name: str) -> None:
+    logging.basicConfig(level=os.environ.get("GPULAB_LOG_LEVEL", "INFO"),
+                        format=f"[%(levelname).1s %(asctime)s {name}] %(message)s")

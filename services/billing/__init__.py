@@ -1,0 +1,1 @@
+"""The billing service: ``python -m services.billing``."""

@@ -1,0 +1,39 @@
+"""Run the billing service (JupyterHub starts it as a managed service)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from tornado import web
+
+from services.base import HubAPI, core_from_settings, load_settings, service_address, setup_logging
+
+from .app import make_app
+from .audit import record_config_changes
+from .data import BillingData
+
+log = logging.getLogger("gpulab.billing")
+
+
+async def main() -> None:
+    setup_logging("billing")
+    cfg = load_settings()
+    core = core_from_settings(cfg)
+    core.db  # create/upgrade gpulab's tables before serving
+    await asyncio.to_thread(record_config_changes, core, cfg)
+    host, port, prefix = service_address()
+    hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/"
+    app: web.Application = make_app(BillingData(cfg, core, HubAPI()), prefix, hub_prefix)
+    app.settings["cookie_secret"] = os.urandom(32)
+    app.listen(port, address=host)
+    log.info("billing service at http://%s:%d%s", host, port, prefix)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:  # the hub stops its services with SIGINT
+        pass

@@ -1,0 +1,238 @@
+"""The billing service (``/services/billing/``): usage, quotas, budgets, GPUs and the queue, as a
+JSON/CSV API (hub tokens) and as pages (hub login), plus Prometheus metrics.
+
+A user sees only their own usage, quota and servers; admins see everyone's. The service's own
+token has read-only scopes (see ``update_services`` in ``hub_plugins/settings/apply.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from pathlib import Path
+
+import jinja2
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.utils import url_path_join
+from tornado import web
+
+from services.base import is_admin
+
+from . import report
+from .data import BillingData
+from .metrics import metrics_text
+
+UTC = dt.timezone.utc
+TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+                               autoescape=True)
+
+
+class Base(HubOAuthenticated, web.RequestHandler):
+    @property
+    def data(self) -> BillingData:
+        return self.settings["billing_data"]
+
+    @property
+    def me(self) -> dict:
+        return self.current_user
+
+    @property
+    def admin(self) -> bool:
+        return is_admin(self.current_user)
+
+    def target(self) -> str:
+        """The user whose data is asked for (?user=): oneself, or anyone for admins."""
+        who = self.get_argument("user", "") or self.me["name"]
+        if who != self.me["name"] and not self.admin:
+            raise web.HTTPError(403, f"You can only see your own usage, not {who!r}'s.")
+        return who
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(UTC)
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+
+class UsageAPI(Base):
+    @web.authenticated
+    async def get(self):
+        who = self.get_argument("user", "")
+        if who and who != self.me["name"] and not self.admin:
+            raise web.HTTPError(403, f"You can only see your own usage, not {who!r}'s.")
+        if not who and not self.admin:
+            who = self.me["name"]  # users see themselves; admins without ?user= see everyone
+        now = self.now()
+        try:
+            since = report.parse_time(self.get_argument("since", ""), now - dt.timedelta(days=30))
+            until = report.parse_time(self.get_argument("until", ""), now)
+        except ValueError as e:
+            raise web.HTTPError(400, f"{e} (parameters since/until)") from None
+        if until <= since:
+            raise web.HTTPError(400, "'until' must be after 'since'")
+        rep = await asyncio.to_thread(self.data.usage, who or None, since, until, now)
+        fmt = self.get_argument("format", "json")
+        if fmt == "csv":
+            self.set_header("Content-Type", "text/csv; charset=utf-8")
+            name = f"gpulab-usage-{who or 'all'}-{since.date()}-{until.date()}.csv"
+            self.set_header("Content-Disposition", f'attachment; filename="{name}"')
+            self.finish(report.to_csv(rep))
+        elif fmt == "json":
+            self.finish({"user": who or None, **rep})
+        else:
+            raise web.HTTPError(400, "format must be json or csv")
+
+
+class QuotaAPI(Base):
+    @web.authenticated
+    async def get(self):
+        who = self.target()
+        groups = self.me.get("groups") if who == self.me["name"] and "groups" in self.me else None
+        if groups is None:
+            groups = await self.data.groups_of(who)
+        self.finish(await asyncio.to_thread(self.data.quota, who, None, groups, self.now()))
+
+
+class GPUsAPI(Base):
+    @web.authenticated
+    async def get(self):
+        self.finish(await asyncio.to_thread(self.data.gpus, self.me["name"], self.admin, self.now()))
+
+
+class QueueAPI(Base):
+    @web.authenticated
+    async def get(self):
+        self.finish({"queue": await asyncio.to_thread(self.data.queue, self.me["name"], self.admin, self.now())})
+
+    @web.authenticated
+    async def delete(self, user, server=None):
+        """Cancel a waiting request: the user's own, or anyone's for admins."""
+        if user != self.me["name"] and not self.admin:
+            raise web.HTTPError(403, "You can only cancel your own requests.")
+        n = await asyncio.to_thread(self.data.core.queue.cancel, user, server or "")
+        if not n:
+            raise web.HTTPError(404, f"No waiting request for {user}{':' + server if server else ''}.")
+        self.finish({"cancelled": n})
+
+
+class Metrics(Base):
+    """Prometheus text format. Needs an admin, or a token with the read:metrics scope."""
+
+    @web.authenticated
+    async def get(self):
+        scopes = set(self.me.get("scopes") or [])
+        if not (self.admin or "read:metrics" in scopes):
+            raise web.HTTPError(403, "Metrics need an admin or a token with the read:metrics scope.")
+        body = await asyncio.to_thread(metrics_text, self.data, self.now())
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(body)
+
+
+class Page(Base):
+    def render_page(self, name: str, **ns):
+        prefix = self.settings["service_prefix"]
+        html = TEMPLATES.get_template(name).render(
+            prefix=prefix, me=self.me, admin=self.admin, xsrf=self.xsrf_token.decode(),
+            hub_home=url_path_join(self.settings["hub_prefix"], "home"), **ns)
+        self.finish(html)
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.set_status(status_code)
+        self.finish(TEMPLATES.get_template("error.html").render(status=status_code, message=message,
+                                                                prefix=self.settings["service_prefix"]))
+
+
+class MyUsagePage(Page):
+    @web.authenticated
+    async def get(self):
+        who = self.target()
+        now = self.now()
+        days = int(self.get_argument("days", "30")) if self.get_argument("days", "30").isdigit() else 30
+        since = now - dt.timedelta(days=min(max(days, 1), 366))
+        groups = await self.data.groups_of(who)
+        rep = await asyncio.to_thread(self.data.usage, who, since, now, now)
+        daily = await asyncio.to_thread(self.data.per_day, who, since, now)
+        quota = await asyncio.to_thread(self.data.quota, who, None, groups, now)
+        queue = [q for q in await asyncio.to_thread(self.data.queue, who, False, now) if q["user"] == who]
+        self.render_page("usage.html", who=who, days=days, rep=rep, daily=daily, quota=quota, queue=queue,
+                         chart=bar_chart(daily))
+
+
+class QueueCancelPage(Page):
+    @web.authenticated
+    async def post(self):
+        server = self.get_body_argument("server", "")
+        await asyncio.to_thread(self.data.core.queue.cancel, self.me["name"], server)
+        self.redirect(self.settings["service_prefix"])
+
+
+class AdminPage(Page):
+    @web.authenticated
+    async def get(self):
+        if not self.admin:
+            raise web.HTTPError(403, "This page is for admins.")
+        now = self.now()
+        days = int(self.get_argument("days", "30")) if self.get_argument("days", "30").isdigit() else 30
+        since = now - dt.timedelta(days=min(max(days, 1), 366))
+        rep = await asyncio.to_thread(self.data.usage, None, since, now, now)
+        members: dict[str, list[str]] = {}
+        for g in await self.data.hub.groups():
+            for u in g.get("users", []):
+                members.setdefault(u, []).append(g["name"])
+        by_user = report.by_key(rep["records"], lambda ln: [ln["user"]])
+        by_group = report.by_key(rep["records"], lambda ln: members.get(ln["user"]) or ["(no group)"])
+        self.render_page("admin.html", rep=rep, days=days, by_user=by_user, by_group=by_group,
+                         since=since.date().isoformat())
+
+
+class GPUsPage(Page):
+    @web.authenticated
+    async def get(self):
+        self.render_page("gpus.html", g=await asyncio.to_thread(self.data.gpus, self.me["name"], self.admin,
+                                                                self.now()))
+
+
+def bar_chart(daily: list[dict], width: int = 720, height: int = 160) -> dict:
+    """Bars of GPU-hours per day, as numbers for an inline SVG (no script, no CDN)."""
+    n = max(1, len(daily))
+    top = max((d["gpu_hours"] for d in daily), default=0) or 1
+    bw = width / n
+    bars = [{"x": round(i * bw + 1, 1), "w": round(max(1.0, bw - 2), 1),
+             "h": round(d["gpu_hours"] / top * (height - 20), 1), "day": d["day"], "v": d["gpu_hours"],
+             "cost": d["cost"]} for i, d in enumerate(daily)]
+    for b in bars:
+        b["y"] = round(height - b["h"], 1)
+    return {"width": width, "height": height, "bars": bars, "top": round(top, 2)}
+
+
+def make_app(data: BillingData, prefix: str, hub_prefix: str = "/hub/") -> web.Application:
+    def p(path):
+        return url_path_join(prefix, path)
+
+    return web.Application(
+        [
+            (p("api/usage"), UsageAPI),
+            (p("api/quota"), QuotaAPI),
+            (p("api/gpus"), GPUsAPI),
+            (p("api/queue"), QueueAPI),
+            (p(r"api/queue/([^/]+)"), QueueAPI),
+            (p(r"api/queue/([^/]+)/([^/]+)"), QueueAPI),
+            (p("metrics"), Metrics),
+            (p("oauth_callback"), HubOAuthCallbackHandler),
+            (p("queue/cancel"), QueueCancelPage),
+            (p("admin"), AdminPage),
+            (p("gpus"), GPUsPage),
+            (prefix.rstrip("/") + "/?", MyUsagePage),
+        ],
+        billing_data=data,
+        service_prefix=prefix,
+        hub_prefix=hub_prefix,
+        cookie_secret=None,
+        xsrf_cookies=True,
+    )

@@ -1,0 +1,92 @@
+"""Prometheus metrics, computed from gpulab's tables at each scrape (so they survive restarts
+and agree with the usage pages): GPUs total/allocated by type, GPUs per user, GPU-seconds per
+user, queue length and wait, refusals, culls, accounting fail-opens."""
+
+from __future__ import annotations
+
+import datetime as dt
+from fractions import Fraction
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from hub_plugins.store.usage import as_usage
+
+WAIT_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
+
+
+class _Collector:
+    def __init__(self, data, now: dt.datetime):
+        self.data, self.now = data, now
+
+    def collect(self):
+        core, now = self.data.core, self.now
+        inv = core.inventory()
+        snap = core.allocator.snapshot()
+        total = GaugeMetricFamily("gpulab_gpus_total", "Allocatable devices by GPU type", labels=["gpu_type"])
+        alloc = GaugeMetricFamily("gpulab_gpus_allocated", "Allocated devices by GPU type", labels=["gpu_type"])
+        for a in core.availability(snap):
+            total.add_metric([a.gpu_type], a.total)
+            alloc.add_metric([a.gpu_type], a.total - a.free)
+        yield total
+        yield alloc
+        per_user: dict[str, float] = {}
+        for s in snap.servers:
+            per_user[s.user_name] = per_user.get(s.user_name, 0.0) + float(Fraction(s.equivalents))
+        g = GaugeMetricFamily("gpulab_user_gpus_allocated", "GPU-equivalents held now", labels=["user"])
+        for user, v in sorted(per_user.items()):
+            g.add_metric([user], v)
+        yield g
+
+        seconds: dict[str, float] = {}
+        cost: dict[str, float] = {}
+        for r in core.usage.records():
+            u = as_usage(r)
+            end = u.charged_end(now)
+            seconds[r.user_name] = seconds.get(r.user_name, 0.0) + u.amount("gpu_hours", u.start, end, now) * 3600
+            cost[r.user_name] = cost.get(r.user_name, 0.0) + u.amount("money", u.start, end, now)
+        c = CounterMetricFamily("gpulab_gpu_seconds", "GPU-equivalent-seconds used (running servers included)",
+                                labels=["user"])
+        m = CounterMetricFamily("gpulab_cost", f"Cost in {core.pricing.currency}", labels=["user"])
+        for user in sorted(seconds):
+            c.add_metric([user], seconds[user])
+            m.add_metric([user], cost[user])
+        yield c
+        yield m
+
+        queue = core.queue.ordered()
+        yield GaugeMetricFamily("gpulab_queue_length", "Requests waiting for GPUs", value=len(queue))
+        waits = [e.value for e in core.usage.events("dequeued")]
+        buckets, acc = [], 0
+        for b in WAIT_BUCKETS:
+            acc = sum(1 for w in waits if w <= b)
+            buckets.append((str(b), acc))
+        buckets.append(("+Inf", len(waits)))
+        yield HistogramMetricFamily("gpulab_queue_wait_seconds", "Time requests waited in the queue",
+                                    buckets=buckets, sum_value=sum(waits))
+
+        refused = CounterMetricFamily("gpulab_spawn_refusals", "Spawns refused, by reason", labels=["reason"])
+        counts: dict[str, int] = {}
+        for e in core.usage.events("refused"):
+            counts[e.reason] = counts.get(e.reason, 0) + 1
+        for reason in ("quota", "capacity", "budget"):
+            refused.add_metric([reason], counts.get(reason, 0))
+        yield refused
+        culls = CounterMetricFamily("gpulab_culls", "Servers stopped by the culler, by reason", labels=["reason"])
+        counts = {}
+        for e in core.usage.events("culled"):
+            counts[e.reason] = counts.get(e.reason, 0) + 1
+        for reason in sorted(set(counts) | {"gpu_idle", "inactive", "max_age", "runtime", "budget"}):
+            culls.add_metric([reason], counts.get(reason, 0))
+        yield culls
+        failed = [r for r in core.usage.records() if r.stop_reason == "failed"]
+        yield CounterMetricFamily("gpulab_spawn_failures", "Servers that failed to start", value=len(failed))
+        yield CounterMetricFamily("gpulab_accounting_fail_open",
+                                  "Spawns let through while accounting was unavailable",
+                                  value=len(core.usage.events("fail_open")))
+
+
+def metrics_text(data, now: dt.datetime) -> bytes:
+    reg = CollectorRegistry()
+    reg.register(_Collector(data, now))
+    return generate_latest(reg)

@@ -1,0 +1,147 @@
+"""Usage reports (pure): per server, per day, per user and group, with cost, efficiency, energy
+and CO2. Inputs are usage records (any objects with UsageRecord's fields) and a time range; the
+same overlap rule as budgets splits a server's charge across ranges and days.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+from hub_plugins.accounting.budgets import by_day
+from hub_plugins.accounting.pricing import money
+from hub_plugins.store.usage import as_usage, aware
+
+UTC = dt.timezone.utc
+
+
+@dataclass
+class Line:
+    user: str
+    server: str
+    profile: str
+    project: str
+    gpu_type: str
+    gpu_count: int
+    gpu_equivalents: float
+    devices: str
+    started_at: str
+    ready_at: str | None
+    stopped_at: str | None
+    stop_reason: str
+    running: bool
+    gpu_seconds: float
+    gpu_hours: float
+    cost: float
+    efficiency_pct: float | None  # mean GPU utilisation while allocated
+    energy_kwh: float
+    energy_measured: bool
+    co2_kg: float
+    queued_seconds: float
+
+
+def nominal_watts(power: dict, gpu_type: str) -> float:
+    base = gpu_type.split(":")[0]
+    return float(power.get(gpu_type, power.get(base, power.get("*", 0.0))))
+
+
+def line(r, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict, grid_g_per_kwh: float) -> Line:
+    u = as_usage(r)
+    gpu_hours = u.amount("gpu_hours", lo, hi, now)
+    cost = u.amount("money", lo, hi, now)
+    eq = float(Fraction(r.equivalents))
+    if r.energy_wh > 0:
+        # measured power covers the whole life; count the share inside the range
+        total = u.amount("gpu_hours", u.start, u.charged_end(now), now)
+        kwh = r.energy_wh / 1000 * (gpu_hours / total if total else 0.0)
+        measured = True
+    else:
+        kwh = nominal_watts(power, r.gpu_type) * gpu_hours / 1000 if r.gpu_count else 0.0
+        measured = False
+    return Line(
+        user=r.user_name, server=r.server_name, profile=r.profile, project=r.project,
+        gpu_type=r.gpu_type, gpu_count=r.gpu_count, gpu_equivalents=eq, devices=r.devices,
+        started_at=aware(r.started_at).isoformat(), ready_at=r.ready_at and aware(r.ready_at).isoformat(),
+        stopped_at=r.stopped_at and aware(r.stopped_at).isoformat(), stop_reason=r.stop_reason,
+        running=r.stopped_at is None, gpu_seconds=round(gpu_hours * 3600, 3), gpu_hours=round(gpu_hours, 6),
+        cost=cost, efficiency_pct=(round(r.util_sum / r.util_samples, 1) if r.util_samples else None),
+        energy_kwh=round(kwh, 6), energy_measured=measured, co2_kg=round(kwh * grid_g_per_kwh / 1000, 6),
+        queued_seconds=round(r.queued_seconds, 1),
+    )
+
+
+def report(records, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict,
+           grid_g_per_kwh: float, currency: str) -> dict:
+    lines = [line(r, lo, hi, now, power, grid_g_per_kwh) for r in records]
+    lines = [ln for ln in lines if ln.gpu_seconds > 0 or ln.cost > 0 or ln.running]
+    return {
+        "since": lo.isoformat(), "until": hi.isoformat(), "currency": currency,
+        "records": [asdict(ln) | {"cost": round(ln.cost, 6)} for ln in lines],
+        "totals": totals(lines),
+    }
+
+
+def totals(lines: list[Line]) -> dict:
+    samples = [ln for ln in lines if ln.efficiency_pct is not None]
+    weight = sum(ln.gpu_hours for ln in samples)
+    return {
+        "servers": len(lines),
+        "gpu_seconds": round(sum(ln.gpu_seconds for ln in lines), 3),
+        "gpu_hours": round(sum(ln.gpu_hours for ln in lines), 4),
+        "cost": money(sum(ln.cost for ln in lines)),
+        "energy_kwh": round(sum(ln.energy_kwh for ln in lines), 4),
+        "co2_kg": round(sum(ln.co2_kg for ln in lines), 4),
+        # weighted by GPU-hours, so a long busy server counts more than a short idle one
+        "efficiency_pct": round(sum(ln.efficiency_pct * ln.gpu_hours for ln in samples) / weight, 1) if weight else None,
+    }
+
+
+def per_day(records, lo: dt.datetime, now: dt.datetime) -> list[dict]:
+    usages = [as_usage(r) for r in records]
+    hours = by_day(usages, "gpu_hours", lo, now)
+    cost = dict(by_day(usages, "money", lo, now))
+    return [{"day": d.isoformat(), "gpu_hours": round(h, 4), "cost": money(cost[d])} for d, h in hours]
+
+
+def by_key(lines: list[dict], key) -> list[dict]:
+    """Sum report lines by ``key(line)`` (a user, or each of a user's groups), largest first."""
+    acc: dict[str, dict] = defaultdict(lambda: {"gpu_hours": 0.0, "cost": 0.0, "servers": 0, "co2_kg": 0.0})
+    for ln in lines:
+        for k in key(ln):
+            a = acc[k]
+            a["gpu_hours"] += ln["gpu_hours"]
+            a["cost"] += ln["cost"]
+            a["co2_kg"] += ln["co2_kg"]
+            a["servers"] += 1
+    out = [{"name": k, "gpu_hours": round(v["gpu_hours"], 4), "cost": money(v["cost"]),
+            "co2_kg": round(v["co2_kg"], 4), "servers": v["servers"]} for k, v in acc.items()]
+    return sorted(out, key=lambda x: (-x["gpu_hours"], x["name"]))
+
+
+CSV_FIELDS = ["user", "server", "profile", "project", "gpu_type", "gpu_count", "gpu_equivalents", "devices",
+              "started_at", "ready_at", "stopped_at", "stop_reason", "running", "gpu_seconds", "gpu_hours",
+              "cost", "efficiency_pct", "energy_kwh", "energy_measured", "co2_kg", "queued_seconds"]
+
+
+def to_csv(rep: dict) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS + ["currency"], extrasaction="ignore")
+    w.writeheader()
+    for ln in rep["records"]:
+        w.writerow({**ln, "currency": rep["currency"], "cost": f"{ln['cost']:.6f}"})
+    return buf.getvalue()
+
+
+def parse_time(text: str | None, default: dt.datetime) -> dt.datetime:
+    """ISO date or datetime (UTC if no zone); raises ValueError with the bad text."""
+    if not text:
+        return default
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"'{text[:40]}' is not an ISO date such as 2026-11-01 or 2026-11-01T08:00Z") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""The GPU-aware idle culler: ``python -m services.culler``."""

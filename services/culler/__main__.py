@@ -1,0 +1,30 @@
+"""Run the culler (JupyterHub starts it as a managed service without a URL)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from services.base import HubAPI, core_from_settings, load_settings, setup_logging
+
+from .loop import Culler
+
+log = logging.getLogger("gpulab.culler")
+
+
+async def main() -> None:
+    setup_logging("culler")
+    cfg = load_settings()
+    core = core_from_settings(cfg)
+    core.db  # tables exist before the first round
+    culler = Culler(cfg, core, HubAPI())
+    log.info("culler: every %ss, policies: %s", cfg["culler"]["interval_seconds"],
+             ", ".join(p.name for p in culler.settings.policies))
+    await culler.run_forever()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:  # the hub stops its services with SIGINT
+        pass

@@ -1,0 +1,188 @@
+"""Cull decisions (pure): which servers to warn and which to stop, given what each server holds,
+its activity, its GPU samples, the policy and the time. No I/O; tested with tables.
+
+Signals, each with its own timeout in the server's policy:
+
+- ``gpu_idle_minutes``: every GPU of the server below ``gpu_idle_threshold`` % utilisation over
+  consecutive samples for that long (``idle_since`` is when the current idle stretch began);
+- ``inactive_minutes``: no JupyterHub activity (browser, kernels) *and* an idle CPU for that long;
+- ``max_age_hours``: running that long, whatever it does;
+- the runtime the user chose at spawn (``runtime_limit``), and a spent budget when budgets are
+  enforced on running servers (after ``budget_grace``).
+
+No server is culled for idleness during its start-up grace, or while a ``.keep-alive`` file the
+user placed is fresh (honoured for at most ``keep_alive_max_hours``). When GPUs are scarce (more
+than ``scarcity.above`` of them allocated) idle timeouts are multiplied by ``scarcity.factor``.
+Users are warned at 80% and 95% of a timeout (``warn_at``) before the cull.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+MIN = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str = "default"
+    gpu_idle_minutes: float | None = 30
+    inactive_minutes: float | None = 480
+    max_age_hours: float | None = None
+    startup_grace_minutes: float = 10
+    match_profiles: frozenset[str] | None = None
+    match_groups: frozenset[str] | None = None
+    match_gpu: bool | None = None  # True: servers with GPUs; False: CPU-only; None: any
+
+    def matches(self, s: Server) -> bool:
+        if self.match_profiles is not None and s.profile not in self.match_profiles:
+            return False
+        if self.match_groups is not None and not (self.match_groups & set(s.groups)):
+            return False
+        if self.match_gpu is not None and (s.gpu_count > 0) != self.match_gpu:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Settings:
+    policies: tuple[Policy, ...] = (Policy(),)
+    gpu_idle_threshold: float = 5.0  # percent
+    cpu_idle_threshold: float = 10.0  # percent of one core
+    scarcity_above: float = 0.8
+    scarcity_factor: float = 0.5
+    warn_at: tuple[float, ...] = (0.8, 0.95)
+    keep_alive_max: dt.timedelta = dt.timedelta(hours=24)
+    budget_grace: dt.timedelta | None = None  # None: budgets are not enforced on running servers
+
+    @classmethod
+    def from_config(cls, c: dict, budgets: dict | None = None) -> Settings:
+        pols = []
+        for p in c.get("policies") or [{}]:
+            m = p.get("match") or {}
+            pols.append(Policy(
+                name=p.get("name", "default"),
+                gpu_idle_minutes=p.get("gpu_idle_minutes", 30), inactive_minutes=p.get("inactive_minutes", 480),
+                max_age_hours=p.get("max_age_hours"), startup_grace_minutes=p.get("startup_grace_minutes", 10),
+                match_profiles=frozenset(m["profiles"]) if "profiles" in m else None,
+                match_groups=frozenset(m["groups"]) if "groups" in m else None,
+                match_gpu=m.get("gpu"),
+            ))
+        scarcity = c.get("scarcity") or {}
+        budgets = budgets or {}
+        return cls(
+            policies=tuple(pols), gpu_idle_threshold=float(c.get("gpu_idle_threshold", 5)),
+            cpu_idle_threshold=float(c.get("cpu_idle_threshold", 10)),
+            scarcity_above=float(scarcity.get("above", 0.8)), scarcity_factor=float(scarcity.get("factor", 0.5)),
+            warn_at=tuple(c.get("warn_at", (0.8, 0.95))),
+            keep_alive_max=dt.timedelta(hours=float(c.get("keep_alive_max_hours", 24))),
+            budget_grace=(dt.timedelta(minutes=budgets.get("grace_minutes", 30))
+                          if budgets.get("enforce_running") else None),
+        )
+
+    def policy_for(self, s: Server) -> Policy | None:
+        return next((p for p in self.policies if p.matches(s)), None)
+
+
+@dataclass(frozen=True)
+class Server:
+    user: str
+    name: str
+    profile: str = ""
+    groups: tuple[str, ...] = ()
+    gpu_count: int = 0
+    ready_at: dt.datetime | None = None
+    last_activity: dt.datetime | None = None
+    cpu_busy_at: dt.datetime | None = None  # last time the CPU was above the threshold
+    gpu_idle_since: dt.datetime | None = None  # None: a GPU is busy now (or no samples)
+    gpu_samples: bool = False  # utilisation can be measured for this server's GPUs
+    keep_alive_at: dt.datetime | None = None  # mtime of the user's keep-alive file
+    runtime_limit: dt.timedelta | None = None
+    budget_spent_since: dt.datetime | None = None
+    warned: str = ""  # the last warning sent, "<reason>:<fraction>"
+
+
+@dataclass(frozen=True)
+class Action:
+    user: str
+    server: str
+    kind: str  # warn | cull
+    reason: str  # gpu_idle | inactive | max_age | runtime | budget
+    message: str
+    fraction: float = 1.0
+    minutes_left: float = 0.0
+
+    @property
+    def tag(self) -> str:
+        return f"{self.reason}:{self.fraction:g}"
+
+
+@dataclass
+class Clock:
+    """One signal's progress: when it started counting and how long it may run."""
+
+    reason: str
+    since: dt.datetime
+    limit: dt.timedelta
+    why: str = field(default="")
+
+    def elapsed(self, now):
+        return now - self.since
+
+
+def _text(reason: str, limit: dt.timedelta) -> str:
+    m = limit / MIN
+    span = f"{m:g} min" if m < 120 else f"{m / 60:g} h"
+    return {
+        "gpu_idle": f"its GPUs were idle for {span}",
+        "inactive": f"it was inactive for {span}",
+        "max_age": f"it reached the maximum age of {span}",
+        "runtime": f"it reached the runtime of {span} chosen at start",
+        "budget": "its budget is spent",
+    }[reason]
+
+
+def decide(servers: list[Server], settings: Settings, now: dt.datetime, allocated_fraction: float) -> list[Action]:
+    scarce = allocated_fraction > settings.scarcity_above
+    out = []
+    for s in servers:
+        if s.ready_at is None:
+            continue  # still starting
+        clocks: list[Clock] = []
+        if s.runtime_limit is not None:
+            clocks.append(Clock("runtime", s.ready_at, s.runtime_limit))
+        if s.budget_spent_since is not None and settings.budget_grace is not None:
+            clocks.append(Clock("budget", s.budget_spent_since, settings.budget_grace))
+        p = settings.policy_for(s)
+        if p is not None:
+            if p.max_age_hours is not None:
+                clocks.append(Clock("max_age", s.ready_at, dt.timedelta(hours=p.max_age_hours)))
+            in_grace = now - s.ready_at < dt.timedelta(minutes=p.startup_grace_minutes)
+            kept = s.keep_alive_at is not None and now - s.keep_alive_at < settings.keep_alive_max
+            factor = settings.scarcity_factor if scarce else 1.0
+            if not in_grace and not kept:
+                if p.gpu_idle_minutes is not None and s.gpu_count and s.gpu_samples and s.gpu_idle_since:
+                    clocks.append(Clock("gpu_idle", max(s.gpu_idle_since, s.ready_at),
+                                        dt.timedelta(minutes=p.gpu_idle_minutes * factor)))
+                if p.inactive_minutes is not None:
+                    last = max(t for t in (s.last_activity, s.cpu_busy_at, s.ready_at) if t is not None)
+                    clocks.append(Clock("inactive", last, dt.timedelta(minutes=p.inactive_minutes * factor)))
+        if not clocks:
+            continue
+        # the signal closest to its limit decides
+        c = max(clocks, key=lambda k: k.elapsed(now) / k.limit if k.limit.total_seconds() else float("inf"))
+        frac = c.elapsed(now) / c.limit if c.limit.total_seconds() else 1.0
+        left = max(0.0, (c.limit - c.elapsed(now)) / MIN)
+        label = f"{s.user}:{s.name}" if s.name else s.user
+        if frac >= 1.0:
+            out.append(Action(s.user, s.name, "cull", c.reason, f"Stopped {label}: {_text(c.reason, c.limit)}."))
+            continue
+        due = [w for w in settings.warn_at if frac >= w]
+        if due and s.warned != f"{c.reason}:{max(due):g}":
+            out.append(Action(s.user, s.name, "warn", c.reason,
+                              f"{label} will be stopped in {left:.0f} min: {_text(c.reason, c.limit)}. "
+                              + ("Use your GPUs or stop the server to free them." if c.reason == "gpu_idle"
+                                 else "Save your work."),
+                              max(due), left))
+    return out
