@@ -45,7 +45,9 @@ class BudgetConfig:
 def fmt_amount(value: float, unit: str, currency: str) -> str:
     if unit == "money":
         return f"{money(value):.2f} {currency}"
-    return f"{value:.2f} GPU-hours" if abs(value - round(value)) > 1e-9 else f"{round(value)} GPU-hours"
+    if abs(value - round(value)) < 1e-9:
+        return f"{round(value)} GPU-hours"
+    return f"{value:.2f} GPU-hours" if abs(value) >= 1 else f"{value:.2g} GPU-hours"
 
 
 def fmt_time(t: dt.datetime) -> str:

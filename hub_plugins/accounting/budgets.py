@@ -114,7 +114,7 @@ def _credits(usages: list[Usage], limit: float, period: Period, unit: str, now: 
         balance -= sum(u.amount(unit, day, day + DAY, now) for u in usages)
         day += DAY
         balance = min(limit, balance + period.refill_per_day)
-    balance -= sum(u.amount(unit, day, now, now) for u in usages)
+    balance -= sum(u.amount(unit, day, now + DAY, now) for u in usages)
     retry = None
     if balance <= 0:
         if period.refill_per_day <= 0:
@@ -145,11 +145,14 @@ def status(limit: float | None, usages: list[Usage], period: Period, unit: str, 
 
 
 def _used(usages, period, unit, now) -> float:
+    """Usage in the current window. A charge already incurred counts in full even where it
+    reaches past now (the minimum charge of a server that started a moment ago)."""
     if period.kind == "credits":
         lo = min((u.start for u in usages), default=now)
     else:
         lo = period.start_of(now)
-    return sum(u.amount(unit, lo, now + dt.timedelta(microseconds=1), now) for u in usages)
+    hi = period.next_reset(now) or now + DAY
+    return sum(u.amount(unit, lo, hi, now) for u in usages)
 
 
 def _rolling_retry(usages, limit, period, unit, now) -> dt.datetime:

@@ -46,6 +46,7 @@ class QueuePolicy:
             backfill=bool(data.get("backfill", True)),
             reserve_after=dt.timedelta(minutes=float(data.get("reserve_after_minutes", 10))),
             fair_share_days=int(data.get("fair_share_days", 7)),
+            stale_after=dt.timedelta(seconds=float(data.get("lost_after_seconds", 120))),
         )
 
 

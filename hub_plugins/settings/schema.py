@@ -137,7 +137,7 @@ GPULAB_SCHEMA = {
                 "minimum_charge_seconds": {"type": "integer", "minimum": 0, "maximum": 86400},
                 "port": {"type": "integer", "minimum": 1024, "maximum": 65535,
                          "description": "where the billing service listens (on 127.0.0.1)"},
-                "heartbeat_seconds": {"type": "integer", "minimum": 5, "maximum": 3600},
+                "heartbeat_seconds": {"type": "integer", "minimum": 1, "maximum": 3600},
                 "on_accounting_failure": {"enum": ["open", "closed"]},
                 "grid_intensity_g_per_kwh": {"type": "number", "minimum": 0},
                 "nominal_power_watts": {
@@ -247,6 +247,9 @@ GPULAB_SCHEMA = {
                 "fair_share_days": {"type": "integer", "minimum": 0},
                 "backfill": {"type": "boolean"},
                 "reserve_after_minutes": {"type": "number", "minimum": 0},
+                "lost_after_seconds": {"type": "number", "minimum": 1,
+                                       "description": "a waiting request nobody looked at for this long lost its "
+                                                      "spawn (hub restart): the culler starts it again"},
             },
         },
         "quotas": {
@@ -341,6 +344,7 @@ DEFAULTS = {
         "fair_share_days": 7,
         "backfill": True,
         "reserve_after_minutes": 10,
+        "lost_after_seconds": 120,
     },
     "quotas": {
         "resolve": "most_generous",

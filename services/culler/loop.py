@@ -199,8 +199,9 @@ class Culler:
         """A queued request whose waiting spawn was lost (the hub restarted) is started again;
         the hub recognises it and keeps its place."""
         active = {(u["name"], n) for u in users for n in (u.get("servers") or {})}
+        lost_after = dt.timedelta(seconds=float(self.cfg["queue"].get("lost_after_seconds", 120)))
         for e in await asyncio.to_thread(self.core.queue.entries):
-            stale = now - aware(e.heartbeat_at) > dt.timedelta(minutes=2)
+            stale = now - aware(e.heartbeat_at) > lost_after
             if e.state != "waiting" or not stale or (e.user_name, e.server_name) in active:
                 continue
             log.info("restarting %s:%s's queued request after a lost spawn", e.user_name, e.server_name)

@@ -130,3 +130,8 @@ def test_unlimited_and_by_day():
 def test_minimum_charge_counts_in_windows():
     st = status(1, [u(T0, 0.001)], Period.parse("week"), "gpu_hours", T0 + H)
     assert st.used == pytest.approx(60 / 3600)
+
+
+def test_a_fresh_minimum_charge_counts_in_full_at_once():
+    st = status(1, [u(T0, 0.001, end=False)], Period.parse("week"), "gpu_hours", T0 + dt.timedelta(seconds=10))
+    assert st.used == pytest.approx(60 / 3600)

@@ -1,0 +1,73 @@
+"""Usage reports: per record, totals, CSV, grouping (pure)."""
+
+import csv
+import datetime as dt
+import io
+from types import SimpleNamespace
+
+import pytest
+
+from services.billing.report import by_key, parse_time, per_day, report, to_csv
+
+UTC = dt.timezone.utc
+T0 = dt.datetime(2026, 11, 20, 10)  # naive UTC, as stored
+NOW = dt.datetime(2026, 11, 22, 12, tzinfo=UTC)
+
+
+def rec(user, start_h, hours, gpus=1, rate=2.0, ready=True, util=None, energy=0.0, gpu_type="A100-80GB"):
+    start = T0 + dt.timedelta(hours=start_h)
+    return SimpleNamespace(
+        user_name=user, server_name="", profile="minimal", project="", gpu_type=gpu_type if gpus else "",
+        gpu_count=gpus, equivalents=str(gpus), devices="0", started_at=start,
+        ready_at=start if ready else None, stopped_at=None if hours is None else start + dt.timedelta(hours=hours),
+        stop_reason="user", rate_per_hour=rate * gpus, minimum_seconds=60, util_sum=(util or 0) * 10,
+        util_samples=10 if util is not None else 0, energy_wh=energy, queued_seconds=0.0)
+
+
+POWER = {"A100-80GB": 400, "*": 300}
+
+
+def test_report_lines_and_totals():
+    records = [rec("ann", 0, 2, gpus=2, util=50), rec("bob", 1, 1, util=10, energy=350), rec("cat", 2, 1, ready=False)]
+    rep = report(records, T0.replace(tzinfo=UTC), NOW, NOW, POWER, 400, "EUR")
+    lines = {ln["user"]: ln for ln in rep["records"]}
+    assert set(lines) == {"ann", "bob"}  # a failed start costs nothing and is left out
+    assert lines["ann"]["gpu_hours"] == pytest.approx(4) and lines["ann"]["cost"] == pytest.approx(8)
+    assert lines["ann"]["energy_kwh"] == pytest.approx(1.6) and not lines["ann"]["energy_measured"]  # 400 W x 4 h
+    assert lines["bob"]["energy_kwh"] == pytest.approx(0.35) and lines["bob"]["energy_measured"]
+    assert lines["ann"]["co2_kg"] == pytest.approx(0.64)
+    t = rep["totals"]
+    assert t["gpu_hours"] == pytest.approx(5) and t["cost"] == 10.0
+    assert t["efficiency_pct"] == pytest.approx((50 * 4 + 10 * 1) / 5, abs=0.05)  # weighted by GPU-hours
+
+
+def test_range_splits_a_server():
+    r = rec("ann", 0, 10)  # 10:00-20:00
+    rep = report([r], T0.replace(tzinfo=UTC), (T0 + dt.timedelta(hours=4)).replace(tzinfo=UTC), NOW, POWER, 0, "EUR")
+    assert rep["records"][0]["gpu_hours"] == pytest.approx(4)
+
+
+def test_running_server_and_per_day():
+    r = rec("ann", 40, None)  # started 2026-11-22 02:00, still running at 12:00
+    rep = report([r], T0.replace(tzinfo=UTC), NOW + dt.timedelta(days=1), NOW, POWER, 0, "EUR")
+    assert rep["records"][0]["running"] and rep["records"][0]["gpu_hours"] == pytest.approx(10)
+    days = per_day([r], T0.replace(tzinfo=UTC), NOW)
+    assert [d["gpu_hours"] for d in days] == [0, 0, pytest.approx(10)]
+
+
+def test_csv_and_grouping():
+    rep = report([rec("ann", 0, 1), rec("bob", 0, 3)], T0.replace(tzinfo=UTC), NOW, NOW, POWER, 0, "USD")
+    rows = list(csv.DictReader(io.StringIO(to_csv(rep))))
+    assert [r["user"] for r in rows] == ["ann", "bob"] and rows[0]["currency"] == "USD"
+    assert rows[1]["cost"] == "6.000000"
+    groups = {"ann": ["lab"], "bob": ["lab", "x"]}
+    assert [(g["name"], g["gpu_hours"]) for g in by_key(rep["records"], lambda ln: groups[ln["user"]])] == \
+        [("lab", 4.0), ("x", 3.0)]
+
+
+def test_parse_time():
+    assert parse_time("2026-11-01", NOW) == dt.datetime(2026, 11, 1, tzinfo=UTC)
+    assert parse_time("2026-11-01T08:00Z", NOW).hour == 8
+    assert parse_time("", NOW) == NOW
+    with pytest.raises(ValueError, match="not an ISO date"):
+        parse_time("last week", NOW)
