@@ -13,16 +13,15 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from fractions import Fraction
 
 from traitlets import Any, Dict, Enum, Integer, List, Unicode, default, observe, validate
 from traitlets.config import SingletonConfigurable
 
+from .gpu.availability import TypeAvailability, availability
 from .gpu.choice import auto_candidates
-from .gpu.devices import Inventory, kind_of
+from .gpu.devices import Inventory
 from .gpu.nvml import discover
-from .gpu.placement import most_on_one_host
 from .gpu.simulated import SpecError, parse_spec
 from .profiles import Catalog, load_dir
 from .quota import Ask, Effective, Override, QuotaConfig, check, resolve
@@ -40,28 +39,6 @@ from .queue.order import Running, Waiting, estimate_start, typical_duration
 from .queue.store import QueuePolicy, QueueStore
 
 log = logging.getLogger("gpulab.core")
-
-
-@dataclass(frozen=True)
-class TypeAvailability:
-    gpu_type: str
-    kind: str  # gpu | mig | shared
-    total: int
-    free: int
-    largest: int  # the most one server can get right now (devices on one host)
-    weight: Fraction
-    memory_mib: int
-
-    def as_dict(self) -> dict:
-        return {
-            "gpu_type": self.gpu_type,
-            "kind": self.kind,
-            "total": self.total,
-            "free": self.free,
-            "largest": self.largest,
-            "gpu_equivalents_each": float(self.weight),
-            "memory_gb": round(self.memory_mib / 1024, 1),
-        }
 
 
 class GPULab(SingletonConfigurable):
@@ -240,24 +217,8 @@ class GPULab(SingletonConfigurable):
 
     # -- availability ----------------------------------------------------------------------
     def availability(self, snapshot: Snapshot | None = None) -> list[TypeAvailability]:
-        inv = self.inventory()
         snapshot = snapshot or self.allocator.snapshot()
-        free = inv.free(set(snapshot.taken))
-        out = []
-        for t in inv.types:
-            devs = inv.of_type(t)
-            out.append(
-                TypeAvailability(
-                    gpu_type=t,
-                    kind=kind_of(t),
-                    total=len(devs),
-                    free=sum(1 for d in free if d.gpu_type == t),
-                    largest=most_on_one_host(free, t),
-                    weight=devs[0].weight,
-                    memory_mib=devs[0].memory_mib,
-                )
-            )
-        return out
+        return availability(self.inventory(), snapshot.taken)
 
     def candidate_types(self, req: SpawnRequest, eff: Effective, inv: Inventory) -> list[str]:
         """The GPU types this request may get, in order of preference (see ``gpu/choice.py``)."""

@@ -1,18 +1,22 @@
-"""The spawn form: a model computed from profiles, quota, usage and free GPUs (pure), and its
-HTML rendering. The page shows the profiles a user may pick, a GPU count selector limited by
-quota and by what is free, free GPUs per type (refreshed while the page is open) and the user's
-limits and usage. The same rules refuse the same requests through the REST API.
+"""The spawn form: a model computed from profiles, quota, usage, free GPUs, prices and budget
+(pure), and its HTML rendering. The page shows the profiles a user may pick, a GPU count
+selector limited by quota and by what is free (or what could be waited for in the queue), free
+GPUs per type (refreshed while the page is open), what the choice costs per hour (and in total
+with a runtime), and the user's limits, usage and budget. The same rules refuse the same
+requests through the REST API.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import jinja2
 
+from .budgeting import fmt_amount
 from .gpu.choice import auto_candidates
 from .gpu.devices import format_equivalents
 from .quota import Effective, ServerUse, headroom, server_label
@@ -24,6 +28,30 @@ _env = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+RUNTIME_CHOICES_H = (1, 2, 4, 8, 12, 24, 48, 72)
+
+
+@dataclass
+class FormContext:
+    """Everything the form is computed from (gathered by :func:`build_model`)."""
+
+    catalog: object
+    eff: Effective
+    usage: list[ServerUse]
+    avail: list  # TypeAvailability
+    groups: list[str]
+    profile_available: object = lambda p: (True, "")
+    enforcement: str = "hard"
+    user: str = ""
+    server_name: str = ""
+    notes: tuple[str, ...] = ()
+    prices: dict[str, float] = field(default_factory=dict)  # per device-hour by type
+    cpu_price: float = 0.0
+    currency: str = "EUR"
+    queue_enabled: bool = False
+    queue_default: bool = True
+    projects: list[str] = field(default_factory=list)
+    budget: dict | None = None  # {"left_text", "limit_text", "spent", "retry_at"}
 
 
 def cap(profile_value, quota_value):
@@ -33,130 +61,127 @@ def cap(profile_value, quota_value):
 
 
 def _count_choice(count: int, a, left: Fraction | None, hard: bool) -> dict:
-    if count > a.largest:
-        why = "none free" if a.largest == 0 else f"only {a.largest} free"
-        return {"count": count, "ok": False, "why": why}
     need = a.weight * count
     if hard and left is not None and need > left:
-        return {"count": count, "ok": False, "why": f"over your quota ({format_equivalents(left)} left)"}
-    return {"count": count, "ok": True, "why": ""}
+        return {"count": count, "ok": False, "queue_ok": False,
+                "why": f"over your quota ({format_equivalents(left)} left)"}
+    if count > a.largest:
+        why = "none free" if a.largest == 0 else f"only {a.largest} free"
+        return {"count": count, "ok": False, "queue_ok": count <= a.host_max, "why": why}
+    return {"count": count, "ok": True, "queue_ok": True, "why": ""}
 
 
-def form_model(
-    catalog,
-    eff: Effective,
-    usage: list[ServerUse],
-    avail,
-    user_groups: list[str],
-    profile_available=lambda p: (True, ""),
-    enforcement: str = "hard",
-    user: str = "",
-    server_name: str = "",
-    notes: tuple[str, ...] = (),
-) -> dict:
-    """Everything the form shows, as JSON-ready data."""
-    lim = eff.limits
-    hard = enforcement == "hard"
-    left = headroom(eff, usage)
-    profiles = []
-    for p in catalog:
-        why = ""
-        if not p.allows_group(user_groups):
-            why = "not available to your groups"
-        elif lim.profiles is not None and p.name not in lim.profiles:
-            why = f"not allowed by {eff.source('profiles')}"
-        else:
-            ok, reason = profile_available(p)
-            if not ok:
-                why = reason
-        types = [
-            a for a in avail
-            if p.allows_type(a.gpu_type) and (lim.gpu_types is None or a.gpu_type in lim.gpu_types)
-        ]
-        choices = {
-            a.gpu_type: [_count_choice(c, a, left, hard) if c else {"count": 0, "ok": True, "why": ""}
-                         for c in p.gpu_counts]
-            for a in types
-        }
-        # "any type": the types an unnamed request may land on (the allocator uses the same rule)
-        weights = {a.gpu_type: a.weight for a in avail}
-        candidates = set(auto_candidates(list(weights), weights, p.allows_type, lim.gpu_types))
-        any_type = []
-        for c in p.gpu_counts:
-            opts = [ch for t, chs in choices.items() if t in candidates for ch in chs if ch["count"] == c]
-            ok = c == 0 or any(o["ok"] for o in opts)
-            reason = "" if ok else (opts[0]["why"] if opts else "no GPU type for this profile")
-            any_type.append({"count": c, "ok": ok, "why": reason})
-        profiles.append({
-            "name": p.name,
-            "display_name": p.display_name,
-            "description": p.description,
-            "allowed": not why,
-            "why_not": why,
-            "default": p.name == catalog.default,
-            "gpu_default": p.gpu_default,
-            "types": [a.gpu_type for a in types],
-            "choices": {"": any_type, **choices},
-            "cpu_limit": cap(p.cpu_limit, lim.cpu_limit),
-            "mem_limit": None if cap(p.mem_limit, lim.mem_limit) is None
-            else format_bytes(cap(p.mem_limit, lim.mem_limit)),
-        })
-    in_use = sum((s.equivalents for s in usage), Fraction(0))
-    servers = [
-        {"name": server_label(s.name), "profile": s.profile, "gpu_type": s.gpu_type, "count": s.count,
-         "gpus": float(s.equivalents)}
-        for s in usage
-    ]
-    warnings = []
-    if lim.max_servers is not None and len(usage) >= lim.max_servers:
-        warnings.append(
-            f"You already run {len(usage)} server{'s' if len(usage) != 1 else ''}; "
-            f"{eff.source('max_servers')} allows {lim.max_servers}. Stop one before starting another."
-        )
+def _profile(p, ctx: FormContext, left, hard) -> dict:
+    lim = ctx.eff.limits
+    why = ""
+    if not p.allows_group(ctx.groups):
+        why = "not available to your groups"
+    elif lim.profiles is not None and p.name not in lim.profiles:
+        why = f"not allowed by {ctx.eff.source('profiles')}"
+    else:
+        ok, reason = ctx.profile_available(p)
+        if not ok:
+            why = reason
+    types = [a for a in ctx.avail if p.allows_type(a.gpu_type) and (lim.gpu_types is None or a.gpu_type in lim.gpu_types)]
+    zero = {"count": 0, "ok": True, "queue_ok": True, "why": ""}
+    choices = {a.gpu_type: [_count_choice(c, a, left, hard) if c else zero for c in p.gpu_counts] for a in types}
+    # "any type": the types an unnamed request may land on (the allocator uses the same rule)
+    weights = {a.gpu_type: a.weight for a in ctx.avail}
+    candidates = set(auto_candidates(list(weights), weights, p.allows_type, lim.gpu_types))
+    any_type = []
+    for c in p.gpu_counts:
+        opts = [ch for t, chs in choices.items() if t in candidates for ch in chs if ch["count"] == c]
+        ok = c == 0 or any(o["ok"] for o in opts)
+        queue_ok = c == 0 or any(o["queue_ok"] for o in opts)
+        reason = "" if ok else (opts[0]["why"] if opts else "no GPU type for this profile")
+        any_type.append({"count": c, "ok": ok, "queue_ok": queue_ok, "why": reason})
+    mem = cap(p.mem_limit, lim.mem_limit)
     return {
-        "user": user,
-        "server_name": server_name,
+        "name": p.name, "display_name": p.display_name, "description": p.description,
+        "allowed": not why, "why_not": why, "default": p.name == ctx.catalog.default,
+        "gpu_default": p.gpu_default, "types": [a.gpu_type for a in types],
+        "any_types": sorted(candidates), "choices": {"": any_type, **choices},
+        "cpu_limit": cap(p.cpu_limit, lim.cpu_limit), "mem_limit": None if mem is None else format_bytes(mem),
+    }
+
+
+def form_model(ctx: FormContext) -> dict:
+    """Everything the form shows, as JSON-ready data."""
+    lim = ctx.eff.limits
+    hard = ctx.enforcement == "hard"
+    left = headroom(ctx.eff, ctx.usage)
+    profiles = [_profile(p, ctx, left, hard) for p in ctx.catalog]
+    in_use = sum((s.equivalents for s in ctx.usage), Fraction(0))
+    servers = [{"name": server_label(s.name), "profile": s.profile, "gpu_type": s.gpu_type, "count": s.count,
+                "gpus": float(s.equivalents)} for s in ctx.usage]
+    warnings = []
+    if lim.max_servers is not None and len(ctx.usage) >= lim.max_servers:
+        warnings.append(
+            f"You already run {len(ctx.usage)} server{'s' if len(ctx.usage) != 1 else ''}; "
+            f"{ctx.eff.source('max_servers')} allows {lim.max_servers}. Stop one before starting another."
+        )
+    if ctx.budget and ctx.budget.get("spent"):
+        retry = f" It refills at {ctx.budget['retry_at']}." if ctx.budget.get("retry_at") else ""
+        warnings.append(f"Your budget ({ctx.budget['limit_text']}) is spent: only CPU-only servers can start.{retry}")
+    max_rt = lim.max_runtime_hours
+    return {
+        "user": ctx.user,
+        "server_name": ctx.server_name,
         "profiles": profiles,
-        "free": [a.as_dict() for a in avail],
+        "free": [a.as_dict() for a in ctx.avail],
+        "prices": {"per_device_hour": ctx.prices, "cpu_per_hour": ctx.cpu_price, "currency": ctx.currency},
+        "queue": {"enabled": ctx.queue_enabled, "default": ctx.queue_default},
+        "runtimes": [h for h in RUNTIME_CHOICES_H if max_rt is None or h <= max_rt],
+        "max_runtime_hours": max_rt,
+        "projects": ctx.projects,
+        "budget": ctx.budget,
         "quota": {
             "limits": limits_as_dict(lim),
-            "sources": {k: eff.source(k) for k in ("max_gpus", "max_gpus_per_server", "max_servers")},
-            "groups": list(eff.groups),
-            "overrides": [
-                {"expires": o.expires.isoformat() if o.expires else None, "reason": o.reason}
-                for o in eff.overrides
-            ],
+            "sources": {k: ctx.eff.source(k) for k in ("max_gpus", "max_gpus_per_server", "max_servers")},
+            "groups": list(ctx.eff.groups),
+            "overrides": [{"expires": o.expires.isoformat() if o.expires else None, "reason": o.reason}
+                          for o in ctx.eff.overrides],
             "in_use": float(in_use),
             "in_use_text": format_equivalents(in_use),
             "left": None if left is None else float(left),
             "left_text": "unlimited" if left is None else format_equivalents(left),
             "max_gpus_text": "unlimited" if lim.max_gpus is None else format_equivalents(lim.max_gpus),
-            "enforcement": enforcement,
+            "enforcement": ctx.enforcement,
             "servers": servers,
         },
         "warnings": warnings,
-        "notes": list(notes),
-        "generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "notes": list(ctx.notes),
+        "generated_at": dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S UTC"),
     }
 
 
 def build_model(core, user_id: int, user_name: str, groups: list[str], server_name: str, profile_available):
-    """Gather the live data for :func:`form_model` (database, inventory)."""
+    """Gather the live data for :func:`form_model` (database, inventory, prices, budget)."""
     snapshot = core.allocator.snapshot()
     inv = core.inventory()
     notes = (f"No GPUs on this hub right now: {inv.note}",) if not inv.devices and inv.note else ()
-    return form_model(
-        core.catalog,
-        core.effective(user_name, groups),
-        snapshot.usage_of(user_id, exclude_server=server_name),
-        core.availability(snapshot),
-        groups,
-        profile_available,
-        core.quota_config.enforcement,
-        user_name,
-        server_name,
-        notes,
-    )
+    eff = core.effective(user_name, groups)
+    avail = core.availability(snapshot)
+    pricing = core.pricing
+    keeper = core.budget_keeper
+    budget = None
+    if eff.limits.budget is not None:
+        st = keeper.personal(user_name, eff.limits.budget)
+        unit = keeper.config.unit
+        budget = {"limit_text": fmt_amount(st.limit, unit, pricing.currency),
+                  "left_text": fmt_amount(max(0.0, st.left), unit, pricing.currency),
+                  "describe": keeper.config.period.describe(), "spent": st.spent,
+                  "retry_at": st.retry_at and st.retry_at.strftime("%Y-%m-%d %H:%M UTC")}
+    settings = core.queue_settings or {}
+    return form_model(FormContext(
+        catalog=core.catalog, eff=eff, usage=snapshot.usage_of(user_id, exclude_server=server_name),
+        avail=avail, groups=groups, profile_available=profile_available,
+        enforcement=core.quota_config.enforcement, user=user_name, server_name=server_name, notes=notes,
+        prices={a.gpu_type: round(pricing.device_rate(a.gpu_type, a.weight), 6) for a in avail},
+        cpu_price=pricing.cpu_rate, currency=pricing.currency,
+        queue_enabled=core.queue_enabled, queue_default=settings.get("default", True),
+        projects=keeper.projects_of(user_name, groups), budget=budget,
+    ))
 
 
 def render(model: dict) -> str:

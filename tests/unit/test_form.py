@@ -1,0 +1,70 @@
+"""The spawn form's model (pure): what a person may pick, and why not."""
+
+import datetime as dt
+from fractions import Fraction
+
+from hub_plugins.form import FormContext, form_model, render
+from hub_plugins.gpu.availability import availability
+from hub_plugins.gpu.simulated import parse_spec
+from hub_plugins.profiles import Catalog, profile_from_dict
+from hub_plugins.quota import QuotaConfig, ServerUse, resolve
+
+NOW = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)
+CATALOG = Catalog([
+    profile_from_dict("minimal", {"display_name": "Minimal", "default": True, "gpus": {"counts": [0, 1, 2, 3, 4]},
+                                  "resources": {"cpu_limit": 8, "mem_limit": "32G"}}),
+    profile_from_dict("staff-only", {"display_name": "Staff", "groups": ["staff"]}),
+])
+QC = QuotaConfig.from_config({"default": {"max_gpus": 2, "cpu_limit": 4}})
+INV = parse_spec("4xA100-80GB, 1xA100-80GB+mig(7*1g.10gb)")
+
+
+def model(taken=(), usage=(), queue=True):
+    avail = availability(INV, {d.key for d in INV.devices if d.index in taken and d.kind == "gpu"})
+    return form_model(FormContext(
+        catalog=CATALOG, eff=resolve(QC, "ann", [], NOW), usage=list(usage), avail=avail, groups=[],
+        prices={"A100-80GB": 2.8, "A100-80GB:1g.10gb": 0.4}, queue_enabled=queue))
+
+
+def choice(m, profile, gpu_type, count):
+    p = next(x for x in m["profiles"] if x["name"] == profile)
+    return next(c for c in p["choices"][gpu_type] if c["count"] == count)
+
+
+def test_counts_limited_by_quota_and_capacity():
+    m = model(taken=(0, 1, 2))  # one whole GPU free
+    assert choice(m, "minimal", "A100-80GB", 1)["ok"]
+    two = choice(m, "minimal", "A100-80GB", 2)
+    assert not two["ok"] and two["why"] == "only 1 free" and two["queue_ok"]  # may wait for it
+    three = choice(m, "minimal", "A100-80GB", 3)
+    assert not three["queue_ok"] and "over your quota (2 GPUs left)" in three["why"]
+    # slices: 3 x 1/7 fits the 2-GPU quota
+    assert choice(m, "minimal", "A100-80GB:1g.10gb", 3)["ok"]
+
+
+def test_any_type_follows_the_allocator_rule():
+    m = model(taken=(0, 1, 2, 3))  # no whole GPU free, 7 slices free
+    p = next(x for x in m["profiles"] if x["name"] == "minimal")
+    assert p["any_types"] == ["A100-80GB"]  # unnamed requests get whole GPUs
+    one = choice(m, "minimal", "", 1)
+    assert not one["ok"] and one["queue_ok"]  # slices are not offered as "any": wait for a GPU
+
+
+def test_usage_counts_against_quota():
+    m = model(usage=[ServerUse("exp1", "minimal", "A100-80GB", 2, Fraction(2))])
+    assert not choice(m, "minimal", "A100-80GB", 1)["ok"] and m["quota"]["left_text"] == "0 GPUs"
+
+
+def test_profiles_groups_caps_and_prices():
+    m = model()
+    staff = next(x for x in m["profiles"] if x["name"] == "staff-only")
+    assert not staff["allowed"] and staff["why_not"] == "not available to your groups"
+    minimal = next(x for x in m["profiles"] if x["name"] == "minimal")
+    assert minimal["cpu_limit"] == 4 and minimal["mem_limit"] == "32G"  # capped by the quota's 4 CPUs
+    assert m["prices"]["per_device_hour"]["A100-80GB"] == 2.8 and m["queue"]["enabled"]
+
+
+def test_render_escapes_and_embeds_the_model():
+    html = render(model())
+    assert 'id="gpulab-model"' in html and 'name="queue"' in html and 'name="runtime"' in html
+    assert "</script>" not in html.split('id="gpulab-model">')[1].split("</script>")[0]
