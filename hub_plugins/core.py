@@ -103,6 +103,12 @@ class GPULab(SingletonConfigurable):
         help="""The queue, as the `queue` section of gpulab.yaml: enabled, default (the form's
         checkbox), max_wait_hours, fair_share_days, backfill, reserve_after_minutes.""",
     )
+    threads = Integer(
+        16,
+        config=True,
+        help="""Worker threads for gpulab's database work. Its own pool, so that a burst of spawns
+        never waits behind (or starves) JupyterHub's default executor.""",
+    )
     capacity_reader = Any(
         None,
         allow_none=True,
@@ -147,7 +153,30 @@ class GPULab(SingletonConfigurable):
         self._reconciled_at = 0.0
         self.started_at = utcnow()
         self.fail_open_count = 0
+        self._executor = None
         self._waiters: set = set()
+
+    async def run(self, fn, *args):
+        """Run blocking work (database, NVML) on gpulab's own thread pool."""
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="gpulab")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args))
+
+    def refused(self, reason: str, user_name: str, server_name: str, message: str = "", err=None) -> str:
+        """Count a refusal (metrics, admin pages) and return what the person is told. A capacity
+        refusal's message says what is free now. Counting never blocks the answer."""
+        if err is not None:
+            from .messages import capacity_message
+
+            message = capacity_message(err, self.availability())
+        try:
+            self.usage.event("refused", reason, user_name, server_name, message)
+        except Exception:
+            log.exception("could not record a refusal")
+        return message
 
     # -- lazily built parts --------------------------------------------------------------
     @property

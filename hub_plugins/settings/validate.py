@@ -15,8 +15,8 @@ _formats = FormatChecker()
 @_formats.checks("date", raises=ValueError)
 def _is_date(value) -> bool:
     # YAML turns 2026-12-01 into a date already; a string must be ISO too.
-    if isinstance(value, (dt.date, dt.datetime)):
-        return True
+    if value is None or isinstance(value, (dt.date, dt.datetime)):
+        return True  # null is allowed where the schema says so (e.g. an override without expiry)
     dt.date.fromisoformat(value)
     return True
 

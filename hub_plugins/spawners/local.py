@@ -78,7 +78,7 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         self.default_url = profile.default_url
         self._gpulab_bin = os.path.dirname(exe)
         if self.isolated:
-            pw = await asyncio.to_thread(ensure_user, self.system_user, self.home_root)
+            pw = await self.gpulab.run(ensure_user, self.system_user, self.home_root)
             problem = executable_by(exe, pw.pw_uid, groups_of(pw))
             if problem:
                 raise SpawnException(

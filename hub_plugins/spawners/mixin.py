@@ -30,7 +30,6 @@ from traitlets import Bool, HasTraits, default
 from ..core import GPULab
 from ..form import build_model, render
 from ..gpu.devices import format_devices
-from ..messages import capacity_message
 from ..request import STANDARD_EXTRAS, RequestError, SpawnRequest, from_form, parse
 from ..budgeting import BudgetRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
@@ -78,6 +77,7 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_wakeup = asyncio.Event()
         self._gpulab_starting = False
         self._gpulab_stop_requested = False
+        self._gpulab_reserving = False  # an allocation may exist that we have not heard back from
         self._gpulab_ready = False
         self._gpulab_last_alive = None
         self._gpulab_last_beat = None
@@ -122,7 +122,7 @@ class GPUSpawnerMixin(HasTraits):
         if core.due_for_reconcile():
             # live servers are read here, on the loop thread where their state changes
             live = core.live_owners()
-            await asyncio.to_thread(core.reconcile, live, utcnow())
+            await core.run(core.reconcile, live, utcnow())
 
     def gpulab_parse(self, options) -> SpawnRequest:
         core = self.gpulab
@@ -158,7 +158,7 @@ class GPUSpawnerMixin(HasTraits):
 
     async def gpulab_options_form(self) -> str:
         await self.gpulab_reconcile_if_due()
-        model = await asyncio.to_thread(
+        model = await self.gpulab.run(
             build_model, self.gpulab, self.user.id, self.user.name, self.gpulab_groups, self.name or "",
             self.gpulab_profile_available,
         )
@@ -185,25 +185,28 @@ class GPUSpawnerMixin(HasTraits):
     async def gpulab_reserve(self, req: SpawnRequest) -> Allocation:
         """Reserve what ``req`` asks for, or raise a SpawnException that says why not."""
         core = self.gpulab
+        self._gpulab_reserving = True
         try:
             try:
-                alloc = await asyncio.to_thread(core.allocate, self.gpulab_owner, req, self.gpulab_groups)
+                alloc = await core.run(core.allocate, self.gpulab_owner, req, self.gpulab_groups)
             except NoCapacity as e:
                 if not (req.extra("queue") and core.queue_enabled):
                     raise
                 alloc = await wait_in_queue(self, req, e)
         except RequestError as e:
+            self._gpulab_reserving = False  # refused: nothing was reserved
             raise SpawnException(str(e), reason="invalid_options", status_code=400) from None
         except QuotaRefused as e:
-            await self.gpulab_note_refusal("quota", e.decision.message)
+            self._gpulab_reserving = False
+            await core.run(core.refused, "quota", self.user.name, self.name or "", e.decision.message)
             raise SpawnException(e.decision.message, reason="quota", status_code=403) from None
         except BudgetRefused as e:
-            await self.gpulab_note_refusal("budget", str(e))
+            self._gpulab_reserving = False
+            await core.run(core.refused, "budget", self.user.name, self.name or "", str(e))
             raise SpawnException(str(e), reason="budget", status_code=403) from None
         except NoCapacity as e:
-            avail = await asyncio.to_thread(core.availability)
-            message = capacity_message(e, avail)
-            await self.gpulab_note_refusal("capacity", message)
+            self._gpulab_reserving = False
+            message = await core.run(core.refused, "capacity", self.user.name, self.name or "", "", e)
             raise SpawnException(message, reason="capacity", status_code=409) from None
         self.gpulab_allocation = alloc
         self.gpulab_held = HeldGPUs.of(alloc)
@@ -223,32 +226,29 @@ class GPUSpawnerMixin(HasTraits):
             self.gpulab_event("No GPUs requested: this server is CPU-only", progress=20)
         return alloc
 
-    async def gpulab_note_refusal(self, reason: str, message: str) -> None:
-        """Refusals are counted (metrics, the admin pages); failing to count never blocks."""
-        try:
-            await asyncio.to_thread(self.gpulab.usage.event, "refused", reason, self.user.name,
-                                    self.name or "", message)
-        except Exception:
-            self.log.exception("[gpulab] could not record a refusal")
-
     async def gpulab_release(self) -> list[str]:
         """Free the GPUs and close the usage record, with why the server ended: a stop someone
         asked for ('user', unless a service noted culled/budget/runtime/admin first), a server
         found dead ('crashed', closed at the last moment it was seen alive) or one that never
         came up ('failed', not charged)."""
+        if self.gpulab_allocation is None and self.gpulab_held is None and not self._gpulab_reserving:
+            # nothing was reserved (a refused request) and nothing restored from state: no
+            # database round trip (a hub that died mid-spawn leaves rows to the reconcile)
+            return []
         if self._gpulab_stop_requested:
             reason = "user"
         elif self._gpulab_ready:
             reason = "crashed"
         else:
             reason = "failed"
-        keys = await asyncio.to_thread(self.gpulab.release, self.gpulab_owner, None, reason,
-                                       self._gpulab_last_alive)
+        keys = await self.gpulab.run(self.gpulab.release, self.gpulab_owner, None, reason,
+                                     self._gpulab_last_alive)
         if keys:
             self.gpulab.notify_released()  # wake requests waiting in the queue
         if keys:
             self.log.info("[gpulab] %s: released %s (%s)", self._log_name, ", ".join(keys), reason)
         self.gpulab_allocation = None
+        self._gpulab_reserving = False
         self._gpulab_ready = False
         self._gpulab_stop_requested = False
         return keys
@@ -268,7 +268,7 @@ class GPUSpawnerMixin(HasTraits):
             if held and (self._gpulab_last_beat is None or (now - self._gpulab_last_beat).total_seconds() >= beat):
                 self._gpulab_last_beat = now
                 try:
-                    await asyncio.to_thread(self.gpulab.usage.heartbeat, [held.spawn_id], now)
+                    await self.gpulab.run(self.gpulab.usage.heartbeat, [held.spawn_id], now)
                 except Exception:
                     self.log.exception("[gpulab] heartbeat failed for %s", self._log_name)
         return status
@@ -277,8 +277,8 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_ready = True
         self._gpulab_last_alive = self._gpulab_last_beat = utcnow()
         if self.gpulab_held:
-            await asyncio.to_thread(self.gpulab.usage.mark_ready, self.gpulab_held.spawn_id,
-                                    self._gpulab_last_alive)
+            await self.gpulab.run(self.gpulab.usage.mark_ready, self.gpulab_held.spawn_id,
+                                  self._gpulab_last_alive)
 
     async def start(self):
         profile = self.gpulab_request.profile if self.gpulab_request else None

@@ -41,7 +41,7 @@ async def wait_in_queue(spawner, req, first: NoCapacity) -> Allocation:
     settings = core.queue_settings or {}
     max_wait = float(settings.get("max_wait_hours", 24)) * 3600
     types = core.candidate_types(req, core.effective(owner.user_name, groups), core.inventory())
-    entry_id, created = await asyncio.to_thread(core.queue.enqueue, owner, dict(spawner.user_options or {}),
+    entry_id, created = await core.run(core.queue.enqueue, owner, dict(spawner.user_options or {}),
                                                 types, req.gpus)
     spawner._gpulab_queue_entry = entry_id
     t0 = time.monotonic()
@@ -50,32 +50,32 @@ async def wait_in_queue(spawner, req, first: NoCapacity) -> Allocation:
     spawner.gpulab_event(
         f"No room for {format_devices(first.gpu_type, first.count)} right now: waiting in the queue "
         "(you hold no GPU while you wait; stop the server to cancel)", progress=10)
-    await asyncio.to_thread(core.usage.event, "queued", "capacity", owner.user_name, owner.server_name,
-                            f"{req.gpus} x {first.gpu_type}")
+    await core.run(core.usage.event, "queued", "capacity", owner.user_name, owner.server_name,
+                   f"{req.gpus} x {first.gpu_type}")
     wakeup = core.waiter()
     last = (None, 0.0)
     started = False
     try:
         while True:
             waited = waited_before + time.monotonic() - t0
-            outcome = await asyncio.to_thread(core.queue_try_start, entry_id, owner, req, groups, waited)
+            outcome = await core.run(core.queue_try_start, entry_id, owner, req, groups, waited)
             if outcome.state == "started":
                 started = True
-                await asyncio.to_thread(core.usage.event, "dequeued", "", owner.user_name,
-                                        owner.server_name, "", waited)
+                await core.run(core.usage.event, "dequeued", "", owner.user_name,
+                               owner.server_name, "", waited)
                 spawner.gpulab_event(f"Your turn after {waited / 60:.1f} min in the queue", progress=15)
                 return outcome.allocation
             if outcome.state in ("cancelled", "gone"):
                 raise SpawnException("Your queued request was cancelled.", reason="cancelled", status_code=409)
             if waited > max_wait:
-                await asyncio.to_thread(core.queue.remove, entry_id)
+                await core.run(core.queue.remove, entry_id)
                 raise SpawnException(
                     f"No GPUs freed up for your request within {max_wait / 3600:g} h, so it left the "
                     "queue. Try again later, ask for fewer GPUs or another type.",
                     reason="queue_timeout", status_code=409)
             now_mono = time.monotonic()
             if outcome.position != last[0] or now_mono - last[1] > REPORT_EVERY:
-                eta = await asyncio.to_thread(core.queue_estimate, outcome, types, req.gpus)
+                eta = await core.run(core.queue_estimate, outcome, types, req.gpus)
                 now = dt.datetime.now(dt.timezone.utc)
                 spawner.gpulab_event(
                     f"Queue position {outcome.position} of {outcome.waiting}: {_eta_text(eta, now)} "
@@ -92,4 +92,4 @@ async def wait_in_queue(spawner, req, first: NoCapacity) -> Allocation:
         if not started:
             # the spawn was interrupted (the user stopped it) or refused: leave the queue. A hub
             # that dies here runs no finally, so its requests stay queued for the next hub.
-            await asyncio.shield(asyncio.to_thread(core.queue.remove, entry_id))
+            await asyncio.shield(core.run(core.queue.remove, entry_id))

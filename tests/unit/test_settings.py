@@ -137,3 +137,11 @@ def test_hub_refuses_to_start_on_bad_config(tmp_path):
     assert r.returncode != 0
     assert "quotas.default.max_gpus: 'two' is not of type 'number', 'null'" in r.stderr
     assert "the hub will not start" in r.stderr
+
+
+def test_override_without_expiry(tmp_path):
+    cfg = load(write(tmp_path, {"quotas": {"overrides": [
+        {"user": "ann", "max_gpus": 3, "expires": None, "reason": "permanent exception"}]}}))
+    from hub_plugins.quota import QuotaConfig
+
+    assert QuotaConfig.from_config(cfg["quotas"]).overrides[0].expires is None
