@@ -46,6 +46,9 @@ class TypeAvailability:
     largest: int  # the most one server can get right now (devices on one host)
     weight: Fraction
     memory_mib: int
+    # the most one server could ever get (devices on one host, free or not): with engine
+    # placement a request up to this size queues instead of being refused
+    per_host: int = 0
 
     def as_dict(self) -> dict:
         return {
@@ -54,6 +57,7 @@ class TypeAvailability:
             "total": self.total,
             "free": self.free,
             "largest": self.largest,
+            "per_host": self.per_host,
             "gpu_equivalents_each": float(self.weight),
             "memory_gb": round(self.memory_mib / 1024, 1),
         }
@@ -212,6 +216,7 @@ class GPULab(SingletonConfigurable):
                     largest=most_on_one_host(free, t),
                     weight=devs[0].weight,
                     memory_mib=devs[0].memory_mib,
+                    per_host=most_on_one_host(devs, t),
                 )
             )
         return out

@@ -32,14 +32,23 @@ def cap(profile_value, quota_value):
     return min(values) if values else None
 
 
-def _count_choice(count: int, a, left: Fraction | None, hard: bool) -> dict:
+def _count_choice(count: int, a, left: Fraction | None, hard: bool, queue: bool = False) -> dict:
+    """One GPU count of one type. With ``queue`` (a scheduler places servers: SLURM,
+    Kubernetes) a count that is not free now but fits one node is offered: it waits in the
+    scheduler's queue, and ``why`` says so."""
+    note = ""
     if count > a.largest:
-        why = "none free" if a.largest == 0 else f"only {a.largest} free"
-        return {"count": count, "ok": False, "why": why}
+        if not queue or count > a.per_host:
+            if queue:
+                why = f"no node has {count} (at most {a.per_host})"
+            else:
+                why = "none free" if a.largest == 0 else f"only {a.largest} free"
+            return {"count": count, "ok": False, "why": why}
+        note = "queues: none free now" if a.largest == 0 else f"queues: only {a.largest} free now"
     need = a.weight * count
     if hard and left is not None and need > left:
         return {"count": count, "ok": False, "why": f"over your quota ({format_equivalents(left)} left)"}
-    return {"count": count, "ok": True, "why": ""}
+    return {"count": count, "ok": True, "why": note}
 
 
 def form_model(
@@ -53,8 +62,10 @@ def form_model(
     user: str = "",
     server_name: str = "",
     notes: tuple[str, ...] = (),
+    queue: bool = False,
 ) -> dict:
-    """Everything the form shows, as JSON-ready data."""
+    """Everything the form shows, as JSON-ready data. ``queue``: a scheduler places servers
+    and queues what does not fit now (engine placement)."""
     lim = eff.limits
     hard = enforcement == "hard"
     left = headroom(eff, usage)
@@ -74,7 +85,7 @@ def form_model(
             if p.allows_type(a.gpu_type) and (lim.gpu_types is None or a.gpu_type in lim.gpu_types)
         ]
         choices = {
-            a.gpu_type: [_count_choice(c, a, left, hard) if c else {"count": 0, "ok": True, "why": ""}
+            a.gpu_type: [_count_choice(c, a, left, hard, queue) if c else {"count": 0, "ok": True, "why": ""}
                          for c in p.gpu_counts]
             for a in types
         }
@@ -84,8 +95,12 @@ def form_model(
         any_type = []
         for c in p.gpu_counts:
             opts = [ch for t, chs in choices.items() if t in candidates for ch in chs if ch["count"] == c]
-            ok = c == 0 or any(o["ok"] for o in opts)
-            reason = "" if ok else (opts[0]["why"] if opts else "no GPU type for this profile")
+            oks = [o for o in opts if o["ok"]]
+            ok = c == 0 or bool(oks)
+            if not ok:
+                reason = opts[0]["why"] if opts else "no GPU type for this profile"
+            else:  # a queue note only when every type that allows it would queue
+                reason = "" if c == 0 or any(not o["why"] for o in oks) else oks[0]["why"]
             any_type.append({"count": c, "ok": ok, "why": reason})
         profiles.append({
             "name": p.name,
@@ -156,6 +171,7 @@ def build_model(core, user_id: int, user_name: str, groups: list[str], server_na
         user_name,
         server_name,
         notes,
+        queue=core.placement == "engine",
     )
 
 
