@@ -56,7 +56,7 @@ def update_kubernetes(c: Config, cfg: dict) -> None:
     if cfg["gpus"]["inventory"] == "auto":
         c.GPULab.capacity_reader = KubeCapacity(
             {t["product"]: t["name"] for t in k["gpu_types"] if ":" not in t["name"]},
-            k["node_selector"], k["refresh_seconds"])
+            {**k["node_selector"], **k["gpu_node_selector"]}, k["refresh_seconds"], k["gpu_tolerations"])
     sp = c.KubeGPUSpawner
     if k["namespace"]:
         sp.namespace = k["namespace"]
@@ -65,5 +65,15 @@ def update_kubernetes(c: Config, cfg: dict) -> None:
     sp.gpu_node_selector = dict(k["gpu_node_selector"])
     sp.gpu_tolerations = list(k["gpu_tolerations"])
     sp.start_timeout = k["start_timeout"]
+    # one home volume per user (shared by their named servers), as z2jh's dynamic storage
     st = k["storage"]
-    sp.home_storage = {"capacity": st["capacity"], "storage_class": st["storage_class"], "home": st["home"]}
+    sp.storage_pvc_ensure = True
+    sp.pvc_name_template = PVC_NAME
+    sp.storage_capacity = st["capacity"]
+    if st["storage_class"]:
+        sp.storage_class = st["storage_class"]
+    sp.volumes = [{"name": "home", "persistentVolumeClaim": {"claimName": "{pvc_name}"}}]
+    sp.volume_mounts = [{"name": "home", "mountPath": st["home"]}]
+
+
+PVC_NAME = "claim-{username}"
