@@ -306,9 +306,11 @@ class SlurmBatchSpawner(SlurmSpawner):
         self.log.info("[gpulab] %s: cancelling SLURM job %s", self._log_name, self.job_id)
         await cli.cancel(self.job_id, self._cancel_prefix())
         if not now:
+            # done once SLURM stops the job: COMPLETING only cleans up, and SLURM gives its
+            # GPUs to no one else before it is finished
             for _ in range(20):
                 view = await self._view(fresh=True)
-                if view is not None and view.gone:
+                if view is not None and view.state not in ("RUNNING", "PENDING", "CONFIGURING", "SUSPENDED"):
                     break
                 await asyncio.sleep(0.5)
         await self._record_end()

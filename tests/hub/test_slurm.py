@@ -9,6 +9,7 @@ fails the spawn at once; a hub restart re-attaches to running jobs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,7 +21,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from hub_plugins.slurm.capacity import SlurmCapacity
 from tests.conftest import require
+from tests.hub.test_form import form_model, login, signup
 from tests.support import slurmcluster
 from tests.support.hubproc import Hub
 
@@ -60,6 +63,8 @@ def slurm_config(local_backend: dict, **over) -> dict:
 def hub(slurm, module_hub_factory, local_backend):
     h = module_hub_factory(inventory="auto", quotas=QUOTAS, extra=slurm_config(local_backend))
     h.create_users("ann", "bob", "cat", "dan")
+    r = signup(h, "admin")  # for the spawn form (admins are approved on sign-up)
+    assert r.status_code == 200, r.text[:300]
     return h
 
 
@@ -113,6 +118,22 @@ def test_gpus_are_disjoint_a_third_user_queues_with_the_reason_and_starts_when_o
     assert state["gpus"] == [] and state["gpu_type"] == "A100-80GB" and state["job_id"]
     assert state["slurm_job"]["gpu_ids"] and state["slurm_job"]["node"] == slurm.node
     assert state["slurm_job"]["started"] and state["slurm_job"]["partition"] == "main"
+
+    # what the form shows comes from SLURM: no GPU free now, and a request queues
+    reader = SlurmCapacity(gres_types={"a100": "A100-80GB"})
+    inv = reader.refresh_now()
+    reader.stop()
+    assert inv.summary() == {"A100-80GB": 4} and len(inv.free(set())) == 0 and inv.source == "slurm"
+    session, r = login(hub, "admin")
+    deadline = time.monotonic() + 10
+    while True:  # the hub re-reads capacity every 2 s here
+        model = form_model(session.get(f"{hub.url}/hub/spawn").text)
+        if model["free"][0]["free"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert [(a["gpu_type"], a["free"], a["total"]) for a in model["free"]] == [("A100-80GB", 0, 4)]
+    minimal = next(p for p in model["profiles"] if p["name"] == "minimal")
+    assert {"count": 1, "ok": True, "why": "queues: none free now"} in minimal["choices"]["A100-80GB"]
 
     # 4 of 4 GPUs taken: cat's job waits in SLURM's queue, and the progress page says why
     spawn = threading.Thread(target=hub.spawn, args=("cat", {"gpus": 2}))
@@ -204,12 +225,25 @@ def test_hub_restart_reattaches_to_running_jobs(slurm, hub_factory, local_backen
     job_id = job_of(h, "fay")["job_id"]
     h.terminate()  # servers (jobs) outlive the hub by design
     assert [j["state"] for j in slurm.jobs() if j["id"] == job_id] == ["RUNNING"]
+    # a job this hub submitted but never recorded (a hub killed mid-spawn): nothing owns it
+    tag = hashlib.sha256(h.gpulab_db_url.encode()).hexdigest()[:8]
+    orphan = slurm.run("sbatch", "--parsable", "-J", "orphan", f"--comment=gpulab:{tag}:0123456789abcdef",
+                       "-o", "/dev/null", "--wrap", "sleep 300").stdout.strip()
     h.start()
     model = h.server_model("fay")
     assert model and model["ready"] and model["state"]["job_id"] == job_id
     r = requests.get(f"{h.url}/user/fay/api/status", headers={"Authorization": f"token {h.token}"}, timeout=10)
     assert r.status_code == 200, r.text
     assert [s["user_name"] for s in h.servers_table()] == ["fay"]  # its quota is still held
+    # the first spawn after the restart reconciles: the orphan is cancelled, fay's job is not
+    h.create_users("gus")
+    h.start_server("gus", {"gpus": 0})
+    deadline = time.monotonic() + 15
+    while any(j["id"] == orphan for j in slurm.jobs()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(j["id"] == orphan for j in slurm.jobs()), slurm.jobs()
+    assert "cancelling orphaned SLURM job %s" % orphan in h.log_path.read_text()
+    h.stop_server("gus")
     h.stop_server("fay")
     assert [j for j in slurm.jobs() if j["id"] == job_id and j["state"] == "RUNNING"] == []
     assert h.servers_table() == []
