@@ -35,6 +35,7 @@ def update_slurm(c: Config, cfg: dict) -> None:
         setattr(sp, key, s[key] or "")
     sp.time_limit = s["time_limit"]
     sp.gres_types = s["gres_types"]
+    sp.untyped_gpu_type = s["untyped_gpu_type"]
     sp.extra_options = s["extra_options"]
     sp.prologue = s["prologue"]
     sp.system_user_prefix = s["system_user_prefix"]

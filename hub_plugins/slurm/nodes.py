@@ -121,3 +121,15 @@ def inventory_from_nodes(records: list[dict[str, str]], *, partitions: set[str] 
         note = (note + "; " if note else "") + "left out: " + ", ".join(skipped)
     return Inventory(tuple(devices), source="slurm", note=note, external_busy=frozenset(busy))
 
+
+
+def gres_type_for(gpu_type: str, inv: Inventory, gres_types: dict[str, str], untyped: str) -> str:
+    """The SLURM gres type to request for a gpulab type ('' = untyped ``gpu:N``): as the
+    cluster's nodes name it, else by inverting ``gres_types`` (a simulated inventory)."""
+    if inv.source == "slurm":
+        for d in inv.of_type(gpu_type):
+            return d.model
+    for gres, name in gres_types.items():
+        if name == gpu_type:
+            return gres
+    return "" if gpu_type == untyped else gpu_type

@@ -21,6 +21,7 @@ from ..form import cap
 from ..slurm import cli
 from ..slurm.batch import SlurmBatchSpawner
 from ..slurm.jobs import job_comment, orphans
+from ..slurm.nodes import gres_type_for
 from ..slurm.sbatch import JobRequest, SbatchError, SlurmSettings, job_name, render_script, sbatch_options
 from .mixin import GPUSpawnerMixin
 
@@ -47,6 +48,7 @@ class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
     gres_types = Dict(
         config=True, help="SLURM gres type -> gpulab GPU type name (the capacity reader's naming)."
     )
+    untyped_gpu_type = Unicode("GPU", config=True, help="gpulab type name of GPUs declared without a gres type.")
     check_environments = Bool(
         True, config=True,
         help="""Check on the hub's machine that a profile's environment has jupyterhub-singleuser and
@@ -80,14 +82,14 @@ class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
         why = never_fits(inv, allocation.gpu_type, allocation.count)
         if why:
             raise SpawnException(why, reason="never_fits", status_code=409)
-        same = inv.of_type(allocation.gpu_type) if allocation.count else []
+        gres_type = gres_type_for(allocation.gpu_type, inv, self.gres_types, self.untyped_gpu_type) if allocation.count else ""
         lim = self.gpulab.effective(self.user.name, self.gpulab_groups).limits
         bindir = self._bin(profile)
         self.cmd = [os.path.join(bindir, "batchspawner-singleuser"), os.path.join(bindir, "jupyterhub-singleuser"),
                     *profile.local_args]
         self.default_url = profile.default_url
         self._gpulab_job = dict(
-            gpus=allocation.count, gres_type=same[0].model if same else "",
+            gpus=allocation.count, gres_type=gres_type,
             cpus=cap(profile.cpu_limit, lim.cpu_limit), mem_bytes=cap(profile.mem_limit, lim.mem_limit),
             bindir=bindir, comment=job_comment(self.hub_tag, allocation.spawn_id),
         )

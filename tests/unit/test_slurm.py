@@ -253,3 +253,15 @@ def test_orphans_are_this_hubs_live_jobs_without_an_allocation():
         f"5|{job_comment(tag, 'gone2')}|COMPLETING",
     ]
     assert orphans(lines, tag, {"held"}) == ["2", "5"]
+
+
+def test_gres_type_to_request():
+    from hub_plugins.gpu.simulated import parse_spec
+    from hub_plugins.slurm.nodes import gres_type_for
+
+    live = inventory_from_nodes([parse_record(NODE_MIXED)], gres_types={"a100": "A100-80GB"})
+    assert gres_type_for("A100-80GB", live, {"a100": "A100-80GB"}, "GPU") == "a100"
+    assert gres_type_for("a100:1g.10gb", live, {}, "GPU") == "a100_1g.10gb"  # as the node names it
+    simulated = parse_spec("4xA100-80GB")  # gpus.inventory set: no node names, invert the mapping
+    assert gres_type_for("A100-80GB", simulated, {"a100": "A100-80GB"}, "GPU") == "a100"
+    assert gres_type_for("GPU", simulated, {}, "GPU") == ""
