@@ -212,6 +212,7 @@ class SlurmBatchSpawner(SlurmSpawner):
         return self.ip, self.port
 
     async def _wait_running(self) -> JobView:
+        began = time.monotonic()
         shown = None
         positions_at = 0.0
         position = queued = None
@@ -251,7 +252,8 @@ class SlurmBatchSpawner(SlurmSpawner):
                     ended_message(self.job_id, rec, self._log_path(), " before the server started") + ".",
                     reason="job_ended", status_code=500,
                 )
-            await asyncio.sleep(self.queue_poll_interval)
+            # a job on a free cluster starts within a second: look often at first, then calmly
+            await asyncio.sleep(0.5 if time.monotonic() - began < 10 else self.queue_poll_interval)
 
     async def _record_running(self, view: JobView) -> None:
         rec = await cli.job_record(self.job_id)

@@ -179,7 +179,10 @@ def test_scancel_ends_the_server_and_frees_its_allocation(hub, slurm):
     slurm.scancel(job_id)
     hub.wait_gone("ann", timeout=30)  # found by poll (hub.poll_interval 2 s)
     assert hub.servers_table() == []
-    assert "SLURM job %s was cancelled" % job_id in hub.log_path.read_text()
+    log = hub.log_path.read_text()
+    assert "SLURM job %s was cancelled" % job_id in log
+    # the usage record (spawner state, read by post_stop hooks) was closed with how the job ended
+    assert f"usage {{'job_id': '{job_id}'" in log and "'end_state': 'CANCELLED'" in log
     # and the quota is free again
     hub.start_server("ann", {"gpus": 2})
     hub.stop_server("ann")
