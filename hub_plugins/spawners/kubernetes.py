@@ -8,6 +8,8 @@ capped by the quota. The home directory is a per-user PVC (settings: ``kubernete
 
 from __future__ import annotations
 
+import copy
+
 from jupyterhub.spawner import SpawnException
 
 from ..cluster.fit import never_fits
@@ -32,16 +34,20 @@ class KubeGPUSpawner(GPUSpawnerMixin, QueueAwareKubeSpawner):
         # CUDA_VISIBLE_DEVICES here would hide them
         return {}
 
-    @property
-    def kube_settings(self) -> KubeSettings:
-        return KubeSettings(dict(self.node_selector_base), dict(self.gpu_node_selector), tuple(self.gpu_tolerations))
+    MERGED = ("node_selector", "tolerations", "extra_resource_limits", "extra_resource_guarantees")
 
     @property
-    def node_selector_base(self) -> dict:
-        # the configured selector, before gpulab_apply replaced node_selector for one server
-        if not hasattr(self, "_gpulab_base_selector"):
-            self._gpulab_base_selector = dict(self.node_selector)
-        return self._gpulab_base_selector
+    def configured(self) -> dict:
+        """The merged traits as configured (e.g. z2jh's user-pod tolerations), before
+        gpulab_apply added one server's GPU settings to them."""
+        if not hasattr(self, "_gpulab_configured"):
+            self._gpulab_configured = {k: copy.deepcopy(getattr(self, k)) for k in self.MERGED}
+        return self._gpulab_configured
+
+    @property
+    def kube_settings(self) -> KubeSettings:
+        return KubeSettings(dict(self.configured["node_selector"]), dict(self.gpu_node_selector),
+                            tuple(self.gpu_tolerations))
 
     def gpulab_product(self, devices, gpu_type: str) -> str:
         """The nvidia.com/gpu.product value of a type: as nodes show it now, else as configured."""
@@ -54,7 +60,7 @@ class KubeGPUSpawner(GPUSpawnerMixin, QueueAwareKubeSpawner):
         return ""
 
     async def gpulab_apply(self, allocation, profile):
-        self.node_selector_base  # noqa: B018  remember the configured selector first
+        base = self.configured
         inv = self.gpulab.inventory()
         why = never_fits(inv, allocation.gpu_type, allocation.count)
         if why:
@@ -67,4 +73,8 @@ class KubeGPUSpawner(GPUSpawnerMixin, QueueAwareKubeSpawner):
             self.kube_settings, lim.cpu_limit, lim.mem_limit, resource_of(devices[0]) if devices else "",
         )
         for key, value in overrides.items():
+            if key == "tolerations":  # added to the configured ones (as for node labels below)
+                value = base[key] + [t for t in value if t not in base[key]]
+            elif key in self.MERGED:
+                value = {**base[key], **value}
             setattr(self, key, value)

@@ -215,6 +215,18 @@ async def test_pod_manifests_for_every_profile_and_gpu_option(config):
         assert spec["volumes"][0] == {"name": "home", "persistentVolumeClaim": {"claimName": "claim-ann"}}, where
 
 
+async def test_configured_pod_settings_are_kept_and_gpu_settings_added(config):
+    dedicated = {"key": "hub.jupyter.org/dedicated", "operator": "Equal", "value": "user", "effect": "NoSchedule"}
+    config.KubeGPUSpawner.tolerations = [dedicated]  # what z2jh sets for user pods
+    config.KubeGPUSpawner.extra_resource_limits = {"example.com/fuse": "1"}
+    _, pod = await manifest(config, {"profile": "pytorch", "gpus": 1, "gpu_type": "A100-80GB"})
+    assert pod["spec"]["tolerations"][0] == dedicated and len(pod["spec"]["tolerations"]) == 2
+    limits = pod["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["example.com/fuse"] == "1" and limits["nvidia.com/gpu"] == "1"
+    _, cpu = await manifest(config, {"profile": "pytorch", "gpus": 0})
+    assert cpu["spec"]["tolerations"] == [dedicated] and "nvidia.com/gpu" not in cpu["spec"]["containers"][0]["resources"]["limits"]
+
+
 async def test_per_user_home_volume_and_quota_caps(config):
     s, pod = await manifest(config, {"profile": "pytorch", "gpus": 0}, name="low", groups=())
     limits = pod["spec"]["containers"][0]["resources"]["limits"]
