@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def write_kubeconfig(server: str = "https://127.0.0.1:9", path: str | None = Non
 
 # never the machine's own ~/.kube/config (port 9 = discard: nothing answers)
 os.environ["KUBECONFIG"] = write_kubeconfig()
+for _mod in ("kubernetes_asyncio.config.kube_config", "kubernetes_asyncio.config"):
+    if _mod in sys.modules:  # imported before us: it read $KUBECONFIG already
+        sys.modules[_mod].KUBE_CONFIG_DEFAULT_LOCATION = os.environ["KUBECONFIG"]
 
 
 def fixture(name: str) -> dict:
