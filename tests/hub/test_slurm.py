@@ -138,8 +138,9 @@ def test_gpus_are_disjoint_a_third_user_queues_with_the_reason_and_starts_when_o
     # 4 of 4 GPUs taken: cat's job waits in SLURM's queue, and the progress page says why
     spawn = threading.Thread(target=hub.spawn, args=("cat", {"gpus": 2}))
     spawn.start()
-    msgs = progress_messages(hub, "cat", lambda m: "Waiting in the SLURM queue" in m and "[Resources]" in m)
-    assert "waiting for GPUs, CPUs or memory" in msgs[-1] and "position 1 of 1" in msgs[-1], msgs
+    msgs = progress_messages(hub, "cat", lambda m: "[Resources]" in m and "estimated start" in m)
+    assert "Waiting in the SLURM queue" in msgs[-1] and "waiting for GPUs, CPUs or memory" in msgs[-1], msgs
+    assert "position 1 of 1" in msgs[-1], msgs  # (the backfill estimate: when a running job's --time ends)
     assert any("Quota checked: asking the scheduler for 2 A100-80GB GPUs" in m for m in msgs), msgs
     pending = [j for j in slurm.jobs() if j["state"] == "PENDING"]
     assert len(pending) == 1 and pending[0]["reason"] == "Resources"
