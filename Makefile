@@ -10,12 +10,13 @@ CHP := node_modules/.bin/configurable-http-proxy
 GPULAB_CONFIG ?= config/gpulab.yaml
 export GPULAB_CONFIG
 
-.PHONY: run test install bench clean help
+.PHONY: run test install bench clean help helm-values
 
 help:
 	@echo "make run    set up and start the hub (http://127.0.0.1:8000)"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make bench  run the benchmarks in benchmarks/ (prints ratios)"
+	@echo "make helm-values  regenerate helm-values/values.yaml (Kubernetes, z2jh chart)"
 
 $(STAMP):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "gpulab needs Python 3.11, found " + sys.version' \
@@ -37,6 +38,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# z2jh Helm values, generated from profiles/*.yaml and helm-values/gpulab.yaml (a test checks
+# that the committed file is up to date)
+helm-values: install
+	$(BIN)/python -m hub_plugins.kube.helm
 
 bench: install
 	$(BIN)/python benchmarks/allocator.py

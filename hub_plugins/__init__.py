@@ -10,6 +10,8 @@ Layout (one job per module):
 - ``core``: wires the above together, one per hub process.
 - ``spawners``: the GPU mixin written once, and backends that only apply an allocation.
 - ``settings``: ``gpulab.yaml`` schema, loading and translation into traitlets config.
+- ``cluster``, ``slurm``, ``kube``: what the SLURM and Kubernetes backends need beyond the seam
+  (capacity readers, batch scripts and job states, pod settings, queue messages, Helm values).
 """
 
 __version__ = "0.1.0"

@@ -52,6 +52,7 @@ class FormContext:
     queue_default: bool = True
     projects: list[str] = field(default_factory=list)
     budget: dict | None = None  # {"left_text", "limit_text", "spent", "retry_at"}
+    engine_queue: bool = False  # a scheduler (SLURM, Kubernetes) places servers and queues them
 
 
 def cap(profile_value, quota_value):
@@ -60,14 +61,25 @@ def cap(profile_value, quota_value):
     return min(values) if values else None
 
 
-def _count_choice(count: int, a, left: Fraction | None, hard: bool) -> dict:
+def _count_choice(count: int, a, left: Fraction | None, hard: bool, engine_queue: bool) -> dict:
+    """One GPU count of one type. ``queue_ok``: the count may wait in gpulab's queue (it fits
+    one host once devices free up). With ``engine_queue`` a scheduler places servers (SLURM,
+    Kubernetes): a count that fits one node is offered even when busy, and ``why`` says it
+    will wait in the scheduler's queue."""
     need = a.weight * count
     if hard and left is not None and need > left:
         return {"count": count, "ok": False, "queue_ok": False,
                 "why": f"over your quota ({format_equivalents(left)} left)"}
     if count > a.largest:
-        why = "none free" if a.largest == 0 else f"only {a.largest} free"
-        return {"count": count, "ok": False, "queue_ok": count <= a.host_max, "why": why}
+        fits = count <= a.host_max
+        if engine_queue and fits:
+            note = "queues: none free now" if a.largest == 0 else f"queues: only {a.largest} free now"
+            return {"count": count, "ok": True, "queue_ok": True, "why": note}
+        if engine_queue:
+            why = f"no node has {count} (at most {a.host_max})"
+        else:
+            why = "none free" if a.largest == 0 else f"only {a.largest} free"
+        return {"count": count, "ok": False, "queue_ok": fits and not engine_queue, "why": why}
     return {"count": count, "ok": True, "queue_ok": True, "why": ""}
 
 
@@ -84,16 +96,20 @@ def _profile(p, ctx: FormContext, left, hard) -> dict:
             why = reason
     types = [a for a in ctx.avail if p.allows_type(a.gpu_type) and (lim.gpu_types is None or a.gpu_type in lim.gpu_types)]
     zero = {"count": 0, "ok": True, "queue_ok": True, "why": ""}
-    choices = {a.gpu_type: [_count_choice(c, a, left, hard) if c else zero for c in p.gpu_counts] for a in types}
+    choices = {a.gpu_type: [_count_choice(c, a, left, hard, ctx.engine_queue) if c else zero for c in p.gpu_counts] for a in types}
     # "any type": the types an unnamed request may land on (the allocator uses the same rule)
     weights = {a.gpu_type: a.weight for a in ctx.avail}
     candidates = set(auto_candidates(list(weights), weights, p.allows_type, lim.gpu_types))
     any_type = []
     for c in p.gpu_counts:
         opts = [ch for t, chs in choices.items() if t in candidates for ch in chs if ch["count"] == c]
-        ok = c == 0 or any(o["ok"] for o in opts)
+        oks = [o for o in opts if o["ok"]]
+        ok = c == 0 or bool(oks)
         queue_ok = c == 0 or any(o["queue_ok"] for o in opts)
-        reason = "" if ok else (opts[0]["why"] if opts else "no GPU type for this profile")
+        if not ok:
+            reason = opts[0]["why"] if opts else "no GPU type for this profile"
+        else:  # a scheduler-queue note only when every type that allows the count would queue
+            reason = "" if c == 0 or any(not o["why"] for o in oks) else oks[0]["why"]
         any_type.append({"count": c, "ok": ok, "queue_ok": queue_ok, "why": reason})
     mem = cap(p.mem_limit, lim.mem_limit)
     return {
@@ -181,6 +197,7 @@ def build_model(core, user_id: int, user_name: str, groups: list[str], server_na
         cpu_price=pricing.cpu_rate, currency=pricing.currency,
         queue_enabled=core.queue_enabled, queue_default=settings.get("default", True),
         projects=keeper.projects_of(user_name, groups), budget=budget,
+        engine_queue=core.placement == "engine",
     ))
 
 

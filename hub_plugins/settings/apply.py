@@ -153,3 +153,10 @@ def apply_all(c: Config, cfg: dict) -> None:
     prepare_state_dir(cfg)
     for update in UPDATES:
         update(c, cfg)
+
+
+# ---- cluster backends (SLURM, Kubernetes): their update functions live in settings/cluster.py
+from .cluster import update_kubernetes, update_slurm  # noqa: E402
+
+BACKEND_SPAWNERS.update(slurm="gpulab-slurm", kubernetes="gpulab-kubernetes")
+UPDATES = (*UPDATES, update_slurm, update_kubernetes)

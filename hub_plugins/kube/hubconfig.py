@@ -1,0 +1,35 @@
+"""gpulab inside the z2jh chart's hub: what ``hub.extraConfig`` runs (see ``helm.py``).
+
+The chart owns what is Kubernetes-specific (networking, the proxy, the database URL, the
+cookie secret, the hub's pod); gpulab.yaml owns the rest (spawner, quotas, profiles, auth,
+admins), so only those ``update_*`` functions apply here. gpulab's tables live in the hub's
+PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import os
+
+CONFIG_PATH = "/usr/local/etc/gpulab/gpulab.yaml"
+
+
+def configure(c, path: str | None = None) -> dict:
+    from ..settings import load
+    from ..settings.apply import update_api_tokens, update_auth, update_gpulab, update_spawner
+    from ..settings.cluster import update_kubernetes
+
+    cfg = load(path or os.environ.get("GPULAB_CONFIG") or CONFIG_PATH)
+    h = cfg["hub"]
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.named_server_limit_per_user = 0  # gpulab's quotas count servers, with messages
+    c.JupyterHub.cleanup_servers = False  # servers outlive hub restarts; gpulab reconciles
+    c.JupyterHub.concurrent_spawn_limit = h["concurrent_spawn_limit"]
+    c.Authenticator.admin_users = set(h["admin_users"])
+    c.Spawner.poll_interval = h["poll_interval"]
+    c.Spawner.http_timeout = h["http_timeout"]
+    for update in (update_api_tokens, update_auth, update_spawner, update_gpulab, update_kubernetes):
+        update(c, cfg)
+    db_url = c.JupyterHub.get("db_url")
+    if db_url and str(db_url).startswith("postgresql"):
+        c.GPULab.db_url = db_url  # the chart's hub database (password: $PGPASSWORD)
+    return cfg
