@@ -18,7 +18,9 @@ class TypeAvailability:
     largest: int  # the most one server can get right now (devices on one host)
     weight: Fraction
     memory_mib: int
-    host_max: int = 0  # the most one server could ever get (devices of this type on one host)
+    # the most one server could ever get (devices of this type on one host, busy or not): a
+    # request up to this size can wait in a queue (gpulab's, or the scheduler's)
+    host_max: int = 0
 
     def as_dict(self) -> dict:
         return {
@@ -42,6 +44,6 @@ def availability(inv: Inventory, taken) -> list[TypeAvailability]:
             gpu_type=t, kind=kind_of(t), total=len(devs),
             free=sum(1 for d in free if d.gpu_type == t), largest=most_on_one_host(free, t),
             weight=devs[0].weight, memory_mib=devs[0].memory_mib,
-            host_max=most_on_one_host([d for d in devs if d.key not in inv.external_busy], t),
+            host_max=most_on_one_host(devs, t),
         ))
     return out
