@@ -77,7 +77,9 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_wakeup = asyncio.Event()
         self._gpulab_starting = False
         self._gpulab_stop_requested = False
-        self._gpulab_reserving = False  # an allocation may exist that we have not heard back from
+        # rows may exist for this server (reserving now, reserved, or restored from state): only
+        # then does a stop cost a database round trip
+        self._gpulab_may_hold = False
         self._gpulab_ready = False
         self._gpulab_last_alive = None
         self._gpulab_last_beat = None
@@ -185,7 +187,7 @@ class GPUSpawnerMixin(HasTraits):
     async def gpulab_reserve(self, req: SpawnRequest) -> Allocation:
         """Reserve what ``req`` asks for, or raise a SpawnException that says why not."""
         core = self.gpulab
-        self._gpulab_reserving = True
+        self._gpulab_may_hold = True
         try:
             try:
                 alloc = await core.run(core.allocate, self.gpulab_owner, req, self.gpulab_groups)
@@ -194,18 +196,18 @@ class GPUSpawnerMixin(HasTraits):
                     raise
                 alloc = await wait_in_queue(self, req, e)
         except RequestError as e:
-            self._gpulab_reserving = False  # refused: nothing was reserved
+            self._gpulab_may_hold = False  # refused: nothing was reserved
             raise SpawnException(str(e), reason="invalid_options", status_code=400) from None
         except QuotaRefused as e:
-            self._gpulab_reserving = False
+            self._gpulab_may_hold = False
             await core.run(core.refused, "quota", self.user.name, self.name or "", e.decision.message)
             raise SpawnException(e.decision.message, reason="quota", status_code=403) from None
         except BudgetRefused as e:
-            self._gpulab_reserving = False
+            self._gpulab_may_hold = False
             await core.run(core.refused, "budget", self.user.name, self.name or "", str(e))
             raise SpawnException(str(e), reason="budget", status_code=403) from None
         except NoCapacity as e:
-            self._gpulab_reserving = False
+            self._gpulab_may_hold = False
             message = await core.run(core.refused, "capacity", self.user.name, self.name or "", "", e)
             raise SpawnException(message, reason="capacity", status_code=409) from None
         self.gpulab_allocation = alloc
@@ -231,9 +233,10 @@ class GPUSpawnerMixin(HasTraits):
         asked for ('user', unless a service noted culled/budget/runtime/admin first), a server
         found dead ('crashed', closed at the last moment it was seen alive) or one that never
         came up ('failed', not charged)."""
-        if self.gpulab_allocation is None and self.gpulab_held is None and not self._gpulab_reserving:
-            # nothing was reserved (a refused request) and nothing restored from state: no
-            # database round trip (a hub that died mid-spawn leaves rows to the reconcile)
+        if not self._gpulab_may_hold:
+            # nothing was reserved (a refused request) and nothing restored from state (held
+            # GPUs are not a test: clear_state may already have dropped them). A hub that died
+            # mid-spawn leaves its rows to the reconcile.
             return []
         if self._gpulab_stop_requested:
             reason = "user"
@@ -248,7 +251,7 @@ class GPUSpawnerMixin(HasTraits):
         if keys:
             self.log.info("[gpulab] %s: released %s (%s)", self._log_name, ", ".join(keys), reason)
         self.gpulab_allocation = None
-        self._gpulab_reserving = False
+        self._gpulab_may_hold = False
         self._gpulab_ready = False
         self._gpulab_stop_requested = False
         return keys
@@ -366,6 +369,7 @@ class GPUSpawnerMixin(HasTraits):
         if state.get("spawn_id"):
             # a server whose state was saved had started: if it is still alive it is charged
             self._gpulab_ready = True
+            self._gpulab_may_hold = True
             self.gpulab_held = HeldGPUs(
                 state["spawn_id"], tuple(state.get("gpus", ())), state.get("gpu_type", ""),
                 state.get("profile", ""), tuple(state.get("gpu_devices", ())),

@@ -97,7 +97,7 @@ def test_crash_and_restart_lose_and_double_nothing(hub):
     c_rows, d_rows = usage_rows(hub, "cora"), usage_rows(hub, "dirk")
     assert len(c_rows) == 1 and len(d_rows) == 1  # one record each: nothing doubled
     c = c_rows[0]
-    assert c["stop_reason"] == "crashed"
+    assert c["stop_reason"] == "crashed", hub.log_tail(80)
     # closed at the last moment it was seen alive: before the crash, within a heartbeat of it
     assert killed_at - dt.timedelta(seconds=6) <= c["stopped_at"] <= killed_at
     assert d_rows[0]["stopped_at"] is None  # dirk's server survived the hub and is still charged
