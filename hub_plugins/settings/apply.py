@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
+import sys
 from pathlib import Path
 
 from traitlets.config import Config
@@ -74,6 +77,10 @@ def update_auth(c: Config, cfg: dict) -> None:
         for key, value in auth["native"].items():
             setattr(c.NativeAuthenticator, key, value)
         c.JupyterHub.template_paths = [NATIVE_TEMPLATES]
+    else:  # an identity provider: its class, settings and group mapping (settings/auth.py)
+        from .auth import apply_auth
+
+        apply_auth(c, cfg)
 
 
 def update_spawner(c: Config, cfg: dict) -> None:
@@ -101,7 +108,56 @@ def update_gpulab(c: Config, cfg: dict) -> None:
     c.GPULab.quotas = cfg["quotas"]
 
 
-UPDATES = (update_hub, update_api_tokens, update_auth, update_spawner, update_gpulab)
+# What the quotas service may do with its own token: look people up and read their groups.
+QUOTAS_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups"]
+
+
+def _free_port() -> int:
+    # 'auto': the proxy routes /services/quotas/ to it, so any free local port does
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def update_services(c: Config, cfg: dict) -> None:
+    """gpulab's own hub services, each with the least privilege it needs.
+
+    quotas (``services/admin``): everyone may open it (their own quota); it lets only hub admins
+    manage overrides, and its token can only read users and their groups."""
+    quotas = cfg.get("services", {}).get("quotas", {})
+    if not quotas.get("enabled", True):
+        return
+    url = quotas.get("url", "auto")
+    if url == "auto":
+        url = f"http://127.0.0.1:{_free_port()}"
+    root = cfg.get("_project_root") or str(Path(__file__).resolve().parents[2])
+    settings = {
+        "db_url": gpulab_db_url(cfg),
+        "quotas": cfg["quotas"],
+        "profiles_dir": cfg["profiles_dir"],
+        "default_profile": cfg["default_profile"],
+        "max_per_server": cfg["gpus"]["max_per_server"],
+    }
+    services = list(c.JupyterHub.get("services", []))
+    services.append({
+        "name": "quotas",
+        "url": url,
+        "command": [sys.executable, "-m", "services.admin"],
+        "cwd": root,
+        "environment": {"GPULAB_QUOTAS_SETTINGS": json.dumps(settings, default=str)},
+        "display": True,
+        "oauth_no_confirm": True,
+    })
+    c.JupyterHub.services = services
+    roles = list(c.JupyterHub.get("load_roles", []))
+    roles.append({"name": "gpulab-quotas-service", "description": "the quotas service: read users and their groups",
+                  "scopes": list(QUOTAS_SERVICE_SCOPES), "services": ["quotas"]})
+    c.JupyterHub.load_roles = roles
+    c.JupyterHub.extra_user_scopes = set(c.JupyterHub.get("extra_user_scopes", set())) | {
+        "access:services!service=quotas"}
+
+
+UPDATES = (update_hub, update_api_tokens, update_auth, update_spawner, update_gpulab, update_services)
 
 
 def apply_all(c: Config, cfg: dict) -> None:

@@ -1,0 +1,1 @@
+"""Hub services that ship with gpulab (each runs as a JupyterHub managed service)."""

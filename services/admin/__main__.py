@@ -1,0 +1,54 @@
+"""Entry point JupyterHub starts (``python -m services.admin``), with settings from the hub:
+
+- ``GPULAB_QUOTAS_SETTINGS``: JSON with ``db_url``, ``quotas``, ``profiles_dir``,
+  ``default_profile``, ``max_per_server`` (what gpulab.yaml says; see ``update_services``);
+- JupyterHub's own service variables (``JUPYTERHUB_SERVICE_URL``, ``JUPYTERHUB_API_TOKEN``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from urllib.parse import urlparse
+
+from tornado.ioloop import IOLoop
+
+from hub_plugins.core import GPULab
+
+from .app import make_app
+from .core import QuotaAdmin
+
+SETTINGS_VAR = "GPULAB_QUOTAS_SETTINGS"
+
+
+def core_from_settings(settings: dict) -> GPULab:
+    return GPULab(
+        db_url=settings["db_url"],
+        quotas=settings["quotas"],
+        profiles_dir=settings["profiles_dir"],
+        default_profile=settings.get("default_profile", ""),
+        max_gpus_per_server=settings.get("max_per_server", 4),
+    )
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s quotas] %(message)s")
+    raw = os.environ.get(SETTINGS_VAR)
+    if not raw:
+        print(f"quotas service: {SETTINGS_VAR} is not set; the hub sets it when it starts this service",
+              file=sys.stderr)
+        return 2
+    admin = QuotaAdmin(core_from_settings(json.loads(raw)))
+    admin.core.db  # create/upgrade gpulab's tables before the first request
+    url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    app = make_app(admin)
+    app.listen(url.port, url.hostname)
+    logging.info("listening on %s, prefix %s", url.geturl(), os.environ.get("JUPYTERHUB_SERVICE_PREFIX"))
+    IOLoop.current().start()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
