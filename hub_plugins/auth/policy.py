@@ -131,7 +131,8 @@ def refusal(policy: IdentityPolicy, username: str, groups: frozenset[str]) -> st
     yours = ", ".join(sorted(groups)) if groups else "none"
     if policy.allowed_groups:
         who = f"members of {_or_list(policy.allowed_groups)}"
-        fix = "Ask your lab's administrator to add you to one of these groups, then sign in again."
+        which = "one of these groups" if len(policy.allowed_groups) > 1 else "this group"
+        fix = f"Ask your lab's administrator to add you to {which}, then sign in again."
     else:
         who = "the people an administrator has listed"
         fix = "Ask your lab's administrator to give you access, then sign in again."

@@ -45,6 +45,9 @@ def update_hub(c: Config, cfg: dict) -> None:
     c.Spawner.start_timeout = h["start_timeout"]
     c.Spawner.http_timeout = h["http_timeout"]
     c.Spawner.default_url = "/lab"
+    # Show the progress page (gpulab's "Reserved GPUs ..." lines) at once instead of holding the
+    # form's POST for up to 10 s with no feedback.
+    c.JupyterHub.tornado_settings = {**c.JupyterHub.get("tornado_settings", {}), "slow_spawn_timeout": 0}
     c.Authenticator.admin_users = set(h["admin_users"])
     # `make run` installs the proxy into the checkout's node_modules; deployments have it on PATH
     local = Path(cfg.get("_project_root", ".")) / "node_modules" / ".bin" / "configurable-http-proxy"
