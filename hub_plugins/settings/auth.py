@@ -67,6 +67,9 @@ def check_auth(cfg: dict) -> None:
             "auth: say who may sign in besides hub.admin_users: auth.allowed_groups (IdP groups whose members may sign in), "
             "auth.allowed_users, or auth.allow_all: true (everyone the identity provider authenticates)"
         )
+    if kind == "github" and "admin" in cfg["hub"]["admin_users"]:
+        raise ConfigError("hub.admin_users: 'admin' is a GitHub account someone else owns; list your admins' "
+                          "GitHub logins instead (or use auth.admin_groups, e.g. 'my-lab:hub-admins')")
     if kind == "github" and auth["allow_all"]:
         raise ConfigError("auth.allow_all with GitHub would let every GitHub account in; list your organisation "
                           "or teams in auth.allowed_groups (e.g. 'my-lab' or 'my-lab:gpu-users')")

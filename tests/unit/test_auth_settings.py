@@ -41,8 +41,8 @@ def oidc(secret_file, **auth):
     ({"roles": {"premium": {"scopes": ["shares!user"]}}}, "'idp_groups' is a required property"),
     ({"group_map": {"ds-researchers": ["researchers"]}}, "quotas.groups.researcher: no IdP group maps to this hub group"),
     ({"group_map": {"ds-r": ["bad name!"]}}, "auth.group_map.ds-r[0]"),
-    ({"kind": "github", "github": {"client_id": "x", "client_secret": "env:HOME"}, "allowed_groups": [],
-      "allow_all": True}, "auth.allow_all with GitHub"),
+    ({"kind": "github", "github": {"client_id": "x", "client_secret": "env:HOME"}},
+     "hub.admin_users: 'admin' is a GitHub account someone else owns"),
     ({"kind": "google", "google": {"client_id": "x", "client_secret": "env:HOME"}},
      "auth.google: reading Google groups needs gsuite_administrator and service_account_keys"),
 ])
@@ -56,6 +56,13 @@ def test_auth_checks_name_the_key(tmp_path, secret_file, change, message):
     with pytest.raises(ConfigError) as e:
         load(write(tmp_path, data))
     assert message in str(e.value)
+
+
+def test_github_everyone_refused(tmp_path):
+    data = {"hub": {"admin_users": ["octo-admin"]},
+            "auth": {"kind": "github", "github": {"client_id": "x", "client_secret": "env:HOME"}, "allow_all": True}}
+    with pytest.raises(ConfigError, match="auth.allow_all with GitHub would let every GitHub account in"):
+        load(write(tmp_path, data))
 
 
 def test_oidc_needs_issuer_or_endpoints(tmp_path, secret_file):
