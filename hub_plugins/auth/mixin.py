@@ -145,5 +145,6 @@ class GroupMappingMixin(LoggingConfigurable):
         access = decide(self.identity_policy, username, groups)
         if access.allowed:
             return True
-        self.log.warning("gpulab: refusing %s (IdP groups: %s)", username, ", ".join(access.idp_groups) or "none")
+        self.log.warning("gpulab: refusing %s (IdP groups: %s)%s", username, ", ".join(access.idp_groups) or "none",
+                         "" if access.idp_groups else "; if everyone is refused, check that the IdP sends the groups")
         raise NotAllowed(access.message)

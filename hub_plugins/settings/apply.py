@@ -45,10 +45,6 @@ def update_hub(c: Config, cfg: dict) -> None:
     c.Spawner.start_timeout = h["start_timeout"]
     c.Spawner.http_timeout = h["http_timeout"]
     c.Spawner.default_url = "/lab"
-    # After 3 s (not JupyterHub's 10) a person who clicked Start sees the progress page with
-    # gpulab's "Reserved GPUs ..." lines; refusals (quota, capacity) come within milliseconds and
-    # are still shown on the form itself.
-    c.JupyterHub.tornado_settings = {**c.JupyterHub.get("tornado_settings", {}), "slow_spawn_timeout": 3}
     c.Authenticator.admin_users = set(h["admin_users"])
     # `make run` installs the proxy into the checkout's node_modules; deployments have it on PATH
     local = Path(cfg.get("_project_root", ".")) / "node_modules" / ".bin" / "configurable-http-proxy"

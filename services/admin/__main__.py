@@ -13,7 +13,7 @@ import os
 import sys
 from urllib.parse import urlparse
 
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 from hub_plugins.core import GPULab
 
@@ -33,6 +33,18 @@ def core_from_settings(settings: dict) -> GPULab:
     )
 
 
+def exit_with_the_hub(hub_pid: int):
+    """A hub killed with -9 cannot stop its managed services: leave when it is gone (the next hub
+    starts its own, with a new token), instead of lingering on the port."""
+
+    def check():
+        if os.getppid() != hub_pid:
+            logging.warning("the hub (pid %d) is gone; stopping", hub_pid)
+            IOLoop.current().stop()
+
+    return check
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s quotas] %(message)s")
     raw = os.environ.get(SETTINGS_VAR)
@@ -46,6 +58,7 @@ def main() -> int:
     app = make_app(admin)
     app.listen(url.port, url.hostname)
     logging.info("listening on %s, prefix %s", url.geturl(), os.environ.get("JUPYTERHUB_SERVICE_PREFIX"))
+    PeriodicCallback(exit_with_the_hub(os.getppid()), 5000).start()
     IOLoop.current().start()
     return 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from .core import AdminError, QuotaAdmin, valid_user_name
 from .forms import form_to_override
 
+IDENT = r"(?:db|config):[0-9]+"  # override ids
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")), autoescape=True,
     trim_blocks=True, lstrip_blocks=True,
@@ -216,11 +218,13 @@ class AdminPage(Page):
     async def get(self):
         self.check_admin()
         done = ""
-        if self.get_argument("created", ""):
-            done = f"Override {self.get_argument('created')} added; it applies from the user's next spawn."
-        elif self.get_argument("removed", ""):
-            done = f"Override {self.get_argument('removed')} removed; it no longer applies from the next spawn."
-        await self.show(done=done if len(done) < 200 else "")
+        created, removed = self.get_argument("created", ""), self.get_argument("removed", "")
+        # only ids are echoed: a crafted link cannot put other words on an admin's page
+        if re.fullmatch(IDENT, created):
+            done = f"Override {created} added; it applies from the user's next spawn."
+        elif re.fullmatch(IDENT, removed):
+            done = f"Override {removed} removed; it no longer applies from the next spawn."
+        await self.show(done=done)
 
     @web.authenticated
     async def post(self):
@@ -252,7 +256,7 @@ def make_app(quota_admin: QuotaAdmin, prefix: str | None = None) -> web.Applicat
     hub = Hub(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
     oauth = HubOAuth.instance(api_token=os.environ["JUPYTERHUB_API_TOKEN"], cache_max_age=10)
     route = lambda path: url_path_join(prefix, path)  # noqa: E731
-    ident = r"((?:db|config):[0-9]+)"
+    ident = f"({IDENT})"
     return web.Application(
         [
             (route("oauth_callback"), HubOAuthCallbackHandler),

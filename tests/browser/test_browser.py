@@ -57,8 +57,9 @@ def shot(page, name: str, full_page: bool = False) -> None:
 
 @pytest.fixture(scope="module")
 def slow_profiles():
-    """The shipped profiles, with Minimal taking a few seconds more to start (as a large image
-    does), so that the person really waits on the progress page (shown after 3 s)."""
+    """The shipped profiles, with Minimal taking 11 s more to start (as a large image does): the
+    hub shows the progress page to spawns that take longer than 10 s (JupyterHub's
+    slow_spawn_timeout); quicker ones go straight to JupyterLab."""
     import sys
     import tempfile
 
@@ -69,7 +70,7 @@ def slow_profiles():
     env = root / "slow-env"
     (env / "bin").mkdir(parents=True)
     wrapper = env / "bin" / "jupyterhub-singleuser"
-    wrapper.write_text(f'#!/bin/sh\nsleep 4\nexec {Path(sys.prefix) / "bin" / "jupyterhub-singleuser"} "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\nsleep 11\nexec {Path(sys.prefix) / "bin" / "jupyterhub-singleuser"} "$@"\n')
     wrapper.chmod(0o755)
     for p in (ROOT / "profiles").glob("*.yaml"):
         data = yaml.safe_load(p.read_text())
@@ -163,7 +164,7 @@ def test_admin_approves_and_grants_then_person_spawns_two_gpus(browser, hub):
     assert nina.is_checked("#gpus-2")
     shot(nina, "spawn-form", full_page=True)
 
-    # the progress page, while JupyterLab starts (Minimal takes 4 s more here, see slow_profiles)
+    # the progress page, while JupyterLab starts (Minimal takes 11 s more here, see slow_profiles)
     nina.get_by_role("button", name="Start").click()
     nina.wait_for_url(re.compile(r"/hub/spawn-pending/nina"))
     nina.wait_for_selector("text=Starting JupyterLab (profile 'Minimal') ...", state="attached", timeout=60_000)
