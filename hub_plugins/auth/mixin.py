@@ -137,6 +137,20 @@ class GroupMappingMixin(LoggingConfigurable):
         # it does not know about when they become empty, and re-creates them without scopes).
         return [r.as_jupyterhub() for r in self.identity_policy.roles]
 
+    async def refresh_user(self, user, handler=None, **kwargs):
+        """With auth state (``auth.refresh_seconds``), upstream re-reads the person's data and
+        the mapping runs again (JupyterHub then applies the new groups). Someone who left every
+        allowed group is refused there and then, with the same explanation as at sign-in: their
+        page views and spawns, even an admin's spawn for them, answer 403."""
+        result = await super().refresh_user(user, handler, **kwargs)
+        state = (result.get("auth_state") or {}).get(STATE_KEY) if isinstance(result, dict) else None
+        if state is not None:
+            access = decide(self.identity_policy, user.name, state["idp_groups"])
+            if not access.allowed:
+                self.log.warning("gpulab: %s is no longer in an allowed group", user.name)
+                raise NotAllowed(access.message)
+        return result
+
     async def check_allowed(self, username, auth_model):
         if auth_model is None:  # JupyterHub < 5 asks without a model
             return True

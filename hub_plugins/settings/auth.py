@@ -9,6 +9,7 @@ same for every identity provider.
 from __future__ import annotations
 
 import importlib.util
+import os
 
 from traitlets.config import Config
 
@@ -73,6 +74,13 @@ def check_auth(cfg: dict) -> None:
     if kind == "github" and auth["allow_all"]:
         raise ConfigError("auth.allow_all with GitHub would let every GitHub account in; list your organisation "
                           "or teams in auth.allowed_groups (e.g. 'my-lab' or 'my-lab:gpu-users')")
+    if auth["refresh_seconds"] is not None:
+        if kind == "ldap":
+            raise ConfigError("auth.refresh_seconds: LDAP cannot re-read groups without the person's password; "
+                              "their groups are read at every sign-in")
+        if not os.environ.get("JUPYTERHUB_CRYPT_KEY"):
+            raise ConfigError("auth.refresh_seconds keeps each person's IdP tokens in the hub's database, "
+                              "encrypted: set JUPYTERHUB_CRYPT_KEY (e.g. `openssl rand -hex 32`) in the hub's environment")
     _check_roles(auth["roles"])
     _check_quota_groups_reachable(cfg)
     if kind == "google":
@@ -137,6 +145,12 @@ def apply_auth(c: Config, cfg: dict) -> None:
     t.idp_roles = {name: dict(role) for name, role in auth["roles"].items()}
     t.allowed_users = set(auth["allowed_users"])
     t.allow_all = auth["allow_all"]
+    if auth["refresh_seconds"] is not None:
+        # keep the IdP tokens (encrypted) to re-read the groups while people stay signed in, and
+        # always right before a spawn, so the quota follows the IdP without a new sign-in
+        t.enable_auth_state = True
+        t.auth_refresh_age = auth["refresh_seconds"]
+        t.refresh_pre_spawn = True
     if kind == "ldap":
         _apply_ldap(t, section)
         return

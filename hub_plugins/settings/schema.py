@@ -130,6 +130,10 @@ AUTH = _closed({
     "keep_unmapped_groups": {"type": "boolean"},
     "allowed_users": {"type": "array", "items": {"type": "string", "pattern": NAME}, "uniqueItems": True},
     "allow_all": {"type": "boolean", "description": "everyone the identity provider authenticates may sign in"},
+    "refresh_seconds": {
+        "type": ["integer", "null"], "minimum": 0,
+        "description": "re-read IdP groups this often and before every spawn (OAuth kinds; needs JUPYTERHUB_CRYPT_KEY)",
+    },
     "roles": {
         "type": "object",
         "propertyNames": {"pattern": r"^[a-z][a-z0-9_-]{1,254}$"},
@@ -251,6 +255,7 @@ DEFAULTS = {
         "keep_unmapped_groups": False,
         "allowed_users": [],
         "allow_all": False,
+        "refresh_seconds": None,
         "roles": {},
     },
     "local": {"system_users": "auto", "system_user_prefix": "jupyter-", "home_root": "/home"},

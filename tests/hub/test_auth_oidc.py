@@ -6,7 +6,9 @@ groups get a 403 page that says what to do."""
 from __future__ import annotations
 
 import html
+import os
 import re
+import secrets
 
 import pytest
 import requests
@@ -22,6 +24,7 @@ USERS = [
     {"name": "bob", "password": "bob-pass-1", "groups": ["marketing"]},
     {"name": "carol", "password": "carol-pass-1", "groups": ["ds-admins", "ds-researchers"]},
     {"name": "dave", "password": "dave-pass-1", "groups": ["ds-students", "ds-premium"]},
+    {"name": "eve", "password": "eve-pass-1", "groups": ["ds-researchers"]},
 ]
 
 
@@ -42,6 +45,7 @@ def hub(tmp_path_factory, local_backend, idp):
         "group_map": {"ds-researchers": ["researcher"], "ds-students": ["student"]},
         "allowed_groups": ["ds-researchers", "ds-students"],
         "admin_groups": ["ds-admins"],
+        "refresh_seconds": 300,  # and before every spawn
         "roles": {"premium": {"description": "may share their servers", "scopes": ["shares!user"],
                               "idp_groups": ["ds-premium"]}},
     }
@@ -50,7 +54,11 @@ def hub(tmp_path_factory, local_backend, idp):
 
     hub = Hub(tmp_path_factory.mktemp("hub"), quotas=quotas, extra={"auth": auth}, local=dict(local_backend))
     idp.start([f"{hub.url}/hub/oauth_callback"], USERS)  # the client's redirect URI is the hub's
-    hub.start()
+    os.environ["JUPYTERHUB_CRYPT_KEY"] = secrets.token_hex(32)  # auth state: for refresh_seconds
+    try:
+        hub.start()
+    finally:
+        del os.environ["JUPYTERHUB_CRYPT_KEY"]
     yield hub
     hub.close()
 
@@ -136,3 +144,19 @@ def token_scopes(hub, name) -> list[str]:
 def test_wrong_password_stays_at_the_provider(hub):
     _, r = oidc_login(hub, "alice", "not-her-password")
     assert "Wrong username or password" in r.text and r.url.startswith("http://127.0.0.1") and "/hub/" not in r.url
+
+
+def test_with_refresh_the_quota_follows_the_idp_at_the_next_spawn(hub, idp):
+    """auth.refresh_seconds: the groups are read again before every spawn, no new sign-in needed."""
+    _, r = oidc_login(hub, "eve", "eve-pass-1")
+    assert r.status_code == 200 and user_model(hub, "eve")["groups"] == ["researcher"]
+    idp.set_groups("eve", ["ds-students"])
+    st, body = hub.spawn("eve", {"profile": "minimal", "gpus": 2})
+    assert st == 403 and "group 'student' allows 1 GPU" in body["message"], body
+    assert user_model(hub, "eve")["groups"] == ["student"]
+    idp.set_groups("eve", [])  # out of every allowed group: no more spawns, and no sign-in either
+    st, body = hub.spawn("eve", {"profile": "minimal", "gpus": 0})
+    assert st == 403 and "this hub is only for members of ds-researchers or ds-students" in body["message"], body
+    assert hub.server_model("eve") is None
+    _, r = oidc_login(hub, "eve", "eve-pass-1")
+    assert r.status_code == 403 and "Your groups: none" in html.unescape(r.text)

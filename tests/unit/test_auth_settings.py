@@ -65,6 +65,22 @@ def test_github_everyone_refused(tmp_path):
         load(write(tmp_path, data))
 
 
+def test_refresh(tmp_path, secret_file, monkeypatch):
+    monkeypatch.delenv("JUPYTERHUB_CRYPT_KEY", raising=False)
+    data = oidc(secret_file, refresh_seconds=300)
+    with pytest.raises(ConfigError, match="set JUPYTERHUB_CRYPT_KEY"):
+        load(write(tmp_path, data))
+    monkeypatch.setenv("JUPYTERHUB_CRYPT_KEY", "ab" * 32)
+    c = Config()
+    apply_all(c, load(write(tmp_path, data)))
+    t = c.GPULabOIDCAuthenticator
+    assert t.enable_auth_state is True and t.auth_refresh_age == 300 and t.refresh_pre_spawn is True
+    ldap = {"auth": {"kind": "ldap", "refresh_seconds": 60, "allow_all": True,
+                     "ldap": {"server_address": "x", "bind_dn_template": ["uid={username},dc=x"]}}}
+    with pytest.raises(ConfigError, match="LDAP cannot re-read groups"):
+        load(write(tmp_path, ldap))
+
+
 def test_oidc_needs_issuer_or_endpoints(tmp_path, secret_file):
     data = oidc(secret_file)
     del data["auth"]["oidc"]["issuer"]
@@ -179,7 +195,7 @@ def test_example_configs_in_the_docs_are_valid(tmp_path, monkeypatch):
     text = (ROOT / "docs" / "auth.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
     assert len(blocks) >= 4
-    for var in set(re.findall(r"env:([A-Z_]+)", text)):
+    for var in set(re.findall(r"env:([A-Z_]+)", text)) | {"JUPYTERHUB_CRYPT_KEY"}:
         monkeypatch.setenv(var, "secret-value-from-the-environment")
     for block in blocks:
         data = yaml.safe_load(block)
