@@ -54,14 +54,20 @@ def update_hub(c: Config, cfg: dict) -> None:
 
 
 def update_api_tokens(c: Config, cfg: dict) -> None:
-    """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation)."""
+    """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation),
+    or, when ``hub.api_token_scopes`` names it, a role with only those scopes."""
     tokens = cfg["hub"]["api_tokens"]
+    scoped = cfg["hub"].get("api_token_scopes") or {}
     services = list(c.JupyterHub.get("services", []))
     services += [{"name": name, "api_token": tok} for name, tok in tokens.items()]
     c.JupyterHub.services = services
     if tokens:
         roles = list(c.JupyterHub.get("load_roles", []))
-        roles.append({"name": "admin", "services": sorted(tokens)})
+        admins = sorted(n for n in tokens if n not in scoped)
+        if admins:
+            roles.append({"name": "admin", "services": admins})
+        roles += [{"name": f"gpulab-token-{name}", "description": f"hub.api_token_scopes.{name}",
+                   "scopes": list(scoped[name]), "services": [name]} for name in sorted(scoped)]
         c.JupyterHub.load_roles = roles
 
 

@@ -37,6 +37,7 @@ def check_auth(cfg: dict) -> None:
     """Raise ConfigError naming the key when the auth section cannot work; resolve secrets."""
     from .loader import read_secret
 
+    _check_token_scopes(cfg["hub"])
     auth = cfg["auth"]
     kind = auth["kind"]
     if kind == "native":
@@ -87,18 +88,29 @@ def check_auth(cfg: dict) -> None:
         _check_google(section, auth)
 
 
-def _check_roles(roles: dict) -> None:
+def _check_scopes(scopes, where: str) -> None:
     from jupyterhub.scopes import scope_definitions
 
+    for scope in scopes:
+        base = scope.split("!", 1)[0]
+        if base not in scope_definitions and not base.startswith("custom:"):
+            raise ConfigError(f"{where}: unknown scope '{scope}' (JupyterHub scopes: "
+                              "https://jupyterhub.readthedocs.io/en/stable/rbac/scopes.html)")
+
+
+def _check_roles(roles: dict) -> None:
     for name, role in roles.items():
         if name in RESERVED_ROLES:
             raise ConfigError(f"auth.roles.{name}: '{name}' is one of JupyterHub's own roles; choose another name "
                               "(admin status comes from hub.admin_users and auth.admin_groups)")
-        for scope in role["scopes"]:
-            base = scope.split("!", 1)[0]
-            if base not in scope_definitions and not base.startswith("custom:"):
-                raise ConfigError(f"auth.roles.{name}.scopes: unknown scope '{scope}' (JupyterHub scopes: "
-                                  "https://jupyterhub.readthedocs.io/en/stable/rbac/scopes.html)")
+        _check_scopes(role["scopes"], f"auth.roles.{name}.scopes")
+
+
+def _check_token_scopes(hub: dict) -> None:
+    for name, scopes in (hub.get("api_token_scopes") or {}).items():
+        if name not in hub["api_tokens"]:
+            raise ConfigError(f"hub.api_token_scopes.{name}: there is no hub.api_tokens.{name} to give scopes to")
+        _check_scopes(scopes, f"hub.api_token_scopes.{name}")
 
 
 def _check_quota_groups_reachable(cfg: dict) -> None:

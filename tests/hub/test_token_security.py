@@ -5,9 +5,12 @@ they need."""
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 
 import pytest
 import requests
+
+from tests.support.hubproc import Hub
 
 pytestmark = pytest.mark.hub
 
@@ -15,11 +18,17 @@ SOON = (dt.date.today() + dt.timedelta(days=30)).isoformat()
 
 
 @pytest.fixture(scope="module")
-def hub(module_hub_factory):
-    hub = module_hub_factory(quotas={"default": {"max_gpus": 1, "max_servers": 2},
-                                     "groups": {"researcher": {"max_gpus": 2}, "vsonly": {"profiles": ["vscode"]}}})
+def hub(tmp_path_factory, local_backend):
+    hub = Hub(tmp_path_factory.mktemp("hub"), local=dict(local_backend),
+              quotas={"default": {"max_gpus": 1, "max_servers": 2}, "groups": {"researcher": {"max_gpus": 2}}})
+    # an automation token with only the scopes a monitoring job needs
+    hub.monitor_token = secrets.token_hex(32)
+    hub.config["hub"]["api_tokens"]["monitor"] = hub.monitor_token
+    hub.config["hub"]["api_token_scopes"] = {"monitor": ["list:users", "read:users:activity", "read:servers"]}
+    hub.start()
     hub.create_users("amy", "ben", groups={"researcher": ["ben"]})
-    return hub
+    yield hub
+    hub.close()
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +128,15 @@ def test_quotas_service_holds_only_its_role(hub):
     st, service = hub.api("GET", "/services/quotas")
     assert st == 200
     assert service["roles"] == ["gpulab-quotas-service"] and not service.get("admin")
+
+
+def test_scoped_automation_token(hub, ben_running):
+    token = hub.monitor_token
+    st, users = hub.api("GET", "/users", token=token)
+    assert st == 200 and {"amy", "ben"} <= {u["name"] for u in users}
+    assert hub.api("GET", "/users/ben", token=token)[1]["servers"][""]["ready"]  # read:servers
+    assert hub.api("POST", "/users/amy/server", {"gpus": 1}, token=token)[0] == 403
+    assert hub.api("DELETE", "/users/ben/server", token=token)[0] == 403
+    assert quotas(hub, "GET", "api/overrides", token) == 403
+    st, service = hub.api("GET", "/services/monitor")
+    assert service["roles"] == ["gpulab-token-monitor"]

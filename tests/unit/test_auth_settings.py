@@ -211,3 +211,19 @@ def test_example_configs_in_the_docs_are_valid(tmp_path, monkeypatch):
         if data["auth"].get("kind") == "google":
             continue  # needs oauthenticator[googlegroups], not installed in tests
         load(write(tmp_path, data))
+
+
+def test_api_token_scopes(tmp_path):
+    tok = "t" * 40
+    cfg = load(write(tmp_path, {"hub": {"api_tokens": {"ci": tok, "monitor": tok.replace("t", "m")},
+                                        "api_token_scopes": {"monitor": ["read:users:activity", "list:users"]}}}))
+    c = Config()
+    apply_all(c, cfg)
+    roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["admin"]["services"] == ["ci"]
+    assert roles["gpulab-token-monitor"]["scopes"] == ["read:users:activity", "list:users"]
+    assert roles["gpulab-token-monitor"]["services"] == ["monitor"]
+    with pytest.raises(ConfigError, match="hub.api_token_scopes.nope: there is no hub.api_tokens.nope"):
+        load(write(tmp_path, {"hub": {"api_token_scopes": {"nope": ["list:users"]}}}))
+    with pytest.raises(ConfigError, match="hub.api_token_scopes.ci: unknown scope 'everything'"):
+        load(write(tmp_path, {"hub": {"api_tokens": {"ci": tok}, "api_token_scopes": {"ci": ["everything"]}}}))
