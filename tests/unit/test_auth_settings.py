@@ -199,8 +199,7 @@ def test_example_configs_in_the_docs_are_valid(tmp_path, monkeypatch):
         monkeypatch.setenv(var, "secret-value-from-the-environment")
     for block in blocks:
         data = yaml.safe_load(block)
-        if "auth" not in data:
-            continue
+        data.setdefault("auth", {})
         for section in ("oidc", "github", "google", "ldap"):
             if section in data["auth"]:
                 for key in ("client_secret", "lookup_dn_search_password"):
