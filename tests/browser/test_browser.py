@@ -137,6 +137,10 @@ def test_admin_approves_and_grants_then_person_spawns_two_gpus(browser, hub):
     assert "Limit: 1 GPU at a time" in nina.inner_text("#gpulab-quota")
     assert nina.is_disabled("#gpus-2")
 
+    # the stock admin page lists her (users, groups and servers are managed there)
+    admin.goto(f"{hub.url}/hub/admin")
+    admin.wait_for_selector("text=nina", timeout=60_000)
+
     # the admin gives her a 2-GPU override on the quotas admin page (OAuth through the hub)
     admin.goto(f"{hub.url}/services/quotas/admin")
     admin.fill("#f-user", "nina")
