@@ -7,18 +7,23 @@
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 import sys
-from urllib.parse import urlparse
 
-from tornado.ioloop import IOLoop, PeriodicCallback
+# jsonschema compiles an RFC 3987 grammar at import when rfc3987-syntax is installed (jupyterlab
+# brings it): a second of start-up, during which the hub waits, for IRI formats never checked here.
+sys.modules.setdefault("rfc3987_syntax", None)
 
-from hub_plugins.core import GPULab
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+from urllib.parse import urlparse  # noqa: E402
 
-from .app import make_app
-from .core import QuotaAdmin
+from tornado.ioloop import IOLoop, PeriodicCallback  # noqa: E402
+
+from hub_plugins.core import GPULab  # noqa: E402
+
+from .app import make_app  # noqa: E402
+from .core import QuotaAdmin  # noqa: E402
 
 SETTINGS_VAR = "GPULAB_QUOTAS_SETTINGS"
 
