@@ -134,3 +134,27 @@ def test_pages_through_hub_oauth(hub):
         "user": "wes", "max_gpus": "4", "expires": SOON, "reason": "forged"}, allow_redirects=False)
     assert r.status_code in (302, 403)
     assert len(svc(hub, "GET", "api/overrides?user=wes")[1]) == before
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def test_service_leaves_with_a_killed_hub(hub_factory):
+    """A hub killed with -9 cannot stop its managed services; the quotas service notices and exits
+    (the next hub starts its own) instead of lingering."""
+    import time
+
+    h = hub_factory(quotas={"default": {"max_gpus": 1}})
+    (service,) = [pid for pid in h.server_pids()
+                  if b"JUPYTERHUB_SERVICE_NAME=quotas" in open(f"/proc/{pid}/environ", "rb").read()]
+    h.kill()
+    deadline = time.monotonic() + 15
+    while running(service) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not running(service)
