@@ -226,3 +226,37 @@ def test_api_token_scopes(tmp_path):
         load(write(tmp_path, {"hub": {"api_token_scopes": {"nope": ["list:users"]}}}))
     with pytest.raises(ConfigError, match="hub.api_token_scopes.ci: unknown scope 'everything'"):
         load(write(tmp_path, {"hub": {"api_tokens": {"ci": tok}, "api_token_scopes": {"ci": ["everything"]}}}))
+
+
+def test_github_applied(tmp_path):
+    data = {"hub": {"admin_users": ["octo-admin"]},
+            "auth": {"kind": "github", "github": {"client_id": "x", "client_secret": "env:HOME"},
+                     "group_map": {"my-lab:gpu-users": ["researcher"]}, "allowed_groups": ["my-lab"]},
+            "quotas": {"groups": {"researcher": {"max_gpus": 2}}}}
+    c = Config()
+    apply_all(c, load(write(tmp_path, data)))
+    from hub_plugins.auth.oauth import GPULabGitHubAuthenticator
+
+    a = GPULabGitHubAuthenticator(config=c)
+    assert a.scope == ["read:user", "read:org"] and a.populate_teams_in_auth_state and a.manage_groups
+    model = a.gpulab_apply_access({"name": "kim", "admin": None, "auth_state": {
+        "teams": [{"slug": "gpu-users", "organization": {"login": "my-lab"}}], "orgs": []}})
+    assert model["groups"] == ["researcher"] and model["auth_state"]["gpulab"]["idp_groups"] == [
+        "my-lab", "my-lab:gpu-users"]
+
+
+def test_google_requires_a_verified_email(tmp_path):
+    from hub_plugins.auth.mixin import NotAllowed
+    from hub_plugins.auth.oauth import GPULabGoogleAuthenticator
+
+    data = {"auth": {"kind": "google", "allowed_users": ["ann"],
+                     "google": {"client_id": "x", "client_secret": "env:HOME", "hosted_domain": ["lab.example"]}}}
+    c = Config()
+    apply_all(c, load(write(tmp_path, data)))
+    a = GPULabGoogleAuthenticator(config=c)
+    info = {"email": "ann@lab.example", "hd": "lab.example", "verified_email": False}
+    with pytest.raises(NotAllowed, match="is not verified"):
+        a.check_blocked_users("ann", {"auth_state": {"google_user": info}})
+    assert a.check_blocked_users("ann", {"auth_state": {"google_user": {**info, "verified_email": True}}})
+    assert not a.check_blocked_users("ann", {"auth_state": {"google_user": {**info, "verified_email": True,
+                                                                            "hd": "elsewhere.example"}}})
