@@ -166,6 +166,8 @@ def test_admin_approves_and_grants_then_person_spawns_two_gpus(browser, hub):
     nina.select_option("#gpulab-gpu-type", "A100-80GB")
     nina.click("label[for=gpus-2]")
     assert nina.is_checked("#gpus-2")
+    nina.mouse.move(0, 0)  # no hover highlight in the picture
+    nina.locator("body").focus()
     shot(nina, "spawn-form", full_page=True)
 
     # the progress page, while JupyterLab starts (Minimal takes 11 s more here, see slow_profiles)
