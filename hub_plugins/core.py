@@ -237,8 +237,11 @@ class GPULab(SingletonConfigurable):
 
     # -- quotas ----------------------------------------------------------------------------
     def db_overrides(self, user_name: str) -> tuple[Override, ...]:
-        """Overrides stored in the database (managed through the admin API); none yet."""
-        return ()
+        """Unexpired overrides admins added through the quotas service (read at every spawn and
+        form, so a change takes effect at the next spawn)."""
+        from .store.overrides import OverrideStore
+
+        return OverrideStore(self.db).for_user(user_name)
 
     def effective(self, user_name: str, groups, now: dt.datetime | None = None) -> Effective:
         now = now or dt.datetime.now(dt.timezone.utc)

@@ -16,12 +16,20 @@ def main() -> int:
         return 2
     url = cfg["hub"]["bind_url"].rstrip("/")
     admins = ", ".join(cfg["hub"]["admin_users"]) or "(none: set hub.admin_users)"
+    kind = cfg["auth"]["kind"]
+    if kind == "native":
+        how = f"""First admin: open {url}/hub/signup and sign up as one of: {admins}
+               (admins are approved at sign-up; choose a password of 10+ characters).
+  Other users sign up the same way; an admin approves them at {url}/hub/authorize."""
+    else:
+        groups = ", ".join(cfg["auth"]["allowed_groups"]) or "see auth.allowed_users / allow_all"
+        how = f"""Sign-in: {kind} ({cfg['auth'][kind].get('issuer') or cfg['auth'][kind].get('server_address') or kind});
+               allowed groups: {groups}; admins: {admins}"""
     print(
         f"""
   gpulab is starting at {url}/hub/
-  First admin: open {url}/hub/signup and sign up as one of: {admins}
-               (admins are approved at sign-up; choose a password of 10+ characters).
-  Other users sign up the same way; an admin approves them at {url}/hub/authorize.
+  {how}
+  Quotas and overrides: {url}/services/quotas/
   GPUs: {cfg['gpus']['inventory']}   config: {path}   Stop with Ctrl-C.
 """
     )

@@ -1,1 +1,2 @@
-"""gpulab's hub services: billing (usage, budgets, GPUs, queue, metrics) and the GPU-aware culler."""
+"""gpulab's hub services, each a JupyterHub managed service: billing (usage, budgets, GPUs, the
+queue, metrics), the GPU-aware culler, quotas (admin overrides and audit) and MLflow."""

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -52,14 +54,20 @@ def update_hub(c: Config, cfg: dict) -> None:
 
 
 def update_api_tokens(c: Config, cfg: dict) -> None:
-    """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation)."""
+    """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation),
+    or, when ``hub.api_token_scopes`` names it, a role with only those scopes."""
     tokens = cfg["hub"]["api_tokens"]
+    scoped = cfg["hub"].get("api_token_scopes") or {}
     services = list(c.JupyterHub.get("services", []))
     services += [{"name": name, "api_token": tok} for name, tok in tokens.items()]
     c.JupyterHub.services = services
     if tokens:
         roles = list(c.JupyterHub.get("load_roles", []))
-        roles.append({"name": "admin", "services": sorted(tokens)})
+        admins = sorted(n for n in tokens if n not in scoped)
+        if admins:
+            roles.append({"name": "admin", "services": admins})
+        roles += [{"name": f"gpulab-token-{name}", "description": f"hub.api_token_scopes.{name}",
+                   "scopes": list(scoped[name]), "services": [name]} for name in sorted(scoped)]
         c.JupyterHub.load_roles = roles
 
 
@@ -75,6 +83,10 @@ def update_auth(c: Config, cfg: dict) -> None:
         for key, value in auth["native"].items():
             setattr(c.NativeAuthenticator, key, value)
         c.JupyterHub.template_paths = [NATIVE_TEMPLATES]
+    else:  # an identity provider: its class, settings and group mapping (settings/auth.py)
+        from .auth import apply_auth
+
+        apply_auth(c, cfg)
 
 
 def update_spawner(c: Config, cfg: dict) -> None:
@@ -105,6 +117,45 @@ def update_gpulab(c: Config, cfg: dict) -> None:
     c.GPULab.queue_settings = cfg["queue"]
 
 
+# What the quotas service may do with its own token: look people up and read their groups.
+QUOTAS_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups"]
+
+
+def _free_port() -> int:
+    # 'auto': the proxy routes /services/quotas/ to it, so any free local port does
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _quotas_service(cfg: dict) -> dict | None:
+    """quotas (``services/admin``): everyone may open it (their own quota); only hub admins
+    manage overrides there."""
+    quotas = cfg.get("services", {}).get("quotas", {})
+    if not quotas.get("enabled", True):
+        return None
+    url = quotas.get("url", "auto")
+    if url == "auto":
+        url = f"http://127.0.0.1:{_free_port()}"
+    root = cfg.get("_project_root") or str(Path(__file__).resolve().parents[2])
+    settings = {
+        "db_url": gpulab_db_url(cfg),
+        "quotas": cfg["quotas"],
+        "profiles_dir": cfg["profiles_dir"],
+        "default_profile": cfg["default_profile"],
+        "max_per_server": cfg["gpus"]["max_per_server"],
+    }
+    return {
+        "name": "quotas",
+        "url": url,
+        "command": [sys.executable, "-m", "services.admin"],
+        "cwd": root,
+        "environment": {"GPULAB_QUOTAS_SETTINGS": json.dumps(settings, default=str)},
+        "display": True,
+        "oauth_no_confirm": True,
+    }
+
+
 def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_scopes=()) -> dict:
     """A JupyterHub-managed gpulab service: same Python, same checkout, same gpulab.yaml."""
     root = cfg.get("_project_root") or str(Path(__file__).resolve().parents[2])
@@ -121,8 +172,9 @@ def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_
 
 
 def update_services(c: Config, cfg: dict) -> None:
-    """The billing service and the culler, each with a role of the least scopes it needs; every
-    user may open the billing pages (their own data only, the service enforces it)."""
+    """gpulab's hub services, each with a role of the least scopes it needs: billing, quotas
+    (overrides and audit) and the culler. Every user may open the billing and quotas pages
+    (their own data only; the services enforce it)."""
     services = list(c.JupyterHub.get("services", []))
     roles = list(c.JupyterHub.get("load_roles", []))
     user_scopes = ["self"]
@@ -133,6 +185,12 @@ def update_services(c: Config, cfg: dict) -> None:
     roles.append({"name": "gpulab-billing", "description": "gpulab billing: read users, groups",
                   "scopes": ["list:users", "read:users:groups", "read:groups"], "services": ["billing"]})
     user_scopes.append("access:services!service=billing")
+    quotas = _quotas_service(cfg)
+    if quotas:
+        services.append(quotas)
+        roles.append({"name": "gpulab-quotas-service", "description": "the quotas service: read users and their groups",
+                      "scopes": list(QUOTAS_SERVICE_SCOPES), "services": ["quotas"]})
+        user_scopes.append("access:services!service=quotas")
     if cfg["culler"]["enabled"]:
         services.append(_service("culler", cfg, "services.culler"))
         roles.append({"name": "gpulab-culler",

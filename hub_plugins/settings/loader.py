@@ -37,8 +37,11 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def read_secret(value: str, where: str) -> str:
-    """'env:NAME' reads an environment variable, 'file:/path' a file; anything else is literal."""
+def read_secret(value: str, where: str, min_length: int = 32) -> str:
+    """'env:NAME' reads an environment variable, 'file:/path' a file; anything else is literal.
+
+    ``min_length`` guards tokens we generate; secrets issued by others (an OAuth client secret,
+    an LDAP password) are checked only for being non-empty (``min_length=1``)."""
     if value.startswith("env:"):
         name = value[4:]
         if not os.environ.get(name):
@@ -52,8 +55,10 @@ def read_secret(value: str, where: str) -> str:
             raise ConfigError(f"{where}: cannot read {path}: {e.strerror}") from None
     else:
         secret = value
-    if len(secret) < 32:
-        raise ConfigError(f"{where}: a token must have at least 32 characters (generate one with `openssl rand -hex 32`)")
+    if min_length > 1 and len(secret) < min_length:
+        raise ConfigError(f"{where}: a token must have at least {min_length} characters (generate one with `openssl rand -hex 32`)")
+    if not secret:
+        raise ConfigError(f"{where}: the secret is empty")
     return secret
 
 
@@ -84,6 +89,9 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     quotas["overrides"] = quotas.get("overrides") or []
     _check_inventory(cfg)
     _check_references(cfg)
+    from .auth import check_auth  # auth's own cross-checks and secrets
+
+    check_auth(cfg)
     return cfg
 
 

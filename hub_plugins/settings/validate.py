@@ -15,8 +15,8 @@ _formats = FormatChecker()
 @_formats.checks("date", raises=ValueError)
 def _is_date(value) -> bool:
     # YAML turns 2026-12-01 into a date already; a string must be ISO too.
-    if value is None or isinstance(value, (dt.date, dt.datetime)):
-        return True  # null is allowed where the schema says so (e.g. an override without expiry)
+    if isinstance(value, (dt.date, dt.datetime)) or not isinstance(value, str):
+        return True  # null ("never expires") and non-strings are the type check's business
     dt.date.fromisoformat(value)
     return True
 

@@ -1,6 +1,6 @@
-"""Authenticators. The embedded default is NativeAuthenticator (sign-up, admin approval,
-password rules), maintained upstream; gpulab points JupyterHub at its templates and carries
-the two fixes its login page needs under JupyterHub 6 (see ``_LoginHandler``)."""
+"""Built-in accounts: NativeAuthenticator (sign-up, admin approval, password rules), maintained
+upstream; gpulab points JupyterHub at its templates and carries the two fixes its login page needs
+under JupyterHub 6 (see ``_LoginHandler``), plus a message that says when an account is locked."""
 
 from __future__ import annotations
 
@@ -33,7 +33,23 @@ class _LoginHandler(native_handlers.LoginHandler):
     def _render(self, login_error=None, username=None, **_ignored):
         # JupyterHub 6 renders login errors through _render(**namespace) (e.g. a missing XSRF
         # token); nativeauthenticator 1.3.0's _render takes two arguments and raised TypeError.
-        return super()._render(login_error=login_error, username=username)
+        locked = locked_message(self.authenticator, username) if login_error else ""
+        return super()._render(login_error=locked or login_error, username=username)
+
+
+def locked_message(authenticator, username: str | None) -> str:
+    """Upstream answers a locked account with "Invalid username or password." even when the
+    password is right, so people retry (and stay locked); say what is going on instead."""
+    if not username or not authenticator.allowed_failed_logins:
+        return ""
+    name = authenticator.normalize_username(username)
+    if not authenticator.is_blocked(name):
+        return ""
+    wait = authenticator.seconds_before_next_try
+    return (
+        f"Too many failed sign-in attempts for {name}: this account is locked for "
+        f"{wait} seconds after the last attempt. Wait, then try again (or ask an admin)."
+    )
 
 
 class GPULabNativeAuthenticator(NativeAuthenticator):

@@ -1,0 +1,72 @@
+"""Entry point JupyterHub starts (``python -m services.admin``), with settings from the hub:
+
+- ``GPULAB_QUOTAS_SETTINGS``: JSON with ``db_url``, ``quotas``, ``profiles_dir``,
+  ``default_profile``, ``max_per_server`` (what gpulab.yaml says; see ``update_services``);
+- JupyterHub's own service variables (``JUPYTERHUB_SERVICE_URL``, ``JUPYTERHUB_API_TOKEN``, ...).
+"""
+
+from __future__ import annotations
+
+import sys
+
+# jsonschema compiles an RFC 3987 grammar at import when rfc3987-syntax is installed (jupyterlab
+# brings it): a second of start-up, during which the hub waits, for IRI formats never checked here.
+sys.modules.setdefault("rfc3987_syntax", None)
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+from urllib.parse import urlparse  # noqa: E402
+
+from tornado.ioloop import IOLoop, PeriodicCallback  # noqa: E402
+
+from hub_plugins.core import GPULab  # noqa: E402
+
+from .app import make_app  # noqa: E402
+from .core import QuotaAdmin  # noqa: E402
+
+SETTINGS_VAR = "GPULAB_QUOTAS_SETTINGS"
+
+
+def core_from_settings(settings: dict) -> GPULab:
+    return GPULab(
+        db_url=settings["db_url"],
+        quotas=settings["quotas"],
+        profiles_dir=settings["profiles_dir"],
+        default_profile=settings.get("default_profile", ""),
+        max_gpus_per_server=settings.get("max_per_server", 4),
+    )
+
+
+def exit_with_the_hub(hub_pid: int):
+    """A hub killed with -9 cannot stop its managed services: leave when it is gone (the next hub
+    starts its own, with a new token), instead of lingering on the port."""
+
+    def check():
+        if os.getppid() != hub_pid:
+            logging.warning("the hub (pid %d) is gone; stopping", hub_pid)
+            IOLoop.current().stop()
+
+    return check
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s quotas] %(message)s")
+    raw = os.environ.get(SETTINGS_VAR)
+    if not raw:
+        print(f"quotas service: {SETTINGS_VAR} is not set; the hub sets it when it starts this service",
+              file=sys.stderr)
+        return 2
+    admin = QuotaAdmin(core_from_settings(json.loads(raw)))
+    admin.core.db  # create/upgrade gpulab's tables before the first request
+    url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
+    app = make_app(admin)
+    app.listen(url.port, url.hostname)
+    logging.info("listening on %s, prefix %s", url.geturl(), os.environ.get("JUPYTERHUB_SERVICE_PREFIX"))
+    PeriodicCallback(exit_with_the_hub(os.getppid()), 5000).start()
+    IOLoop.current().start()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

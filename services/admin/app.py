@@ -1,0 +1,280 @@
+"""The quotas service: a thin tornado app over ``core.QuotaAdmin``.
+
+Runs as a JupyterHub managed service (``/services/quotas/``). Pages sign people in through the
+hub (HubOAuth); the REST API takes the same cookie or a hub token (``Authorization: token``).
+Everyone with access to the service sees their own quota; only hub admins manage overrides.
+
+Pages: ``/`` (your quota), ``/admin`` (overrides, audit). API: ``api/me``, ``api/overrides``
+(GET, POST), ``api/overrides/{id}`` (GET, DELETE), ``api/audit``, ``api/users/{name}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from pathlib import Path
+from urllib.parse import quote
+
+import jinja2
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.utils import url_path_join
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+from .core import AdminError, QuotaAdmin, valid_user_name
+from .forms import form_to_override
+
+IDENT = r"(?:db|config):[0-9]+"  # override ids
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")), autoescape=True,
+    trim_blocks=True, lstrip_blocks=True,
+)
+
+
+class Hub:
+    """The few hub API calls the service makes, with its own (least-privilege) token."""
+
+    def __init__(self, api_url: str, token: str):
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.http = AsyncHTTPClient()
+
+    async def user(self, name: str) -> dict | None:
+        req = HTTPRequest(f"{self.api_url}/users/{quote(name, safe='')}",
+                          headers={"Authorization": f"token {self.token}"})
+        resp = await self.http.fetch(req, raise_error=False)
+        if resp.code == 404:
+            return None
+        if resp.code != 200:
+            raise web.HTTPError(502, f"The hub answered {resp.code} when asked about user {name}.")
+        return json.loads(resp.body)
+
+
+class Base(HubOAuthenticated, web.RequestHandler):
+    @property
+    def admin(self) -> QuotaAdmin:
+        return self.settings["quota_admin"]
+
+    @property
+    def hub(self) -> Hub:
+        return self.settings["hub"]
+
+    @property
+    def user_name(self) -> str:
+        """Who acts (recorded in the audit trail): a user's name, or 'service:<name>'."""
+        m = self.current_user
+        return m["name"] if m.get("kind", "user") == "user" else f"service:{m['name']}"
+
+    @property
+    def is_admin(self) -> bool:
+        """Hub admins; a service (automation token) only if its token holds admin:users."""
+        m = self.current_user
+        if not m:
+            return False
+        if m.get("kind", "user") == "user":
+            return bool(m.get("admin"))
+        return "admin:users" in m.get("scopes", [])
+
+    async def run(self, fn, *args, **kw):
+        """Database work off the event loop (SQLite waits for the allocator's write lock)."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kw)
+        except AdminError as e:
+            raise web.HTTPError(e.status, "%s", e.message) from None
+
+    async def user_exists(self, name: str) -> bool:
+        return valid_user_name(name) and await self.hub.user(name) is not None
+
+
+class Api(Base):
+    def check_signed_in(self, person: bool = True):
+        if not self.current_user:
+            raise web.HTTPError(403, "Sign in through the hub, or send a hub token (Authorization: token ...).")
+        if person and self.current_user.get("kind", "user") != "user":
+            raise web.HTTPError(403, "Only people have a quota; ask about a user with GET api/users/<name>.")
+
+    def check_admin(self):
+        self.check_signed_in(person=False)
+        if not self.is_admin:
+            raise web.HTTPError(403, "Only hub admins manage quota overrides. Your own quota: GET api/me.")
+
+    def write_json(self, data, status: int = 200):
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def body(self):
+        try:
+            return json.loads(self.request.body or b"{}")
+        except ValueError:
+            raise web.HTTPError(400, "The request body must be JSON.") from None
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = exc.get_message() if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+
+class MeApi(Api):
+    async def get(self):
+        self.check_signed_in()
+        m = self.current_user
+        self.write_json(await self.run(self.admin.user_view, m["name"], m.get("groups", []), self.is_admin))
+
+
+class OverridesApi(Api):
+    async def get(self):
+        self.check_admin()
+        user = self.get_argument("user", None)
+        expired = self.get_argument("include_expired", "0") in ("1", "true", "yes")
+        self.write_json(await self.run(self.admin.list_overrides, user, expired))
+
+    async def post(self):
+        self.check_admin()
+        body = self.body()
+        name = body.get("user") if isinstance(body, dict) else None
+        exists = isinstance(name, str) and await self.user_exists(name)
+        created = await self.run(self.admin.create_override, body, self.user_name, lambda _n: exists)
+        self.write_json(created, 201)
+
+
+class OverrideApi(Api):
+    async def get(self, ident):
+        self.check_admin()
+        found = await self.run(self.admin.store.get, ident)
+        if found is None:
+            raise web.HTTPError(404, f"There is no override '{ident}'.")
+        self.write_json(found)
+
+    async def delete(self, ident):
+        self.check_admin()
+        reason = self.get_argument("reason", "")
+        if not reason and self.request.body:
+            body = self.body()
+            reason = body.get("reason", "") if isinstance(body, dict) else ""
+        self.write_json(await self.run(self.admin.remove_override, ident, self.user_name, str(reason)))
+
+
+class AuditApi(Api):
+    async def get(self):
+        self.check_admin()
+        try:
+            limit = int(self.get_argument("limit", "100"))
+        except ValueError:
+            raise web.HTTPError(400, "'limit' must be a whole number.") from None
+        self.write_json(await self.run(self.admin.audit, limit, self.get_argument("user", None)))
+
+
+class UserApi(Api):
+    async def get(self, name):
+        self.check_admin()
+        model = await self.hub.user(name) if valid_user_name(name) else None
+        if model is None:
+            raise web.HTTPError(404, f"There is no user '{name}' on this hub.")
+        self.write_json(await self.run(self.admin.user_view, name, model.get("groups", []), model.get("admin", False)))
+
+
+# -- pages -------------------------------------------------------------------------------------
+class Page(Base):
+    def render_page(self, template: str, status: int = 200, **ns):
+        self.set_status(status)
+        prefix = self.settings["prefix"]
+        self.finish(_templates.get_template(template).render(
+            prefix=prefix, hub_prefix=self.settings["hub_prefix"], user=self.current_user, is_admin=self.is_admin,
+            xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token, **ns))
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = exc.get_message() if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+        self.finish(_templates.get_template("error.html").render(
+            prefix=self.settings["prefix"], hub_prefix=self.settings["hub_prefix"], user=None, is_admin=False,
+            status=status_code, message=message))
+
+
+class MyQuotaPage(Page):
+    @web.authenticated
+    async def get(self):
+        m = self.current_user
+        view = await self.run(self.admin.user_view, m["name"], m.get("groups", []), self.is_admin)
+        self.render_page("me.html", v=view)
+
+
+class AdminPage(Page):
+    def check_admin(self):
+        if not self.is_admin:
+            raise web.HTTPError(403, "Only hub admins manage quota overrides. Your own quota is on the "
+                                     "'Your quota' page.")
+
+    async def show(self, status=200, error="", form=None, done=""):
+        overrides = await self.run(self.admin.list_overrides, None, False)
+        audit = await self.run(self.admin.audit, 30)
+        self.render_page("admin.html", status, overrides=overrides, audit=audit, error=error, form=form or {},
+                         done=done, profiles=self.admin.profiles)
+
+    @web.authenticated
+    async def get(self):
+        self.check_admin()
+        done = ""
+        created, removed = self.get_argument("created", ""), self.get_argument("removed", "")
+        # only ids are echoed: a crafted link cannot put other words on an admin's page
+        if re.fullmatch(IDENT, created):
+            done = f"Override {created} added; it applies from the user's next spawn."
+        elif re.fullmatch(IDENT, removed):
+            done = f"Override {removed} removed; it no longer applies from the next spawn."
+        await self.show(done=done)
+
+    @web.authenticated
+    async def post(self):
+        self.check_admin()
+        form = {k: self.get_argument(k, "") for k in
+                ("user", "max_gpus", "max_gpus_per_server", "max_servers", "profiles", "gpu_types",
+                 "expires", "reason", "approved_by")}
+        try:
+            body = form_to_override(form)
+            exists = await self.user_exists(body["user"])
+            created = await asyncio.to_thread(self.admin.create_override, body, self.user_name, lambda _n: exists)
+        except AdminError as e:
+            return await self.show(e.status, e.message, form)
+        self.redirect(url_path_join(self.settings["prefix"], "admin") + f"?created={quote(created['id'])}")
+
+
+class RemovePage(Page):
+    @web.authenticated
+    async def post(self, ident):
+        if not self.is_admin:
+            raise web.HTTPError(403, "Only hub admins manage quota overrides.")
+        await self.run(self.admin.remove_override, ident, self.user_name, self.get_argument("reason", ""))
+        self.redirect(url_path_join(self.settings["prefix"], "admin") + f"?removed={quote(ident)}")
+
+
+def make_app(quota_admin: QuotaAdmin, prefix: str | None = None) -> web.Application:
+    prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/quotas/")
+    hub_prefix = url_path_join(os.environ.get("JUPYTERHUB_BASE_URL", "/"), "hub/")
+    hub = Hub(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
+    oauth = HubOAuth.instance(api_token=os.environ["JUPYTERHUB_API_TOKEN"], cache_max_age=10)
+    route = lambda path: url_path_join(prefix, path)  # noqa: E731
+    ident = f"({IDENT})"
+    return web.Application(
+        [
+            (route("oauth_callback"), HubOAuthCallbackHandler),
+            (route("api/me"), MeApi),
+            (route("api/overrides"), OverridesApi),
+            (route(f"api/overrides/{ident}"), OverrideApi),
+            (route("api/audit"), AuditApi),
+            (route("api/users/([^/]+)"), UserApi),
+            (route("admin"), AdminPage),
+            (route(f"admin/overrides/{ident}/remove"), RemovePage),
+            (prefix, MyQuotaPage),
+            (prefix.rstrip("/"), web.RedirectHandler, {"url": prefix}),
+        ],
+        quota_admin=quota_admin,
+        hub=hub,
+        hub_auth=oauth,
+        prefix=prefix,
+        hub_prefix=hub_prefix,
+        cookie_secret=os.urandom(32),
+        login_url=oauth.login_url,
+    )
