@@ -20,10 +20,10 @@ c = get_config()  # noqa: F821
 _path = config_path(HERE)
 try:
     gpulab = load(_path)
+    gpulab["_project_root"] = str(ROOT)
+    apply_all(c, gpulab)  # a few checks need the hub's environment (e.g. JUPYTERHUB_CRYPT_KEY)
 except ConfigError as e:
     print(f"\ngpulab: the hub will not start, fix {_path} first:\n{e}\n", file=sys.stderr)
     sys.exit(2)
-gpulab["_project_root"] = str(ROOT)
-apply_all(c, gpulab)
 
 # ---- site-specific JupyterHub settings below this line ----

@@ -79,9 +79,6 @@ def check_auth(cfg: dict) -> None:
         if kind == "ldap":
             raise ConfigError("auth.refresh_seconds: LDAP cannot re-read groups without the person's password; "
                               "their groups are read at every sign-in")
-        if not os.environ.get("JUPYTERHUB_CRYPT_KEY"):
-            raise ConfigError("auth.refresh_seconds keeps each person's IdP tokens in the hub's database, "
-                              "encrypted: set JUPYTERHUB_CRYPT_KEY (e.g. `openssl rand -hex 32`) in the hub's environment")
     _check_roles(auth["roles"])
     _check_quota_groups_reachable(cfg)
     if kind == "google":
@@ -145,6 +142,11 @@ def apply_auth(c: Config, cfg: dict) -> None:
     """Configure the identity-provider authenticator selected by ``auth.kind`` (not native)."""
     auth = cfg["auth"]
     kind = auth["kind"]
+    # checked here, in the hub, not when the file is loaded: services read gpulab.yaml too and
+    # never get the crypt key
+    if auth["refresh_seconds"] is not None and not os.environ.get("JUPYTERHUB_CRYPT_KEY"):
+        raise ConfigError("auth.refresh_seconds keeps each person's IdP tokens in the hub's database, "
+                          "encrypted: set JUPYTERHUB_CRYPT_KEY (e.g. `openssl rand -hex 32`) in the hub's environment")
     cls = TRAIT_CLASS[kind]
     section = dict(auth[kind])
     c.JupyterHub.authenticator_class = CLASSES[kind]
