@@ -64,6 +64,8 @@ class Hub:
             "quotas": quotas or {"default": {"max_gpus": 1, "max_servers": 3}},
             "auth": {"native": {"minimum_password_length": 8, "check_common_password": False}},
             "local": local or {},
+            # MLflow (a service with its own server) only where a test asks for it: extra={"mlflow": ...}
+            "mlflow": {"enabled": False},
         }
         for key, value in (extra or {}).items():
             self.config[key] = value

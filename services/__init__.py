@@ -1,0 +1,1 @@
+"""Hub-managed services that ship with gpulab (each in its own package)."""
