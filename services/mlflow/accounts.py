@@ -42,8 +42,9 @@ class Accounts:
         self.key = key
         self._synced.clear()
 
-    async def call(self, method: str, path: str, body: dict | None = None, params: dict | None = None):
-        url = f"{self.base}/api/2.0/mlflow/{path}"
+    async def call(self, method: str, path: str, body: dict | None = None, params: dict | None = None,
+                   version: int = 2):
+        url = f"{self.base}/api/{version}.0/mlflow/{path}"
         if params:
             url += "?" + urlencode(params)
         req = HTTPRequest(
@@ -95,10 +96,8 @@ class Accounts:
             if code != 200:
                 raise MLflowError(f"cannot create experiment {name}: {code} {data.get('message', data)}")
             exp_id = data["experiment_id"]
-        perm = {"experiment_id": exp_id, "username": owner, "permission": "MANAGE"}
-        code, data = await self.call("POST", "experiments/permissions/create", perm)
-        if code != 200:  # already granted (maybe lower): make it MANAGE
-            code, data = await self.call("PATCH", "experiments/permissions/update", perm)
-        if code != 200:
+        grant = {"username": owner, "resource_type": "experiment", "resource_id": exp_id, "permission": "MANAGE"}
+        code, data = await self.call("POST", "users/permissions/grant", grant, version=3)
+        if code != 200 and data.get("error_code") != "RESOURCE_ALREADY_EXISTS":
             raise MLflowError(f"cannot grant {owner} experiment {name}: {code} {data.get('message', data)}")
         return exp_id
