@@ -28,7 +28,9 @@ def prefix():
 
 @pytest.fixture(scope="module")
 def hub(module_hub_factory, docker_engine, base_image, prefix):
-    return module_hub_factory(quotas=QUOTAS, extra=docker_hub_config(docker_engine, prefix))
+    extra = docker_hub_config(docker_engine, prefix)
+    extra["mlflow"] = {"enabled": True}
+    return module_hub_factory(quotas=QUOTAS, extra=extra)
 
 
 def container(client, name):
@@ -167,3 +169,22 @@ def test_hub_restart_reconciles(hub, docker_client, prefix):
     assert [a["user_name"] for a in hub.allocations()] == ["hank"]
     assert ivy["state"]["gpus"][0] not in held(hub, "hank")
     hub.stop_server("hank")
+
+
+def test_mlflow_from_inside_a_container(hub, docker_client, prefix):
+    """The container's own Python (the image's MLflow client) logs a run with the injected
+    variables, over the hub's proxy on 127.0.0.1 (host networking)."""
+    hub.create_users("mona")
+    server = hub.start_server("mona", {"gpus": 1}, timeout=120)
+    code = ("import mlflow, json\n"
+            "with mlflow.start_run() as r: mlflow.log_metric('acc', 0.9)\n"
+            "t = mlflow.MlflowClient().get_run(r.info.run_id).data.tags\n"
+            "print(json.dumps({'exp': mlflow.get_experiment(r.info.experiment_id).name, 'tags': t}))")
+    res = container(docker_client, f"{prefix}-mona").exec_run(["python", "-c", code])
+    assert res.exit_code == 0, res.output.decode()[-2000:]
+    import json
+
+    got = json.loads(res.output.decode().strip().splitlines()[-1])
+    assert got["exp"] == "mona/minimal"
+    assert got["tags"]["gpulab.user"] == "mona" and got["tags"]["gpulab.gpus"] == server["state"]["gpus"][0]
+    hub.stop_server("mona")
