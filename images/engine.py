@@ -20,11 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-HOOK = """#!/bin/sh
+HOOK = r"""#!/bin/sh
 # Stub of nvidia-container-runtime-hook (no GPU here): record what the container asked for.
-state=$(cat)
-bundle=$(printf '%s' "$state" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["bundle"])')
-env=$(/usr/bin/python3 -c 'import json,sys; print(" ".join(e for e in json.load(open(sys.argv[1] + "/config.json"))["process"]["env"] if e.startswith("NVIDIA_")))' "$bundle")
+# Plain sh/sed/grep (no Python): it runs on every GPU container's start.
+bundle=$(sed -n 's/.*"bundle": *"\([^"]*\)".*/\1/p')
+env=$(grep -o '"NVIDIA_[A-Z_]*=[^"]*"' "$bundle/config.json" | tr -d '"' | tr '\n' ' ')
 echo "$(date -u +%FT%TZ) args=[$*] $env" >> "{log}"
 exit 0
 """
