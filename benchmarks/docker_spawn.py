@@ -1,9 +1,10 @@
 """Spawn-to-ready of gpulab's Docker backend vs plain DockerSpawner, same image, same run.
 
-One hub (gpulab's config, ``backend: docker``), one private Docker engine, the base image
-(``gpulab/base``, built the CI way if missing). Rounds alternate (stock, gpulab, stock, gpulab)
-so that drift hits both. Each round spawns servers one after the other through the REST API and
-times POST -> ``ready`` (the hub has seen JupyterLab answer), then stops each.
+Two hubs with gpulab's config (``backend: docker``) run side by side on one private Docker
+engine with the base image (``gpulab/base``, built the CI way if missing); one uses the stock
+spawner. Spawns alternate between them one at a time (stock, gpulab, gpulab, stock, ...), so that
+the machine's load drifts over both alike. Each spawn is timed from the REST ``POST`` to
+``ready`` (the hub has seen JupyterLab answer), then the server is stopped.
 
 - stock: DockerSpawner with the few lines host networking needs (pick the port, report
   127.0.0.1:port; see ``stock_docker.py``); no options, no GPUs.
@@ -51,29 +52,26 @@ def ensure_image(engine: DockerEngine, image: str) -> None:
                        env=dict(os.environ, DOCKER_HOST=engine.host), check=True)
 
 
-def one_round(hub: Hub, users: list[str], body) -> list[float]:
-    times = []
-    for u in users:
-        t0 = time.perf_counter()
-        st, payload = hub.spawn(u, body)
-        if st not in (201, 202):
-            raise RuntimeError(f"spawn {u}: {st} {payload}")
-        while True:
-            s = hub.server_model(u)
-            if s and s.get("ready"):
-                break
-            if s is None:
-                raise RuntimeError(f"spawn {u} failed:\n{hub.log_tail()}")
-            time.sleep(0.05)
-        times.append(time.perf_counter() - t0)
-        hub.stop_server(u)
-    return times
+def spawn_once(hub: Hub, user: str, body) -> float:
+    t0 = time.perf_counter()
+    st, payload = hub.spawn(user, body)
+    if st not in (201, 202):
+        raise RuntimeError(f"spawn {user}: {st} {payload}")
+    while True:
+        s = hub.server_model(user)
+        if s and s.get("ready"):
+            break
+        if s is None:
+            raise RuntimeError(f"spawn {user} failed:\n{hub.log_tail()}")
+        time.sleep(0.05)
+    took = time.perf_counter() - t0
+    hub.stop_server(user)
+    return took
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--servers", type=int, default=10, help="spawns per round")
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--servers", type=int, default=20, help="timed spawns per spawner")
     ap.add_argument("--engine-root", default=os.environ.get("GPULAB_BENCH_DOCKER_ROOT", ""),
                     help="reuse a private engine (and its images) in this directory")
     args = ap.parse_args()
@@ -85,30 +83,35 @@ def main() -> int:
     ensure_image(engine, image)
     # the hub imports the baseline spawner (benchmarks/stock_docker.py) from the checkout
     os.environ.update(GPULAB_BENCH_DOCKER_HOST=engine.host, GPULAB_BENCH_IMAGE=image, PYTHONPATH=str(ROOT))
-    hub = Hub(root / "hub", inventory="4xA100-80GB", quotas={"default": {"max_gpus": 1, "max_servers": 1}},
-              extra={"backend": "docker", "docker": {"host": engine.host, "name_prefix": "bench"}})
-    hub.config["hub"].update(poll_interval=30, log_level="WARN")
-    stock_args = ["--JupyterHub.spawner_class=benchmarks.stock_docker.StockHostDockerSpawner"]
+    hubs = {}
+    for variant in ("stock", "gpulab"):
+        hub = Hub(root / variant, inventory="4xA100-80GB", quotas={"default": {"max_gpus": 1, "max_servers": 1}},
+                  extra={"backend": "docker", "docker": {"host": engine.host, "name_prefix": f"bench{variant}"}})
+        hub.config["hub"].update(poll_interval=30, log_level="WARN")
+        hubs[variant] = hub
+    bodies = {"stock": {}, "gpulab": {"profile": "minimal", "gpus": 1}}
     results: dict[str, list[float]] = {"stock": [], "gpulab": []}
     try:
-        for i in range(args.rounds):
-            for variant in ("stock", "gpulab"):
-                hub.start(extra_args=stock_args if variant == "stock" else [])
-                users = [f"{variant[0]}{i}x{j:02d}" for j in range(args.servers)]
-                hub.api("POST", "/users", {"usernames": users})
-                body = {} if variant == "stock" else {"profile": "minimal", "gpus": 1}
-                one_round(hub, users[:1], body)  # warm-up (first container start, imports)
-                t = one_round(hub, users[1:], body)
-                results[variant] += t
-                hub.terminate()
-                print(f"round {i + 1} {variant}: p50 {statistics.median(t):.2f} s", flush=True)
+        hubs["stock"].start(extra_args=["--JupyterHub.spawner_class=benchmarks.stock_docker.StockHostDockerSpawner"])
+        hubs["gpulab"].start()
+        for variant, hub in hubs.items():
+            hub.api("POST", "/users", {"usernames": [f"u{j:03d}" for j in range(args.servers + 1)]})
+            spawn_once(hub, "u000", bodies[variant])  # warm-up (first container, imports)
+        for j in range(1, args.servers + 1):
+            order = ("stock", "gpulab") if j % 2 else ("gpulab", "stock")
+            for variant in order:
+                results[variant].append(spawn_once(hubs[variant], f"u{j:03d}", bodies[variant]))
+            if j % 5 == 0:
+                print(f"{j} spawns each: p50 stock {statistics.median(results['stock']):.2f} s, "
+                      f"gpulab {statistics.median(results['gpulab']):.2f} s", flush=True)
     finally:
-        hub.close()
+        for hub in hubs.values():
+            hub.close()
         if not args.engine_root:
             engine.stop()
             subprocess.run(["rm", "-rf", str(root)], capture_output=True)
     s, g = results["stock"], results["gpulab"]
-    print(f"\nDocker spawn-to-ready: {len(s)} spawns each, {args.rounds} rounds interleaved, image {image}\n")
+    print(f"\nDocker spawn-to-ready: {len(s)} spawns each, alternating, image {image}\n")
     print(f"{'':16}{'stock':>10}{'gpulab':>10}{'ratio':>9}")
     for label, q in (("p50 (s)", 0.5), ("p95 (s)", 0.95)):
         a, b = pct(s, q), pct(g, q)

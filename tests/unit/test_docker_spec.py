@@ -103,7 +103,7 @@ def test_guarantees_never_exceed_limits_and_shm_follows_memory():
 def test_host_config_shape():
     hc = spec.host_config(volume="gpulab-home-a", home="/home/jovyan", gpus=["2"], res=spec.Resources(cpu_limit=1),
                           extra_binds={"/data": {"bind": "/data", "mode": "ro"}}, pids_limit=100)
-    assert hc["network_mode"] == "host" and hc["auto_remove"] is True
+    assert hc["network_mode"] == "host" and hc["auto_remove"] is False
     assert hc["binds"]["gpulab-home-a"] == {"bind": "/home/jovyan", "mode": "rw"} and "/data" in hc["binds"]
     assert hc["security_opt"] == ["no-new-privileges:true"] and hc["pids_limit"] == 100
     assert spec.merge(hc, {"binds": {"/x": {"bind": "/x"}}, "shm_size": 1})["binds"].keys() >= {"/x", "/data"}

@@ -148,8 +148,19 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
     def images(self) -> ImageCache:
         cls = type(self)
         if cls._image_cache is None:
-            cls._image_cache = ImageCache(lambda: self.client, self.image_cache_seconds)
+            cls._image_cache = ImageCache(self._quick_client, self.image_cache_seconds)
         return cls._image_cache
+
+    def _quick_client(self):
+        """A client with a short timeout for the image list: it may be asked on the event loop
+        (request parsing), where a dead engine must not stall the hub for a minute."""
+        cls = type(self)
+        if getattr(cls, "_quick", None) is None:
+            kwargs = {"version": "auto", **docker.utils.kwargs_from_env(), **self.client_kwargs, "timeout": 3}
+            if self.tls_config:
+                kwargs["tls"] = docker.tls.TLSConfig(**self.tls_config)
+            cls._quick = docker.APIClient(**kwargs)
+        return cls._quick
 
     def gpulab_profile_available(self, profile):
         if not profile.image:
@@ -216,9 +227,10 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
             if time.monotonic() >= next_poll:  # has the container died? (one inspect per 0.5 s)
                 status = await self.poll()
                 if status is not None:
+                    last = await self._log_tail()
                     raise SpawnException(
-                        f"The server exited while starting ({status}). Its output is in "
-                        f"`docker logs` of the container; ask an admin if it keeps happening.",
+                        f"The server exited while starting ({status})"
+                        + (f": {last[-1]}" if last else "") + ". Ask an admin if it keeps happening.",
                         reason="exited", status_code=500,
                     )
                 next_poll = time.monotonic() + 0.5
@@ -288,6 +300,19 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         value = self._eval_if_callable(value)
         return (await maybe_future(value)) or {}
 
+    async def _log_tail(self, lines: int = 20) -> list[str]:
+        """The end of a dead container's output, into the hub's log (the container is removed
+        when JupyterHub stops the server)."""
+        try:
+            raw = await self.docker("logs", self.object_name, tail=lines)
+        except docker.errors.APIError:
+            return []
+        out = raw.decode(errors="replace").strip().splitlines()
+        if out:
+            self.log.warning("[gpulab] %s: container %s exited while starting:\n%s",
+                             self._log_name, self.object_name, "\n".join(out))
+        return out
+
     # -- state -----------------------------------------------------------------------------
     def get_state(self):
         state = super().get_state()
@@ -305,8 +330,13 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
     def reconciler(self) -> Reconciler:
         cls = type(self)
         if cls._reconciler is None:
+            executor, client = self.executor, self.client  # class-wide; the reconciler outlives spawners
+
+            async def call(method, *args, **kwargs):
+                return await asyncio.wrap_future(executor.submit(getattr(client, method), *args, **kwargs))
+
             cls._reconciler = Reconciler(
-                docker_call=self.docker, hub_id=self.hub_id, live=self._live_servers,
+                docker_call=call, hub_id=self.hub_id, live=self._live_servers,
                 remove=self.remove_orphans, grace=self.orphan_grace_seconds, log=self.log,
             )
         return cls._reconciler

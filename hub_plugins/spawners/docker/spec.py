@@ -176,13 +176,14 @@ def resources(profile, quota_limits, shm_size: int | None = None) -> Resources:
 
 def host_config(*, volume: str, home: str, gpus, res: Resources, extra_binds: dict | None = None,
                 no_new_privileges: bool = True, pids_limit: int | None = None) -> dict[str, Any]:
-    """Host networking (the server listens on 127.0.0.1:<port>), removed when it exits (the
-    allocation changes every start, and a container's devices cannot), the home volume."""
+    """Host networking (the server listens on 127.0.0.1:<port>) and the home volume. Not
+    auto-removed: the spawner removes it when the server stops (the allocation changes every
+    start, and a container's devices cannot), after it could read why a failed start failed."""
     binds = dict(extra_binds or {})
     binds[volume] = {"bind": home, "mode": "rw"}
     hc: dict[str, Any] = {
         "network_mode": "host",
-        "auto_remove": True,
+        "auto_remove": False,
         "binds": binds,
         **res.host_config(),
     }
