@@ -57,15 +57,19 @@ async def fetch_credentials(cfg: MLflowEnv, claims: dict) -> dict:
                       headers={"Authorization": f"token {cfg.service_token}", "Content-Type": "application/json"},
                       request_timeout=30)
     while True:
-        resp = await AsyncHTTPClient().fetch(req, raise_error=False)
-        if resp.code == 200:
-            return json.loads(resp.body)
-        if resp.code not in (503, 599) or time.monotonic() > deadline:
+        try:
+            resp = await AsyncHTTPClient().fetch(req, raise_error=False)
+            code, body, error = resp.code, resp.body, resp.error
+        except OSError as e:  # the service is not listening (yet)
+            code, body, error = 599, b"", e
+        if code == 200:
+            return json.loads(body)
+        if code not in (503, 599) or time.monotonic() > deadline:
             try:
-                why = json.loads(resp.body or b"{}").get("message", "")
+                why = json.loads(body or b"{}").get("message", "")
             except ValueError:
                 why = ""
-            raise RuntimeError(f"{resp.code} {why or resp.error or ''}".strip())
+            raise RuntimeError(f"{code} {why or error or ''}".strip())
         await asyncio.sleep(0.5)
 
 

@@ -156,8 +156,8 @@ class ProxyHandler(HubOAuthenticated, Base):
             await self.svc.accounts.ensure_user(self.identity.user, self.identity.admin)
         except MLflowError as e:
             return self.json_error(502, str(e))
-        self.path = self.request.path[len(self.svc.prefix.rstrip("/")):]
-        if not policy.needs_body(self.path) and self.request.method in ("POST", "PUT", "PATCH"):
+        self.upath = self.request.path[len(self.svc.prefix.rstrip("/")):]
+        if not policy.needs_body(self.upath) and self.request.method in ("POST", "PUT", "PATCH"):
             # stream the body (artifact uploads can be large) while it arrives
             self._queue = asyncio.Queue(maxsize=16)
             self._upstream = asyncio.ensure_future(self.forward(body_producer=self.produce))
@@ -180,10 +180,10 @@ class ProxyHandler(HubOAuthenticated, Base):
             await self._upstream
             return
         body = b"".join(self._chunks)
-        why = policy.refusal(self.path, self.request.method, body, self.identity.user, self.identity.admin)
+        why = policy.refusal(self.upath, self.request.method, body, self.identity.user, self.identity.admin)
         if why:
             return self.json_error(403, why)
-        if policy.needs_body(self.path) and "runs/create" in self.path:
+        if policy.needs_body(self.upath) and "runs/create" in self.upath:
             c = self.identity.claims
             tags = (policy.run_tags(c.user, c.server, c.profile, c.gpus, c.gpu_type) if c
                     else policy.run_tags(self.identity.user))

@@ -158,3 +158,43 @@ def test_mlflow_off_adds_nothing(tmp_path):
 def test_bad_docker_and_mlflow_config(tmp_path, data, where):
     with pytest.raises(ConfigError, match=where):
         load(write(tmp_path, data))
+
+
+class FakeSpawner:
+    def __init__(self, config):
+        import logging
+
+        self.config, self.name, self._log_name, self.events = config, "", "alice", []
+        self.user = type("U", (), {"name": "alice", "admin": False})()
+        self.log = logging.getLogger("test")
+
+    def gpulab_event(self, message, progress=None):
+        self.events.append(message)
+
+
+async def test_provider_starts_servers_without_mlflow_when_it_is_down():
+    import socket
+
+    from hub_plugins.mlflow.provider import mlflow_env
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = Config()
+    c.MLflowEnv.service_url = f"http://127.0.0.1:{port}/services/mlflow/"
+    c.MLflowEnv.service_token = "t" * 64
+    c.MLflowEnv.wait_seconds = 1
+    MLflowEnv.clear_instance()
+    try:
+        sp = FakeSpawner(c)
+        prof = type("P", (), {"name": "minimal"})()
+        assert await mlflow_env(sp, None, prof) == {}
+        assert "starts without MLflow" in sp.events[-1]
+        c.MLflowEnv.required = True
+        MLflowEnv.clear_instance()
+        from jupyterhub.spawner import SpawnException
+
+        with pytest.raises(SpawnException, match="MLflow is unavailable"):
+            await mlflow_env(FakeSpawner(c), None, prof)
+    finally:
+        MLflowEnv.clear_instance()
