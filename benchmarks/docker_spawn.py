@@ -72,6 +72,9 @@ def spawn_once(hub: Hub, user: str, body) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--servers", type=int, default=20, help="timed spawns per spawner")
+    ap.add_argument("--gpulab-arg", action="append", default=[],
+                    help="extra command-line setting for the gpulab hub (ablations), e.g. "
+                         "--gpulab-arg=--DockerGPUSpawner.watch_start=False (JupyterHub's own wait)")
     ap.add_argument("--engine-root", default=os.environ.get("GPULAB_BENCH_DOCKER_ROOT", ""),
                     help="reuse a private engine (and its images) in this directory")
     args = ap.parse_args()
@@ -93,7 +96,7 @@ def main() -> int:
     results: dict[str, list[float]] = {"stock": [], "gpulab": []}
     try:
         hubs["stock"].start(extra_args=["--JupyterHub.spawner_class=benchmarks.stock_docker.StockHostDockerSpawner"])
-        hubs["gpulab"].start()
+        hubs["gpulab"].start(extra_args=args.gpulab_arg)
         for variant, hub in hubs.items():
             hub.api("POST", "/users", {"usernames": [f"u{j:03d}" for j in range(args.servers + 1)]})
             spawn_once(hub, "u000", bodies[variant])  # warm-up (first container, imports)

@@ -208,7 +208,7 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         """As the mixin's, probing every ``ready_probe_interval`` s: JupyterHub's
         wait_for_http_server backs off exponentially (probes at ~0.2, 0.6, 1.4, 3 s ...), which
         adds up to a second to a container that answers after ~2 s."""
-        if not self.watch_start or self.server is None:
+        if not self.watch_start or getattr(self, "internal_ssl", False) or self.server is None:
             return
         ip, port = url if isinstance(url, (tuple, list)) else (self.ip, self.port)
         probe = f"http://{ip}:{int(port)}" + url_path_join(self.server.base_url, "api")
