@@ -157,6 +157,11 @@ class ProxyHandler(HubOAuthenticated, Base):
         except MLflowError as e:
             return self.json_error(502, str(e))
         self.upath = self.request.path[len(self.svc.prefix.rstrip("/")):]
+        if not policy.needs_body(self.upath):
+            # rules that need no body are applied before anything reaches MLflow
+            why = policy.refusal(self.upath, self.request.method, b"", self.identity.user, self.identity.admin)
+            if why:
+                return self.json_error(403, why)
         if not policy.needs_body(self.upath) and self.request.method in ("POST", "PUT", "PATCH"):
             # stream the body (artifact uploads can be large) while it arrives
             self._queue = asyncio.Queue(maxsize=16)
@@ -166,9 +171,19 @@ class ProxyHandler(HubOAuthenticated, Base):
         if self._finished:
             return
         if self._queue is not None:
-            await self._queue.put(chunk)
+            await self._feed(chunk)
         else:
             self._chunks.append(chunk)
+
+    async def _feed(self, item) -> None:
+        """Hand a chunk to the upstream request, unless MLflow has already answered (e.g. 403
+        before reading an upload): then the rest of the body is dropped, never waited on."""
+        if self._upstream.done():
+            return
+        put = asyncio.ensure_future(self._queue.put(item))
+        await asyncio.wait({put, self._upstream}, return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
 
     async def produce(self, write):
         while (chunk := await self._queue.get()) is not None:
@@ -176,7 +191,7 @@ class ProxyHandler(HubOAuthenticated, Base):
 
     async def handle(self):
         if self._upstream is not None:
-            await self._queue.put(None)
+            await self._feed(None)
             await self._upstream
             return
         body = b"".join(self._chunks)
@@ -223,10 +238,16 @@ class ProxyHandler(HubOAuthenticated, Base):
             follow_redirects=False, decompress_response=False, request_timeout=3600,
             allow_nonstandard_methods=True, expect_100_continue=False,
         )
-        resp = await AsyncHTTPClient().fetch(req, raise_error=False)
-        if resp.code == 599:
-            return self.json_error(502, f"MLflow did not answer: {resp.error}")
-        self.finish()
+        try:
+            resp = await AsyncHTTPClient().fetch(req, raise_error=False)
+            error = resp.error if resp.code == 599 else None
+        except OSError as e:
+            error = e
+        if self._finished:
+            return
+        if error is not None and not status.get("sent"):
+            return self.json_error(502, f"MLflow did not answer: {error}")
+        self.finish()  # (an error after the answer began: the client sees a short body)
 
 
 class Service:

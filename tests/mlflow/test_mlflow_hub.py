@@ -117,7 +117,7 @@ def test_namespaces_and_credentials_are_enforced(hub, runs):
     assert requests.get(f"{api}/experiments/search", headers=basic(forged)).status_code == 401
     assert requests.get(f"{api}/experiments/search").status_code == 401
     r = requests.post(f"{api}/users/create", json={"username": "x", "password": "y" * 12}, headers=basic(bob))
-    assert r.status_code == 403
+    assert r.status_code == 403 and "managed by JupyterHub" in r.json()["message"], r.text
 
 
 def test_hub_token_works_as_mlflow_token(hub, runs):
@@ -151,3 +151,18 @@ def test_ui_through_hub_login(hub, runs):
     # not logged in: sent to the hub's login
     r = requests.get(f"{hub.url}/services/mlflow/", headers={"Accept": "text/html"}, allow_redirects=False)
     assert r.status_code == 302
+
+
+def test_artifacts_stream_through_and_stay_private(hub, runs):
+    """A large upload and download pass through the service; another user's upload is refused
+    promptly (MLflow answers before the body is read)."""
+    exp, run = runs["run"]["experiment_id"], runs["run"]["run_id"]
+    url = f"{hub.url}/services/mlflow/api/2.0/mlflow-artifacts/artifacts/{exp}/{run}/artifacts/blob.bin"
+    blob = os.urandom(8 * 2**20)
+    r = requests.put(url, data=blob, headers=basic(runs["envs"]["alice"]), timeout=60)
+    assert r.status_code == 200, r.text
+    r = requests.get(url, headers=basic(runs["envs"]["alice"]), timeout=60)
+    assert r.status_code == 200 and r.content == blob
+    r = requests.put(url.replace("blob.bin", "evil.bin"), data=blob, headers=basic(runs["envs"]["bob"]), timeout=60)
+    assert r.status_code == 403
+    assert requests.get(url, headers=basic(runs["envs"]["bob"]), timeout=60).status_code == 403
