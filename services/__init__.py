@@ -1,1 +1,0 @@
-"""Hub-managed services that ship with gpulab (each in its own package)."""
