@@ -19,11 +19,12 @@ from tests.hub.test_form import login, signup
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
 LOG_RUN = """
-import json, mlflow
+import json, time, mlflow
 with mlflow.start_run() as run:
     mlflow.log_param("lr", 0.1)
     mlflow.log_metric("loss", 0.5)
     mlflow.log_text("hello", "notes.txt")
+    time.sleep(2.5)  # mlflow.gpu_metrics is on, sampling every second
 print(json.dumps({"run_id": run.info.run_id, "experiment_id": run.info.experiment_id}))
 """
 
@@ -61,7 +62,7 @@ def run_client(code: str, env: dict, *args) -> dict:
 @pytest.fixture(scope="module")
 def hub(module_hub_factory):
     return module_hub_factory(quotas={"default": {"max_gpus": 2, "max_servers": 3}},
-                              extra={"mlflow": {"enabled": True}})
+                              extra={"mlflow": {"enabled": True, "gpu_metrics": True, "gpu_metrics_interval": 1}})
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,9 @@ def test_servers_get_mlflow_env(hub, runs):
 
 def test_run_is_logged_and_tagged(runs):
     got = run_client(READ_RUN, runs["envs"]["alice"], runs["run"]["run_id"])
-    assert got["ok"] and got["metrics"] == {"loss": 0.5}
+    assert got["ok"] and got["metrics"]["loss"] == 0.5
+    # system metrics (GPU ones too where NVML finds a GPU) went to the active run
+    assert any(k.startswith("system/") for k in got["metrics"]), got["metrics"]
     tags = got["tags"]
     assert tags["gpulab.user"] == tags["mlflow.user"] == "alice"
     assert tags["gpulab.profile"] == "minimal" and tags["gpulab.server"] == ""
