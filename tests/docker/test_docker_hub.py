@@ -26,11 +26,32 @@ def prefix():
     return f"gt{secrets.token_hex(3)}"
 
 
+BROKEN = "gpulab/broken:1"
+
+
 @pytest.fixture(scope="module")
-def hub(module_hub_factory, docker_engine, base_image, prefix):
+def profiles(tmp_path_factory, docker_client, base_image):
+    """The shipped profiles plus 'broken': an image whose server exits at once."""
+    import io
+    import shutil
+
+    from tests.docker.conftest import ROOT
+
+    d = tmp_path_factory.mktemp("profiles")
+    for p in (ROOT / "profiles").glob("*.yaml"):
+        shutil.copy(p, d)
+    (d / "broken.yaml").write_text(f"display_name: Broken\nimage: {BROKEN}\ngpus: {{counts: [0, 1]}}\n")
+    dockerfile = (f"FROM {base_image}\n"
+                  'CMD ["sh", "-c", "echo starting; echo cannot start: broken on purpose >&2; exit 3"]\n')
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=BROKEN, rm=True)
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def hub(module_hub_factory, docker_engine, base_image, prefix, profiles):
     extra = docker_hub_config(docker_engine, prefix)
     extra["mlflow"] = {"enabled": True}
-    return module_hub_factory(quotas=QUOTAS, extra=extra)
+    return module_hub_factory(quotas=QUOTAS, extra=extra, profiles_dir=profiles)
 
 
 def container(client, name):
@@ -123,6 +144,7 @@ def test_docker_kill_frees_gpus_at_next_poll(hub, docker_client, prefix):
     container(docker_client, f"{prefix}-erin").kill()
     hub.wait_gone("erin", timeout=20)  # poll_interval is 2 s in tests
     assert held(hub, "erin") == []
+    assert not docker_client.containers.list(all=True, filters={"name": f"{prefix}-erin"})  # removed too
 
 
 def test_missing_image_says_make_images(hub):
@@ -188,3 +210,19 @@ def test_mlflow_from_inside_a_container(hub, docker_client, prefix):
     assert got["exp"] == "mona/minimal"
     assert got["tags"]["gpulab.user"] == "mona" and got["tags"]["gpulab.gpus"] == server["state"]["gpus"][0]
     hub.stop_server("mona")
+
+
+def test_server_that_exits_while_starting(hub, docker_client, prefix):
+    """Fails at once (not after http_timeout) with the container's last words; GPUs freed."""
+    hub.create_users("nils")
+    t0 = time.monotonic()
+    st, body = hub.spawn("nils", {"profile": "broken", "gpus": 1})
+    if st == 202:  # slower than JupyterHub's slow_spawn_timeout: wait for the end
+        hub.wait_gone("nils", timeout=60)
+        message = hub.log_tail(200)
+    else:
+        message = body["message"]
+    assert st in (202, 500) and time.monotonic() - t0 < 30
+    assert "exited while starting" in message and "broken on purpose" in message
+    assert held(hub, "nils") == []
+    assert not docker_client.containers.list(all=True, filters={"name": f"{prefix}-nils"})

@@ -300,14 +300,40 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         value = self._eval_if_callable(value)
         return (await maybe_future(value)) or {}
 
+    async def run_post_stop_hook(self):
+        # JupyterHub stops (and so removes) only containers that still run; a container that
+        # died (killed, OOM, exited while starting) is removed here, before its GPUs are freed.
+        try:
+            await self._remove_dead_container()
+        finally:
+            await super().run_post_stop_hook()
+
+    async def _remove_dead_container(self) -> None:
+        try:
+            obj = await self.docker("inspect_container", self.object_name)
+        except docker.errors.NotFound:
+            return
+        labels = obj.get("Config", {}).get("Labels") or {}
+        if labels.get(spec.LABEL_HUB) != self.hub_id or obj.get("State", {}).get("Running"):
+            return
+        try:
+            await self.docker("remove_container", obj["Id"], v=True)
+        except docker.errors.APIError as e:  # being removed already
+            self.log.debug("[gpulab] %s: removing %s: %s", self._log_name, self.object_name, e)
+
     async def _log_tail(self, lines: int = 20) -> list[str]:
         """The end of a dead container's output, into the hub's log (the container is removed
         when JupyterHub stops the server)."""
-        try:
-            raw = await self.docker("logs", self.object_name, tail=lines)
-        except docker.errors.APIError:
-            return []
-        out = raw.decode(errors="replace").strip().splitlines()
+        out: list[str] = []
+        for streams in ({"stdout": False, "stderr": True}, {"stdout": True, "stderr": False}):
+            # stderr first: that is where a crash says why (the two streams are not interleaved)
+            try:
+                raw = await self.docker("logs", self.object_name, tail=lines, **streams)
+            except docker.errors.APIError:
+                return []
+            out = raw.decode(errors="replace").strip().splitlines()
+            if out:
+                break
         if out:
             self.log.warning("[gpulab] %s: container %s exited while starting:\n%s",
                              self._log_name, self.object_name, "\n".join(out))
