@@ -41,6 +41,7 @@ from .server import MLflowProcess, load_secrets, rotate_key
 log = logging.getLogger("gpulab.mlflow")
 HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
        "transfer-encoding", "upgrade", "host", "cookie", "authorization", "origin", "content-length"}
+MAX_JSON = 16 * 2**20  # the small API calls the front reads are kept in memory: cap them
 RESPONSE_DROP = {"connection", "keep-alive", "transfer-encoding", "set-cookie", "www-authenticate"}
 
 
@@ -148,6 +149,9 @@ class ProxyHandler(HubOAuthenticated, Base):
         if self.identity is None:
             if self.request.method in ("GET", "HEAD") and "text/html" in self.request.headers.get("Accept", ""):
                 return self.redirect(self.get_login_url())
+            if self.request.headers.get("Authorization", "")[:6].lower() == "basic ":
+                return self.json_error(401, "these MLflow credentials are invalid or expired: restart "
+                                            "your server (each start gets new ones)")
             return self.json_error(401, "sign in to JupyterHub, or use the MLFLOW_TRACKING_* "
                                         "variables of your server")
         if not self.svc.ready:
@@ -174,6 +178,9 @@ class ProxyHandler(HubOAuthenticated, Base):
             await self._feed(chunk)
         else:
             self._chunks.append(chunk)
+            self._buffered = getattr(self, "_buffered", 0) + len(chunk)
+            if self._buffered > MAX_JSON:
+                self.json_error(413, f"request body over {MAX_JSON // 2**20} MiB")
 
     async def _feed(self, item) -> None:
         """Hand a chunk to the upstream request, unless MLflow has already answered (e.g. 403
@@ -190,6 +197,8 @@ class ProxyHandler(HubOAuthenticated, Base):
             await write(chunk)
 
     async def handle(self):
+        if self._finished:
+            return
         if self._upstream is not None:
             await self._feed(None)
             await self._upstream
