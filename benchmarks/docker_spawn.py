@@ -112,7 +112,7 @@ def main() -> int:
             hub.close()
         if not args.engine_root:
             engine.stop()
-            subprocess.run(["rm", "-rf", str(root)], capture_output=True)
+        subprocess.run(["rm", "-rf", str(root)], capture_output=True)
     s, g = results["stock"], results["gpulab"]
     print(f"\nDocker spawn-to-ready: {len(s)} spawns each, alternating, image {image}\n")
     print(f"{'':16}{'stock':>10}{'gpulab':>10}{'ratio':>9}")
