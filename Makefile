@@ -10,13 +10,14 @@ CHP := node_modules/.bin/configurable-http-proxy
 GPULAB_CONFIG ?= config/gpulab.yaml
 export GPULAB_CONFIG
 
-.PHONY: run test install bench clean help helm-values
+.PHONY: run test install bench clean help helm-values images images-ci bench-docker
 
 help:
 	@echo "make run    set up and start the hub (http://127.0.0.1:8000)"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make bench  run the benchmarks in benchmarks/ (prints ratios)"
 	@echo "make helm-values  regenerate helm-values/values.yaml (Kubernetes, z2jh chart)"
+	@echo "make images build the profile images (docker backend; IMAGES=base,pytorch for some)"
 
 $(STAMP):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "gpulab needs Python 3.11, found " + sys.version' \
@@ -47,6 +48,18 @@ helm-values: install
 bench: install
 	$(BIN)/python benchmarks/allocator.py
 	$(BIN)/python benchmarks/spawn_overhead.py
+
+# Profile images for the Docker backend, tags from profiles/*.yaml (images/build.py --help).
+# images-ci: no registry; the base comes from a debootstrap rootfs (root + debootstrap needed).
+IMAGES ?=
+images: install
+	$(BIN)/python images/build.py $(if $(IMAGES),--only $(IMAGES))
+
+images-ci: install
+	$(BIN)/python images/build.py --rootfs $(if $(IMAGES),--only $(IMAGES))
+
+bench-docker: install
+	$(BIN)/python benchmarks/docker_spawn.py
 
 clean:
 	rm -rf $(VENV) node_modules config/state .pytest_cache

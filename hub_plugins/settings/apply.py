@@ -12,7 +12,7 @@ from pathlib import Path
 
 from traitlets.config import Config
 
-BACKEND_SPAWNERS = {"local": "gpulab-local"}
+BACKEND_SPAWNERS = {"local": "gpulab-local", "docker": "gpulab-docker"}
 
 
 def _state(cfg: dict, *parts: str) -> str:
@@ -204,7 +204,32 @@ def update_services(c: Config, cfg: dict) -> None:
     c.JupyterHub.load_roles = roles
 
 
-UPDATES = (update_hub, update_api_tokens, update_auth, update_spawner, update_gpulab, update_services)
+def update_docker(c: Config, cfg: dict) -> None:
+    """The Docker backend's settings (applied whatever the backend; used when it is docker)."""
+    from ..quota.limits import parse_bytes
+
+    d = cfg["docker"]
+    if d["host"]:
+        c.DockerGPUSpawner.client_kwargs = {"base_url": d["host"]}
+    c.DockerGPUSpawner.pull_policy = d["pull_policy"]
+    c.DockerGPUSpawner.prefix = d["name_prefix"]
+    c.DockerGPUSpawner.home_mount = d["home_mount"]
+    c.DockerGPUSpawner.shm_size = parse_bytes(d["shm_size"]) if d["shm_size"] else 0
+    c.DockerGPUSpawner.pids_limit = d["pids_limit"]
+    c.DockerGPUSpawner.remove_orphans = d["remove_orphans"]
+    c.DockerGPUSpawner.orphan_grace_seconds = d["orphan_grace_seconds"]
+
+
+def update_mlflow(c: Config, cfg: dict) -> None:
+    """MLflow as a hub-managed service at /services/mlflow/, its env injected into every server."""
+    from ..mlflow.setup import apply_mlflow
+
+    apply_mlflow(c, cfg)
+
+
+# update_mlflow after update_services: it adds its scope to the 'user' role defined there
+UPDATES = (update_hub, update_api_tokens, update_auth, update_spawner, update_gpulab, update_services,
+           update_docker, update_mlflow)
 
 
 def apply_all(c: Config, cfg: dict) -> None:

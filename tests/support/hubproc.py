@@ -65,6 +65,8 @@ class Hub:
             "auth": {"native": {"minimum_password_length": 8, "check_common_password": False}},
             "local": local or {},
             "billing": {"port": free_port()},
+            # MLflow (a service with its own server) only where a test asks for it: extra={"mlflow": ...}
+            "mlflow": {"enabled": False},
         }
         for key, value in (extra or {}).items():
             if isinstance(value, dict) and isinstance(self.config.get(key), dict):

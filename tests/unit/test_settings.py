@@ -105,7 +105,8 @@ def test_apply(tmp_path):
     assert services["billing"]["url"] == "http://127.0.0.1:10101"
     assert services["billing"]["oauth_client_allowed_scopes"] == ["access:services!service=billing", "list:users"]
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
-    assert roles["user"]["scopes"] == ["self", "access:services!service=billing", "access:services!service=quotas"]
+    assert roles["user"]["scopes"] == ["self", "access:services!service=billing", "access:services!service=quotas",
+                                      "access:services!service=mlflow"]
     # least privilege: the billing service only reads; the culler may stop (and restart) servers
     assert roles["gpulab-billing"]["scopes"] == ["list:users", "read:users:groups", "read:groups"]
     assert "admin:users" not in roles["gpulab-culler"]["scopes"] and "servers" in roles["gpulab-culler"]["scopes"]

@@ -1,0 +1,416 @@
+"""Docker backend: each server is a container with exactly its GPUs, on DockerSpawner.
+
+Applying an allocation = a Docker device request with the allocated device ids (GPU indices or
+MIG UUIDs, ``capabilities=[["gpu"]]``) and ``NVIDIA_VISIBLE_DEVICES``; CPU and memory limits from
+the profile capped by the user's quota; the user's persistent home volume; the profile's image;
+labels ``gpulab.user``, ``gpulab.server``, ``gpulab.gpus`` (and a few more). Containers use host
+networking and listen on 127.0.0.1:<port picked here and kept in the state>, and are removed when
+they stop: the next start gets a new allocation, and a container's devices cannot change.
+
+What DockerSpawner does as usual: start/stop/poll by container name, state, pulling (per
+``pull_policy``). What changes: object names and all create arguments are built by
+:mod:`.spec` (never through DockerSpawner's ``str.format`` templates, which would interpret
+braces in user names), and a missing image is a message that says to run ``make images``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
+import docker
+from dockerspawner import DockerSpawner
+from jupyterhub.spawner import SpawnException
+from jupyterhub.utils import maybe_future, random_port, url_path_join
+from tornado.httpclient import AsyncHTTPClient
+from traitlets import Bool, Float, Integer, Unicode, default
+
+from ..mixin import GPUSpawnerMixin
+from . import spec
+from .images import ImageCache, missing_image_message
+from .reconcile import Reconciler
+
+
+class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
+    """GPU-aware Docker containers (``backend: docker``)."""
+
+    gpulab_backend = "docker"
+
+    hub_id = Unicode(
+        config=True,
+        help="""Identifies this hub's containers and volumes on a shared engine (label
+        'gpulab.hub'): reconciliation only ever touches objects with this hub's id. Default: a
+        hash of gpulab's database URL, stable across restarts.""",
+    )
+    home_mount = Unicode(
+        "/home/jovyan",
+        config=True,
+        help="Where the user's persistent home volume is mounted (the image user's home).",
+    )
+    shm_size = Integer(
+        0,
+        config=True,
+        help="""Size of /dev/shm in bytes. 0: half the server's memory limit, at most 8 GiB (1 GiB
+        without a limit); Docker's own 64 MiB breaks PyTorch DataLoader workers.""",
+    )
+    pids_limit = Integer(
+        16384, config=True, help="Most processes/threads one container may run (0: unlimited)."
+    )
+    no_new_privileges = Bool(
+        True, config=True, help="Run containers with no-new-privileges (no setuid escalation)."
+    )
+    remove_orphans = Bool(
+        True,
+        config=True,
+        help="""At hub start and before GPUs are reconciled, remove this hub's containers that no
+        running server claims (left by a crash), so their GPUs can be given out again. False:
+        only report them.""",
+    )
+    orphan_grace_seconds = Float(
+        60,
+        config=True,
+        help="Containers younger than this are never treated as orphans (a spawn may be creating them).",
+    )
+    docker_threads = Integer(
+        8,
+        config=True,
+        help="""Threads for Docker API calls, shared by all servers (DockerSpawner uses one, which
+        serialises every spawn, stop and poll of the hub).""",
+    )
+    ready_probe_interval = Float(
+        0.1, config=True, help="Seconds between probes of a starting server (is it answering yet?)."
+    )
+    image_cache_seconds = Float(
+        10, config=True, help="How long the engine's image list is reused for the spawn form."
+    )
+
+    _instances: weakref.WeakSet = weakref.WeakSet()
+    _image_cache: ImageCache | None = None
+    _reconciler: Reconciler | None = None
+    _startup_scheduled = False
+
+    # -- defaults for DockerSpawner ----------------------------------------------------------
+    @default("hub_id")
+    def _default_hub_id(self):
+        return hashlib.sha256(self.gpulab.db_url.encode()).hexdigest()[:12]
+
+    @default("network_name")
+    def _default_network_name(self):
+        return "host"
+
+    @default("ip")
+    def _default_ip(self):
+        return "127.0.0.1"
+
+    @default("remove")
+    def _default_remove(self):
+        return True
+
+    @default("prefix")
+    def _default_prefix(self):
+        return "gpulab"
+
+    @default("pull_policy")
+    def _default_pull_policy(self):
+        return "never"
+
+    def _object_name_default(self):
+        # also what DockerSpawner calls when the image changes; never a format template
+        return spec.container_name(self.prefix, self.user.name, self.name or "")
+
+    @default("object_name")
+    def _default_object_name(self):
+        return self._object_name_default()
+
+    @property
+    def volume(self) -> str:
+        return spec.volume_name(self.prefix, self.user.name)
+
+    @property
+    def executor(self):
+        cls = type(self)
+        if cls._executor is None:
+            cls._executor = ThreadPoolExecutor(self.docker_threads, thread_name_prefix="gpulab-docker")
+        return cls._executor
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.user is None:
+            return
+        type(self)._instances.add(self)
+        self._schedule_startup_reconcile()
+
+    # -- the seam --------------------------------------------------------------------------
+    @property
+    def images(self) -> ImageCache:
+        cls = type(self)
+        if cls._image_cache is None:
+            cls._image_cache = ImageCache(self._quick_client, self.image_cache_seconds)
+        return cls._image_cache
+
+    def _quick_client(self):
+        """A client with a short timeout for the image list: it may be asked on the event loop
+        (request parsing), where a dead engine must not stall the hub for a minute."""
+        cls = type(self)
+        if getattr(cls, "_quick", None) is None:
+            kwargs = {"version": "auto", **docker.utils.kwargs_from_env(), **self.client_kwargs, "timeout": 3}
+            if self.tls_config:
+                kwargs["tls"] = docker.tls.TLSConfig(**self.tls_config)
+            cls._quick = docker.APIClient(**kwargs)
+        return cls._quick
+
+    def gpulab_profile_available(self, profile):
+        if not profile.image:
+            return False, "it has no image for the Docker backend (no 'image' in its profile)"
+        if self.pull_policy in ("always", "ifnotpresent"):
+            return True, ""  # a registry provides it
+        present, problem = self.images.present(profile.image)
+        if problem:
+            return False, problem
+        if not present:
+            return False, missing_image_message(profile.image)
+        return True, ""
+
+    def gpulab_device_env(self, allocation):
+        return spec.device_env(allocation.visible_ids)
+
+    async def gpulab_apply(self, allocation, profile):
+        if any(not d.addressable for d in allocation.devices):
+            raise SpawnException(
+                "The Docker backend places GPUs itself and needs an inventory of addressable "
+                "devices; this hub's inventory comes from a cluster scheduler. Ask an admin.",
+                reason="config", status_code=500,
+            )
+        self.image = profile.image
+        self.default_url = profile.default_url
+        limits = await self.gpulab.run(self.gpulab.effective, self.user.name, self.gpulab_groups)
+        res = spec.resources(profile, limits.limits, self.shm_size or None)
+        self._gpulab_resources = res
+        # Spawner traits too: JupyterHub exports them as MEM_LIMIT/CPU_LIMIT (resource displays)
+        self.mem_limit = res.mem_limit
+        self.cpu_limit = res.cpu_limit
+        self.mem_guarantee = res.mem_guarantee
+        self.cpu_guarantee = res.cpu_guarantee
+
+    # -- DockerSpawner steps ---------------------------------------------------------------
+    async def start(self):
+        # host networking: the port is ours to pick (`docker port` says nothing); kept in state
+        self.port = random_port()
+        return await super().start()
+
+    async def get_ip_and_port(self):
+        return self.ip, self.port
+
+    async def gpulab_wait_started(self, url) -> None:
+        """As the mixin's, probing every ``ready_probe_interval`` s: JupyterHub's
+        wait_for_http_server backs off exponentially (probes at ~0.2, 0.6, 1.4, 3 s ...), which
+        adds up to a second to a container that answers after ~2 s."""
+        if not self.watch_start or getattr(self, "internal_ssl", False) or self.server is None:
+            return
+        ip, port = url if isinstance(url, (tuple, list)) else (self.ip, self.port)
+        probe = f"http://{ip}:{int(port)}" + url_path_join(self.server.base_url, "api")
+        client = AsyncHTTPClient()
+        deadline = time.monotonic() + self.http_timeout
+        next_poll = 0.0
+        while time.monotonic() < deadline:
+            try:
+                resp = await client.fetch(probe, raise_error=False, request_timeout=2, follow_redirects=False)
+                answered = resp.code != 599
+            except OSError:  # not listening yet
+                answered = False
+            if answered:
+                self.gpulab_event("JupyterLab is up", progress=90)
+                return
+            if time.monotonic() >= next_poll:  # has the container died? (one inspect per 0.5 s)
+                status = await self.poll()
+                if status is not None:
+                    last = await self._log_tail()
+                    raise SpawnException(
+                        f"The server exited while starting ({status})"
+                        + (f": {last[-1]}" if last else "") + ". Ask an admin if it keeps happening.",
+                        reason="exited", status_code=500,
+                    )
+                next_poll = time.monotonic() + 0.5
+            await asyncio.sleep(self.ready_probe_interval)
+        # past http_timeout: JupyterHub's own wait reports the timeout, as usual
+
+    async def pull_image(self, image):
+        try:
+            await super().pull_image(image)
+        except docker.errors.NotFound:
+            raise SpawnException(missing_image_message(image), reason="image_missing", status_code=400) from None
+        except docker.errors.APIError as e:
+            raise SpawnException(
+                f"{missing_image_message(image)} (pulling it failed: {e.explanation or e})",
+                reason="image_missing", status_code=400,
+            ) from None
+
+    async def get_object(self):
+        obj = await super().get_object()
+        if obj is not None:
+            owner = (obj.get("Config", {}).get("Labels") or {}).get(spec.LABEL_HUB)
+            if owner != self.hub_id:
+                # Same name, another hub (or made by hand): never adopt, stop or remove it
+                raise SpawnException(
+                    f"A container named {self.object_name} exists but does not belong to this hub "
+                    f"(label {spec.LABEL_HUB}={owner!r}). Remove it, or give each hub sharing an "
+                    "engine its own docker.name_prefix.",
+                    reason="name_conflict", status_code=409,
+                )
+        return obj
+
+    async def create_object(self):
+        held = self.gpulab_held
+        gpus = list(held.gpus) if held else []
+        await self.docker(
+            "create_volume", name=self.volume, labels=spec.volume_labels(self.hub_id, self.user.name, self.user.id)
+        )
+        res = getattr(self, "_gpulab_resources", None) or spec.Resources(shm_size=spec.default_shm(None))
+        host = spec.host_config(
+            volume=self.volume, home=self.home_mount, gpus=gpus, res=res,
+            extra_binds=self.volume_binds, no_new_privileges=self.no_new_privileges,
+            pids_limit=self.pids_limit or None,
+        )
+        labels = spec.labels(
+            self.hub_id, self.user.name, self.user.id, self.name or "",
+            profile=held.profile if held else "", gpus=gpus,
+            gpu_type=held.gpu_type if held else "", spawn_id=held.spawn_id if held else "",
+        )
+        create = {
+            "image": self.image,
+            "name": self.object_name,
+            "command": await self.get_command(),
+            "environment": self.get_env(),
+            "volumes": sorted({b["bind"] for b in host["binds"].values()}),
+        }
+        # admin config (trusted) may add to both, never replace gpulab's labels
+        extra_create = self._render_templates(await self._resolve(self.extra_create_kwargs))
+        extra_host = self._render_templates(await self._resolve(self.extra_host_config))
+        create = spec.merge(create, extra_create)
+        create["labels"] = {**(create.get("labels") or {}), **labels}
+        host = spec.merge(host, extra_host)
+        self.log.debug("[gpulab] %s: host config %s", self._log_name, host)
+        create["host_config"] = self.client.create_host_config(**host)
+        return await self.docker("create_container", **create)
+
+    async def _resolve(self, value):
+        value = self._eval_if_callable(value)
+        return (await maybe_future(value)) or {}
+
+    async def run_post_stop_hook(self):
+        # JupyterHub stops (and so removes) only containers that still run; a container that
+        # died (killed, OOM, exited while starting) is removed here, before its GPUs are freed.
+        try:
+            await self._remove_dead_container()
+        finally:
+            await super().run_post_stop_hook()
+
+    async def _remove_dead_container(self) -> None:
+        try:
+            obj = await self.docker("inspect_container", self.object_name)
+        except docker.errors.NotFound:
+            return
+        labels = obj.get("Config", {}).get("Labels") or {}
+        if labels.get(spec.LABEL_HUB) != self.hub_id or obj.get("State", {}).get("Running"):
+            return
+        try:
+            await self.docker("remove_container", obj["Id"], v=True)
+        except docker.errors.APIError as e:  # being removed already
+            self.log.debug("[gpulab] %s: removing %s: %s", self._log_name, self.object_name, e)
+
+    async def _log_tail(self, lines: int = 20) -> list[str]:
+        """The end of a dead container's output, into the hub's log (the container is removed
+        when JupyterHub stops the server)."""
+        out: list[str] = []
+        for streams in ({"stdout": False, "stderr": True}, {"stdout": True, "stderr": False}):
+            # stderr first: that is where a crash says why (the two streams are not interleaved)
+            try:
+                raw = await self.docker("logs", self.object_name, tail=lines, **streams)
+            except docker.errors.APIError:
+                return []
+            out = raw.decode(errors="replace").strip().splitlines()
+            if out:
+                break
+        if out:
+            self.log.warning("[gpulab] %s: container %s exited while starting:\n%s",
+                             self._log_name, self.object_name, "\n".join(out))
+        return out
+
+    # -- state -----------------------------------------------------------------------------
+    def get_state(self):
+        state = super().get_state()
+        if self.object_id:
+            state["port"] = self.port
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        if state.get("port"):
+            self.port = state["port"]
+
+    # -- reconciliation --------------------------------------------------------------------
+    @property
+    def reconciler(self) -> Reconciler:
+        cls = type(self)
+        if cls._reconciler is None:
+            executor, client = self.executor, self.client  # class-wide; the reconciler outlives spawners
+
+            async def call(method, *args, **kwargs):
+                return await asyncio.wrap_future(executor.submit(getattr(client, method), *args, **kwargs))
+
+            cls._reconciler = Reconciler(
+                docker_call=call, hub_id=self.hub_id, live=self._live_servers,
+                remove=self.remove_orphans, grace=self.orphan_grace_seconds, log=self.log,
+            )
+        return cls._reconciler
+
+    @classmethod
+    def _live_servers(cls) -> dict[tuple[str, str], str | None]:
+        """(user id, server name) -> spawn id (None while unknown) of servers JupyterHub runs or
+        is starting/stopping. Read on the event loop, where spawner state changes."""
+        out = {}
+        for s in list(cls._instances):
+            if s.active:
+                held = s.gpulab_held
+                out[(str(s.user.id), s.name or "")] = held.spawn_id if held else None
+        return out
+
+    def _schedule_startup_reconcile(self) -> None:
+        cls = type(self)
+        if cls._startup_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        cls._startup_scheduled = True
+        loop.create_task(self._startup_reconcile())
+
+    async def _startup_reconcile(self) -> None:
+        """At hub start JupyterHub creates the spawners of running servers and checks them all
+        (``_check_pending``) before it serves; wait for those checks, then clean up."""
+        deadline = time.monotonic() + 600
+        await asyncio.sleep(0)
+        while time.monotonic() < deadline and any(getattr(s, "_check_pending", False) for s in list(self._instances)):
+            await asyncio.sleep(0.5)
+        try:
+            await self.gpulab_docker_reconcile()
+        except Exception:
+            self.log.exception("[gpulab] docker: reconciliation at start-up failed")
+
+    async def gpulab_docker_reconcile(self, free: bool = True) -> None:
+        removed = await self.reconciler.run()
+        if removed and free:
+            # their allocations belong to no live server: free them now
+            from ...store.models import utcnow
+
+            await self.gpulab.run(self.gpulab.reconcile, self.gpulab.live_owners(), utcnow())
+
+    async def gpulab_reconcile_if_due(self) -> None:
+        # containers first: GPUs held by an orphan container must not be given out before it is gone
+        if self.gpulab.due_for_reconcile():
+            await self.gpulab_docker_reconcile(free=False)  # super() frees their GPUs next
+        await super().gpulab_reconcile_if_due()

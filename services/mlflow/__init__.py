@@ -1,0 +1,1 @@
+"""MLflow tracking as a JupyterHub service (see app.py and docs/mlflow.md)."""

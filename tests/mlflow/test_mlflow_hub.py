@@ -1,0 +1,173 @@
+"""A real MLflow server as a hub service: the env injected into servers works, users are isolated,
+the UI opens through hub login. Servers use the local backend here (any backend gets the same
+env: it comes from ``c.GPULab.env_providers``); the Docker tests run the client in a container."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.hub.test_form import login, signup
+
+pytestmark = [pytest.mark.hub, pytest.mark.slow]
+
+LOG_RUN = """
+import json, time, mlflow
+with mlflow.start_run() as run:
+    mlflow.log_param("lr", 0.1)
+    mlflow.log_metric("loss", 0.5)
+    mlflow.log_text("hello", "notes.txt")
+    time.sleep(2.5)  # mlflow.gpu_metrics is on, sampling every second
+print(json.dumps({"run_id": run.info.run_id, "experiment_id": run.info.experiment_id}))
+"""
+
+READ_RUN = """
+import json, sys, mlflow
+from mlflow.exceptions import MlflowException
+try:
+    run = mlflow.MlflowClient().get_run(sys.argv[1])
+    print(json.dumps({"ok": True, "tags": run.data.tags, "metrics": run.data.metrics}))
+except MlflowException as e:
+    print(json.dumps({"ok": False, "code": e.get_http_status_code(), "error": e.error_code}))
+"""
+
+
+def proc_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def mlflow_env(server: dict) -> dict[str, str]:
+    env = proc_env(server["state"]["pid"])
+    return {k: v for k, v in env.items() if k.startswith("MLFLOW_")}
+
+
+def run_client(code: str, env: dict, *args) -> dict:
+    """The MLflow client with a server's MLflow variables, in the servers' Python environment."""
+    full = {"PATH": os.environ["PATH"], "HOME": "/tmp", **env}
+    assert env.get("MLFLOW_TRACKING_URI"), "the server got no MLflow environment"
+    r = subprocess.run([sys.executable, "-c", code, *args], env=full, capture_output=True, text=True,
+                       timeout=120, cwd="/tmp")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def hub(module_hub_factory):
+    return module_hub_factory(quotas={"default": {"max_gpus": 2, "max_servers": 3}},
+                              extra={"mlflow": {"enabled": True, "gpu_metrics": True, "gpu_metrics_interval": 1}})
+
+
+@pytest.fixture(scope="module")
+def runs(hub):
+    """alice logs a run from her server's environment; bob and the admin start servers."""
+    hub.create_users("alice", "bob", "admin")
+    alice = hub.start_server("alice", {"profile": "minimal", "gpus": 2}, timeout=150)
+    bob = hub.start_server("bob", {"profile": "minimal", "gpus": 0}, timeout=150)
+    admin = hub.start_server("admin", {"profile": "minimal", "gpus": 0}, timeout=150)
+    envs = {"alice": mlflow_env(alice), "bob": mlflow_env(bob), "admin": mlflow_env(admin)}
+    logged = run_client(LOG_RUN, envs["alice"])
+    yield {"envs": envs, "alice": alice, "run": logged}
+
+
+def test_servers_get_mlflow_env(hub, runs):
+    env = runs["envs"]["alice"]
+    assert env["MLFLOW_TRACKING_URI"] == f"{hub.url}/services/mlflow"
+    assert env["MLFLOW_TRACKING_USERNAME"] == "alice"
+    assert env["MLFLOW_TRACKING_PASSWORD"].startswith("gl1.")
+    assert env["MLFLOW_EXPERIMENT_NAME"] == "alice/minimal"
+    assert runs["envs"]["bob"]["MLFLOW_TRACKING_PASSWORD"] != env["MLFLOW_TRACKING_PASSWORD"]
+
+
+def test_run_is_logged_and_tagged(runs):
+    got = run_client(READ_RUN, runs["envs"]["alice"], runs["run"]["run_id"])
+    assert got["ok"] and got["metrics"]["loss"] == 0.5
+    # system metrics (GPU ones too where NVML finds a GPU) went to the active run
+    assert any(k.startswith("system/") for k in got["metrics"]), got["metrics"]
+    tags = got["tags"]
+    assert tags["gpulab.user"] == tags["mlflow.user"] == "alice"
+    assert tags["gpulab.profile"] == "minimal" and tags["gpulab.server"] == ""
+    assert tags["gpulab.gpus"] == ",".join(runs["alice"]["state"]["gpus"])
+
+
+def test_other_user_cannot_read_but_admin_can(runs):
+    got = run_client(READ_RUN, runs["envs"]["bob"], runs["run"]["run_id"])
+    assert not got["ok"] and got["code"] == 403
+    assert run_client(READ_RUN, runs["envs"]["admin"], runs["run"]["run_id"])["ok"]
+
+
+def basic(env):
+    raw = f"{env['MLFLOW_TRACKING_USERNAME']}:{env['MLFLOW_TRACKING_PASSWORD']}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+def test_namespaces_and_credentials_are_enforced(hub, runs):
+    api = f"{hub.url}/services/mlflow/api/2.0/mlflow"
+    bob = runs["envs"]["bob"]
+    r = requests.post(f"{api}/experiments/create", json={"name": "alice/stolen"}, headers=basic(bob))
+    assert r.status_code == 403 and "belong to user alice" in r.json()["message"], r.text
+    r = requests.post(f"{api}/experiments/create", json={"name": "bob/mine"}, headers=basic(bob))
+    assert r.status_code == 200, r.text
+    # bob's credential does not work as alice; a forged or absent one does not work at all
+    forged = {**bob, "MLFLOW_TRACKING_USERNAME": "alice"}
+    r = requests.get(f"{api}/experiments/search", headers=basic(forged))
+    assert r.status_code == 401 and "invalid or expired" in r.text, r.text
+    r = requests.get(f"{api}/experiments/search")
+    assert r.status_code == 401, r.text
+    r = requests.post(f"{api}/users/create", json={"username": "x", "password": "y" * 12}, headers=basic(bob))
+    assert r.status_code == 403 and "managed by JupyterHub" in r.json()["message"], r.text
+
+
+def test_hub_token_works_as_mlflow_token(hub, runs):
+    token = hub.user_token("alice")
+    r = requests.get(f"{hub.url}/services/mlflow/api/2.0/mlflow/runs/get",
+                     params={"run_id": runs["run"]["run_id"]}, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and r.json()["run"]["info"]["run_id"] == runs["run"]["run_id"]
+
+
+def test_ui_through_hub_login(hub, runs):
+    signup(hub, "admin")
+    admin, _ = login(hub, "admin")
+    signup(hub, "alice")
+    assert admin.get(f"{hub.url}/hub/authorize/alice").status_code == 200  # NativeAuthenticator approval
+    s, r = login(hub, "alice")
+    assert r.status_code == 302
+    r = s.get(f"{hub.url}/services/mlflow/", headers={"Accept": "text/html"})
+    assert r.status_code == 200 and r.url == f"{hub.url}/services/mlflow/", r.url
+    assert "<title>MLflow</title>" in r.text  # MLflow's UI, no second password
+    assert any("/hub/api/oauth2/authorize" in h.headers.get("Location", "") for h in r.history)
+    # the UI's own API calls (same origin, cookie) see alice's experiment, not bob's
+    r = s.post(f"{hub.url}/services/mlflow/ajax-api/2.0/mlflow/experiments/search",
+               json={"max_results": 100}, headers={"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"})
+    assert r.status_code == 200, r.text
+    names = {e["name"] for e in r.json().get("experiments", [])}
+    assert "alice/minimal" in names and "bob/mine" not in names
+    # a cross-site write with alice's cookie is refused
+    r = s.post(f"{hub.url}/services/mlflow/ajax-api/2.0/mlflow/experiments/create", json={"name": "alice/x"},
+               headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"})
+    assert r.status_code in (401, 403)
+    # not logged in: sent to the hub's login
+    r = requests.get(f"{hub.url}/services/mlflow/", headers={"Accept": "text/html"}, allow_redirects=False)
+    assert r.status_code == 302
+
+
+def test_artifacts_stream_through_and_stay_private(hub, runs):
+    """A large upload and download pass through the service; another user's upload is refused
+    promptly (MLflow answers before the body is read)."""
+    exp, run = runs["run"]["experiment_id"], runs["run"]["run_id"]
+    url = f"{hub.url}/services/mlflow/api/2.0/mlflow-artifacts/artifacts/{exp}/{run}/artifacts/blob.bin"
+    blob = os.urandom(8 * 2**20)
+    r = requests.put(url, data=blob, headers=basic(runs["envs"]["alice"]), timeout=60)
+    assert r.status_code == 200, r.text
+    r = requests.get(url, headers=basic(runs["envs"]["alice"]), timeout=60)
+    assert r.status_code == 200 and r.content == blob
+    r = requests.put(url.replace("blob.bin", "evil.bin"), data=blob, headers=basic(runs["envs"]["bob"]), timeout=60)
+    assert r.status_code == 403
+    assert requests.get(url, headers=basic(runs["envs"]["bob"]), timeout=60).status_code == 403
