@@ -282,6 +282,8 @@ class GPULab(SingletonConfigurable):
                 f"You asked for a runtime of {runtime / 3600:g} h; {eff.source('max_runtime_hours')} "
                 f"allows at most {limit:g} h."
             )
+        if not runtime and limit is not None:
+            runtime = limit * 3600  # no runtime asked for (e.g. a REST call): the limit applies
         self.check_budget(owner.user_name, eff, req, project)
         enforcement = self.quota_config.enforcement
 

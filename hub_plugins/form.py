@@ -99,7 +99,8 @@ def _profile(p, ctx: FormContext, left, hard) -> dict:
     choices = {a.gpu_type: [_count_choice(c, a, left, hard, ctx.engine_queue) if c else zero for c in p.gpu_counts] for a in types}
     # "any type": the types an unnamed request may land on (the allocator uses the same rule)
     weights = {a.gpu_type: a.weight for a in ctx.avail}
-    candidates = set(auto_candidates(list(weights), weights, p.allows_type, lim.gpu_types))
+    ordered = list(auto_candidates(list(weights), weights, p.allows_type, lim.gpu_types))  # allocator's order
+    candidates = set(ordered)
     any_type = []
     for c in p.gpu_counts:
         opts = [ch for t, chs in choices.items() if t in candidates for ch in chs if ch["count"] == c]
@@ -116,7 +117,7 @@ def _profile(p, ctx: FormContext, left, hard) -> dict:
         "name": p.name, "display_name": p.display_name, "description": p.description,
         "allowed": not why, "why_not": why, "default": p.name == ctx.catalog.default,
         "gpu_default": p.gpu_default, "types": [a.gpu_type for a in types],
-        "any_types": sorted(candidates), "choices": {"": any_type, **choices},
+        "any_types": ordered, "choices": {"": any_type, **choices},
         "cpu_limit": cap(p.cpu_limit, lim.cpu_limit), "mem_limit": None if mem is None else format_bytes(mem),
     }
 

@@ -23,6 +23,7 @@ import yaml
 
 from ..profiles import Catalog, load_dir
 from ..quota.limits import format_bytes
+from ..settings.apply import BILLING_SCOPES, CULLER_SCOPES
 from .overrides import KubeSettings, option_label, pod_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,14 +117,15 @@ def services(cfg_path: str) -> tuple[dict, dict]:
         "billing": {"url": f"http://hub:{SERVICE_PORTS['billing']}", "command": ["python3", "-m", "services.billing"],
                     "cwd": PROJECT, "environment": env, "display": True, "oauth_no_confirm": True},
         "culler": {"command": ["python3", "-m", "services.culler"], "cwd": PROJECT, "environment": env},
-        "mlflow": {"url": f"http://hub:{SERVICE_PORTS['mlflow']}", "command": ["python3", "-m", "services.mlflow"],
+        "mlflow": {"url": f"http://hub:{SERVICE_PORTS['mlflow']}",
+                   "command": ["python3", "-m", "services.mlflow", "serve", "--state-dir", "/srv/jupyterhub/mlflow"],
                    "cwd": PROJECT, "environment": env, "display": True, "oauth_no_confirm": True},
     }
     roles = {
-        "gpulab-billing": {"description": "read users and servers for usage records",
-                           "scopes": ["list:users", "read:users", "read:servers"], "services": ["billing"]},
-        "gpulab-culler": {"description": "stop idle servers",
-                          "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "gpulab-billing": {"description": "read users and their groups",
+                           "scopes": list(BILLING_SCOPES), "services": ["billing"]},
+        "gpulab-culler": {"description": "stop idle servers, restart queued requests",
+                          "scopes": list(CULLER_SCOPES),
                           "services": ["culler"]},
         "gpulab-mlflow": {"description": "identify users", "scopes": ["read:users:name"], "services": ["mlflow"]},
     }

@@ -117,6 +117,10 @@ def update_gpulab(c: Config, cfg: dict) -> None:
     c.GPULab.queue_settings = cfg["queue"]
 
 
+# What each service may do with its own token (the Helm values use the same lists).
+BILLING_SCOPES = ("list:users", "read:users:groups", "read:groups")
+CULLER_SCOPES = ("list:users", "read:users:groups", "read:users:activity", "read:servers", "servers",
+                 "delete:servers")
 # What the quotas service may do with its own token: look people up and read their groups.
 QUOTAS_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups"]
 
@@ -183,7 +187,7 @@ def update_services(c: Config, cfg: dict) -> None:
     # service tells an admin (read-only; users' tokens carry at most their own)
     services.append(_service("billing", cfg, "services.billing", f"http://127.0.0.1:{port}", ["list:users"]))
     roles.append({"name": "gpulab-billing", "description": "gpulab billing: read users, groups",
-                  "scopes": ["list:users", "read:users:groups", "read:groups"], "services": ["billing"]})
+                  "scopes": list(BILLING_SCOPES), "services": ["billing"]})
     user_scopes.append("access:services!service=billing")
     quotas = _quotas_service(cfg)
     if quotas:
@@ -195,8 +199,7 @@ def update_services(c: Config, cfg: dict) -> None:
         services.append(_service("culler", cfg, "services.culler"))
         roles.append({"name": "gpulab-culler",
                       "description": "gpulab culler: see activity, stop idle servers, restart queued requests",
-                      "scopes": ["list:users", "read:users:groups", "read:users:activity", "read:servers",
-                                 "servers", "delete:servers"],
+                      "scopes": list(CULLER_SCOPES),
                       "services": ["culler"]})
     roles.append({"name": "user", "description": "Standard user privileges, and gpulab's pages",
                   "scopes": user_scopes})

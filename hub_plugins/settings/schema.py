@@ -662,6 +662,6 @@ DEFAULTS.update(
         "gpu_tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         "storage": {"capacity": "10Gi", "storage_class": None, "home": "/home/jovyan"},
         "start_timeout": 3600, "refresh_seconds": 15, "hub_image": "ghcr.io/gpulab/hub:0.1.0",
-        "postgres_url": "postgresql+psycopg2://gpulab@gpulab-postgresql:5432/gpulab",
+        "postgres_url": "postgresql+psycopg://gpulab@gpulab-postgresql:5432/gpulab",
     },
 )

@@ -18,6 +18,7 @@ import time
 from jupyterhub.spawner import SpawnException
 
 from ..gpu.devices import format_devices
+from ..request import RequestError
 from ..store.allocator import Allocation, NoCapacity
 
 LOOK_EVERY = 5.0  # seconds between looks when nothing was released
@@ -40,7 +41,18 @@ async def wait_in_queue(spawner, req, first: NoCapacity) -> Allocation:
     owner, groups = spawner.gpulab_owner, spawner.gpulab_groups
     settings = core.queue_settings or {}
     max_wait = float(settings.get("max_wait_hours", 24)) * 3600
-    types = core.candidate_types(req, core.effective(owner.user_name, groups), core.inventory())
+
+    def queueable_types():
+        types = core.candidate_types(req, core.effective(owner.user_name, groups), core.inventory())
+        most = max((a.host_max for a in core.availability() if a.gpu_type in types), default=0)
+        if req.gpus > most:
+            # it could never start: it would wait for nothing, and block others once at the head
+            raise RequestError(
+                f"No host has {format_devices(first.gpu_type, req.gpus)}, so this request could never "
+                f"start and cannot wait in the queue: ask for at most {most}.")
+        return types
+
+    types = await core.run(queueable_types)
     entry_id, created = await core.run(core.queue.enqueue, owner, dict(spawner.user_options or {}),
                                                 types, req.gpus)
     spawner._gpulab_queue_entry = entry_id

@@ -139,6 +139,16 @@ def test_without_queue_the_request_is_refused(hub):
     assert st == 409 and "Not enough free GPUs" in body["message"] and queue_rows(hub) == []
 
 
+def test_a_request_no_host_can_hold_is_refused_not_queued(hub_factory):
+    h = hub_factory(start=False, inventory="2xA100-80GB@n1, 2xA100-80GB@n2",
+                    quotas={"default": {"max_gpus": 4, "max_servers": 2}})
+    h.start(extra_args=FAST)
+    h.create_users("cid")
+    st, body = h.spawn("cid", {"gpus": 3, "queue": True})
+    assert st == 400 and "No host has 3 A100-80GB GPUs" in body["message"], body
+    assert "ask for at most 2" in body["message"] and queue_rows(h) == []
+
+
 def test_fair_share_puts_light_users_first(hub):
     hub.create_users("ann", "heavy", "light")
     hub.start_server("heavy", {"gpus": 1}, server="warm")  # heavy has recent GPU use

@@ -62,7 +62,7 @@ def test_values_validate_against_the_z2jh_chart_schema(values):
 
 def test_values_wire_gpulab_into_the_chart(values):
     hub, single = values["hub"], values["singleuser"]
-    assert hub["db"]["type"] == "postgres" and hub["db"]["url"].startswith("postgresql+psycopg2://")
+    assert hub["db"]["type"] == "postgres" and hub["db"]["url"].startswith("postgresql+psycopg://")
     assert hub["extraEnv"]["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "gpulab-postgres"
     assert "configure(c)" in hub["extraConfig"]["gpulab"]
     compile(hub["extraConfig"]["gpulab"], "extraConfig", "exec")
