@@ -44,11 +44,19 @@ def core_from_settings(cfg: dict) -> GPULab:
     return GPULab(config=c)
 
 
+def listen_host(url) -> str:
+    """Where to listen: the service URL's host, unless GPULAB_SERVICE_BIND says otherwise. On
+    Kubernetes the URL names the hub's Service (``http://hub:10101``), an address the pod cannot
+    bind, so the Helm values set GPULAB_SERVICE_BIND=0.0.0.0 (the chart's network policy limits
+    who reaches the port)."""
+    return os.environ.get("GPULAB_SERVICE_BIND") or url.hostname or "127.0.0.1"
+
+
 def service_address() -> tuple[str, int, str]:
     """(host, port, prefix) this service listens on."""
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-    return url.hostname or "127.0.0.1", url.port or 10101, prefix
+    return listen_host(url), url.port or 10101, prefix
 
 
 def is_admin(user: dict) -> bool:

@@ -112,7 +112,8 @@ def profile_list(catalog: Catalog, types: list[dict], settings: KubeSettings) ->
 
 def services(cfg_path: str) -> tuple[dict, dict]:
     """gpulab's services as hub services (run in the hub pod) and their least-privilege roles."""
-    env = {"GPULAB_CONFIG": cfg_path, "PYTHONPATH": PROJECT}
+    # the URLs name the hub's Service, which the pod cannot bind: listen on all its addresses
+    env = {"GPULAB_CONFIG": cfg_path, "PYTHONPATH": PROJECT, "GPULAB_SERVICE_BIND": "0.0.0.0"}
     svc = {
         "billing": {"url": f"http://hub:{SERVICE_PORTS['billing']}", "command": ["python3", "-m", "services.billing"],
                     "cwd": PROJECT, "environment": env, "display": True, "oauth_no_confirm": True},

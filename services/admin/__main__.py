@@ -22,6 +22,8 @@ from tornado.ioloop import IOLoop, PeriodicCallback  # noqa: E402
 
 from hub_plugins.core import GPULab  # noqa: E402
 
+from services.base import listen_host  # noqa: E402
+
 from .app import make_app  # noqa: E402
 from .core import QuotaAdmin  # noqa: E402
 
@@ -61,7 +63,7 @@ def main() -> int:
     admin.core.db  # create/upgrade gpulab's tables before the first request
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app = make_app(admin)
-    app.listen(url.port, url.hostname)
+    app.listen(url.port, listen_host(url))
     logging.info("listening on %s, prefix %s", url.geturl(), os.environ.get("JUPYTERHUB_SERVICE_PREFIX"))
     PeriodicCallback(exit_with_the_hub(os.getppid()), 5000).start()
     IOLoop.current().start()

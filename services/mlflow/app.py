@@ -337,7 +337,9 @@ def main(argv=None) -> None:
     service = Service(args, prefix, os.environ.get("JUPYTERHUB_API_TOKEN", ""))
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8090"))
     server = HTTPServer(make_app(service), max_body_size=args.max_body, idle_connection_timeout=3600)
-    server.listen(url.port, url.hostname)
+    from services.base import listen_host
+
+    server.listen(url.port, listen_host(url))
     loop = IOLoop.current()
 
     def stop(*_):

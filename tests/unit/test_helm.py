@@ -71,6 +71,12 @@ def test_values_wire_gpulab_into_the_chart(values):
     assert hub["services"]["culler"]["command"] == ["python3", "-m", "services.culler"]
     assert hub["services"]["mlflow"]["url"].endswith(":10102")
     assert {r["services"][0] for r in hub["loadRoles"].values()} == {"billing", "culler", "mlflow"}
+    assert hub["services"]["mlflow"]["command"][3:5] == ["serve", "--state-dir"]  # its required arguments
+    for svc in hub["services"].values():  # 'hub' is the Service's name: listen on the pod's addresses
+        assert svc["environment"]["GPULAB_SERVICE_BIND"] == "0.0.0.0"
+    from hub_plugins.settings.apply import BILLING_SCOPES, CULLER_SCOPES  # the same least scopes as on one machine
+    assert hub["loadRoles"]["gpulab-billing"]["scopes"] == list(BILLING_SCOPES)
+    assert hub["loadRoles"]["gpulab-culler"]["scopes"] == list(CULLER_SCOPES)
     assert values["cull"] == {"enabled": False}  # gpulab's GPU-aware culler replaces the chart's
     profiles = sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml"))
     assert [p["slug"] for p in single["profileList"]] == ["minimal", "pytorch", "tensorflow", "vscode"]
