@@ -95,11 +95,16 @@ class Culler:
                 groups = tuple(u.get("groups") or ())
                 budget_since = None
                 if self.settings.budget_grace is not None and rec and rec.gpu_count:
-                    limit = core.effective(u["name"], groups, now).limits.budget
-                    if keeper.personal(u["name"], limit, now).spent:
-                        budget_since = self.budget_spent.setdefault(u["name"], now)
+                    # the budget the server is charged to: its project's, or its user's own
+                    if rec.project:
+                        key, status = f"project:{rec.project}", keeper.project(rec.project, now)
                     else:
-                        self.budget_spent.pop(u["name"], None)
+                        limit = core.effective(u["name"], groups, now).limits.budget
+                        key, status = u["name"], keeper.personal(u["name"], limit, now)
+                    if status.spent:
+                        budget_since = self.budget_spent.setdefault(key, now)
+                    else:
+                        self.budget_spent.pop(key, None)
                 servers.append(Server(
                     user=u["name"], name=name, profile=rec.profile if rec else "", groups=groups,
                     gpu_count=rec.gpu_count if rec else 0,

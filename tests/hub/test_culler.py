@@ -130,3 +130,20 @@ def test_lost_queued_request_is_restarted_after_a_hub_restart(hub_factory):
     hub.stop_server("ann")
     bob = hub.wait_ready("bob", timeout=30)
     assert sorted(bob["state"]["gpus"]) == ["0", "1"]
+
+
+def test_running_server_is_stopped_when_its_project_budget_is_spent(hub_factory):
+    # the budget a server is charged to decides: pia's project is spent (one minimum charge is
+    # more than its 7.2 GPU-seconds) while her own budget is ample; ned's own budget is ample too
+    hub = hub_factory(inventory="2xA100-80GB", quotas={"default": {"max_gpus": 1, "budget": 100}},
+                      extra={"culler": {"interval_seconds": 1},
+                             "budgets": {"enforce_running": True, "grace_minutes": 0,
+                                         "projects": {"tiny": {"budget": 0.002, "users": ["pia"]}}}})
+    hub.create_users("pia", "ned")
+    hub.start_server("pia", {"gpus": 1, "project": "tiny"})
+    hub.start_server("ned", {"gpus": 1})
+    wait_for(lambda: hub.server_model("pia") is None, timeout=60, what="pia's server to be stopped")
+    pia = [r for r in rows(hub, "gpulab_usage") if r["user_name"] == "pia"][0]
+    assert pia["stop_reason"] == "budget" and pia["project"] == "tiny"
+    time.sleep(3)
+    assert hub.server_model("ned")["ready"]  # charged to his own budget, which is not spent
