@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import sys
+
+from ..settings.apply import free_local_port
 
 SERVICE = "mlflow"
 PROVIDER = "hub_plugins.mlflow.provider:mlflow_env"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _base_path(bind_url: str) -> str:
@@ -39,7 +34,7 @@ def apply_mlflow(c, cfg: dict) -> None:
     if not m["enabled"]:
         return
     root = cfg.get("_project_root") or os.getcwd()
-    port = m["port"] or _free_port()
+    port = m["port"] or free_local_port()
     # The service's hub token, new at each start: with it the hub's env provider proves to the
     # service that the hub asks for credentials. The service gets no other hub permission.
     token = secrets.token_hex(32)

@@ -125,7 +125,7 @@ CULLER_SCOPES = ("list:users", "read:users:groups", "read:users:activity", "read
 QUOTAS_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups"]
 
 
-def _free_port() -> int:
+def free_local_port() -> int:
     # 'auto': the proxy routes /services/quotas/ to it, so any free local port does
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -140,7 +140,7 @@ def _quotas_service(cfg: dict) -> dict | None:
         return None
     url = quotas.get("url", "auto")
     if url == "auto":
-        url = f"http://127.0.0.1:{_free_port()}"
+        url = f"http://127.0.0.1:{free_local_port()}"
     root = cfg.get("_project_root") or str(Path(__file__).resolve().parents[2])
     settings = {
         "db_url": gpulab_db_url(cfg),
