@@ -153,10 +153,14 @@ class QueueStore:
 
         def run():
             with self.db.write_conn() as c:
-                q = sa.update(_Q).where(_Q.c.user_name == user_name, _Q.c.state == "waiting")
+                mine = [_Q.c.user_name == user_name, _Q.c.state == "waiting"]
                 if server_name is not None:
-                    q = q.where(_Q.c.server_name == server_name)
-                return c.execute(q.values(state="cancelled")).rowcount
+                    mine.append(_Q.c.server_name == server_name)
+                # nobody has looked at a stale entry lately (its spawn was lost): no one would
+                # ever read the mark, so it goes now
+                stale = utcnow() - self.policy.stale_after
+                gone = c.execute(sa.delete(_Q).where(*mine, _Q.c.heartbeat_at < stale)).rowcount
+                return gone + c.execute(sa.update(_Q).where(*mine).values(state="cancelled")).rowcount
 
         return self.db.retrying(run)
 
