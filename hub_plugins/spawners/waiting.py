@@ -54,7 +54,7 @@ async def wait_in_queue(spawner, req, first: NoCapacity) -> Allocation:
 
     types = await core.run(queueable_types)
     entry_id, created = await core.run(core.queue.enqueue, owner, dict(spawner.user_options or {}),
-                                                types, req.gpus)
+                                       types, req.gpus)
     spawner._gpulab_queue_entry = entry_id
     t0 = time.monotonic()
     # a request resumed after a hub restart keeps its place and its time in the queue
