@@ -1,4 +1,5 @@
-"""The schema of ``gpulab.yaml`` and of ``profiles/*.yaml`` (JSON Schema, validated on load).
+"""The schema of ``gpulab.yaml`` (JSON Schema, validated on load); the cluster sections are in
+``schema_cluster.py``, a profile file's schema in ``schema_profile.py``.
 
 Every mapping is closed (``additionalProperties: false``) so a misspelt key is an error that names
 the key, never a silently ignored setting. Defaults live in :data:`DEFAULTS`, one place.
@@ -6,34 +7,24 @@ the key, never a silently ignored setting. Defaults live in :data:`DEFAULTS`, on
 
 from __future__ import annotations
 
-NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]*$"  # hub user / group names we accept in config
-PROFILE_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
-SIZE = r"^[0-9]+(\.[0-9]+)?[KMGT]?i?B?$"
-GPU_TYPE = r"^[A-Za-z0-9][A-Za-z0-9._-]*(:([0-9]+g\.[0-9]+gb(\+me)?|shared))?$"
-
-_amount = {"type": ["number", "null"], "minimum": 0}
-_names_or_all = {
-    "description": "'*' (all) or a list of names",
-    "oneOf": [
-        {"const": "*"},
-        {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True},
-        {"type": "null"},
-    ]
-}
+from .patterns import GPU_TYPE, NAME, PROFILE_NAME, SIZE  # noqa: F401 - re-exported
+from .patterns import AMOUNT, names_or_all
+from .schema_cluster import CLUSTER_DEFAULTS, KUBERNETES, SLURM
+from .schema_profile import PROFILE_SCHEMA  # noqa: F401 - re-exported
 
 LIMITS = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "max_gpus": {**_amount, "description": "GPU-equivalents at a time, summed over all servers"},
-        "max_gpus_per_server": {**_amount, "description": "GPU-equivalents in one server"},
+        "max_gpus": {**AMOUNT, "description": "GPU-equivalents at a time, summed over all servers"},
+        "max_gpus_per_server": {**AMOUNT, "description": "GPU-equivalents in one server"},
         "max_servers": {"type": ["integer", "null"], "minimum": 0},
-        "profiles": {**_names_or_all, "description": "'*' (all) or a list of profile names"},
-        "gpu_types": {**_names_or_all, "description": "'*' (all) or a list of GPU type names"},
+        "profiles": {**names_or_all, "description": "'*' (all) or a list of profile names"},
+        "gpu_types": {**names_or_all, "description": "'*' (all) or a list of GPU type names"},
         "cpu_limit": {"type": ["number", "null"], "exclusiveMinimum": 0},
         "mem_limit": {"type": ["string", "integer", "null"], "pattern": SIZE},
-        "budget": {**_amount, "description": "per budget period, in budgets.unit (null = unlimited)"},
-        "max_runtime_hours": {**_amount, "description": "longest runtime a user may choose at spawn"},
+        "budget": {**AMOUNT, "description": "per budget period, in budgets.unit (null = unlimited)"},
+        "max_runtime_hours": {**AMOUNT, "description": "longest runtime a user may choose at spawn"},
     },
 }
 
@@ -512,156 +503,5 @@ DEFAULTS = {
     "services": {"quotas": {"enabled": True, "url": "auto"}},
 }
 
-PROFILE_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["display_name"],
-    "properties": {
-        "display_name": {"type": "string", "minLength": 1, "maxLength": 80},
-        "description": {"type": "string", "maxLength": 500},
-        "order": {"type": "integer"},
-        "default": {"type": "boolean"},
-        "image": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?$"},
-        "default_url": {"type": "string", "pattern": r"^/[A-Za-z0-9/._-]*$"},
-        "local": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "prefix": {"type": "string", "minLength": 1,
-                           "description": "a Python environment with jupyterhub-singleuser; '{hub}' = the hub's own"},
-                "args": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-        "gpus": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "counts": {
-                    "type": "array",
-                    "items": {"type": "integer", "minimum": 0, "maximum": 16},
-                    "minItems": 1,
-                    "uniqueItems": True,
-                },
-                "default": {"type": "integer", "minimum": 0, "maximum": 16},
-                "types": {
-                    "oneOf": [
-                        {"const": "*"},
-                        {"type": "array", "items": {"type": "string", "pattern": GPU_TYPE}, "minItems": 1},
-                    ]
-                },
-            },
-        },
-        "resources": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "cpu_limit": {"type": "number", "exclusiveMinimum": 0},
-                "cpu_guarantee": {"type": "number", "exclusiveMinimum": 0},
-                "mem_limit": {"type": ["string", "integer"], "pattern": SIZE},
-                "mem_guarantee": {"type": ["string", "integer"], "pattern": SIZE},
-            },
-        },
-        "groups": _names_or_all,
-        "env": {
-            "type": "object",
-            "propertyNames": {"pattern": r"^[A-Z_][A-Z0-9_]*$"},
-            "additionalProperties": {"type": "string"},
-        },
-    },
-}
-
-# ---- cluster backends: SLURM and Kubernetes (applied by settings/cluster.py) ----------------
-_WORD = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-_word_or_null = {"type": ["string", "null"], "pattern": _WORD}
-_URL = r"^https?://[^/\s]+(/.*)?$"
-
-SLURM = {
-    "type": "object",
-    "additionalProperties": False,
-    "description": "backend: slurm. Servers are SLURM batch jobs; SLURM places them and picks the GPUs.",
-    "properties": {
-        "partition": {**_word_or_null, "description": "partition for servers (null: the cluster's default)"},
-        "gpu_partition": {**_word_or_null, "description": "partition for servers with GPUs (null: partition)"},
-        "account": {**_word_or_null, "description": "SLURM account to charge (null: the user's default)"},
-        "qos": _word_or_null,
-        "time_limit": {"type": "string", "description": "--time of every server, e.g. 08:00:00 or 1-00:00:00",
-                       "pattern": r"^(\d+|\d+:\d{2}|\d+:\d{2}:\d{2}|\d+-\d+|\d+-\d+:\d{2}|\d+-\d+:\d{2}:\d{2})$"},
-        "gres_types": {"type": "object", "description": "SLURM gres type -> gpulab GPU type name, e.g. {a100: A100-80GB}",
-                       "propertyNames": {"pattern": _WORD}, "additionalProperties": {"type": "string", "pattern": GPU_TYPE}},
-        "untyped_gpu_type": {"type": "string", "pattern": GPU_TYPE,
-                             "description": "gpulab type name of GPUs declared without a type (gres gpu:4)"},
-        "extra_options": {"type": "array", "items": {"type": "string", "pattern": r"^--[a-z][a-z0-9-]*(=[A-Za-z0-9_.,:=/@%+-]+)?$"},
-                          "description": "further #SBATCH options, e.g. ['--constraint=ib']"},
-        "prologue": {"type": "string", "description": "shell lines the job runs before the server (module load ...)"},
-        "system_user_prefix": {"type": "string", "pattern": r"^([a-z_][a-z0-9_-]{0,15})?$",
-                               "description": "hub user -> cluster account: prefix + sanitised name ('' = same name)"},
-        "create_users": {"type": "boolean", "description": "create missing accounts on the hub's machine (single-node clusters)"},
-        "home_root": {"type": "string", "minLength": 1},
-        "listen_ip": {"type": "string", "pattern": r"^[0-9.]+$", "description": "where servers listen on their node"},
-        "hub_connect_url": {"type": ["string", "null"], "pattern": _URL,
-                            "description": "the hub API as compute nodes reach it, e.g. http://hub.cluster:8081"},
-        "start_timeout": {"type": "integer", "minimum": 30, "description": "seconds a server may wait in the queue and start"},
-        "refresh_seconds": {"type": "integer", "minimum": 2, "description": "capacity re-read interval"},
-    },
-}
-
-_TOLERATION = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "key": {"type": "string"}, "operator": {"enum": ["Exists", "Equal"]}, "value": {"type": "string"},
-        "effect": {"enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]},
-    },
-}
-_LABEL_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-
-KUBERNETES = {
-    "type": "object",
-    "additionalProperties": False,
-    "description": "backend: kubernetes. Servers are pods; the NVIDIA device plugin picks the GPUs.",
-    "properties": {
-        "namespace": {"type": ["string", "null"], "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-                      "description": "namespace of user pods (null: the hub's own)"},
-        "gpu_types": {
-            "type": "array",
-            "description": "the cluster's GPU types: gpulab name and the GPU Operator's nvidia.com/gpu.product label",
-            "items": {
-                "type": "object", "additionalProperties": False, "required": ["name", "product"],
-                "properties": {"name": {"type": "string", "pattern": GPU_TYPE},
-                               "product": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"}},
-            },
-        },
-        "node_selector": {**_LABEL_MAP, "description": "labels every user pod's node must have"},
-        "gpu_node_selector": {**_LABEL_MAP, "description": "further labels for pods with GPUs"},
-        "gpu_tolerations": {"type": "array", "items": _TOLERATION, "description": "tolerations of pods with GPUs"},
-        "storage": {
-            "type": "object", "additionalProperties": False,
-            "properties": {"capacity": {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)?$"},
-                           "storage_class": {"type": ["string", "null"]},
-                           "home": {"type": "string", "pattern": r"^/"}},
-        },
-        "start_timeout": {"type": "integer", "minimum": 30, "description": "seconds a pod may wait to be scheduled and start"},
-        "refresh_seconds": {"type": "integer", "minimum": 2, "description": "capacity re-read interval"},
-        "hub_image": {"type": "string", "description": "hub image (name:tag) for the Helm values"},
-        "postgres_url": {"type": ["string", "null"], "pattern": r"^postgresql(\+\w+)?://",
-                         "description": "hub database for the Helm values (password from the gpulab-postgres secret)"},
-    },
-}
-
 GPULAB_SCHEMA["properties"].update(slurm=SLURM, kubernetes=KUBERNETES)
-DEFAULTS.update(
-    slurm={
-        "partition": None, "gpu_partition": None, "account": None, "qos": None, "time_limit": "08:00:00",
-        "gres_types": {}, "untyped_gpu_type": "GPU", "extra_options": [], "prologue": "",
-        "system_user_prefix": "", "create_users": False, "home_root": "/home", "listen_ip": "0.0.0.0",
-        "hub_connect_url": None, "start_timeout": 3600, "refresh_seconds": 10,
-    },
-    kubernetes={
-        "namespace": None, "gpu_types": [], "node_selector": {}, "gpu_node_selector": {},
-        "gpu_tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "storage": {"capacity": "10Gi", "storage_class": None, "home": "/home/jovyan"},
-        "start_timeout": 3600, "refresh_seconds": 15, "hub_image": "ghcr.io/gpulab/hub:0.1.0",
-        "postgres_url": "postgresql+psycopg://gpulab@gpulab-postgresql:5432/gpulab",
-    },
-)
+DEFAULTS.update(CLUSTER_DEFAULTS)
