@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .patterns import GPU_TYPE, PROFILE_NAME, SIZE, names_or_all
+from .patterns import GPU_TYPE, SIZE, names_or_all
 
 PROFILE_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -12,36 +12,12 @@ import signal
 import time
 
 import pytest
-import sqlalchemy as sa
+
+from tests.support.polling import gpulab_rows, wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
 RATE = 3.6  # per GPU-hour: 0.001 per GPU-second, easy to check
-
-
-def usage_rows(hub, user=None):
-    """gpulab_usage rows, typed (datetimes) through the table definition."""
-    from hub_plugins.store.models import UsageRecord
-
-    t = UsageRecord.__table__
-    eng = sa.create_engine(hub.gpulab_db_url)
-    try:
-        with eng.connect() as c:
-            q = sa.select(t).order_by(t.c.id)
-            if user:
-                q = q.where(t.c.user_name == user)
-            return [dict(r) for r in c.execute(q).mappings()]
-    finally:
-        eng.dispose()
-
-
-def wait_for(cond, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +32,10 @@ def hub(module_hub_factory):
     )
     h.wait_service("billing")
     return h
+
+
+def usage_rows(hub, user=None):
+    return gpulab_rows(hub, "gpulab_usage", user)
 
 
 def charged(row) -> int:

@@ -10,32 +10,11 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-import sqlalchemy as sa
 
 from tests.support.hubproc import free_port
+from tests.support.polling import gpulab_rows, wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
-
-
-def rows(hub, table, where=""):
-    from hub_plugins.store import models
-
-    t = {m.__tablename__: m.__table__ for m in (models.UsageRecord, models.Event, models.QueueEntry)}[table]
-    eng = sa.create_engine(hub.gpulab_db_url)
-    try:
-        with eng.connect() as c:
-            return [dict(r) for r in c.execute(sa.select(t).order_by(t.c.id)).mappings()]
-    finally:
-        eng.dispose()
-
-
-def wait_for(cond, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Webhook:
@@ -92,10 +71,10 @@ def test_gpu_idle_servers_are_warned_then_culled(hub_factory, webhook):
     assert hub.start_server("ida", {"gpus": 1})["state"]["gpus"] == ["1"]  # idle GPU
     hub.start_server("cid", {"gpus": 0})  # CPU-only
     wait_for(lambda: hub.server_model("ida") is None, timeout=90, what="ida's idle server to be culled")
-    ida = [r for r in rows(hub, "gpulab_usage") if r["user_name"] == "ida"][0]
+    ida = [r for r in gpulab_rows(hub, "gpulab_usage") if r["user_name"] == "ida"][0]
     assert ida["stop_reason"] == "culled"
     assert (ida["stopped_at"] - ida["ready_at"]).total_seconds() >= 15  # not before its 15 s
-    events = [(e["kind"], e["reason"], e["user_name"]) for e in rows(hub, "gpulab_events")]
+    events = [(e["kind"], e["reason"], e["user_name"]) for e in gpulab_rows(hub, "gpulab_events")]
     warned_at = events.index(("warned", "gpu_idle", "ida"))
     assert events.index(("culled", "gpu_idle", "ida")) > warned_at  # warned first
     kinds = [(p["action"], p["user"]) for p in webhook.posts]
@@ -104,7 +83,7 @@ def test_gpu_idle_servers_are_warned_then_culled(hub_factory, webhook):
     assert "will be stopped in" in warn["message"] and "its GPUs were idle" in warn["message"]
     # the busy and the CPU-only servers live on
     assert hub.server_model("bee")["ready"] and hub.server_model("cid")["ready"]
-    bee = [r for r in rows(hub, "gpulab_usage") if r["user_name"] == "bee"][0]
+    bee = [r for r in gpulab_rows(hub, "gpulab_usage") if r["user_name"] == "bee"][0]
     assert bee["util_samples"] > 3 and bee["util_sum"] / bee["util_samples"] == pytest.approx(85)
     assert bee["energy_wh"] > 0  # measured power x time
     m = hub.service("billing", "metrics").text
@@ -120,13 +99,13 @@ def test_lost_queued_request_is_restarted_after_a_hub_restart(hub_factory):
     hub.create_users("ann", "bob")
     hub.start_server("ann", {"gpus": 2})
     assert hub.spawn("bob", {"gpus": 2, "queue": True})[0] == 202
-    wait_for(lambda: len(rows(hub, "gpulab_queue")) == 1, what="bob queued")
+    wait_for(lambda: len(gpulab_rows(hub, "gpulab_queue")) == 1, what="bob queued")
     hub.kill()
     hub.start(extra_args=["--JupyterHub.slow_spawn_timeout=0.5"])
     # nobody asks again: the culler sees the request lost and starts it, with its place kept
     wait_for(lambda: (hub.server_model("bob") or {}).get("pending") == "spawn", timeout=60,
              what="the culler to restart bob's queued request")
-    assert [q["user_name"] for q in rows(hub, "gpulab_queue")] == ["bob"]
+    assert [q["user_name"] for q in gpulab_rows(hub, "gpulab_queue")] == ["bob"]
     hub.stop_server("ann")
     bob = hub.wait_ready("bob", timeout=30)
     assert sorted(bob["state"]["gpus"]) == ["0", "1"]
@@ -143,7 +122,7 @@ def test_running_server_is_stopped_when_its_project_budget_is_spent(hub_factory)
     hub.start_server("pia", {"gpus": 1, "project": "tiny"})
     hub.start_server("ned", {"gpus": 1})
     wait_for(lambda: hub.server_model("pia") is None, timeout=60, what="pia's server to be stopped")
-    pia = [r for r in rows(hub, "gpulab_usage") if r["user_name"] == "pia"][0]
+    pia = [r for r in gpulab_rows(hub, "gpulab_usage") if r["user_name"] == "pia"][0]
     assert pia["stop_reason"] == "budget" and pia["project"] == "tiny"
     time.sleep(3)
     assert hub.server_model("ned")["ready"]  # charged to his own budget, which is not spent

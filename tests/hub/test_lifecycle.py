@@ -13,21 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.support.hubproc import ROOT
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.hub
 
 
 def held(hub):
     return sorted((a["user_name"], a["server_name"], a["visible_id"]) for a in hub.allocations())
-
-
-def wait_for(cond, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import time
 import pytest
 import requests
 
+from tests.support.polling import gpulab_rows, wait_for
+
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
 FAST = ["--JupyterHub.slow_spawn_timeout=0.5"]  # the API answers 202 at once for queued spawns
@@ -20,25 +22,8 @@ def pending(hub, user, server=""):
     return bool(s and s.get("pending") == "spawn")
 
 
-def wait_for(cond, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def queue_rows(hub):
-    import sqlalchemy as sa
-
-    eng = sa.create_engine(hub.gpulab_db_url)
-    try:
-        with eng.connect() as c:
-            return [dict(r) for r in c.execute(sa.text(
-                "SELECT user_name, server_name, state FROM gpulab_queue ORDER BY created_at")).mappings()]
-    finally:
-        eng.dispose()
+    return gpulab_rows(hub, "gpulab_queue", order_by="created_at")
 
 
 class Progress:
@@ -105,19 +90,8 @@ def test_queue_waits_without_gpus_and_starts_when_freed(hub):
     hub.stop_server("bob")
     cal = hub.wait_ready("cal", timeout=30)
     assert sorted(cal["state"]["gpus"]) == ["0", "1"] and queue_rows(hub) == []
-    rec = {r["user_name"]: r for r in usage_rows(hub)}
+    rec = {r["user_name"]: r for r in gpulab_rows(hub, "gpulab_usage")}
     assert rec["cal"]["queued_seconds"] > 12
-
-
-def usage_rows(hub):
-    import sqlalchemy as sa
-
-    eng = sa.create_engine(hub.gpulab_db_url)
-    try:
-        with eng.connect() as c:
-            return [dict(r) for r in c.execute(sa.text("SELECT * FROM gpulab_usage ORDER BY id")).mappings()]
-    finally:
-        eng.dispose()
 
 
 def test_cancel_by_stopping_the_pending_server(hub):
