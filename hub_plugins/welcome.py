@@ -4,7 +4,8 @@ import os
 import sys
 from pathlib import Path
 
-from hub_plugins.settings import ConfigError, load
+from hub_plugins.settings.errors import ConfigError
+from hub_plugins.settings.loader import load
 
 
 def main() -> int:

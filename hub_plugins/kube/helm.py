@@ -24,6 +24,7 @@ import yaml
 from ..profiles import Catalog, load_dir
 from ..quota.limits import format_bytes
 from ..settings.apply import BILLING_SCOPES, CULLER_SCOPES
+from ..settings.loader import load
 from .overrides import KubeSettings, option_label, pod_overrides
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,8 +202,6 @@ def render(values: dict) -> str:
 
 
 def generate(source: Path = SOURCE) -> str:
-    from ..settings import load
-
     cfg = load(source)
     catalog = load_dir(cfg["profiles_dir"], cfg["default_profile"], cfg["gpus"]["max_per_server"])
     texts = {p.name: Path(p.path).read_text() for p in catalog}

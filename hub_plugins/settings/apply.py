@@ -1,22 +1,72 @@
 """Turn a loaded ``gpulab.yaml`` into traitlets config, one small function per concern (as TLJH's
-``configurer`` does), each trivially testable: ``update_x(c, cfg)`` only assigns to ``c``."""
+``configurer`` does), each trivially testable: ``update_x(c, cfg)`` only assigns to ``c``, and
+assigns whole values computed from the config alone (never appending to what another function
+set), so the order they run in does not matter.
+
+What is decided once per start (ports picked at random, the MLflow service's token) is a
+:class:`Runtime`, made once per loaded config and shared by the functions that need it.
+"""
 
 from __future__ import annotations
 
-import json
 import os
+import secrets
 import shutil
-import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from jupyterhub.utils import random_port
 from traitlets.config import Config
 
-BACKEND_SPAWNERS = {"local": "gpulab-local", "docker": "gpulab-docker"}
+from ..auth import NATIVE_TEMPLATES
+from ..mlflow import setup as mlflow
+from ..mlflow.provider import PROVIDER
+from ..quota.limits import parse_bytes
+from .auth import apply_auth
+from .cluster import update_kubernetes, update_slurm
+from .loader import gpulab_db_url
+
+BACKEND_SPAWNERS = {"local": "gpulab-local", "docker": "gpulab-docker", "slurm": "gpulab-slurm",
+                    "kubernetes": "gpulab-kubernetes"}
+# What each service may do with its own token (the Helm values use the same lists).
+BILLING_SCOPES = ("list:users", "read:users:groups", "read:groups")
+CULLER_SCOPES = ("list:users", "read:users:groups", "read:users:activity", "read:servers", "servers",
+                 "delete:servers")
+# What the quotas service may do with its own token: look people up and read their groups.
+QUOTAS_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups"]
+ROOT = str(Path(__file__).resolve().parents[2])
+
+__all__ = ["BACKEND_SPAWNERS", "UPDATES", "apply_all", "gpulab_db_url", "update_api_tokens", "update_services"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Decided once per start: where the 'auto' services listen and the MLflow service's token
+    (new at each start: with it the hub's env provider proves to the service that the hub asks)."""
+
+    quotas_url: str
+    mlflow_port: int
+    mlflow_token: str
+
+    @classmethod
+    def new(cls, cfg: dict) -> Runtime:
+        url = cfg["services"]["quotas"]["url"]
+        return cls(f"http://127.0.0.1:{random_port()}" if url == "auto" else url,
+                   cfg["mlflow"]["port"] or random_port(), secrets.token_hex(32))
+
+
+def runtime(cfg: dict) -> Runtime:
+    """This config's runtime decisions (made at the first ask, then the same for every update)."""
+    return cfg.setdefault("_runtime", Runtime.new(cfg))
 
 
 def _state(cfg: dict, *parts: str) -> str:
     return os.path.join(cfg["hub"]["state_dir"], *parts)
+
+
+def _root(cfg: dict) -> str:
+    return cfg.get("_project_root") or ROOT
 
 
 def prepare_state_dir(cfg: dict) -> None:
@@ -53,27 +103,89 @@ def update_hub(c: Config, cfg: dict) -> None:
         c.ConfigurableHTTPProxy.command = [chp]
 
 
-def update_api_tokens(c: Config, cfg: dict) -> None:
+# -- services and roles: pure builders, each (services, roles) ---------------------------------
+def token_services(cfg: dict) -> tuple[list[dict], list[dict]]:
     """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation),
     or, when ``hub.api_token_scopes`` names it, a role with only those scopes."""
     tokens = cfg["hub"]["api_tokens"]
     scoped = cfg["hub"].get("api_token_scopes") or {}
-    services = list(c.JupyterHub.get("services", []))
-    services += [{"name": name, "api_token": tok} for name, tok in tokens.items()]
-    c.JupyterHub.services = services
+    services = [{"name": name, "api_token": tok} for name, tok in tokens.items()]
+    admins = sorted(n for n in tokens if n not in scoped)
+    roles = [{"name": "admin", "services": admins}] if admins else []
+    roles += [{"name": f"gpulab-token-{name}", "description": f"hub.api_token_scopes.{name}",
+               "scopes": list(scoped[name]), "services": [name]} for name in sorted(scoped)]
+    return services, roles
+
+
+def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_scopes=()) -> dict:
+    """A JupyterHub-managed gpulab service: same Python, same checkout, and its settings from the
+    same gpulab.yaml (``GPULAB_CONFIG``), the one way every service is configured."""
+    root = _root(cfg)
+    svc = {
+        "name": name,
+        "command": [sys.executable, "-m", module],
+        "cwd": root,
+        "environment": {"GPULAB_CONFIG": cfg["_path"], "PYTHONPATH": root},
+    }
+    if url:
+        svc["url"] = url
+        svc["oauth_client_allowed_scopes"] = [f"access:services!service={name}", *allowed_scopes]
+    return svc
+
+
+def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
+    """gpulab's hub services, each with a role of the least scopes it needs, and the scopes every
+    user gets to open them (their own data only; the services enforce it)."""
+    rt = runtime(cfg)
+    # admins' tokens for a service carry the unfiltered 'list:users' scope: that is how the
+    # service tells an admin (read-only; users' tokens carry at most their own)
+    services = [_service("billing", cfg, "services.billing", f"http://127.0.0.1:{cfg['billing']['port']}",
+                         ["list:users"])]
+    roles = [{"name": "gpulab-billing", "description": "gpulab billing: read users, groups",
+              "scopes": list(BILLING_SCOPES), "services": ["billing"]}]
+    user_scopes = ["access:services!service=billing"]
+    if cfg["services"]["quotas"]["enabled"]:
+        # quotas (``services/admin``): everyone sees their own quota; only admins manage overrides
+        services.append({**_service("quotas", cfg, "services.admin", rt.quotas_url),
+                         "display": True, "oauth_no_confirm": True})
+        roles.append({"name": "gpulab-quotas-service", "description": "the quotas service: read users and their groups",
+                      "scopes": list(QUOTAS_SERVICE_SCOPES), "services": ["quotas"]})
+        user_scopes.append("access:services!service=quotas")
+    if cfg["culler"]["enabled"]:
+        services.append(_service("culler", cfg, "services.culler"))
+        roles.append({"name": "gpulab-culler",
+                      "description": "gpulab culler: see activity, stop idle servers, restart queued requests",
+                      "scopes": list(CULLER_SCOPES), "services": ["culler"]})
+    if cfg["mlflow"]["enabled"]:  # MLflow tracking at /services/mlflow/
+        services.append(mlflow.service(_service(mlflow.SERVICE, cfg, "services.mlflow"), rt.mlflow_port, rt.mlflow_token))
+        user_scopes.append(f"access:services!service={mlflow.SERVICE}")
+    return services, roles, user_scopes
+
+
+def update_services(c: Config, cfg: dict) -> None:
+    """Every hub service and role gpulab defines: API tokens, billing, quotas, the culler and
+    MLflow, and the 'user' role that lets people open gpulab's pages."""
+    tokens, token_roles = token_services(cfg)
+    services, roles, user_scopes = gpulab_services(cfg)
+    c.JupyterHub.services = tokens + services
+    user = {"name": "user", "description": "Standard user privileges, and gpulab's pages", "scopes": ["self"]}
+    roles = [*token_roles, *roles, user]
+    for scope in user_scopes:
+        roles = mlflow.grant_user_scope(roles, scope)
+    c.JupyterHub.load_roles = roles
+
+
+def update_api_tokens(c: Config, cfg: dict) -> None:
+    """Only the API tokens' services and roles: for the z2jh hub (``kube/hubconfig.py``), where
+    the chart's values define gpulab's services and this adds the tokens to them."""
+    tokens, roles = token_services(cfg)
     if tokens:
-        roles = list(c.JupyterHub.get("load_roles", []))
-        admins = sorted(n for n in tokens if n not in scoped)
-        if admins:
-            roles.append({"name": "admin", "services": admins})
-        roles += [{"name": f"gpulab-token-{name}", "description": f"hub.api_token_scopes.{name}",
-                   "scopes": list(scoped[name]), "services": [name]} for name in sorted(scoped)]
-        c.JupyterHub.load_roles = roles
+        c.JupyterHub.services = [*c.JupyterHub.get("services", []), *tokens]
+    if roles:
+        c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []), *roles]
 
 
 def update_auth(c: Config, cfg: dict) -> None:
-    from ..auth import NATIVE_TEMPLATES
-
     auth = cfg["auth"]
     if auth["kind"] == "native":
         c.JupyterHub.authenticator_class = "gpulab-native"
@@ -84,8 +196,6 @@ def update_auth(c: Config, cfg: dict) -> None:
             setattr(c.NativeAuthenticator, key, value)
         c.JupyterHub.template_paths = [NATIVE_TEMPLATES]
     else:  # an identity provider: its class, settings and group mapping (settings/auth.py)
-        from .auth import apply_auth
-
         apply_auth(c, cfg)
 
 
@@ -96,12 +206,6 @@ def update_spawner(c: Config, cfg: dict) -> None:
     c.LocalGPUSpawner.system_user_prefix = local["system_user_prefix"]
     c.LocalGPUSpawner.home_root = local["home_root"]
     c.LocalGPUSpawner.shared_home_root = _state(cfg, "homes")
-
-
-def gpulab_db_url(cfg: dict) -> str:
-    """gpulab's tables live in the hub's database when it is PostgreSQL; with SQLite they get
-    their own file, so the allocator never waits on JupyterHub's write lock."""
-    return cfg["hub"]["db_url"] or f"sqlite:///{_state(cfg, 'gpulab.sqlite')}"
 
 
 def update_gpulab(c: Config, cfg: dict) -> None:
@@ -117,100 +221,8 @@ def update_gpulab(c: Config, cfg: dict) -> None:
     c.GPULab.queue_settings = cfg["queue"]
 
 
-# What each service may do with its own token (the Helm values use the same lists).
-BILLING_SCOPES = ("list:users", "read:users:groups", "read:groups")
-CULLER_SCOPES = ("list:users", "read:users:groups", "read:users:activity", "read:servers", "servers",
-                 "delete:servers")
-# What the quotas service may do with its own token: look people up and read their groups.
-QUOTAS_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups"]
-
-
-def free_local_port() -> int:
-    # 'auto': the proxy routes /services/quotas/ to it, so any free local port does
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _quotas_service(cfg: dict) -> dict | None:
-    """quotas (``services/admin``): everyone may open it (their own quota); only hub admins
-    manage overrides there."""
-    quotas = cfg.get("services", {}).get("quotas", {})
-    if not quotas.get("enabled", True):
-        return None
-    url = quotas.get("url", "auto")
-    if url == "auto":
-        url = f"http://127.0.0.1:{free_local_port()}"
-    root = cfg.get("_project_root") or str(Path(__file__).resolve().parents[2])
-    settings = {
-        "db_url": gpulab_db_url(cfg),
-        "quotas": cfg["quotas"],
-        "profiles_dir": cfg["profiles_dir"],
-        "default_profile": cfg["default_profile"],
-        "max_per_server": cfg["gpus"]["max_per_server"],
-    }
-    return {
-        "name": "quotas",
-        "url": url,
-        "command": [sys.executable, "-m", "services.admin"],
-        "cwd": root,
-        "environment": {"GPULAB_QUOTAS_SETTINGS": json.dumps(settings, default=str)},
-        "display": True,
-        "oauth_no_confirm": True,
-    }
-
-
-def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_scopes=()) -> dict:
-    """A JupyterHub-managed gpulab service: same Python, same checkout, same gpulab.yaml."""
-    root = cfg.get("_project_root") or str(Path(__file__).resolve().parents[2])
-    svc = {
-        "name": name,
-        "command": [sys.executable, "-m", module],
-        "cwd": root,
-        "environment": {"GPULAB_CONFIG": cfg["_path"], "PYTHONPATH": root},
-    }
-    if url:
-        svc["url"] = url
-        svc["oauth_client_allowed_scopes"] = [f"access:services!service={name}", *allowed_scopes]
-    return svc
-
-
-def update_services(c: Config, cfg: dict) -> None:
-    """gpulab's hub services, each with a role of the least scopes it needs: billing, quotas
-    (overrides and audit) and the culler. Every user may open the billing and quotas pages
-    (their own data only; the services enforce it)."""
-    services = list(c.JupyterHub.get("services", []))
-    roles = list(c.JupyterHub.get("load_roles", []))
-    user_scopes = ["self"]
-    port = cfg["billing"]["port"]
-    # admins' tokens for the service carry the unfiltered 'list:users' scope: that is how the
-    # service tells an admin (read-only; users' tokens carry at most their own)
-    services.append(_service("billing", cfg, "services.billing", f"http://127.0.0.1:{port}", ["list:users"]))
-    roles.append({"name": "gpulab-billing", "description": "gpulab billing: read users, groups",
-                  "scopes": list(BILLING_SCOPES), "services": ["billing"]})
-    user_scopes.append("access:services!service=billing")
-    quotas = _quotas_service(cfg)
-    if quotas:
-        services.append(quotas)
-        roles.append({"name": "gpulab-quotas-service", "description": "the quotas service: read users and their groups",
-                      "scopes": list(QUOTAS_SERVICE_SCOPES), "services": ["quotas"]})
-        user_scopes.append("access:services!service=quotas")
-    if cfg["culler"]["enabled"]:
-        services.append(_service("culler", cfg, "services.culler"))
-        roles.append({"name": "gpulab-culler",
-                      "description": "gpulab culler: see activity, stop idle servers, restart queued requests",
-                      "scopes": list(CULLER_SCOPES),
-                      "services": ["culler"]})
-    roles.append({"name": "user", "description": "Standard user privileges, and gpulab's pages",
-                  "scopes": user_scopes})
-    c.JupyterHub.services = services
-    c.JupyterHub.load_roles = roles
-
-
 def update_docker(c: Config, cfg: dict) -> None:
     """The Docker backend's settings (applied whatever the backend; used when it is docker)."""
-    from ..quota.limits import parse_bytes
-
     d = cfg["docker"]
     if d["host"]:
         c.DockerGPUSpawner.client_kwargs = {"base_url": d["host"]}
@@ -224,25 +236,21 @@ def update_docker(c: Config, cfg: dict) -> None:
 
 
 def update_mlflow(c: Config, cfg: dict) -> None:
-    """MLflow as a hub-managed service at /services/mlflow/, its env injected into every server."""
-    from ..mlflow.setup import apply_mlflow
+    """Every server's MLflow environment (the service itself is in ``update_services``)."""
+    m = cfg["mlflow"]
+    if m["enabled"]:
+        # the one list gpulab adds to rather than sets: a site adds its own providers in the site
+        # section of jupyterhub_config.py (traitlets merges the two); no other update touches it
+        c.GPULab.env_providers.append(PROVIDER)
+        rt = runtime(cfg)
+        mlflow.configure_env(c, m, cfg["hub"]["bind_url"], rt.mlflow_port, rt.mlflow_token)
 
-    apply_mlflow(c, cfg)
 
-
-# update_mlflow after update_services: it adds its scope to the 'user' role defined there
-UPDATES = (update_hub, update_api_tokens, update_auth, update_spawner, update_gpulab, update_services,
-           update_docker, update_mlflow)
+UPDATES = (update_hub, update_auth, update_spawner, update_gpulab, update_services, update_docker, update_mlflow,
+           update_slurm, update_kubernetes)
 
 
 def apply_all(c: Config, cfg: dict) -> None:
     prepare_state_dir(cfg)
     for update in UPDATES:
         update(c, cfg)
-
-
-# ---- cluster backends (SLURM, Kubernetes): their update functions live in settings/cluster.py
-from .cluster import update_kubernetes, update_slurm  # noqa: E402
-
-BACKEND_SPAWNERS.update(slurm="gpulab-slurm", kubernetes="gpulab-kubernetes")
-UPDATES = (*UPDATES, update_slurm, update_kubernetes)

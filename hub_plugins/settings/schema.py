@@ -505,3 +505,7 @@ DEFAULTS = {
 
 GPULAB_SCHEMA["properties"].update(slurm=SLURM, kubernetes=KUBERNETES)
 DEFAULTS.update(CLUSTER_DEFAULTS)
+
+# What a ``culler.policies`` item leaves out (only ``name`` is required): the keys of one item.
+CULL_POLICY_DEFAULTS = {"name": "default", "match": {}, "gpu_idle_minutes": 30, "inactive_minutes": 480,
+                        "max_age_hours": None, "startup_grace_minutes": 10}

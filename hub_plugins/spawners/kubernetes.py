@@ -22,8 +22,6 @@ from .mixin import GPUSpawnerMixin
 class KubeGPUSpawner(GPUSpawnerMixin, QueueAwareKubeSpawner):
     """GPU-aware pods."""
 
-    gpulab_backend = "kubernetes"
-
     def gpulab_profile_available(self, profile):
         if not profile.image:
             return False, "it has no container image (no 'image' in the profile)"

@@ -8,13 +8,15 @@ spawn; otherwise every server runs as the hub's own user and a warning says user
 
 from __future__ import annotations
 
-import asyncio
 import os
+import pwd
 import sys
 
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException, set_user_setuid
 from traitlets import Enum, Unicode, default
 
+from ..settings.schema import DEFAULTS
+from ..settings.typed import LocalSettings
 from .mixin import GPUSpawnerMixin
 from .sysusers import ensure_user, executable_by, groups_of, system_username
 
@@ -24,19 +26,17 @@ _warned_shared = False
 class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
     """GPU-aware local processes."""
 
-    gpulab_backend = "local"
-
     system_users = Enum(
         ["auto", "never"],
-        "auto",
+        DEFAULTS["local"]["system_users"],
         config=True,
         help="""'auto': when the hub runs as root, run each hub user's servers as their own system
         user (prefix + name), created on first spawn. 'never': run every server as the hub's user.""",
     )
     system_user_prefix = Unicode(
-        "jupyter-", config=True, help="Prefix of system user names, so 'root' maps to 'jupyter-root'."
+        DEFAULTS["local"]["system_user_prefix"], config=True, help="Prefix of system user names, so 'root' maps to 'jupyter-root'."
     )
-    home_root = Unicode("/home", config=True, help="Where system users' home directories are created.")
+    home_root = Unicode(DEFAULTS["local"]["home_root"], config=True, help="Where system users' home directories are created.")
     shared_home_root = Unicode(
         config=True,
         help="""Where per-user working directories live when servers run as the hub's own user
@@ -48,8 +48,12 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         return os.path.join(os.getcwd(), "homes")
 
     @property
+    def local_settings(self) -> LocalSettings:
+        return LocalSettings(self.system_users, self.system_user_prefix, self.home_root, self.shared_home_root)
+
+    @property
     def isolated(self) -> bool:
-        return self.system_users == "auto" and os.geteuid() == 0
+        return self.local_settings.isolated()
 
     @property
     def system_user(self) -> str:
@@ -57,7 +61,8 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
 
     @property
     def shared_home(self) -> str:
-        return os.path.join(self.shared_home_root, self.system_user)
+        """The working directory of a server that runs as the hub's user (not isolated)."""
+        return self.local_settings.shared_home(self.system_user)
 
     # -- the seam --------------------------------------------------------------------------
     def _singleuser(self, profile) -> str:
@@ -111,8 +116,6 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
 
     def user_env(self, env):
         if self.isolated:
-            import pwd
-
             pw = pwd.getpwnam(self.system_user)
             env.update(USER=pw.pw_name, HOME=pw.pw_dir, SHELL=pw.pw_shell or "/bin/bash")
         else:

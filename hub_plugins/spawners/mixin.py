@@ -59,8 +59,6 @@ class GPUSpawnerMixin(HasTraits):
     """Mix into any JupyterHub Spawner, first in the bases. (A HasTraits subclass, so that its
     ``@default`` handlers for Spawner traits are registered.)"""
 
-    gpulab_backend = "generic"
-
     watch_start = Bool(
         True,
         config=True,
@@ -266,7 +264,7 @@ class GPUSpawnerMixin(HasTraits):
         if status is None and self._gpulab_ready:
             now = utcnow()
             self._gpulab_last_alive = now
-            beat = (self.gpulab.billing or {}).get("heartbeat_seconds", 60)
+            beat = self.gpulab.settings.billing.heartbeat_seconds
             held = self.gpulab_held
             if held and (self._gpulab_last_beat is None or (now - self._gpulab_last_beat).total_seconds() >= beat):
                 self._gpulab_last_beat = now

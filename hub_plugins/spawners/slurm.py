@@ -29,8 +29,6 @@ from .mixin import GPUSpawnerMixin
 class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
     """GPU-aware SLURM jobs."""
 
-    gpulab_backend = "slurm"
-
     partition = Unicode("", config=True, help="Partition for servers ('' = the cluster's default).")
     gpu_partition = Unicode("", config=True, help="Partition for servers with GPUs ('' = partition).")
     account = Unicode("", config=True, help="SLURM account to charge ('' = the user's default).")

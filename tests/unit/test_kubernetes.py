@@ -23,7 +23,7 @@ from hub_plugins.kube.capacity import KubeCapacity
 from hub_plugins.kube.nodes import auto_name, inventory_from_cluster, pod_requests, tolerated
 from hub_plugins.kube.queue import queue_message, queue_position, unschedulable_reason
 from hub_plugins.settings.cluster import update_kubernetes
-from hub_plugins.settings.loader import deep_merge
+from hub_plugins.settings.defaults import deep_merge
 from hub_plugins.settings.schema import DEFAULTS
 from hub_plugins.spawners.kubernetes import KubeGPUSpawner
 
