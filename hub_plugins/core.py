@@ -26,16 +26,16 @@ from .gpu.choice import auto_candidates
 from .gpu.devices import Inventory
 from .gpu.nvml import discover
 from .gpu.simulated import SpecError, parse_spec
-from .profiles import Catalog, load_dir
+from .spawn.profiles import Catalog, load_dir
 from .quota import Ask, Effective, Override, QuotaConfig, check, resolve
 from .quota.view import QuotaView
-from .request import RequestError, SpawnRequest
-from .messages import capacity_message
+from .spawn.request import RequestError, SpawnRequest
+from .spawn.messages import capacity_message
 from .settings.errors import ConfigError
 from .settings.schema import DEFAULTS
 from .settings.typed import CoreSettings
 from .accounting.pricing import Pricing
-from .budgeting import BudgetRefused, Budgets
+from .accounting.keeper import BudgetRefused, Budgets
 from .store.allocator import Allocation, Allocator, NoCapacity, Owner, QuotaRefused, Snapshot, UsageTerms
 from .store.db import Database
 from .store.models import utcnow

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from traitlets.config import Config
 
-from ..kube.capacity import KubeCapacity
-from ..slurm.capacity import SlurmCapacity
-from ..slurm.sbatch import SbatchError, check_extra_option
+from ..spawners.kubernetes.capacity import KubeCapacity
+from ..spawners.slurm.capacity import SlurmCapacity
+from ..spawners.slurm.sbatch import SbatchError, check_extra_option
 from .errors import ConfigError
 
 

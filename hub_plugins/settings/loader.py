@@ -14,7 +14,7 @@ import yaml
 
 from ..gpu.devices import valid_type_name
 from ..gpu.simulated import SpecError, parse_spec
-from ..profiles import load_dir
+from ..spawn.profiles import load_dir
 from .auth import check_auth
 from .defaults import deep_merge
 from .errors import ConfigError

@@ -28,10 +28,10 @@ from jupyterhub.utils import maybe_future, url_path_join, wait_for_http_server
 from traitlets import Bool, HasTraits, default
 
 from ..core import GPULab
-from ..form import build_model, render
+from ..spawn.form import build_model, render
 from ..gpu.devices import format_devices
-from ..request import STANDARD_EXTRAS, RequestError, SpawnRequest, from_form, parse
-from ..budgeting import BudgetRefused
+from ..spawn.request import STANDARD_EXTRAS, RequestError, SpawnRequest, from_form, parse
+from ..accounting.keeper import BudgetRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
 from ..store.models import utcnow
 from .waiting import wait_in_queue

@@ -18,7 +18,7 @@ import time
 from jupyterhub.spawner import SpawnException
 
 from ..gpu.devices import format_devices
-from ..request import RequestError
+from ..spawn.request import RequestError
 from ..store.allocator import Allocation, NoCapacity
 
 LOOK_EVERY = 5.0  # seconds between looks when nothing was released

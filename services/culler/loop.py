@@ -19,7 +19,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from hub_plugins.gpu.metrics import make_reader
 from hub_plugins.settings.typed import Settings, plain
-from hub_plugins.spawners.sysusers import system_username
+from hub_plugins.spawners.local.sysusers import system_username
 from hub_plugins.store.samples import Measured, SampleStore
 from hub_plugins.store.usage import aware
 from services.base import HubAPIError

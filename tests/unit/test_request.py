@@ -2,8 +2,8 @@
 
 import pytest
 
-from hub_plugins.profiles import Catalog, profile_from_dict
-from hub_plugins.request import RequestError, from_form, parse
+from hub_plugins.spawn.profiles import Catalog, profile_from_dict
+from hub_plugins.spawn.request import RequestError, from_form, parse
 
 CATALOG = Catalog([
     profile_from_dict("minimal", {"display_name": "Minimal", "default": True, "gpus": {"counts": [0, 1, 2, 3, 4]}}),
@@ -94,14 +94,14 @@ def test_from_form():
     [("2h", 7200), ("90m", 5400), ("1h30m", 5400), (7200, 7200), ("600", 600), ("", None), (None, None)],
 )
 def test_runtime(value, seconds):
-    from hub_plugins.request import parse_runtime
+    from hub_plugins.spawn.request import parse_runtime
 
     assert parse_runtime(value) == seconds
 
 
 @pytest.mark.parametrize("value", ["1m", "31d", "2 hours", -5, True, "h", [1]])
 def test_bad_runtime(value):
-    from hub_plugins.request import parse_runtime
+    from hub_plugins.spawn.request import parse_runtime
 
     with pytest.raises(RequestError, match="'runtime' must be a duration"):
         parse_runtime(value)
@@ -109,6 +109,6 @@ def test_bad_runtime(value):
 
 @pytest.mark.parametrize("value, flag", [(True, True), ("on", True), ("false", False), (False, False)])
 def test_queue_flag(value, flag):
-    from hub_plugins.request import parse_flag
+    from hub_plugins.spawn.request import parse_flag
 
     assert parse_flag(value) is flag

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 
-from ..settings.apply import update_api_tokens, update_auth, update_gpulab, update_spawner
-from ..settings.cluster import update_kubernetes
-from ..settings.loader import load
+from ...settings.apply import update_api_tokens, update_auth, update_gpulab, update_spawner
+from ...settings.cluster import update_kubernetes
+from ...settings.loader import load
 
 CONFIG_PATH = "/usr/local/etc/gpulab/gpulab.yaml"
 

@@ -16,14 +16,14 @@ import sys
 from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Dict, List, Unicode
 
-from ..cluster.fit import never_fits
-from ..form import cap
-from ..slurm import cli
-from ..slurm.batch import SlurmBatchSpawner
-from ..slurm.jobs import job_comment, orphans
-from ..slurm.nodes import gres_type_for
-from ..slurm.sbatch import JobRequest, SbatchError, SlurmSettings, job_name, render_script, sbatch_options
-from .mixin import GPUSpawnerMixin
+from ...cluster.fit import never_fits
+from ...spawn.form import cap
+from . import cli
+from .batch import SlurmBatchSpawner
+from .jobs import job_comment, orphans
+from .nodes import gres_type_for
+from .sbatch import JobRequest, SbatchError, SlurmSettings, job_name, render_script, sbatch_options
+from ..mixin import GPUSpawnerMixin
 
 
 class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):

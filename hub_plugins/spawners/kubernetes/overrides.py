@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..gpu.devices import kind_of
+from ...gpu.devices import kind_of
 from .nodes import PRODUCT, resource_for
 
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .gpu.devices import valid_type_name
+from ..gpu.devices import valid_type_name
 from .profiles import Catalog, Profile
 
 # Keys a request may carry. Later features add theirs here (e.g. "queue").

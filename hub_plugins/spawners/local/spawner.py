@@ -15,9 +15,9 @@ import sys
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException, set_user_setuid
 from traitlets import Enum, Unicode, default
 
-from ..settings.schema import DEFAULTS
-from ..settings.typed import LocalSettings
-from .mixin import GPUSpawnerMixin
+from ...settings.schema import DEFAULTS
+from ...settings.typed import LocalSettings
+from ..mixin import GPUSpawnerMixin
 from .sysusers import ensure_user, executable_by, groups_of, system_username
 
 _warned_shared = False

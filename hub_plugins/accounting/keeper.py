@@ -10,9 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from .accounting.budgets import BudgetConfig, BudgetStatus, fmt_amount, fmt_time, status
-from .accounting.pricing import Pricing
-from .store.usage import UsageStore
+from .budgets import BudgetConfig, BudgetStatus, fmt_amount, fmt_time, status
+from .pricing import Pricing
+from ..store.usage import UsageStore
 
 log = logging.getLogger("gpulab.budgets")
 UTC = dt.timezone.utc

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from ..gpu.devices import MIG_SLICES, Device, Inventory, family_of, mig_memory_mib, mig_slices, valid_type_name
+from ...gpu.devices import MIG_SLICES, Device, Inventory, family_of, mig_memory_mib, mig_slices, valid_type_name
 
 GPU = "nvidia.com/gpu"
 MIG_PREFIX = "nvidia.com/mig-"

@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
-from .quota.limits import parse_bytes
-from .settings.errors import ConfigError
-from .settings.schema import PROFILE_NAME, PROFILE_SCHEMA
-from .settings.validate import validate
+from ..quota.limits import parse_bytes
+from ..settings.errors import ConfigError
+from ..settings.schema import PROFILE_NAME, PROFILE_SCHEMA
+from ..settings.validate import validate
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import jinja2
 
-from .accounting.budgets import fmt_amount
-from .gpu.choice import auto_candidates
-from .gpu.devices import format_equivalents
-from .quota import Effective, ServerUse
-from .quota.limits import format_bytes
-from .quota.view import QuotaView, amount_text
+from ..accounting.budgets import fmt_amount
+from ..gpu.choice import auto_candidates
+from ..gpu.devices import format_equivalents
+from ..quota import Effective, ServerUse
+from ..quota.limits import format_bytes
+from ..quota.view import QuotaView, amount_text
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),

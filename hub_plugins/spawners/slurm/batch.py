@@ -33,7 +33,7 @@ from batchspawner import SlurmSpawner
 from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Float, List, Unicode, default
 
-from ..spawners.sysusers import ensure_user, system_username
+from ..local.sysusers import ensure_user, system_username
 from . import cli
 from .jobs import JobView, ended_message, explain, pending_message, queue_position
 
