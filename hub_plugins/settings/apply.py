@@ -26,18 +26,14 @@ from ..quota.limits import parse_bytes
 from .auth import apply_auth
 from .cluster import update_kubernetes, update_slurm
 from .loader import gpulab_db_url
+from .scopes import BILLING_SCOPES, CULLER_SCOPES, QUOTAS_SERVICE_SCOPES
 
 BACKEND_SPAWNERS = {"local": "gpulab-local", "docker": "gpulab-docker", "slurm": "gpulab-slurm",
                     "kubernetes": "gpulab-kubernetes"}
-# What each service may do with its own token (the Helm values use the same lists).
-BILLING_SCOPES = ("list:users", "read:users:groups", "read:groups")
-CULLER_SCOPES = ("list:users", "read:users:groups", "read:users:activity", "read:servers", "servers",
-                 "delete:servers")
-# What the quotas service may do with its own token: look people up and read their groups.
-QUOTAS_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups"]
 ROOT = str(Path(__file__).resolve().parents[2])
 
-__all__ = ["BACKEND_SPAWNERS", "UPDATES", "apply_all", "gpulab_db_url", "update_api_tokens", "update_services"]
+__all__ = ["BACKEND_SPAWNERS", "BILLING_SCOPES", "CULLER_SCOPES", "QUOTAS_SERVICE_SCOPES", "UPDATES", "apply_all",
+           "gpulab_db_url", "update_api_tokens", "update_services"]
 
 
 @dataclass(frozen=True)

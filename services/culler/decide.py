@@ -27,6 +27,9 @@ from hub_plugins.settings.schema import CULL_POLICY_DEFAULTS as _POLICY
 from hub_plugins.settings.schema import DEFAULTS
 
 MIN = dt.timedelta(minutes=1)
+# what a cull is recorded as (the usage record's stop reason)
+STOP_CATEGORY = {"gpu_idle": "culled", "inactive": "culled", "max_age": "culled", "runtime": "runtime",
+                 "budget": "budget"}
 _CULLER = DEFAULTS["culler"]
 
 

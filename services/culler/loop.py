@@ -28,12 +28,10 @@ from . import keeper
 from .cpu import CpuTracker
 from .decide import Action, Server
 from .decide import Settings as CullSettings
-from .decide import allocated_fraction, decide, energy_wh, gpu_idle, spent_since
+from .decide import STOP_CATEGORY, allocated_fraction, decide, energy_wh, gpu_idle, spent_since
 
 log = logging.getLogger("gpulab.culler")
 UTC = dt.timezone.utc
-STOP_CATEGORY = {"gpu_idle": "culled", "inactive": "culled", "max_age": "culled", "runtime": "runtime",
-                 "budget": "budget"}
 
 
 def parse_time(text):
