@@ -36,7 +36,7 @@ from .settings.schema import DEFAULTS
 from .settings.typed import CoreSettings
 from .accounting.pricing import Pricing
 from .accounting.keeper import BudgetRefused, Budgets
-from .store.allocator import Allocation, Allocator, NoCapacity, Owner, QuotaRefused, Snapshot, UsageTerms
+from .store.allocator import Allocation, Allocator, NoCapacity, Owner, Plan, QuotaRefused, Snapshot, UsageTerms
 from .store.db import Database
 from .store.models import utcnow
 from .store.overrides import OverrideStore
@@ -275,9 +275,10 @@ class GPULab(SingletonConfigurable):
         return types
 
     # -- allocation ------------------------------------------------------------------------
-    def allocation_args(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> dict:
-        """Everything an allocation of ``req`` needs, after the checks that need no lock
-        (membership of the project, the budget). Raises RequestError or BudgetRefused."""
+    def plan(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> Plan:
+        """Everything a reservation of ``req`` needs, after the checks that need no lock
+        (membership of the project, the runtime limit, the budget). Raises RequestError or
+        BudgetRefused."""
         inv = self.inventory()
         eff = self.effective(owner.user_name, groups)
         types = self.candidate_types(req, eff, inv) if req.gpus else []
@@ -301,21 +302,15 @@ class GPULab(SingletonConfigurable):
             ask = Ask(owner.server_name, req.profile.name, gpu_type, req.gpus, weight * req.gpus)
             return check(ask, eff, usage, enforcement)
 
-        return dict(
-            profile=req.profile.name, types=types, count=req.gpus, inventory=inv, quota_check=quota_check,
-            reserve=self.placement == "gpulab",
-            terms=UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds),
-        )
+        return Plan(req.profile.name, tuple(types), req.gpus, inv, quota_check, reserve=self.placement == "gpulab",
+                    terms=UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds))
 
     def allocate(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> Allocation:
         """Budget check, then type choice + quota check + placement + the usage record, in one
         serialised transaction.
 
         Raises RequestError, QuotaRefused, BudgetRefused or NoCapacity."""
-        args = self.allocation_args(owner, req, groups, queued_seconds)
-        return self.allocator.allocate(owner, args.pop("profile"), args.pop("types"), args.pop("count"),
-                                       args.pop("inventory"), args.pop("quota_check"),
-                                       reserve=args["reserve"], usage=args["terms"])
+        return self.allocator.reserve(owner, self.plan(owner, req, groups, queued_seconds))
 
     @property
     def queue_enabled(self) -> bool:
@@ -357,9 +352,7 @@ class GPULab(SingletonConfigurable):
     def queue_try_start(self, entry_id: int, owner: Owner, req: SpawnRequest, groups, queued_seconds: float):
         """One look at the queue for a waiting request: start it if it is its turn and its GPUs
         are free (see ``queue/store.py``)."""
-        args = self.allocation_args(owner, req, groups, queued_seconds)
-        inv = args.pop("inventory")
-        return self.queue.try_start(entry_id, owner, inv, args)
+        return self.queue.try_start(entry_id, owner, self.plan(owner, req, groups, queued_seconds))
 
     def check_budget(self, user_name: str, eff: Effective, req: SpawnRequest, project: str) -> None:
         """Refuse a spawn whose budget is spent. If usage cannot be read, follow

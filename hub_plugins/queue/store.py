@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from ..accounting.budgets import gpu_hours_since
 from ..gpu.choice import pick_type
 from ..settings.defaults import section
-from ..store.allocator import Allocation, Allocator, Owner
+from ..store.allocator import Allocation, Allocator, Owner, Plan
 from ..store.db import Database
 from ..store.models import DeviceAllocation, QueueEntry, UsageRecord, utcnow
 from ..store.usage import as_usage, aware, naive
@@ -92,12 +92,11 @@ class QueueStore:
 
         return self.db.retrying(run)
 
-    def try_start(self, entry_id: int, owner: Owner, inventory, allocate_args: dict) -> Outcome:
-        """Start ``entry_id`` now if the queue's order allows it and its GPUs are free.
-
-        ``allocate_args``: the rest of :meth:`Allocator.allocate_in`'s arguments (profile, count,
-        types, quota_check, terms). QuotaRefused propagates (the entry is removed: the request
-        no longer fits the user's quota, waiting will not change that)."""
+    def try_start(self, entry_id: int, owner: Owner, plan: Plan) -> Outcome:
+        """Start ``entry_id`` now if the queue's order allows it and its GPUs are free, reserving
+        by ``plan`` in the same transaction. QuotaRefused propagates (the entry is removed: the
+        request no longer fits the user's quota, waiting will not change that)."""
+        inventory = plan.inventory
 
         def run():
             with self.db.write_conn(serial=True) as c:
@@ -124,7 +123,7 @@ class QueueStore:
 
                 if may_start(entry_id, items, fits, now, self.policy.backfill, self.policy.reserve_after):
                     try:
-                        alloc = self.allocator.allocate_in(c, owner, inventory=inventory, **allocate_args)
+                        alloc = self.allocator.allocate_in(c, owner, plan)
                     finally:
                         c.execute(sa.delete(_Q).where(_Q.c.id == entry_id))
                     return Outcome("started", alloc)
