@@ -20,12 +20,18 @@ already being reclaimed are passed as ``freeing`` so they are not reclaimed twic
 
 from __future__ import annotations
 
+import datetime as dt
+
 from collections import defaultdict
 from collections.abc import Iterable
 
 from ..gpu.devices import Device
 from ..gpu.placement import place
 from .discipline import Plan, Request, Server
+
+# A request within quota waits this long before borrowed servers are reclaimed for it: most waits
+# end sooner as servers stop by themselves, and a reclaim stops someone's work.
+RECLAIM_AFTER = dt.timedelta(minutes=10)
 
 
 def borrowed_by_user(servers: Iterable[Server]) -> dict[str, float]:
@@ -94,12 +100,14 @@ def choose_reclaim(request: Request, free: Iterable[Device], servers: Iterable[S
     return None if best is None else best[1]
 
 
-def reclaims(p: Plan, servers: Iterable[Server], freeing: Iterable[Device] = ()) -> list[tuple[Request, list[Server]]]:
+def reclaims(p: Plan, servers: Iterable[Server], freeing: Iterable[Device] = (), now: dt.datetime | None = None,
+             after: dt.timedelta = RECLAIM_AFTER) -> list[tuple[Request, list[Server]]]:
     """Reclaim choices for the within-quota requests that wait in plan ``p``, in the queue's
     order. Each takes back borrowed servers that the requests before it did not take; devices the
     requests before it will use, or that a reservation holds for another request, are not room
     for it, and neither are borrowed servers on another request's reserved host (what they free
-    would be held for that request)."""
+    would be held for that request). Only requests that have waited ``after`` (at ``now``) take
+    back anything: most waits end as servers stop by themselves, without stopping anyone's work."""
     servers = list(servers)
     started = {s.request.id for s in p.starts}
     reserved_for = {(res.host, res.gpu_type): res.request_id for res in p.reservations}
@@ -112,6 +120,8 @@ def reclaims(p: Plan, servers: Iterable[Server], freeing: Iterable[Device] = ())
     taken: set[str] = {str(s.id) for s in servers if any(d.key in going for d in s.devices)}
     for r in p.order:
         if r.id in started or not r.within_quota or p.why.get(r.id) == "never":
+            continue
+        if now is not None and now - r.created_at < after:
             continue
         mine = [d for d in pool if held_for.get(d.key, r.id) == r.id]
         rest = [s for s in servers if str(s.id) not in taken

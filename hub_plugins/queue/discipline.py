@@ -78,6 +78,10 @@ class Rules:
     backfill: bool = True
     fair_share: bool = True  # False: age only (first come, first served)
     reservations: int = 1  # how many waiting within-quota requests hold devices (1: the head)
+    # a request that has waited this long goes before all that have not, oldest first, whatever
+    # its user's recent use, so fair share cannot starve a heavy user's request until its user
+    # gives up (a quarter of the queue's 24 h maximum wait). None: fair share alone
+    age_after: dt.timedelta | None = dt.timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -137,12 +141,15 @@ class Decision:
         return WHY.get(self.reason, "")
 
 
-def sort_key(r: Request, rules: Rules = Rules()):
-    return (not r.within_quota, round(r.usage, 6) if rules.fair_share else 0.0, r.created_at, str(r.id))
+def sort_key(r: Request, rules: Rules = Rules(), now: dt.datetime | None = None):
+    overdue = rules.age_after is not None and now is not None and now - r.created_at >= rules.age_after
+    usage = round(r.usage, 6) if rules.fair_share and not overdue else 0.0
+    return (not r.within_quota, not overdue, usage, r.created_at, str(r.id))
 
 
-def order(requests: Iterable[Request], rules: Rules = Rules()) -> list[Request]:
-    return sorted(requests, key=lambda r: sort_key(r, rules))
+def order(requests: Iterable[Request], rules: Rules = Rules(), now: dt.datetime | None = None) -> list[Request]:
+    """The queue's order (see the module docstring); ``now`` is needed for ``age_after``."""
+    return sorted(requests, key=lambda r: sort_key(r, rules, now))
 
 
 def expected_end(s: Server, now: dt.datetime, typical: dt.timedelta) -> dt.datetime:
@@ -168,7 +175,7 @@ class _Planner:
         self.claims: dict[str, Reservation] = {}  # free device key -> the reservation holding it
         self.claimed_later: set[str] = set()  # running devices promised to a reservation
         self.releases = sorted(((expected_end(s, now, typical), d) for s in running for d in s.devices),
-                               key=lambda x: (x[0], x[1]))
+                               key=lambda x: (x[0], x[1].key))
         self.cap = _capacity(list(self.free.values()) + [d for s in running for d in s.devices])
         self.version = 0  # bumped when the free or held set changes; keys the fit cache
         self.cache: dict = {}
@@ -206,7 +213,7 @@ class _Planner:
             self.free.pop(d.key, None)
             self.claims.pop(d.key, None)
             self.releases.append((end, d))
-        self.releases.sort(key=lambda x: (x[0], x[1]))
+        self.releases.sort(key=lambda x: (x[0], x[1].key))
         self.version += 1
 
     def reserve(self, r: Request) -> Reservation | None:
@@ -223,7 +230,7 @@ class _Planner:
             for host, slots in hosts.items():
                 if len(slots) < r.count:
                     continue
-                slots.sort(key=lambda x: (x[0], x[1]))
+                slots.sort(key=lambda x: (x[0], x[1].key))
                 n_free = sum(1 for _, d in slots if d.key in self.free)
                 # soonest; then the host with the most free now (so the choice stays put as
                 # devices free up there); then the preferred type; then the host name
@@ -250,7 +257,7 @@ def plan(requests: Iterable[Request], free: Iterable[Device], running: Iterable[
     The reason a request without a reservation waits is left to :func:`decide` (it costs a
     placement per request, and a queue in a burst can be thousands long)."""
     p = _Planner(free, running, now, rules, typical)
-    out = Plan(order(requests, rules))
+    out = Plan(order(requests, rules, now))
     # from which position on no request has a runtime (only those may use held devices)
     timed_after = [False] * (len(out.order) + 1)
     for i in range(len(out.order) - 1, -1, -1):

@@ -112,3 +112,14 @@ def test_reclaims_for_the_queue():
     assert [(r.id, [s.id for s in v]) for r, v in got] == [("s", [1])]
     # once server 1 is being reclaimed, nothing more is taken back for the same request
     assert reclaims(p, servers, freeing=servers[0].devices) == []
+
+
+def test_reclaim_waits_for_after():
+    """A request within quota takes back borrowed GPUs only once it has waited ``after``."""
+    free, servers = world(EIGHT, {1: ("ann", "localhost", list(range(8)), 30, True)})
+    fresh = Request("w", "w", T0 - 2 * M, 1, (A,))
+    waited = Request("w", "w", T0 - 12 * M, 1, (A,))
+    for r, expect in ((fresh, []), (waited, [1])):
+        p = plan([r], free, servers, T0, typical=60 * M)
+        got = reclaims(p, servers, now=T0, after=10 * M)
+        assert [s.id for _, v in got for s in v] == expect

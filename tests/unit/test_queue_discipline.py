@@ -221,3 +221,25 @@ def test_multi_gpu_request_is_served_under_a_stream_of_small_ones():
         if big not in waiting:
             break
     assert big not in waiting and now - T0 <= 65 * M
+
+
+def test_age_after_overrides_fair_share():
+    rules = Rules(age_after=6 * 60 * M)
+    items = [req(1, "heavy", 7 * 60, usage=50), req(2, "light", 5, usage=0), req(3, "heavy2", 6.5 * 60, usage=90),
+             req(4, "b", 8 * 60, within=False)]
+    # the two overdue requests first (oldest first, usage ignored), then fair share; borrowers last
+    assert [r.id for r in order(items, rules, T0)] == [1, 3, 2, 4]
+    assert [r.id for r in order(items, Rules(age_after=None), T0)] == [2, 1, 3, 4]
+    assert [r.id for r in order(items, rules)] == [2, 1, 3, 4]  # no time given: no ageing
+
+
+def test_overdue_big_request_goes_first():
+    """A heavy user's 4-GPU request that waited past age_after is the head again: the freed GPU
+    is held for it, not given to a light user's newcomer."""
+    free, running = world(FOUR, ONE_STOPPED)
+    heavy = req(1, "big", 7 * 60, count=4, usage=500)
+    light = req(2, "small", 0)
+    p = plan([heavy, light], free, running, T0, Rules(), typical=60 * M)
+    assert not p.starts and p.reservations[0].request_id == 1
+    p = plan([heavy, light], free, running, T0, Rules(age_after=None), typical=60 * M)
+    assert [s.request.id for s in p.starts] == [2]
