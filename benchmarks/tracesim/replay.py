@@ -226,6 +226,10 @@ class Replay:
         free = self.free()
         borrowing = pol.over_quota == "borrow" and any(
             self.st[i].borrowed and not self.st[i].reclaiming for i in self.running)
+        if not free and borrowing:
+            # a reclaim is for a request that has waited reclaim_after; the queue is in joining
+            # order, so its first entry is the one that has waited longest
+            borrowing = now - self.st[next(iter(self.queue))].queued_at >= pol.reclaim_after.total_seconds()
         if not free and not borrowing:
             return  # nothing can start (plan would start nobody) and nothing to reclaim
         requests = []

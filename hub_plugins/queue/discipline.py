@@ -6,8 +6,9 @@ decision (:func:`decide`), so a newcomer never takes GPUs that an earlier reques
 could use. The rules, in order:
 
 1. **Order.** Requests within their quota come before requests that would *borrow* (start beyond
-   their quota, preemptible). Within each class: fair share first (the user's GPU-hours over the
-   recent window, least first), then age (the earlier request first), then the id.
+   their quota, preemptible). Within each class: requests that have waited ``age_after`` (6 h)
+   or more first, oldest first; then fair share (the user's GPU-hours over the recent window,
+   least first), then age (the earlier request first), then the id.
 2. **Start in order.** Walking the order, a request whose GPUs are free (``count`` devices of one
    of its types, on one host, chosen by :func:`~hub_plugins.gpu.placement.place`) starts, and its
    devices are no longer free for the requests after it.
@@ -141,15 +142,20 @@ class Decision:
         return WHY.get(self.reason, "")
 
 
-def sort_key(r: Request, rules: Rules = Rules(), now: dt.datetime | None = None):
-    overdue = rules.age_after is not None and now is not None and now - r.created_at >= rules.age_after
-    usage = round(r.usage, 6) if rules.fair_share and not overdue else 0.0
-    return (not r.within_quota, not overdue, usage, r.created_at, str(r.id))
-
-
 def order(requests: Iterable[Request], rules: Rules = Rules(), now: dt.datetime | None = None) -> list[Request]:
     """The queue's order (see the module docstring); ``now`` is needed for ``age_after``."""
-    return sorted(requests, key=lambda r: sort_key(r, rules, now))
+    if rules.age_after is None or now is None:
+        cutoff = None
+    else:
+        cutoff = now - rules.age_after
+    fair = rules.fair_share
+
+    def key(r: Request):
+        overdue = cutoff is not None and r.created_at <= cutoff
+        return (not r.within_quota, not overdue, round(r.usage, 6) if fair and not overdue else 0.0,
+                r.created_at, str(r.id))
+
+    return sorted(requests, key=key)
 
 
 def expected_end(s: Server, now: dt.datetime, typical: dt.timedelta) -> dt.datetime:
