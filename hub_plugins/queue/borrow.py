@@ -119,6 +119,8 @@ def reclaims(p: Plan, servers: Iterable[Server], freeing: Iterable[Device] = (),
     # ids of servers already chosen, here or before (being reclaimed: their devices are freeing)
     taken: set[str] = {str(s.id) for s in servers if any(d.key in going for d in s.devices)}
     for r in p.order:
+        if not any(s.borrowed and str(s.id) not in taken for s in servers):
+            break  # nothing left to take back
         if r.id in started or not r.within_quota or p.why.get(r.id) == "never":
             continue
         if now is not None and now - r.created_at < after:
