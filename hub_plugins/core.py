@@ -25,6 +25,7 @@ from .gpu.availability import TypeAvailability, availability
 from .gpu.choice import auto_candidates
 from .gpu.devices import Inventory
 from .gpu.nvml import discover
+from .gpu.sharing import apply_sharing, rules_from_config
 from .gpu.simulated import SpecError, parse_spec
 from .spawn.profiles import Catalog, load_dir
 from .quota import Ask, Effective, Override, QuotaConfig, check, resolve
@@ -55,6 +56,12 @@ class GPULab(SingletonConfigurable):
         config=True,
         help="""GPUs to manage: 'auto' scans this host with NVML; otherwise a simulated inventory
         such as '4xA100-80GB' or '1xA100-80GB+mig(3g.40gb,4*1g.10gb)' (see gpu/simulated.py).""",
+    )
+    sharing = List(
+        config=True,
+        help="""GPUs shared by several servers, as `gpus.sharing` in gpulab.yaml: items
+        {gpus: <type> | '*' | [indices and UUIDs], shares: N}, first match wins. Applied to the
+        NVML scan and to simulated inventories alike (gpu/sharing.py); MIG GPUs are never shared.""",
     )
     inventory_refresh_seconds = Integer(
         DEFAULTS["gpus"]["refresh_seconds"], config=True, help="How long an NVML scan is reused before scanning again (MIG changes)."
@@ -140,7 +147,7 @@ class GPULab(SingletonConfigurable):
     def from_settings(cls, settings) -> GPULab:
         """A core for a service, from its typed settings (``settings/typed.py``): the same core
         the hub runs, for reading (services never allocate)."""
-        core = cls(db_url=settings.db_url, inventory_spec=settings.inventory,
+        core = cls(db_url=settings.db_url, inventory_spec=settings.inventory, sharing=list(settings.sharing),
                    inventory_refresh_seconds=settings.inventory_refresh_seconds,
                    max_gpus_per_server=settings.max_gpus_per_server, profiles_dir=settings.profiles_dir,
                    default_profile=settings.default_profile)
@@ -226,20 +233,37 @@ class GPULab(SingletonConfigurable):
     def quota_config(self) -> QuotaConfig:
         return self.settings.quotas
 
+    @validate("sharing")
+    def _validate_sharing(self, proposal):
+        try:
+            rules_from_config(proposal.value)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return proposal.value
+
     def inventory(self) -> Inventory:
+        """What gpulab allocates: a cluster's capacity (the scheduler shares its own GPUs), or
+        this host's GPUs, scanned or simulated, with the ``sharing`` rules applied to them."""
         if self.capacity_reader is not None:
             return self.capacity_reader()
         if self.inventory_spec != "auto":
             if self._inventory is None:
-                self._inventory = parse_spec(self.inventory_spec)
+                self._inventory = self._shared(parse_spec(self.inventory_spec))
             return self._inventory
         now = time.monotonic()
         if self._inventory is None or now - self._inventory_at > self.inventory_refresh_seconds:
-            inv = discover()
-            if not inv.devices and inv.note and (self._inventory is None or self._inventory.note != inv.note):
-                log.warning("No GPUs: %s", inv.note)
+            inv = self._shared(discover())
+            if inv.note and (self._inventory is None or self._inventory.note != inv.note):
+                log.warning("%s: %s", "No GPUs" if not inv.devices else "GPUs", inv.note)
             self._inventory, self._inventory_at = inv, now
         return self._inventory
+
+    def _shared(self, inv: Inventory) -> Inventory:
+        return apply_sharing(inv, rules_from_config(self.sharing))
+
+    @observe("sharing", "inventory_spec")
+    def _inventory_changed(self, _change):
+        self._inventory = None
 
     # -- quotas ----------------------------------------------------------------------------
     def db_overrides(self, user_name: str) -> tuple[Override, ...]:

@@ -7,6 +7,7 @@ from fractions import Fraction
 
 from .devices import Inventory, kind_of
 from .placement import most_on_one_host
+from .sharing import describe
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,11 @@ class TypeAvailability:
     # request up to this size can wait in a queue (gpulab's, or the scheduler's)
     host_max: int = 0
 
+    @property
+    def description(self) -> str:
+        """What one device gives ('1/4 of an H200: up to 35 GB, compute shared with 3 others')."""
+        return describe(self.gpu_type, self.weight, self.memory_mib, self.kind)
+
     def as_dict(self) -> dict:
         return {
             "gpu_type": self.gpu_type,
@@ -32,6 +38,7 @@ class TypeAvailability:
             "host_max": self.host_max,
             "gpu_equivalents_each": float(self.weight),
             "memory_gb": round(self.memory_mib / 1024, 1),
+            "description": self.description,
         }
 
 

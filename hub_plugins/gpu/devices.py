@@ -106,6 +106,17 @@ class Inventory:
         keys = [d.key for d in self.devices]
         if len(keys) != len(set(keys)):
             raise ValueError("inventory has duplicate device keys")
+        # One physical GPU is offered one way: whole, as MIG slices or as shares, never two at
+        # once (a whole-GPU server must never land on a GPU with sharers, nor shares on MIG).
+        kinds: dict[tuple[str, int], str] = {}
+        for d in self.devices:
+            if not d.addressable:
+                continue  # a cluster's scheduler keeps its own GPUs apart
+            gpu = (d.host, d.index)
+            if gpu in kinds and (kinds[gpu] != d.kind or d.kind == "gpu"):
+                raise ValueError(f"GPU {d.index} on {d.host} is offered both as {kinds[gpu]} and as "
+                                 f"{d.kind}: one GPU is offered whole, as MIG slices or as shares")
+            kinds[gpu] = d.kind
 
     @property
     def types(self) -> list[str]:
@@ -147,12 +158,12 @@ def format_equivalents(value: Fraction | float | int) -> str:
 
 
 def format_devices(gpu_type: str, count: int) -> str:
-    """'2 A100-80GB GPUs', '1 A100-80GB:1g.10gb MIG slice', '1 shared A100-80GB GPU'."""
+    """'2 A100-80GB GPUs', '1 A100-80GB:1g.10gb MIG slice', '1 share of a shared A100-80GB'."""
     kind = kind_of(gpu_type)
     if kind == "mig":
         noun = "MIG slice" if count == 1 else "MIG slices"
     elif kind == "shared":
-        return f"{count} shared {base_type(gpu_type)} GPU" + ("" if count == 1 else "s")
+        return f"{count} share{'' if count == 1 else 's'} of a shared {base_type(gpu_type)}"
     else:
         noun = "GPU" if count == 1 else "GPUs"
     return f"{count} {gpu_type} {noun}"

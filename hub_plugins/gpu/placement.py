@@ -8,8 +8,12 @@ Policy, "fewest fragments first":
 3. Whole GPUs on a host: leave the free GPUs in as few contiguous runs ("fragments") as possible,
    so that later multi-GPU requests find neighbours (which usually share NVLink/PCIe switches);
    among equally good choices take GPUs that are contiguous themselves, then the lowest indices.
-4. MIG slices and GPU shares: pack onto the parent GPU that already has the fewest free of that type
-   left, keeping untouched GPUs whole.
+4. MIG slices: pack onto the parent GPU that already has the fewest free of that type left,
+   keeping untouched GPUs whole.
+5. GPU shares: all of a server's shares on one GPU (it holds k/N of that GPU), the GPU with the
+   fewest free shares that still has room: a partly shared GPU fills up before another is opened.
+   (Whole-GPU requests never meet shares: a shared GPU is offered only as shares, and an
+   inventory refuses a GPU offered two ways, see ``devices.Inventory``.)
 
 Deterministic: the same free set and request always give the same devices.
 """
@@ -86,27 +90,37 @@ def _packed_slices(devs: list[Device], count: int) -> list[Device]:
     return chosen
 
 
+def _unit(d: Device) -> tuple:
+    """Where all of one server's devices must be: one host, and for addressable shares one GPU
+    (a cluster's scheduler places its own shares, so there only the node is known)."""
+    if d.kind == "shared" and d.addressable:
+        return (d.host, d.index)
+    return (d.host,)
+
+
 def place(free: Iterable[Device], count: int, gpu_type: str) -> tuple[Device, ...] | None:
     """Pick ``count`` devices of ``gpu_type`` from ``free``, or None if they do not fit."""
     if count <= 0:
         return ()
-    per_host: dict[str, list[Device]] = defaultdict(list)
+    per_unit: dict[tuple, list[Device]] = defaultdict(list)
     for d in free:
         if d.gpu_type == gpu_type:
-            per_host[d.host].append(d)
-    hosts = [h for h, ds in per_host.items() if len(ds) >= count]
-    if not hosts:
+            per_unit[_unit(d)].append(d)
+    units = [u for u, ds in per_unit.items() if len(ds) >= count]
+    if not units:
         return None
-    host = min(hosts, key=lambda h: (len(per_host[h]) - count, h))
-    devs = per_host[host]
+    # best fit: the host (or shared GPU) left with the fewest free devices of the type
+    unit = min(units, key=lambda u: (len(per_unit[u]) - count, u))
+    devs = per_unit[unit]
     pick = _whole_gpus if devs[0].kind == "gpu" else _packed_slices
     return tuple(sorted(pick(devs, count)))
 
 
 def most_on_one_host(free: Iterable[Device], gpu_type: str) -> int:
-    """The largest request of this type that would fit right now (what the form may offer)."""
-    per_host: dict[str, int] = defaultdict(int)
+    """The largest request of this type that would fit right now (what the form may offer):
+    the most free devices on one host, or free shares on one GPU."""
+    per_unit: dict[tuple, int] = defaultdict(int)
     for d in free:
         if d.gpu_type == gpu_type:
-            per_host[d.host] += 1
-    return max(per_host.values(), default=0)
+            per_unit[_unit(d)] += 1
+    return max(per_unit.values(), default=0)

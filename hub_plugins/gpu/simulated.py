@@ -13,7 +13,7 @@ Examples::
     4xA100-80GB
     2xA100-80GB, 2xH100-80GB
     1xA100-80GB+mig(3g.40gb, 2g.20gb, 2*1g.10gb), 1xA100-80GB
-    1xA100-80GB+shared(4)
+    1xA100-80GB+shared(4)              # one GPU time-shared by 4 servers (see sharing.py)
     8xA100-80GB@node1, 8xA100-80GB@node2
 
 ``TYPE`` ends in the memory size (``-80GB``) when it is known. MIG profiles must fit the GPU's
@@ -27,6 +27,7 @@ import uuid
 from fractions import Fraction
 
 from .devices import MIG_SLICES, Device, Inventory, family_of, mig_memory_mib, mig_slices
+from .sharing import MAX_SHARES, MIN_SHARES, check_uniform, share_gpu
 
 _GROUP = re.compile(
     r"^(?:(?P<count>\d+)x)?(?P<type>[A-Za-z0-9][A-Za-z0-9._-]*?)"
@@ -136,20 +137,11 @@ def parse_spec(spec: str) -> Inventory:
                         )
                     )
             elif mode == "shared":
-                if not args.isdigit() or not 2 <= int(args) <= 64:
-                    raise SpecError(f"'{part}': +shared(N) needs N from 2 to 64")
-                replicas = int(args)
-                for n in range(replicas):
-                    devices.append(
-                        Device(
-                            key=f"{host}/gpu{index}/share{n}",
-                            gpu_type=f"{gpu_type}:shared",
-                            uuid=gpu_uuid,
-                            memory_mib=_memory_mib(gpu_type),
-                            weight=Fraction(1, replicas),
-                            **base,
-                        )
-                    )
+                if not args.isdigit() or not MIN_SHARES <= int(args) <= MAX_SHARES:
+                    raise SpecError(f"'{part}': +shared(N) needs N from {MIN_SHARES} to {MAX_SHARES}")
+                # the same split as a gpus.sharing rule on a discovered GPU
+                devices.extend(share_gpu(Device(key=f"{host}/gpu{index}", gpu_type=gpu_type, uuid=gpu_uuid,
+                                                memory_mib=_memory_mib(gpu_type), **base), int(args)))
             else:
                 devices.append(
                     Device(
@@ -162,4 +154,8 @@ def parse_spec(spec: str) -> Inventory:
                 )
             if len(devices) > MAX_DEVICES:
                 raise SpecError(f"more than {MAX_DEVICES} devices: is '{part}' a typo?")
+    try:
+        check_uniform(devices)
+    except ValueError as e:
+        raise SpecError(str(e)) from None
     return Inventory(tuple(devices), source=f"simulated:{spec.strip()}")

@@ -207,6 +207,7 @@ def update_spawner(c: Config, cfg: dict) -> None:
 def update_gpulab(c: Config, cfg: dict) -> None:
     c.GPULab.inventory_spec = cfg["gpus"]["inventory"]
     c.GPULab.inventory_refresh_seconds = cfg["gpus"]["refresh_seconds"]
+    c.GPULab.sharing = list(cfg["gpus"]["sharing"])
     c.GPULab.max_gpus_per_server = cfg["gpus"]["max_per_server"]
     c.GPULab.db_url = gpulab_db_url(cfg)
     c.GPULab.profiles_dir = cfg["profiles_dir"]

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ..gpu.devices import valid_type_name
+from ..gpu.sharing import rules_from_config
 from ..gpu.simulated import SpecError, parse_spec
 from ..spawn.profiles import load_dir
 from .auth import check_auth
@@ -75,6 +76,10 @@ def _check_inventory(cfg: dict) -> None:
             parse_spec(spec)
         except SpecError as e:
             raise ConfigError(f"gpus.inventory: {e}") from None
+    try:
+        rules_from_config(cfg["gpus"]["sharing"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_references(cfg: dict) -> None:

@@ -100,6 +100,28 @@ GPULAB_SCHEMA = {
                 "inventory": {"type": "string", "minLength": 1},
                 "max_per_server": {"type": "integer", "minimum": 0, "maximum": 16},
                 "refresh_seconds": {"type": "integer", "minimum": 1},
+                "sharing": {
+                    "type": "array",
+                    "description": "GPUs shared by several servers, first match wins (docs/sharing.md)",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["gpus", "shares"],
+                        "properties": {
+                            "gpus": {
+                                "description": "a GPU type ('*': every GPU), or a list of GPU indices and UUIDs",
+                                "anyOf": [
+                                    {"type": "string", "pattern": r"^(\*|[A-Za-z0-9][A-Za-z0-9._-]*)$"},
+                                    {"type": "array", "minItems": 1, "items": {"anyOf": [
+                                        {"type": "integer", "minimum": 0},
+                                        {"type": "string", "pattern": r"^GPU-[0-9A-Fa-f-]+$"}]}},
+                                ],
+                            },
+                            "shares": {"type": "integer", "minimum": 2, "maximum": 64,
+                                       "description": "servers per GPU; each share weighs 1/shares GPU"},
+                        },
+                    },
+                },
             },
         },
         "auth": AUTH,
@@ -318,7 +340,7 @@ DEFAULTS = {
     "backend": "local",
     "profiles_dir": "../profiles",
     "default_profile": "minimal",
-    "gpus": {"inventory": "auto", "max_per_server": 4, "refresh_seconds": 30},
+    "gpus": {"inventory": "auto", "max_per_server": 4, "refresh_seconds": 30, "sharing": []},
     "auth": {
         "kind": "native",
         "native": {

@@ -134,6 +134,7 @@ class Settings:
     culler: Mapping
     mlflow: Mapping
     raw: Mapping  # the validated file with its defaults (the update_* functions' input)
+    sharing: tuple = ()  # gpus.sharing, as in the file
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> Settings:
@@ -147,6 +148,7 @@ class Settings:
             local=LocalSettings.from_config(cfg["local"], state),
             culler=_frozen(cfg["culler"]), mlflow=_frozen(cfg["mlflow"]),
             raw=_frozen({k: v for k, v in cfg.items() if not k.startswith("_")}),
+            sharing=tuple(plain(_frozen(gpus["sharing"]))),
         )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..gpu.devices import format_devices
+from ..gpu.devices import base_type, format_devices, kind_of
 
 
 def free_now(avail) -> str:
@@ -19,6 +19,15 @@ def capacity_message(err, avail) -> str:
         where = f"{mine.free} of {mine.total} are free, but at most {mine.largest} on one machine"
     else:
         where = f"{err.free} of {err.total} {'is' if err.free == 1 else 'are'} free"
+    if kind_of(err.gpu_type) == "shared":
+        # name the sharing: "all shares taken" is not "no GPUs", and a whole GPU may be free
+        n = int(1 / mine.weight) if mine is not None else 0
+        each = f" (each {base_type(err.gpu_type)} is shared by {n} servers)" if n else ""
+        return (
+            f"Not enough free GPU shares for {want} right now: {err.free} of {err.total} shares "
+            f"{'is' if err.free == 1 else 'are'} free{each}. Free now: {free_now(avail)}. "
+            "Wait in the queue, ask for another type (or a whole GPU), or try again later."
+        )
     return (
         f"Not enough free GPUs for {want} right now: {where}. Free now: {free_now(avail)}. "
         "Ask for fewer GPUs or another type, or try again later."

@@ -58,7 +58,8 @@ class Allocation:
 
     @property
     def visible_ids(self) -> list[str]:
-        return [d.visible_id for d in self.devices]
+        """Device ids for CUDA_VISIBLE_DEVICES, each once: k shares of one GPU are that GPU."""
+        return list(dict.fromkeys(d.visible_id for d in self.devices))
 
     @property
     def host(self) -> str:

@@ -85,4 +85,5 @@ def test_names():
     assert kind_of("A100-80GB") == "gpu" and kind_of("A100-80GB:1g.10gb") == "mig"
     assert kind_of("A100-80GB:shared") == "shared"
     assert format_devices("A100-80GB:1g.10gb", 2) == "2 A100-80GB:1g.10gb MIG slices"
-    assert format_devices("A100-80GB:shared", 1) == "1 shared A100-80GB GPU"
+    assert format_devices("A100-80GB:shared", 1) == "1 share of a shared A100-80GB"
+    assert format_devices("A100-80GB:shared", 2) == "2 shares of a shared A100-80GB"

@@ -115,3 +115,58 @@ def test_large_host_strategy_is_also_optimal(monkeypatch):
         left = fragments(d for d in free if d not in got)
         best = min(fragments(d for d in free if d not in c) for c in itertools.combinations(free, count))
         assert left == best
+
+
+# -- shares of shared GPUs ------------------------------------------------------------------------
+SHARED = "3xH200-141GB+shared(4), 1xH200-141GB"  # GPUs 0-2 shared 4 ways, GPU 3 whole
+
+
+def _taken(inv, shares: dict[int, int]) -> set[str]:
+    """{GPU index: shares held} -> the keys of that many shares of each GPU."""
+    return {f"localhost/gpu{i}/share{n}" for i, k in shares.items() for n in range(k)}
+
+
+@pytest.mark.parametrize(
+    "held, count, expect",
+    [
+        ({}, 1, (0, 1)),  # nothing shared yet: the lowest GPU
+        ({1: 1}, 1, (1, 1)),  # fill the partly shared GPU before opening another
+        ({0: 3, 1: 1}, 1, (0, 1)),  # the fullest one that still has room
+        ({0: 4, 1: 2}, 1, (1, 1)),
+        ({0: 3, 1: 2}, 2, (1, 2)),  # all of a server's shares on one GPU: GPU 0 has only 1 left
+        ({0: 3, 1: 3, 2: 3}, 2, None),  # 3 shares free, but never 2 on one GPU
+        ({0: 4, 1: 4, 2: 4}, 1, None),  # every share taken (the whole GPU 3 is not for sharers)
+        ({}, 4, (0, 4)),
+    ],
+)
+def test_share_placement(held, count, expect):
+    inv = parse_spec(SHARED)
+    got = place(inv.free(_taken(inv, held)), count, "H200-141GB:shared")
+    if expect is None:
+        assert got is None
+        return
+    assert {d.index for d in got} == {expect[0]} and len(got) == expect[1] == count
+
+
+def test_whole_gpus_never_land_on_shared_ones():
+    inv = parse_spec(SHARED)
+    free = inv.free(set())
+    assert [d.index for d in place(free, 1, "H200-141GB")] == [3]
+    assert place(free, 2, "H200-141GB") is None  # the shared GPUs are not whole GPUs
+    assert most_on_one_host(free, "H200-141GB") == 1
+
+
+def test_the_largest_share_request_is_per_gpu():
+    inv = parse_spec(SHARED)
+    free = inv.free(_taken(inv, {0: 1, 1: 2, 2: 3}))
+    assert most_on_one_host(free, "H200-141GB:shared") == 3
+
+
+def test_a_schedulers_shares_count_per_node():
+    """SLURM shards / device-plugin replicas: the scheduler picks the GPU, gpulab only the node."""
+    from dataclasses import replace
+
+    inv = parse_spec("2xH200-141GB+shared(4)@n1")
+    cluster = [replace(d, addressable=False, index=i) for i, d in enumerate(inv.devices)]
+    assert most_on_one_host(cluster, "H200-141GB:shared") == 8
+    assert len(place(cluster, 6, "H200-141GB:shared")) == 6

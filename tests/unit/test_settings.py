@@ -63,6 +63,11 @@ def test_defaults_and_paths(tmp_path):
         ({"default_profile": "gpu-max"}, "default_profile: unknown profile 'gpu-max'"),
         ({"profiles_dir": "/nonexistent"}, "profiles_dir: /nonexistent is not a directory"),
         ({"local": {"system_user_prefix": "Root "}}, "local.system_user_prefix"),
+        ({"gpus": {"sharing": [{"gpus": "A100-80GB", "shares": 1}]}}, "gpus.sharing[0].shares: 1 is less than"),
+        ({"gpus": {"sharing": [{"gpus": "A100-80GB"}]}}, "'shares' is a required property"),
+        ({"gpus": {"sharing": [{"gpus": ["MIG-x"], "shares": 2}]}}, "gpus.sharing[0].gpus"),
+        ({"gpus": {"sharing": [{"gpus": "A100-80GB:1g.10gb", "shares": 2}]}}, "gpus.sharing[0]"),
+        ({"gpus": {"sharing": [{"gpus": "A100-80GB", "shares": 2, "mps": True}]}}, "unknown key 'mps'"),
     ],
 )
 def test_invalid_configs_name_the_key(tmp_path, data, message):
