@@ -23,11 +23,13 @@ form speak of); a rule that would break that leaves the GPU whole and says so.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from pathlib import Path
 
-from .devices import Device, Inventory, base_type
+from .devices import Device, Inventory, base_type, kind_of
 
 MIN_SHARES, MAX_SHARES = 2, 64
 # What a CUDA context, cuBLAS/cuDNN workspaces and the allocator's slack take outside the memory
@@ -189,6 +191,20 @@ class ShareCaps:
         return max(1, int(100 * self.held // self.shares))
 
 
+def caps_for(gpu_type: str, count: int, devices, type_devices) -> ShareCaps | None:
+    """The caps of an allocation: from its devices, or (a scheduler placed it: SLURM shards,
+    device-plugin replicas) from what one device of its type is (``type_devices()``)."""
+    if kind_of(gpu_type) != "shared" or count <= 0:
+        return None
+    if devices:
+        return caps_of(devices)
+    of_type = list(type_devices())
+    if not of_type:
+        return None
+    n = shares_of(of_type[0])
+    return ShareCaps(n, min(count, n), of_type[0].memory_mib * n)
+
+
 def caps_of(devices) -> ShareCaps | None:
     """The caps of a server holding ``devices`` (None unless they are shares of one GPU)."""
     devices = list(devices)
@@ -199,6 +215,29 @@ def caps_of(devices) -> ShareCaps | None:
     d = devices[0]
     n = shares_of(d)
     return ShareCaps(n, len(devices), d.memory_mib * n)
+
+
+# The directory put first on PYTHONPATH of sharers: its sitecustomize applies the caps below to
+# PyTorch and TensorFlow as they load (cooperative, see the file).
+STARTUP_DIR = Path(__file__).resolve().with_name("startup")
+
+
+def share_env(caps: ShareCaps) -> dict[str, str]:
+    """The variables that tell a server (and the frameworks in it) its share of the GPU."""
+    fraction = f"{caps.memory_fraction:.4f}"
+    return {
+        "GPULAB_GPU_SHARES": str(caps.shares),  # servers per GPU
+        "GPULAB_GPU_SHARE": f"{caps.fraction.numerator}/{caps.fraction.denominator}",  # of the GPU held
+        "GPULAB_GPU_MEMORY_LIMIT_MIB": str(caps.memory_mib),
+        "GPULAB_GPU_MEMORY_FRACTION": fraction,
+        "XLA_PYTHON_CLIENT_MEM_FRACTION": fraction,  # JAX reads it itself
+    }
+
+
+def prepend_path(current: str, entry: str) -> str:
+    """``entry`` first on a PATH-like variable, once."""
+    parts = [p for p in (current or "").split(os.pathsep) if p and p != entry]
+    return os.pathsep.join([entry, *parts])
 
 
 # -- words ---------------------------------------------------------------------------------------

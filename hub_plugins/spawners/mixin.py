@@ -30,6 +30,7 @@ from traitlets import Bool, HasTraits, default
 from ..core import GPULab
 from ..spawn.form import build_model, render
 from ..gpu.devices import format_devices
+from ..gpu.sharing import STARTUP_DIR, ShareCaps, caps_for, prepend_path, share_env
 from ..spawn.request import STANDARD_EXTRAS, RequestError, SpawnRequest, from_form, parse
 from ..accounting.keeper import BudgetRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
@@ -212,7 +213,16 @@ class GPUSpawnerMixin(HasTraits):
         self.gpulab_held = HeldGPUs.of(alloc)
         for w in alloc.warnings:
             self.gpulab_event(w)
-        if alloc.devices:
+        caps = self.gpulab_share_caps()
+        if alloc.devices and caps is not None:
+            d = alloc.devices[0]
+            self.gpulab_event(
+                f"Reserved {format_devices(alloc.gpu_type, alloc.count)} on GPU {d.visible_id}: "
+                f"{caps.fraction} of the GPU, up to {caps.memory_mib / 1024:.1f} GB of its memory, "
+                f"compute time-shared with up to {caps.shares - caps.held} other server(s)",
+                progress=20,
+            )
+        elif alloc.devices:
             self.gpulab_event(
                 f"Reserved GPUs {','.join(alloc.visible_ids)} ({format_devices(alloc.gpu_type, len(alloc.devices))})",
                 progress=20,
@@ -350,7 +360,32 @@ class GPUSpawnerMixin(HasTraits):
     def get_env(self):
         env = super().get_env()
         env.update(self.gpulab_env())
+        caps = self.gpulab_share_caps()
+        if caps is not None:
+            env.update(self.gpulab_share_env(caps, env))
         return env
+
+    # -- shares of a shared GPU (docs/sharing.md) ---------------------------------------------
+    def gpulab_share_caps(self) -> ShareCaps | None:
+        """What this server's share of a shared GPU promises (None: it holds no share)."""
+        alloc = self.gpulab_allocation
+        if alloc is None:
+            return None
+        return caps_for(alloc.gpu_type, alloc.count, alloc.devices,
+                        lambda: self.gpulab.inventory().of_type(alloc.gpu_type))
+
+    def gpulab_share_env(self, caps: ShareCaps, env: dict) -> dict[str, str]:
+        """The variables holding a sharer to its share, cooperatively: frameworks' memory caps
+        and the startup hook applying them. Backends with stronger means add theirs."""
+        out = share_env(caps)
+        hook = self.gpulab_share_hook_dir()
+        if hook:
+            out["PYTHONPATH"] = prepend_path(env.get("PYTHONPATH", ""), hook)
+        return out
+
+    def gpulab_share_hook_dir(self) -> str | None:
+        """Where the server finds gpulab's startup hook (None: it cannot)."""
+        return str(STARTUP_DIR)
 
     def get_state(self):
         state = super().get_state()
