@@ -1,9 +1,12 @@
 """Reading GPU utilisation, memory and power: the culler's and the usage pages' input.
 
-Three sources behind one interface, ``reader.read(devices) -> {device key: Sample}``:
+Three sources behind one interface, ``reader.read(devices, holders) -> {device key: Sample}``
+(``holders``: device key -> the spawn id holding it):
 
 - ``nvml``: this host's GPUs through NVML (whole GPUs; NVML cannot report utilisation of a MIG
-  instance, so those read as unknown);
+  instance, so those read as unknown). The shares of a shared GPU are read per process and
+  attributed to the server holding each (``attribution.py``, ``procs.py``): a share's sample is
+  its holder's, not the GPU's;
 - ``simulated``: a JSON file, ``{"<device key or visible id>": {"util": 37, "power_w": 210}}``,
   for simulated inventories (tests and demos set it);
 - ``prometheus``: a DCGM exporter scraped by Prometheus (``DCGM_FI_DEV_GPU_UTIL``,
@@ -21,7 +24,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .attribution import GpuProcess, GpuReading, attribute, holders_by_gpu
 from .devices import Device
+from .procs import owners
 
 log = logging.getLogger("gpulab.metrics")
 
@@ -37,7 +42,7 @@ class SimulatedReader:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def read(self, devices: list[Device]) -> dict[str, Sample]:
+    def read(self, devices: list[Device], holders=None) -> dict[str, Sample]:
         try:
             data = json.loads(self.path.read_text())
         except (OSError, ValueError):
@@ -52,13 +57,18 @@ class SimulatedReader:
         return out
 
 
+NOT_FOUND = 6  # NVML_ERROR_NOT_FOUND: no per-process sample in the window (nobody computed)
+
+
 class NVMLReader:
-    def __init__(self, nvml=None):
+    def __init__(self, nvml=None, proc: str = "/proc"):
         if nvml is None:
             import pynvml as nvml
         self.nvml = nvml
+        self.proc = proc
+        self._seen: dict[int, int] = {}  # GPU index -> the last per-process sample's timestamp (µs)
 
-    def read(self, devices: list[Device]) -> dict[str, Sample]:
+    def read(self, devices: list[Device], holders=None) -> dict[str, Sample]:
         nv = self.nvml
         try:
             nv.nvmlInit()
@@ -67,7 +77,10 @@ class NVMLReader:
             return {d.key: Sample() for d in devices}
         out = {}
         try:
+            out.update(self._shared(devices, holders or {}))
             for d in devices:
+                if d.key in out:
+                    continue
                 if d.kind == "mig":
                     out[d.key] = Sample()  # NVML has no per-instance utilisation (DCGM has)
                     continue
@@ -86,6 +99,55 @@ class NVMLReader:
         finally:
             nv.nvmlShutdown()
         return out
+
+    # -- shared GPUs: per process, per server ----------------------------------------------------
+    def _shared(self, devices: list[Device], holders) -> dict[str, Sample]:
+        out: dict[str, Sample] = {}
+        for (_host, index), held in holders_by_gpu(devices, holders).items():
+            try:
+                reading = self._reading(index)
+            except self.nvml.NVMLError as e:
+                log.warning("NVML per-process reading of GPU %s failed: %s", index, e)
+                continue  # its shares read as unknown below
+            shares = attribute(reading, owners([p.pid for p in reading.processes], self.proc), held)
+            for d in devices:
+                spawn = holders.get(d.key)
+                if d.kind == "shared" and d.index == index and spawn in shares:
+                    sh, k = shares[spawn], held[spawn] / d.weight  # k: how many of its shares
+                    out[d.key] = Sample(sh.util, sh.memory_used_mib / float(k),
+                                        None if sh.power_w is None else sh.power_w / float(k))
+        for d in devices:
+            if d.kind == "shared" and d.key not in out:
+                out[d.key] = Sample()  # held by no server, or unreadable: unknown, never idle
+        return out
+
+    def _reading(self, index: int) -> GpuReading:
+        nv = self.nvml
+        h = nv.nvmlDeviceGetHandleByIndex(index)
+        util = float(nv.nvmlDeviceGetUtilizationRates(h).gpu)
+        try:
+            power = nv.nvmlDeviceGetPowerUsage(h) / 1000.0
+        except nv.NVMLError:
+            power = None
+        memory: dict[int, float | None] = {}
+        for fn in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetMPSComputeRunningProcesses"):
+            try:
+                for p in getattr(nv, fn)(h):
+                    used = getattr(p, "usedGpuMemory", None)
+                    memory[p.pid] = used / 2**20 if isinstance(used, int) and used >= 0 else None
+            except (nv.NVMLError, AttributeError):
+                continue  # MPS clients are listed only where MPS runs
+        sm: dict[int, list[float]] = {}
+        samples = True
+        try:
+            for smp in nv.nvmlDeviceGetProcessUtilization(h, self._seen.get(index, 0)):
+                sm.setdefault(smp.pid, []).append(float(smp.smUtil))
+                self._seen[index] = max(self._seen.get(index, 0), int(smp.timeStamp))
+        except nv.NVMLError as e:
+            samples = getattr(e, "value", None) == NOT_FOUND
+        procs = tuple(GpuProcess(pid, memory.get(pid), sum(v) / len(v) if (v := sm.get(pid)) else None)
+                      for pid in sorted(set(memory) | set(sm)))
+        return GpuReading(util, power, procs, samples)
 
 
 class PrometheusReader:
@@ -116,7 +178,7 @@ class PrometheusReader:
                 continue
         return out
 
-    def read(self, devices: list[Device]) -> dict[str, Sample]:
+    def read(self, devices: list[Device], holders=None) -> dict[str, Sample]:
         values = {}
         for field, metric in self.QUERIES.items():
             try:

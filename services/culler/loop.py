@@ -74,7 +74,9 @@ class Culler:
         inv = {d.key: d for d in core.inventory().devices}
         records = {(r.user_name, r.server_name): r for r in core.usage.records(open_only=True)}
         held = [inv[d.device_key] for devs in devices_of.values() for d in devs if d.device_key in inv]
-        samples = self.reader.read(held) if held else {}
+        # who holds each device: a shared GPU's shares are measured per holder, not per GPU
+        holders = {d.device_key: sid for sid, devs in devices_of.items() for d in devs}
+        samples = self.reader.read(held, holders) if held else {}
         servers, measured = [], []
         for u in users:
             for name, s in (u.get("servers") or {}).items():

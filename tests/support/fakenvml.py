@@ -10,10 +10,16 @@ from types import SimpleNamespace
 
 NVML_DEVICE_MIG_ENABLE = 1
 NVML_DEVICE_MIG_DISABLE = 0
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NOT_FOUND = 6
 
 
 class NVMLError(Exception):
-    pass
+    """As pynvml's: ``value`` is the NVML return code (a text where no code matters here)."""
+
+    def __init__(self, value=None):
+        super().__init__(value)
+        self.value = value
 
 
 class NVMLError_LibraryNotFound(NVMLError):
@@ -22,7 +28,16 @@ class NVMLError_LibraryNotFound(NVMLError):
 
 class FakeNVML:
     """``gpus``: list of dicts {name, uuid, memory_mib, mig: None | [ {name, uuid, memory_mib}, ...],
-    max_mig: 7, util: 0}. ``fail_init``: raise like a host without a driver."""
+    max_mig: 7, util: 0, power_w, processes, process_util}. ``fail_init``: raise like a host
+    without a driver.
+
+    Per-process data, as on a shared GPU: ``processes`` is a list of {pid, memory_mib, sm, mps}:
+    processes with a CUDA context (``nvmlDeviceGetComputeRunningProcesses``; ``mps: True`` lists
+    it as an MPS client instead, ``nvmlDeviceGetMPSComputeRunningProcesses``) and their SM
+    utilisation samples (``sm``; None: no sample, as for a process that launched no kernel).
+    Under MPS the driver attributes clients' work to the MPS server: give the server's pid the
+    samples and the clients ``sm: None``. ``process_util: False``: per-process utilisation is
+    not supported (NVML_ERROR_NOT_SUPPORTED)."""
 
     NVMLError = NVMLError
     NVML_DEVICE_MIG_ENABLE = NVML_DEVICE_MIG_ENABLE
@@ -31,6 +46,7 @@ class FakeNVML:
         self.gpus = gpus
         self.fail_init = fail_init
         self.initialised = 0
+        self.clock_us = 1_700_000_000_000_000  # CPU timestamps of samples, in microseconds
 
     def nvmlInit(self):
         if self.fail_init:
@@ -84,3 +100,29 @@ class FakeNVML:
         if power is None:
             raise NVMLError("Not Supported")
         return int(power * 1000)  # milliwatts, as NVML reports
+
+    # -- per process ----------------------------------------------------------------------------
+    def _processes(self, h, mps: bool):
+        return [SimpleNamespace(pid=p["pid"], usedGpuMemory=int(p.get("memory_mib", 0) * 2**20),
+                                gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
+                for p in self._dev(h).get("processes", []) if bool(p.get("mps")) == mps]
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h):
+        return self._processes(h, mps=False)
+
+    def nvmlDeviceGetMPSComputeRunningProcesses(self, h):
+        return self._processes(h, mps=True)
+
+    def nvmlDeviceGetProcessUtilization(self, h, last_seen_us):
+        """Samples newer than ``last_seen_us``: one per process that ran kernels since the last
+        call (each call is a new sampling period)."""
+        dev = self._dev(h)
+        if not dev.get("process_util", True):
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        self.clock_us += 1_000_000
+        out = [SimpleNamespace(pid=p["pid"], timeStamp=self.clock_us, smUtil=int(p["sm"]), memUtil=0, encUtil=0,
+                               decUtil=0)
+               for p in dev.get("processes", []) if p.get("sm") is not None and self.clock_us > last_seen_us]
+        if not out:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return out
