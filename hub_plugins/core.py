@@ -303,8 +303,9 @@ class GPULab(SingletonConfigurable):
             ask = Ask(owner.server_name, req.profile.name, gpu_type, req.gpus, weight * req.gpus)
             return check(ask, eff, usage, enforcement)
 
+        terms = UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds)
         return ReservationPlan(req.profile.name, tuple(types), req.gpus, inv, quota_check,
-                               reserve=self.placement == "gpulab", terms=UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds))
+                               reserve=self.placement == "gpulab", terms=terms)
 
     def allocate(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> Allocation:
         """Budget check, then type choice + quota check + placement + the usage record, in one
