@@ -37,7 +37,8 @@ from .settings.schema import DEFAULTS
 from .settings.typed import CoreSettings
 from .accounting.pricing import Pricing
 from .accounting.keeper import BudgetRefused, Budgets
-from .store.allocator import Allocation, Allocator, NoCapacity, Owner, Plan, QuotaRefused, Snapshot, UsageTerms
+from .store.allocator import (Allocation, Allocator, NoCapacity, Owner, QuotaRefused, ReservationPlan, Snapshot,
+                              UsageTerms)
 from .store.db import Database
 from .store.models import utcnow
 from .store.overrides import OverrideStore
@@ -299,7 +300,7 @@ class GPULab(SingletonConfigurable):
         return types
 
     # -- allocation ------------------------------------------------------------------------
-    def plan(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> Plan:
+    def plan(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> ReservationPlan:
         """Everything a reservation of ``req`` needs, after the checks that need no lock
         (membership of the project, the runtime limit, the budget). Raises RequestError or
         BudgetRefused."""
@@ -326,8 +327,9 @@ class GPULab(SingletonConfigurable):
             ask = Ask(owner.server_name, req.profile.name, gpu_type, req.gpus, weight * req.gpus)
             return check(ask, eff, usage, enforcement)
 
-        return Plan(req.profile.name, tuple(types), req.gpus, inv, quota_check, reserve=self.placement == "gpulab",
-                    terms=UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds))
+        terms = UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds)
+        return ReservationPlan(req.profile.name, tuple(types), req.gpus, inv, quota_check,
+                               reserve=self.placement == "gpulab", terms=terms)
 
     def allocate(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> Allocation:
         """Budget check, then type choice + quota check + placement + the usage record, in one

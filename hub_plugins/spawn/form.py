@@ -22,6 +22,7 @@ from ..gpu.devices import format_equivalents
 from ..quota import Effective, ServerUse
 from ..quota.limits import format_bytes
 from ..quota.view import QuotaView, amount_text
+from .spec import cap
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
@@ -54,12 +55,6 @@ class FormContext:
     projects: list[str] = field(default_factory=list)
     budget: dict | None = None  # {"left_text", "limit_text", "spent", "retry_at"}
     engine_queue: bool = False  # a scheduler (SLURM, Kubernetes) places servers and queues them
-
-
-def cap(profile_value, quota_value):
-    """A profile's resource limit, capped by the user's quota (None: no limit)."""
-    values = [v for v in (profile_value, quota_value) if v is not None]
-    return min(values) if values else None
 
 
 def _count_choice(count: int, a, left: Fraction | None, hard: bool, engine_queue: bool) -> dict:
