@@ -230,6 +230,11 @@ def update_docker(c: Config, cfg: dict) -> None:
     c.DockerGPUSpawner.pids_limit = d["pids_limit"]
     c.DockerGPUSpawner.remove_orphans = d["remove_orphans"]
     c.DockerGPUSpawner.orphan_grace_seconds = d["orphan_grace_seconds"]
+    m = d["mps"]
+    c.DockerGPUSpawner.mps_enabled = m["enabled"]
+    c.DockerGPUSpawner.mps_uid = m["uid"]
+    c.DockerGPUSpawner.mps_image = m["image"] or ""
+    c.DockerGPUSpawner.mps_control_command = list(m["control_command"])
 
 
 def update_mlflow(c: Config, cfg: dict) -> None:

@@ -281,6 +281,21 @@ GPULAB_SCHEMA = {
                 "pids_limit": {"type": "integer", "minimum": 0},
                 "remove_orphans": {"type": "boolean"},
                 "orphan_grace_seconds": {"type": "number", "minimum": 0},
+                "mps": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "NVIDIA MPS for shared GPUs (docs/sharing.md); off: time-slicing",
+                    "properties": {
+                        "enabled": {"type": "boolean"},
+                        "uid": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1,
+                                "description": "the one UID every MPS sharer runs as (an MPS server serves one user)"},
+                        "image": {"type": ["string", "null"], "minLength": 1,
+                                  "description": "the daemon's image; null = the first sharer's"},
+                        "control_command": {"type": "array", "minItems": 1,
+                                            "items": {"type": "string", "minLength": 1},
+                                            "description": "the MPS control daemon in the foreground"},
+                    },
+                },
             },
         },
         "mlflow": {
@@ -415,6 +430,8 @@ DEFAULTS = {
         "pids_limit": 16384,
         "remove_orphans": True,
         "orphan_grace_seconds": 10,
+        "mps": {"enabled": False, "uid": 1000, "image": None,
+                "control_command": ["nvidia-cuda-mps-control", "-f"]},
     },
     "mlflow": {
         "enabled": True,

@@ -36,7 +36,7 @@ QUOTAS = {"default": {"max_gpus": 2, "max_servers": 2}}
 def slurm():
     why = slurmcluster.missing()
     require(why is None, f"SLURM: {why}")
-    cluster = slurmcluster.SlurmCluster().start()
+    cluster = slurmcluster.SlurmCluster(shards_per_gpu=4).start()  # each GPU also 4 gres/shard
     yield cluster
     cluster.stop()
 
@@ -123,7 +123,9 @@ def test_gpus_are_disjoint_a_third_user_queues_with_the_reason_and_starts_when_o
     reader = SlurmCapacity(gres_types={"a100": "A100-80GB"})
     inv = reader.refresh_now()
     reader.stop()
-    assert inv.summary() == {"A100-80GB": 4} and len(inv.free(set())) == 0 and inv.source == "slurm"
+    # (every GPU is used whole: none of their shards is free either)
+    assert inv.summary() == {"A100-80GB": 4, "A100-80GB:shared": 16} and len(inv.free(set())) == 0
+    assert inv.source == "slurm"
     session, r = login(hub, "admin")
     deadline = time.monotonic() + 10
     while True:  # the hub re-reads capacity every 2 s here
@@ -131,7 +133,8 @@ def test_gpus_are_disjoint_a_third_user_queues_with_the_reason_and_starts_when_o
         if model["free"][0]["free"] == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert [(a["gpu_type"], a["free"], a["total"]) for a in model["free"]] == [("A100-80GB", 0, 4)]
+    assert [(a["gpu_type"], a["free"], a["total"]) for a in model["free"]] == [("A100-80GB", 0, 4),
+                                                                                ("A100-80GB:shared", 0, 16)]
     minimal = next(p for p in model["profiles"] if p["name"] == "minimal")
     one = next(c for c in minimal["choices"]["A100-80GB"] if c["count"] == 1)
     assert (one["ok"], one["why"]) == (True, "queues: none free now")
@@ -158,6 +161,38 @@ def test_gpus_are_disjoint_a_third_user_queues_with_the_reason_and_starts_when_o
     hub.stop_server("cat")
     assert hub.servers_table() == []
     assert [j for j in slurm.jobs() if j["state"] in ("RUNNING", "PENDING")] == []
+
+
+def test_shares_are_slurm_shards(hub, slurm):
+    """A share of a shared GPU is a gres/shard job: SLURM picks the GPU and keeps it from whole-GPU
+    jobs; the server gets one GPU, its share's variables and a quarter of the quota."""
+    from hub_plugins.gpu.sharing import STARTUP_DIR
+
+    shared = {"gpus": 1, "gpu_type": "A100-80GB:shared"}
+    hub.start_server("ann", shared)
+    hub.start_server("bob", shared)
+    envs = server_env(hub)
+    for user in ("ann", "bob"):
+        env = envs[user]
+        assert len(env["CUDA_VISIBLE_DEVICES"].split(",")) == 1 and env["SLURM_SHARDS_ON_NODE"] == "1", env
+        assert (env["GPULAB_GPU_SHARE"], env["GPULAB_GPU_TYPE"]) == ("1/4", "A100-80GB:shared")
+        # 80 GB / 4 less the context reserve, of 80 GB
+        assert (env["GPULAB_GPU_MEMORY_LIMIT_MIB"], env["GPULAB_GPU_MEMORY_FRACTION"]) == ("19968", "0.2437")
+        assert env["PYTHONPATH"].split(":")[0] == str(STARTUP_DIR)
+        job = slurm.run("scontrol", "show", "job", "-d", job_of(hub, user)["job_id"]).stdout
+        assert "TresPerNode=gres:shard:a100:1" in job and "GRES=shard:1(IDX:" in job, job
+    assert sorted(r["equivalents"] for r in hub.servers_table()) == ["1/4", "1/4"]
+    # SLURM's view, as gpulab reads it: two shards held, the GPUs they are on no longer whole
+    reader = SlurmCapacity(gres_types={"a100": "A100-80GB"})
+    inv = reader.refresh_now()
+    reader.stop()
+    free = inv.free(set())
+    on = {envs["ann"]["CUDA_VISIBLE_DEVICES"], envs["bob"]["CUDA_VISIBLE_DEVICES"]}
+    assert sum(d.gpu_type == "A100-80GB:shared" for d in free) == 14
+    assert sum(d.gpu_type == "A100-80GB" for d in free) == 4 - len(on)
+    hub.stop_server("ann")
+    hub.stop_server("bob")
+    assert hub.servers_table() == []
 
 
 def test_quota_and_impossible_requests_are_refused_before_any_job(hub, slurm):

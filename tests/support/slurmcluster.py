@@ -52,12 +52,14 @@ def missing() -> str | None:
 
 
 class SlurmCluster:
-    def __init__(self, cpus: int = 16, memory_mb: int = 64000, gres_type: str = "a100"):
+    def __init__(self, cpus: int = 16, memory_mb: int = 64000, gres_type: str = "a100", shards_per_gpu: int = 0):
+        """``shards_per_gpu``: also offer every GPU as that many gres/shard (SLURM's GPU sharing)."""
         self.dir = Path(tempfile.mkdtemp(prefix="gpulab-slurm-", dir="/tmp"))
         os.chmod(self.dir, 0o755)
         self.conf = self.dir / "etc" / "slurm.conf"
         self.node = socket.gethostname().split(".")[0]
         self.cpus, self.memory_mb, self.gres_type = cpus, memory_mb, gres_type
+        self.shards = shards_per_gpu
         self.started_munge = False
         self._old_conf = os.environ.get("SLURM_CONF")
 
@@ -162,13 +164,21 @@ MpiDefault=none
 ReturnToService=2
 KillWait=3
 MinJobAge=300
-GresTypes=gpu
+GresTypes={"gpu,shard" if self.shards else "gpu"}
 SlurmdParameters=config_overrides
-NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} Gres=gpu:{self.gres_type}:{GPUS} State=UNKNOWN
+NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} Gres={self._gres()} State=UNKNOWN
 PartitionName=main Nodes={self.node} Default=YES DefaultTime=01:00:00 MaxTime=INFINITE State=UP
 """)
-        (d / "etc" / "gres.conf").write_text(f"Name=gpu Type={self.gres_type} File={d}/dev/nvidia[0-{GPUS - 1}]\n")
+        gres = [f"Name=gpu Type={self.gres_type} File={d}/dev/nvidia[0-{GPUS - 1}]"]
+        # sharding: each GPU's device file offered as that many shards (SLURM keeps a GPU
+        # either whole or sharded, never both at once)
+        gres += [f"Name=shard Count={self.shards} File={d}/dev/nvidia{i}" for i in range(GPUS) if self.shards]
+        (d / "etc" / "gres.conf").write_text("\n".join(gres) + "\n")
         os.chmod(d / "etc", 0o755)
+
+    def _gres(self) -> str:
+        out = f"gpu:{self.gres_type}:{GPUS}"
+        return f"{out},shard:{self.shards * GPUS}" if self.shards else out
 
     # -- queries -----------------------------------------------------------------------------
     def run(self, *argv: str) -> subprocess.CompletedProcess:

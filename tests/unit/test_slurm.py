@@ -265,3 +265,56 @@ def test_gres_type_to_request():
     simulated = parse_spec("4xA100-80GB")  # gpus.inventory set: no node names, invert the mapping
     assert gres_type_for("A100-80GB", simulated, {"a100": "A100-80GB"}, "GPU") == "a100"
     assert gres_type_for("GPU", simulated, {}, "GPU") == ""
+
+
+# -- gres/shard: shares of shared GPUs (recorded from slurm-wlm 22.05.8, 3 shard jobs + 1 whole job)
+NODE_SHARDS = NODE_IDLE.replace("Gres=gpu:a100:4", "Gres=gpu:a100:4,shard:a100:16").replace(
+    "GresUsed=gpu:a100:0(IDX:N/A)", "GresUsed=gpu:a100:1(IDX:3),shard:a100:2(IDX:0-1)").replace(
+    "State=IDLE", "State=MIXED")
+
+
+def test_shards_are_shares_and_gpus_lent_out_in_shards_are_busy():
+    from hub_plugins.spawners.slurm.nodes import shards_by_node
+
+    used = shards_by_node(["vm|gres:shard:a100:3", "vm|gres:shard:2", "vm|gres:gpu:a100:1", "|gres:shard:1",
+                           "vm[1-2]|gres:shard:2", "vm|N/A"])
+    assert used == {"vm": 5}
+    inv = inventory_from_nodes([parse_record(NODE_SHARDS)], gres_types={"a100": "A100-80GB"}, shards_in_use=used)
+    assert inv.summary() == {"A100-80GB": 4, "A100-80GB:shared": 16}
+    share = inv.of_type("A100-80GB:shared")[0]
+    assert (share.weight, share.memory_mib, share.model, share.addressable) == (Fraction(1, 4), 20 * 1024, "a100", False)
+    free = inv.free(set())
+    # 1 GPU whole + 2 in shards: 1 whole GPU left; 5 shards held, and the whole GPU's 4
+    assert sum(d.gpu_type == "A100-80GB" for d in free) == 1
+    assert sum(d.gpu_type == "A100-80GB:shared" for d in free) == 16 - 5 - 4
+    assert parse_gres("gpu:a100:1(IDX:3),gpu:h100:2(IDX:0,2-3)")[1].idx == {0, 2, 3}
+
+
+@pytest.mark.parametrize("gres, why", [
+    ("gpu:a100:4,shard:a100:6", "same number of shards"),  # 6 shards over 4 GPUs
+    ("gpu:a100:4,shard:a100:4", "at least 2"),  # one shard per GPU shares nothing
+    ("gpu:h100:4,shard:a100:8", "same number of shards"),  # shards of a type the node has no GPU of
+])
+def test_uneven_shards_are_left_out_with_the_reason(gres, why):
+    inv = inventory_from_nodes([parse_record(NODE_IDLE.replace("Gres=gpu:a100:4", f"Gres={gres}"))])
+    assert all(d.kind == "gpu" for d in inv.devices) and why in inv.note
+
+
+def test_a_share_asks_slurm_for_shards():
+    from hub_plugins.gpu.simulated import parse_spec
+    from hub_plugins.spawners.slurm.nodes import gres_type_for
+
+    req = JobRequest(SlurmSettings(time_limit=""), 1, "a100", name="j", gres_name="shard")
+    assert sbatch_options(req) == ["--job-name=j", "--gres=shard:a100:1"]
+    # the step names its shards again (SLURM 22.05 refuses a plain step of a shard job)
+    from hub_plugins.spawners.slurm.sbatch import step_options
+
+    assert step_options(req) == ["--gres=shard:1"]
+    assert render_script([], ["/env/bin/x"], step=step_options(req)).splitlines()[-2] == "srun --gres=shard:1 /env/bin/x"
+    assert step_options(JobRequest(SlurmSettings(), 2, "a100")) == []
+    with pytest.raises(SbatchError):
+        sbatch_options(JobRequest(SlurmSettings(), 1, "a100", name="j", gres_name="mps"))
+    live = inventory_from_nodes([parse_record(NODE_SHARDS)], gres_types={"a100": "A100-80GB"})
+    assert gres_type_for("A100-80GB:shared", live, {"a100": "A100-80GB"}, "GPU") == "a100"
+    simulated = parse_spec("1xA100-80GB+shared(4)")
+    assert gres_type_for("A100-80GB:shared", simulated, {"a100": "A100-80GB"}, "GPU") == "a100"

@@ -33,10 +33,12 @@ from ...store.models import utcnow
 from ..mixin import GPUSpawnerMixin
 from . import spec
 from .images import ImageCache, missing_image_message
+from .mps import FAULT_NOTE
 from .reconcile import Reconciler
+from .sharing import DockerSharing
 
 
-class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
+class DockerGPUSpawner(DockerSharing, GPUSpawnerMixin, DockerSpawner):
     """GPU-aware Docker containers (``backend: docker``)."""
 
     hub_id = Unicode(
@@ -194,6 +196,8 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         self.cpu_limit = res.cpu_limit
         self.mem_guarantee = res.mem_guarantee
         self.cpu_guarantee = res.cpu_guarantee
+        if self.gpulab_mps_daemon() is not None:
+            self.gpulab_event(FAULT_NOTE)
 
     # -- DockerSpawner steps ---------------------------------------------------------------
     async def start(self):
@@ -292,9 +296,7 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         create = spec.merge(create, extra_create)
         create["labels"] = {**(create.get("labels") or {}), **labels}
         host = spec.merge(host, extra_host)
-        self.log.debug("[gpulab] %s: host config %s", self._log_name, host)
-        create["host_config"] = self.client.create_host_config(**host)
-        return await self.docker("create_container", **create)
+        return await self.gpulab_create_container(create, host)  # a sharer's: see sharing.py
 
     async def _resolve(self, value):
         value = self._eval_if_callable(value)
@@ -305,6 +307,8 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         # died (killed, OOM, exited while starting) is removed here, before its GPUs are freed.
         try:
             await self._remove_dead_container()
+            if self.mps_enabled:  # the last sharer of a GPU takes its MPS daemon with it
+                await self.mps_daemons.sweep()
         finally:
             await super().run_post_stop_hook()
 
@@ -403,6 +407,8 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
 
     async def gpulab_docker_reconcile(self, free: bool = True) -> None:
         removed = await self.reconciler.run()
+        if self.mps_enabled:
+            await self.mps_daemons.sweep()
         if removed and free:
             # their allocations belong to no live server: free them now
             await self.gpulab.run(self.gpulab.reconcile, self.gpulab.live_owners(), utcnow())

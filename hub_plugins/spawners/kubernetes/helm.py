@@ -26,10 +26,12 @@ from ...quota.limits import format_bytes
 from ...settings.scopes import BILLING_SCOPES, CULLER_SCOPES
 from ...settings.loader import load
 from .overrides import KubeSettings, option_label, pod_overrides
+from .sharing import render as render_device_plugin
 
 ROOT = Path(__file__).resolve().parents[3]
 SOURCE = ROOT / "helm-values" / "gpulab.yaml"
 OUTPUT = ROOT / "helm-values" / "values.yaml"
+DEVICE_PLUGIN = ROOT / "helm-values" / "device-plugin-config.yaml"  # from gpus.sharing (sharing.py)
 # In the hub pod: gpulab.yaml in config/, profiles beside it, so that its relative
 # `profiles_dir: ../profiles` means the same there as in this repository.
 ETC = "/usr/local/etc/gpulab"
@@ -208,20 +210,27 @@ def generate(source: Path = SOURCE) -> str:
     return render(build_values(cfg, catalog, source.read_text(), texts))
 
 
+def generate_device_plugin(source: Path = SOURCE) -> str:
+    cfg = load(source)
+    return render_device_plugin(cfg["gpus"]["sharing"], list(cfg["kubernetes"]["gpu_types"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", type=Path, default=SOURCE)
     ap.add_argument("--output", type=Path, default=OUTPUT)
-    ap.add_argument("--check", action="store_true", help="fail if the output file is not up to date")
+    ap.add_argument("--device-plugin-output", type=Path, default=DEVICE_PLUGIN)
+    ap.add_argument("--check", action="store_true", help="fail if an output file is not up to date")
     args = ap.parse_args(argv)
-    text = generate(args.source)
+    outputs = {args.output: generate(args.source), args.device_plugin_output: generate_device_plugin(args.source)}
     if args.check:
-        if not args.output.exists() or args.output.read_text() != text:
-            print(f"{args.output} is out of date: run `make helm-values`", file=sys.stderr)
-            return 1
-        return 0
-    args.output.write_text(text)
-    print(f"wrote {args.output}")
+        stale = [p for p, text in outputs.items() if not p.exists() or p.read_text() != text]
+        for p in stale:
+            print(f"{p} is out of date: run `make helm-values`", file=sys.stderr)
+        return 1 if stale else 0
+    for p, text in outputs.items():
+        p.write_text(text)
+        print(f"wrote {p}")
     return 0
 
 

@@ -4,8 +4,10 @@ Input: the JSON of ``GET /api/v1/nodes`` and ``GET /api/v1/pods`` (all namespace
 documents them. GPU facts come from what the NVIDIA GPU Operator publishes:
 
 - allocatable ``nvidia.com/gpu`` (whole GPUs; with time-slicing, ``nvidia.com/gpu.replicas``
-  shares per GPU) and, under the ``mixed`` MIG strategy, ``nvidia.com/mig-<profile>`` per MIG
-  profile (``nvidia.com/mig-1g.10gb: 7``);
+  shares per GPU), ``nvidia.com/gpu.shared`` (shares renamed by the device plugin's sharing
+  config, as gpulab generates it for some GPUs of a node: then ``nvidia.com/gpu`` are whole)
+  and, under the ``mixed`` MIG strategy, ``nvidia.com/mig-<profile>`` per MIG profile
+  (``nvidia.com/mig-1g.10gb: 7``);
 - the GPU Feature Discovery labels ``nvidia.com/gpu.product`` (``NVIDIA-A100-SXM4-80GB``, with
   ``-MIG-<profile>`` under the ``single`` strategy, ``-SHARED`` with time-slicing),
   ``nvidia.com/gpu.memory`` (MiB) and ``nvidia.com/mig.config.state``.
@@ -25,6 +27,7 @@ from fractions import Fraction
 from ...gpu.devices import MIG_SLICES, Device, Inventory, family_of, mig_memory_mib, mig_slices, valid_type_name
 
 GPU = "nvidia.com/gpu"
+GPU_SHARED = "nvidia.com/gpu.shared"  # time-sliced replicas, renamed (device plugin sharing config)
 MIG_PREFIX = "nvidia.com/mig-"
 PRODUCT = "nvidia.com/gpu.product"
 MEMORY = "nvidia.com/gpu.memory"
@@ -126,7 +129,7 @@ def pod_requests(pod: dict) -> dict[str, int]:
     def of(container) -> dict[str, int]:
         res = container.get("resources") or {}
         merged = {**(res.get("requests") or {}), **(res.get("limits") or {})}
-        return {k: _quantity(v) for k, v in merged.items() if k == GPU or k.startswith(MIG_PREFIX)}
+        return {k: _quantity(v) for k, v in merged.items() if k in (GPU, GPU_SHARED) or k.startswith(MIG_PREFIX)}
 
     total: dict[str, int] = {}
     for c in spec.get("containers") or []:
@@ -168,7 +171,8 @@ def inventory_from_cluster(nodes_doc, pods_doc, *, names: dict[str, str] | None 
         meta = node.get("metadata") or {}
         name, labels = meta.get("name", ""), meta.get("labels") or {}
         alloc = (node.get("status") or {}).get("allocatable") or {}
-        offered = {k: _quantity(v) for k, v in alloc.items() if (k == GPU or k.startswith(MIG_PREFIX)) and _quantity(v)}
+        offered = {k: _quantity(v) for k, v in alloc.items()
+                   if (k in (GPU, GPU_SHARED) or k.startswith(MIG_PREFIX)) and _quantity(v)}
         if not offered:
             continue
         why = unusable_because(node, tolerations, selector)
@@ -181,12 +185,14 @@ def inventory_from_cluster(nodes_doc, pods_doc, *, names: dict[str, str] | None 
         index = 0
         for res, count in sorted(offered.items()):
             single_mig = _SINGLE_MIG.search(product) if res == GPU else None
-            if res == GPU and not single_mig:
-                shared = replicas > 1
+            if res in (GPU, GPU_SHARED) and not single_mig:
+                # shares: renamed ones, or every nvidia.com/gpu of a node time-sliced as a whole
+                shared = res == GPU_SHARED or (replicas > 1 and GPU_SHARED not in offered)
                 gpu_type = f"{base}:shared" if shared else base
-                weight, mig = Fraction(1, replicas), ""
+                weight, mig = Fraction(1, replicas if shared else 1), ""
                 size = _SIZE.search(base)
                 memory = int(size.group(1)) * 1024 if size else _quantity(labels.get(MEMORY))
+                memory //= replicas if shared else 1
             else:  # MIG: 'mixed' strategy (a resource per profile) or 'single' (in the product label)
                 mig = single_mig.group(1).lower() if single_mig else res[len(MIG_PREFIX):]
                 gpu_type = f"{base}:{mig}"

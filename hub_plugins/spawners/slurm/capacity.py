@@ -6,7 +6,7 @@ from __future__ import annotations
 from ...cluster.refresh import PeriodicInventory
 from ...gpu.devices import Inventory
 from . import cli
-from .nodes import inventory_from_nodes
+from .nodes import inventory_from_nodes, shards_by_node
 
 
 class SlurmCapacity(PeriodicInventory):
@@ -21,4 +21,5 @@ class SlurmCapacity(PeriodicInventory):
         # no partition configured: jobs go to the cluster's default partition, so count that one
         part = self.partition or cli.default_partition_sync()
         return inventory_from_nodes(cli.nodes_sync(), partitions={part} if part else None,
-                                    gres_types=self.gres_types, untyped=self.untyped)
+                                    gres_types=self.gres_types, untyped=self.untyped,
+                                    shards_in_use=shards_by_node(cli.running_tres_sync()))

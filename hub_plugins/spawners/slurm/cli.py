@@ -115,6 +115,14 @@ def nodes_sync() -> list[dict[str, str]]:
     return parse_records(res.out)
 
 
+def running_tres_sync() -> list[str]:
+    """'node|tres per node' of running jobs (the shards they hold: ``nodes.shards_by_node``)."""
+    res = run_sync(["squeue", "-h", "-t", "RUNNING,CONFIGURING,COMPLETING,SUSPENDED", "-o", "%N|%b"])
+    if res.rc != 0:
+        raise _unavailable(res, "squeue")
+    return res.out.splitlines()
+
+
 def default_partition_sync() -> str:
     res = run_sync(["sinfo", "-h", "-o", "%P"])
     for name in res.out.split():

@@ -60,13 +60,15 @@ def _word(what: str, value: str, pattern: re.Pattern = SAFE_VALUE) -> str:
     return value
 
 
-def gres(gres_type: str, count: int) -> str:
-    """'gpu:a100:2', or 'gpu:2' for untyped GPUs."""
+def gres(gres_type: str, count: int, name: str = "gpu") -> str:
+    """'gpu:a100:2', 'gpu:2' for untyped GPUs, 'shard:a100:1' for shares of a shared GPU."""
+    if name not in ("gpu", "shard"):
+        raise SbatchError(f"gres: {name!r} is neither gpu nor shard")
     if count < 1:
         raise SbatchError("gres: a GPU count must be at least 1")
     if gres_type:
-        return f"gpu:{_word('gres type', gres_type, NAME)}:{count}"
-    return f"gpu:{count}"
+        return f"{name}:{_word('gres type', gres_type, NAME)}:{count}"
+    return f"{name}:{count}"
 
 
 def mem_megabytes(mem_bytes: int) -> int:
@@ -84,7 +86,7 @@ class JobRequest:
     """Everything one server's job asks SLURM for."""
 
     settings: SlurmSettings
-    gpus: int = 0
+    gpus: int = 0  # GPUs, or shards with gres_name "shard"
     gres_type: str = ""  # SLURM gres type ("" = untyped)
     cpus: float | None = None
     mem_bytes: int | None = None
@@ -93,6 +95,7 @@ class JobRequest:
     output: str = ""
     workdir: str = ""
     export: tuple[str, ...] = field(default_factory=tuple)
+    gres_name: str = "gpu"  # "shard": shares of a shared GPU (gres/shard)
 
 
 def sbatch_options(req: JobRequest) -> list[str]:
@@ -116,7 +119,7 @@ def sbatch_options(req: JobRequest) -> list[str]:
     if s.time_limit:
         opts.append(f"--time={_word('slurm.time_limit', s.time_limit, TIME)}")
     if req.gpus:
-        opts.append(f"--gres={gres(req.gres_type, req.gpus)}")
+        opts.append(f"--gres={gres(req.gres_type, req.gpus, req.gres_name)}")
     if req.cpus:
         opts.append(f"--cpus-per-task={max(1, math.ceil(req.cpus))}")
     if req.mem_bytes:
@@ -129,7 +132,17 @@ def sbatch_options(req: JobRequest) -> list[str]:
     return opts
 
 
-def render_script(options: list[str], command: list[str], path_prefix: str = "", prologue: str = "") -> str:
+def step_options(req: JobRequest) -> list[str]:
+    """Options of the ``srun`` step. A job holding shards must name them again for its step
+    (SLURM 22.05 refuses a plain step of a shard job: "Invalid generic resource specification"),
+    and then sets the step's CUDA_VISIBLE_DEVICES to the sharded GPU."""
+    if req.gres_name == "shard" and req.gpus:
+        return [f"--gres={gres('', req.gpus, 'shard')}"]
+    return []
+
+
+def render_script(options: list[str], command: list[str], path_prefix: str = "", prologue: str = "",
+                  step: list[str] = (), python_path: str = "") -> str:
     """The batch script: options, then the server started as a job step (``srun``), so SLURM
     binds it to the job's GPUs and signals it on cancellation."""
     lines = ["#!/bin/bash"]
@@ -141,11 +154,13 @@ def render_script(options: list[str], command: list[str], path_prefix: str = "",
     ]
     if path_prefix:
         lines.append(f"export PATH={shlex.quote(path_prefix)}:\"$PATH\"")
+    if python_path:  # a share's startup hook (sudo drops PYTHONPATH from the exported environment)
+        lines.append(f"export PYTHONPATH={shlex.quote(python_path)}${{PYTHONPATH:+:$PYTHONPATH}}")
     # SLURM chose the devices; tell the server which (gpulab's own variable, for kernels/UIs)
     lines.append('export GPULAB_GPUS="${CUDA_VISIBLE_DEVICES:-}"')
     lines.append('echo "gpulab: job $SLURM_JOB_ID on $(hostname) GPUs=${CUDA_VISIBLE_DEVICES:-none}"')
     if prologue:
         lines.append(prologue.rstrip("\n"))
-    lines.append("srun " + " ".join(shlex.quote(c) for c in command))
+    lines.append("srun " + " ".join(shlex.quote(c) for c in [*step, *command]))
     lines.append('echo "gpulab: server ended"')
     return "\n".join(lines) + "\n"

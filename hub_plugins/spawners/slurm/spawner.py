@@ -17,12 +17,15 @@ from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Dict, List, Unicode
 
 from ...cluster.fit import never_fits
+from ...gpu.devices import kind_of
 from ...spawn.spec import cap
 from . import cli
 from .batch import SlurmBatchSpawner
 from .jobs import job_comment, orphans
 from .nodes import gres_type_for
-from .sbatch import JobRequest, SbatchError, SlurmSettings, job_name, render_script, sbatch_options
+from .sbatch import (
+    JobRequest, SbatchError, SlurmSettings, job_name, render_script, sbatch_options, step_options,
+)
 from ..mixin import GPUSpawnerMixin
 
 
@@ -88,11 +91,14 @@ class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
         self.default_url = profile.default_url
         self._gpulab_job = dict(
             gpus=allocation.count, gres_type=gres_type,
+            # a share of a shared GPU is a SLURM shard (the GPU stays SLURM's to pick)
+            gres_name="shard" if kind_of(allocation.gpu_type) == "shared" else "gpu",
             cpus=cap(profile.cpu_limit, lim.cpu_limit), mem_bytes=cap(profile.mem_limit, lim.mem_limit),
             bindir=bindir, comment=job_comment(self.hub_tag, allocation.spawn_id),
         )
         try:  # fail now, with the reason, rather than in sbatch
-            sbatch_options(JobRequest(self.settings, allocation.count, self._gpulab_job["gres_type"]))
+            sbatch_options(JobRequest(self.settings, allocation.count, self._gpulab_job["gres_type"],
+                                      gres_name=self._gpulab_job["gres_name"]))
         except SbatchError as e:
             raise SpawnException(f"gpulab's slurm settings are invalid: {e}", reason="config", status_code=500) from None
         await self.gpulab_account()
@@ -105,13 +111,15 @@ class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
             self.settings, job["gpus"], job["gres_type"], job["cpus"], job["mem_bytes"],
             name=job_name(self.user.name, self.name or ""), comment=job["comment"],
             output=os.path.join(home, "jupyterhub_slurmspawner_%j.log"), workdir=home,
-            export=tuple(dict.fromkeys(export)),
+            export=tuple(dict.fromkeys(export)), gres_name=job["gres_name"],
         )
         try:
             options = sbatch_options(req)
         except SbatchError as e:
             raise SpawnException(f"Cannot build the SLURM job: {e}", reason="config", status_code=500) from None
-        script = render_script(options, [*self.cmd, *self.get_args()], job["bindir"], self.prologue)
+        hook = self.gpulab_share_hook_dir() if self.gpulab_share_caps() else ""
+        script = render_script(options, [*self.cmd, *self.get_args()], job["bindir"], self.prologue,
+                               step_options(req), hook or "")
         return script, self.settings.partition_for(job["gpus"])
 
     # -- jobs nobody owns ------------------------------------------------------------------
