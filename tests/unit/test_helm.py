@@ -109,9 +109,11 @@ def core_config(tmp_path):
     c.GPULab.db_url = f"sqlite:///{tmp_path}/gpulab.sqlite"
     c.GPULab.profiles_dir = str(ROOT / "profiles")
     c.GPULab.placement = "engine"
-    c.GPULab.inventory_spec = "4xA100-80GB@n1, 1xA100-80GB+mig(3g.40gb, 4*1g.10gb)@n2"
+    c.GPULab.inventory_spec = "4xA100-80GB@n1, 1xA100-80GB+mig(3g.40gb, 4*1g.10gb)@n2, 4xT4-16GB@n3, 1xT4-16GB+shared(4)@n4"
     c.GPULab.quotas = {"default": {"max_gpus": 8}}
-    c.KubeGPUSpawner.gpu_types = [{"name": "A100-80GB", "product": "NVIDIA-A100-SXM4-80GB"}]
+    c.KubeGPUSpawner.gpu_types = [{"name": "A100-80GB", "product": "NVIDIA-A100-SXM4-80GB"},
+                                  {"name": "T4-16GB", "product": "Tesla-T4"},
+                                  {"name": "T4-16GB:shared", "product": "Tesla-T4-SHARED"}]
     c.KubeGPUSpawner.gpu_tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     yield c
     GPULab.clear_instance()

@@ -52,9 +52,10 @@ class KubeGPUSpawner(GPUSpawnerMixin, QueueAwareKubeSpawner):
         if devices:
             return devices[0].model
         base = gpu_type.split(":")[0]
-        for t in self.gpu_types:
-            if t.get("name") in (gpu_type, base):
-                return t.get("product", "")
+        for name in (gpu_type, base):  # the type's own entry first ('T4-16GB:shared' -> ...-SHARED)
+            for t in self.gpu_types:
+                if t.get("name") == name:
+                    return t.get("product", "")
         return ""
 
     async def gpulab_apply(self, allocation, profile):
