@@ -1,6 +1,8 @@
 """Prometheus metrics, computed from gpulab's tables at each scrape (so they survive restarts
-and agree with the usage pages): GPUs total/allocated by type, GPUs per user, GPU-seconds per
-user, queue length and wait, refusals, culls, accounting fail-opens."""
+and agree with the usage pages): GPUs total/allocated by type (devices, and GPU-equivalents: a
+share of a GPU shared by N is 1/N), shares per shared GPU, GPUs per user, GPU-seconds per user,
+each running server's GPU efficiency (measured per server, also on shared GPUs), queue length and
+wait, refusals, culls, accounting fail-opens."""
 
 from __future__ import annotations
 
@@ -25,11 +27,21 @@ class _Collector:
         snap = core.allocator.snapshot()
         total = GaugeMetricFamily("gpulab_gpus_total", "Allocatable devices by GPU type", labels=["gpu_type"])
         alloc = GaugeMetricFamily("gpulab_gpus_allocated", "Allocated devices by GPU type", labels=["gpu_type"])
+        eq_total = GaugeMetricFamily("gpulab_gpu_equivalents_total",
+                                     "GPU-equivalents by GPU type (a share of a GPU shared by N counts 1/N)",
+                                     labels=["gpu_type"])
+        eq_alloc = GaugeMetricFamily("gpulab_gpu_equivalents_allocated", "Allocated GPU-equivalents by GPU type",
+                                     labels=["gpu_type"])
+        shares = GaugeMetricFamily("gpulab_shares_per_gpu", "Servers that share one GPU of a shared type",
+                                   labels=["gpu_type"])
         for a in core.availability(snap):
             total.add_metric([a.gpu_type], a.total)
             alloc.add_metric([a.gpu_type], a.total - a.free)
-        yield total
-        yield alloc
+            eq_total.add_metric([a.gpu_type], float(a.weight * a.total))
+            eq_alloc.add_metric([a.gpu_type], float(a.weight * (a.total - a.free)))
+            if a.kind == "shared":
+                shares.add_metric([a.gpu_type], int(1 / a.weight))
+        yield from (total, alloc, eq_total, eq_alloc, shares)
         per_user: dict[str, float] = {}
         for s in snap.servers:
             per_user[s.user_name] = per_user.get(s.user_name, 0.0) + float(Fraction(s.equivalents))
@@ -37,6 +49,15 @@ class _Collector:
         for user, v in sorted(per_user.items()):
             g.add_metric([user], v)
         yield g
+
+        eff = GaugeMetricFamily("gpulab_server_gpu_efficiency_percent",
+                                "Mean GPU utilisation of each running GPU server so far, of what it holds "
+                                "(on a shared GPU: its own processes, of its share)",
+                                labels=["user", "server", "gpu_type"])
+        for r in core.usage.records(open_only=True):
+            if r.gpu_count and r.util_samples:
+                eff.add_metric([r.user_name, r.server_name, r.gpu_type], r.util_sum / r.util_samples)
+        yield eff
 
         seconds: dict[str, float] = {}
         cost: dict[str, float] = {}

@@ -221,6 +221,7 @@ def spent_since(previous: dt.datetime | None, spent: bool, now: dt.datetime) -> 
 
 
 def allocated_fraction(avail) -> float:
-    """The share of the hub's GPUs allocated now (``TypeAvailability`` rows), for scarcity."""
-    total = sum(a.total for a in avail)
-    return 1 - sum(a.free for a in avail) / total if total else 0.0
+    """The share of the hub's GPUs allocated now (``TypeAvailability`` rows), for scarcity, in
+    GPU-equivalents: four free quarter shares are one free GPU, not four."""
+    total = sum(a.total * a.weight for a in avail)
+    return float(1 - sum(a.free * a.weight for a in avail) / total) if total else 0.0

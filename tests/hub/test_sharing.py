@@ -68,6 +68,13 @@ def test_four_sharers_one_gpu_a_quarter_each(hub):
     assert all(usage[u]["rate_per_hour"] == pytest.approx(1.0) for u in users[:4])  # 4.0 per GPU-hour / 4
     # the whole GPU 1 is untouched by sharers, and still free for a whole-GPU server
     assert {a["visible_id"] for a in hub.allocations()} == {"0"}
+    # metrics in GPU-equivalents: four quarter shares held are one GPU of two
+    hub.wait_service("billing", "metrics")
+    m = hub.service("billing", "metrics").text
+    assert 'gpulab_gpu_equivalents_allocated{gpu_type="H200-141GB:shared"} 1.0' in m
+    assert 'gpulab_gpu_equivalents_total{gpu_type="H200-141GB"} 1.0' in m
+    assert 'gpulab_gpus_allocated{gpu_type="H200-141GB:shared"} 4.0' in m
+    assert 'gpulab_shares_per_gpu{gpu_type="H200-141GB:shared"} 4.0' in m
 
     # a fifth sharer: refused at once, with a message that names sharing
     st, body = hub.spawn("se", {**SHARED, "queue": False})

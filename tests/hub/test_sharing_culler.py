@@ -85,6 +85,9 @@ async def test_a_busy_sharer_does_not_keep_an_idle_one_alive(hub_factory):
     # efficiency per server: busy used 45 % of the GPU on a half share (90 % of it), idle none
     assert usage["busy"]["util_sum"] / usage["busy"]["util_samples"] == pytest.approx(90)
     assert usage["idle"]["util_sum"] == 0 and usage["idle"]["util_samples"] == 2
-    # and busy stays through more rounds
+    # and busy stays through more rounds; its efficiency is exported per server
     time.sleep(1)
     assert await culler.run_once() == []
+    await asyncio.to_thread(hub.wait_service, "billing", "metrics")
+    m = (await asyncio.to_thread(hub.service, "billing", "metrics")).text
+    assert 'gpulab_server_gpu_efficiency_percent{gpu_type="H200-141GB:shared",server="",user="busy"} 90.0' in m

@@ -39,9 +39,13 @@ def test_budget_spent_since(previous, spent, expected):
 
 
 def test_allocated_fraction():
+    from fractions import Fraction
+
     a = SimpleNamespace
-    assert allocated_fraction([a(total=4, free=1), a(total=4, free=3)]) == 0.5
+    assert allocated_fraction([a(total=4, free=1, weight=1), a(total=4, free=3, weight=1)]) == 0.5
     assert allocated_fraction([]) == 0.0
+    # in GPU-equivalents: one whole GPU taken and 4 quarter shares free is half the GPUs, not a fifth
+    assert allocated_fraction([a(total=1, free=0, weight=1), a(total=4, free=4, weight=Fraction(1, 4))]) == 0.5
 
 
 def test_lost_queue_requests():
