@@ -68,3 +68,18 @@ def test_render_escapes_and_embeds_the_model():
     html = render(model())
     assert 'id="gpulab-model"' in html and 'name="queue"' in html and 'name="runtime"' in html
     assert "</script>" not in html.split('id="gpulab-model">')[1].split("</script>")[0]
+
+
+def test_shares_in_the_form():
+    """A shared GPU in the form: its shares counted against the quota in fractions, offered only
+    as many as fit on one GPU, and said what one is."""
+    inv = parse_spec("1xH200-141GB+shared(4), 1xH200-141GB")
+    taken = {"localhost/gpu0/share0"}
+    m = form_model(FormContext(catalog=CATALOG, eff=resolve(QC, "ann", [], NOW), usage=[],
+                               avail=availability(inv, taken), groups=[], prices={"H200-141GB:shared": 1.0}))
+    assert choice(m, "minimal", "H200-141GB:shared", 3)["ok"]  # 3 free shares on GPU 0, 3/4 of a GPU
+    four = choice(m, "minimal", "H200-141GB:shared", 4)
+    assert not four["ok"] and four["why"] == "only 3 free"
+    html = render(m)
+    assert "1/4 of an H200: up to 35 GB, compute shared with 3 others" in html
+    assert "H200-141GB:shared (3 of 4 free): 1/4 of an H200" in html  # the type selector says it too
