@@ -58,7 +58,8 @@ class GPULab(SingletonConfigurable):
         such as '4xA100-80GB' or '1xA100-80GB+mig(3g.40gb,4*1g.10gb)' (see gpu/simulated.py).""",
     )
     inventory_refresh_seconds = Integer(
-        DEFAULTS["gpus"]["refresh_seconds"], config=True, help="How long an NVML scan is reused before scanning again (MIG changes)."
+        DEFAULTS["gpus"]["refresh_seconds"], config=True,
+        help="How long an NVML scan is reused before scanning again (MIG changes).",
     )
     db_url = Unicode(
         "sqlite:///gpulab.sqlite",
@@ -69,7 +70,9 @@ class GPULab(SingletonConfigurable):
     default_profile = Unicode(
         "", config=True, help="Profile used when a request names none ('' = the first marked default)."
     )
-    max_gpus_per_server = Integer(DEFAULTS["gpus"]["max_per_server"], config=True, help="No server may ask for more GPUs than this.")
+    max_gpus_per_server = Integer(
+        DEFAULTS["gpus"]["max_per_server"], config=True, help="No server may ask for more GPUs than this."
+    )
     quotas = Dict(
         config=True,
         help="""Quota settings, as the `quotas` section of gpulab.yaml: resolve, enforcement,
