@@ -65,7 +65,8 @@ class GPULab(SingletonConfigurable):
         NVML scan and to simulated inventories alike (gpu/sharing.py); MIG GPUs are never shared.""",
     )
     inventory_refresh_seconds = Integer(
-        DEFAULTS["gpus"]["refresh_seconds"], config=True, help="How long an NVML scan is reused before scanning again (MIG changes)."
+        DEFAULTS["gpus"]["refresh_seconds"], config=True,
+        help="How long an NVML scan is reused before scanning again (MIG changes).",
     )
     db_url = Unicode(
         "sqlite:///gpulab.sqlite",
@@ -76,7 +77,9 @@ class GPULab(SingletonConfigurable):
     default_profile = Unicode(
         "", config=True, help="Profile used when a request names none ('' = the first marked default)."
     )
-    max_gpus_per_server = Integer(DEFAULTS["gpus"]["max_per_server"], config=True, help="No server may ask for more GPUs than this.")
+    max_gpus_per_server = Integer(
+        DEFAULTS["gpus"]["max_per_server"], config=True, help="No server may ask for more GPUs than this."
+    )
     quotas = Dict(
         config=True,
         help="""Quota settings, as the `quotas` section of gpulab.yaml: resolve, enforcement,
