@@ -34,6 +34,7 @@ from ..request import STANDARD_EXTRAS, RequestError, SpawnRequest, from_form, pa
 from ..budgeting import BudgetRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
 from ..store.models import utcnow
+from ..validation import InputError, json_body
 from .waiting import wait_in_queue
 
 
@@ -126,8 +127,23 @@ class GPUSpawnerMixin(HasTraits):
             live = core.live_owners()
             await core.run(core.reconcile, live, utcnow())
 
+    def gpulab_check_body(self) -> None:
+        """A REST spawn's body as sent (JupyterHub has parsed it already, leniently): JSON or no
+        content type, at most 64 KB, no NaN/Infinity. The form's POST is not an API call."""
+        from jupyterhub.apihandlers.base import APIHandler
+
+        handler = getattr(self, "handler", None)
+        request = getattr(handler, "request", None)
+        if request is None or not isinstance(handler, APIHandler):
+            return
+        try:
+            json_body(request.body, request.headers.get("Content-Type"))
+        except InputError as e:
+            raise SpawnException(str(e), reason="invalid_options", status_code=e.status) from None
+
     def gpulab_parse(self, options) -> SpawnRequest:
         core = self.gpulab
+        self.gpulab_check_body()
         try:
             req = parse(options, core.catalog, core.inventory().types, core.max_gpus_per_server,
                         self.gpulab_extra_options())

@@ -13,11 +13,12 @@ import json
 from pathlib import Path
 
 import jinja2
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import web
 
 from services.base import is_admin
+from services.handlers import COOKIE_OPTIONS, ValidatedArgs
 
 from . import report
 from .data import BillingData
@@ -28,7 +29,7 @@ TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).wit
                                autoescape=True)
 
 
-class Base(HubOAuthenticated, web.RequestHandler):
+class Base(ValidatedArgs, HubOAuthenticated, web.RequestHandler):
     @property
     def data(self) -> BillingData:
         return self.settings["billing_data"]
@@ -43,7 +44,7 @@ class Base(HubOAuthenticated, web.RequestHandler):
 
     def target(self) -> str:
         """The user whose data is asked for (?user=): oneself, or anyone for admins."""
-        who = self.get_argument("user", "") or self.me["name"]
+        who = self.arg_user() or self.me["name"]
         if who != self.me["name"] and not self.admin:
             raise web.HTTPError(403, f"You can only see your own usage, not {who!r}'s.")
         return who
@@ -53,7 +54,7 @@ class Base(HubOAuthenticated, web.RequestHandler):
 
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
+        message = (exc.get_message() if isinstance(exc, web.HTTPError) else None) or self._reason
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"status": status_code, "message": message}))
 
@@ -61,21 +62,18 @@ class Base(HubOAuthenticated, web.RequestHandler):
 class UsageAPI(Base):
     @web.authenticated
     async def get(self):
-        who = self.get_argument("user", "")
+        who = self.arg_user()
         if who and who != self.me["name"] and not self.admin:
             raise web.HTTPError(403, f"You can only see your own usage, not {who!r}'s.")
         if not who and not self.admin:
             who = self.me["name"]  # users see themselves; admins without ?user= see everyone
         now = self.now()
-        try:
-            since = report.parse_time(self.get_argument("since", ""), now - dt.timedelta(days=30))
-            until = report.parse_time(self.get_argument("until", ""), now)
-        except ValueError as e:
-            raise web.HTTPError(400, f"{e} (parameters since/until)") from None
+        since = self.arg_time("since", now - dt.timedelta(days=30))
+        until = self.arg_time("until", now)
         if until <= since:
             raise web.HTTPError(400, "'until' must be after 'since'")
+        fmt = self.arg_choice("format", "json", ("json", "csv"))
         rep = await asyncio.to_thread(self.data.usage, who or None, since, until, now)
-        fmt = self.get_argument("format", "json")
         if fmt == "csv":
             self.set_header("Content-Type", "text/csv; charset=utf-8")
             name = f"gpulab-usage-{who or 'all'}-{since.date()}-{until.date()}.csv"
@@ -83,8 +81,6 @@ class UsageAPI(Base):
             self.finish(report.to_csv(rep))
         elif fmt == "json":
             self.finish({"user": who or None, **rep})
-        else:
-            raise web.HTTPError(400, "format must be json or csv")
 
 
 class QuotaAPI(Base):
@@ -111,6 +107,8 @@ class QueueAPI(Base):
     @web.authenticated
     async def delete(self, user, server=None):
         """Cancel a waiting request: the user's own, or anyone's for admins."""
+        user = self.path_name(user, "user")
+        server = self.path_name(server, "server") if server else ""
         if user != self.me["name"] and not self.admin:
             raise web.HTTPError(403, "You can only cancel your own requests.")
         n = await asyncio.to_thread(self.data.core.queue.cancel, user, server or "")
@@ -142,7 +140,7 @@ class Page(Base):
 
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
+        message = (exc.get_message() if isinstance(exc, web.HTTPError) else None) or self._reason
         self.set_status(status_code)
         self.finish(TEMPLATES.get_template("error.html").render(status=status_code, message=message,
                                                                 prefix=self.settings["service_prefix"]))
@@ -153,8 +151,8 @@ class MyUsagePage(Page):
     async def get(self):
         who = self.target()
         now = self.now()
-        days = int(self.get_argument("days", "30")) if self.get_argument("days", "30").isdigit() else 30
-        since = now - dt.timedelta(days=min(max(days, 1), 366))
+        days = self.arg_int("days", 30, 1, 366)
+        since = now - dt.timedelta(days=days)
         groups = await self.data.groups_of(who)
         rep = await asyncio.to_thread(self.data.usage, who, since, now, now)
         daily = await asyncio.to_thread(self.data.per_day, who, since, now)
@@ -167,7 +165,7 @@ class MyUsagePage(Page):
 class QueueCancelPage(Page):
     @web.authenticated
     async def post(self):
-        server = self.get_body_argument("server", "")
+        server = self.arg("server")
         await asyncio.to_thread(self.data.core.queue.cancel, self.me["name"], server)
         self.redirect(self.settings["service_prefix"])
 
@@ -178,8 +176,8 @@ class AdminPage(Page):
         if not self.admin:
             raise web.HTTPError(403, "This page is for admins.")
         now = self.now()
-        days = int(self.get_argument("days", "30")) if self.get_argument("days", "30").isdigit() else 30
-        since = now - dt.timedelta(days=min(max(days, 1), 366))
+        days = self.arg_int("days", 30, 1, 366)
+        since = now - dt.timedelta(days=days)
         rep = await asyncio.to_thread(self.data.usage, None, since, now, now)
         members: dict[str, list[str]] = {}
         for g in await self.data.hub.groups():
@@ -215,6 +213,8 @@ def make_app(data: BillingData, prefix: str, hub_prefix: str = "/hub/") -> web.A
     def p(path):
         return url_path_join(prefix, path)
 
+    HubOAuth.instance(cookie_options=dict(COOKIE_OPTIONS))  # the singleton the handlers use
+
     return web.Application(
         [
             (p("api/usage"), UsageAPI),
@@ -234,5 +234,8 @@ def make_app(data: BillingData, prefix: str, hub_prefix: str = "/hub/") -> web.A
         service_prefix=prefix,
         hub_prefix=hub_prefix,
         cookie_secret=None,
-        xsrf_cookies=True,
+        # XSRF: HubOAuth checks cookie-authenticated changes itself; token calls are exempt
+        # (services/handlers.py says why tornado's own check stays off)
+        xsrf_cookies=False,
+        xsrf_cookie_kwargs=dict(COOKIE_OPTIONS, httponly=False),
     )
