@@ -59,12 +59,6 @@ def service_address() -> tuple[str, int, str]:
     return listen_host(url), url.port or 10101, prefix
 
 
-def is_admin(user: dict) -> bool:
-    """Admins' tokens carry the unfiltered ``list:users`` scope (every service asks for it as an
-    allowed OAuth scope; for other users it is filtered to themselves or absent)."""
-    return "list:users" in set(user.get("scopes") or []) or bool(user.get("admin"))
-
-
 class HubAPI:
     """The hub's REST API with this service's own token (its role decides what it may do)."""
 

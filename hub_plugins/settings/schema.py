@@ -201,6 +201,10 @@ GPULAB_SCHEMA = {
                 "system_users": {"enum": ["auto", "never"]},
                 "system_user_prefix": {"type": "string", "pattern": r"^[a-z_][a-z0-9_-]{0,15}$"},
                 "home_root": {"type": "string", "minLength": 1},
+                "limits": {"enum": ["auto", "systemd", "cgroup", "off"],
+                           "description": "how servers are held to memory, CPU and GPU devices: auto (a systemd "
+                                          "scope where systemd runs the host, else the cgroup filesystem), systemd, "
+                                          "cgroup or off"},
             },
         },
         "billing": {
@@ -428,7 +432,7 @@ DEFAULTS = {
         "refresh_seconds": None,
         "roles": {},
     },
-    "local": {"system_users": "auto", "system_user_prefix": "jupyter-", "home_root": "/home"},
+    "local": {"system_users": "auto", "system_user_prefix": "jupyter-", "home_root": "/home", "limits": "auto"},
     "billing": {
         "currency": "EUR",
         "rates": {"*": 0},

@@ -102,6 +102,11 @@ class GPUSpawnerMixin(HasTraits):
     def gpulab_profile_available(self, profile) -> tuple[bool, str]:
         return True, ""
 
+    def gpulab_enforced_limits(self) -> set[str]:
+        """Which of a profile's limits this backend holds servers to ('cpu', 'memory'): the form
+        promises only those."""
+        return {"cpu", "memory"}
+
     # -- helpers ---------------------------------------------------------------------------
     @property
     def gpulab_owner(self) -> Owner:
@@ -180,6 +185,12 @@ class GPUSpawnerMixin(HasTraits):
             build_model, self.gpulab, self.user.id, self.user.name, self.gpulab_groups, self.name or "",
             self.gpulab_profile_available,
         )
+        enforced = self.gpulab_enforced_limits()
+        for p in model.get("profiles", []):  # never promise a limit the host cannot keep
+            if "cpu" not in enforced:
+                p["cpu_limit"] = None
+            if "memory" not in enforced:
+                p["mem_limit"] = None
         return render(model)
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Runs as a JupyterHub managed service (``/services/quotas/``). Pages sign people in through the
 hub (HubOAuth); the REST API takes the same cookie or a hub token (``Authorization: token``).
-Everyone with access to the service sees their own quota; only hub admins manage overrides.
+Everyone with access to the service sees their own quota; only holders of gpulab's overrides scope
+(hub admins, admin automation tokens; ``hub_plugins/scopes.py``) manage overrides.
 
 Pages: ``/`` (your quota), ``/admin`` (overrides, audit). API: ``api/me``, ``api/overrides``
 (GET, POST), ``api/overrides/{id}`` (GET, DELETE), ``api/audit``, ``api/users/{name}``.
@@ -23,6 +24,7 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+from hub_plugins.scopes import MANAGE_OVERRIDES, holds
 from services.handlers import COOKIE_OPTIONS, ValidatedArgs
 
 from .core import AdminError, QuotaAdmin, valid_user_name
@@ -71,13 +73,8 @@ class Base(ValidatedArgs, HubOAuthenticated, web.RequestHandler):
 
     @property
     def is_admin(self) -> bool:
-        """Hub admins; a service (automation token) only if its token holds admin:users."""
-        m = self.current_user
-        if not m:
-            return False
-        if m.get("kind", "user") == "user":
-            return bool(m.get("admin"))
-        return "admin:users" in m.get("scopes", [])
+        """Manages overrides: a person or token holding gpulab's overrides scope."""
+        return holds(self.current_user, MANAGE_OVERRIDES)
 
     async def run(self, fn, *args, **kw):
         """Database work off the event loop (SQLite waits for the allocator's write lock)."""

@@ -1,8 +1,9 @@
 """The billing service (``/services/billing/``): usage, quotas, budgets, GPUs and the queue, as a
 JSON/CSV API (hub tokens) and as pages (hub login), plus Prometheus metrics.
 
-A user sees only their own usage, quota and servers; admins see everyone's. The service's own
-token has read-only scopes (see ``update_services`` in ``hub_plugins/settings/apply.py``).
+A user sees only their own usage, quota and servers; holders of gpulab's read-usage scope (admins)
+see everyone's (``hub_plugins/scopes.py``). The service's own token has read-only scopes (see
+``update_services`` in ``hub_plugins/settings/apply.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuth
 from jupyterhub.utils import url_path_join
 from tornado import web
 
-from services.base import is_admin
+from hub_plugins.scopes import MANAGE_QUEUE, READ_USAGE, holds
 from services.handlers import COOKIE_OPTIONS, ValidatedArgs
 
 from . import report
@@ -40,7 +41,8 @@ class Base(ValidatedArgs, HubOAuthenticated, web.RequestHandler):
 
     @property
     def admin(self) -> bool:
-        return is_admin(self.current_user)
+        """Sees everyone's usage, quotas and GPUs: holds gpulab's read-usage scope."""
+        return holds(self.current_user, READ_USAGE)
 
     def target(self) -> str:
         """The user whose data is asked for (?user=): oneself, or anyone for admins."""
@@ -109,8 +111,9 @@ class QueueAPI(Base):
         """Cancel a waiting request: the user's own, or anyone's for admins."""
         user = self.path_name(user, "user")
         server = self.path_name(server, "server") if server else ""
-        if user != self.me["name"] and not self.admin:
-            raise web.HTTPError(403, "You can only cancel your own requests.")
+        if user != self.me["name"] and not holds(self.me, MANAGE_QUEUE):
+            raise web.HTTPError(403, f"You can only cancel your own requests (cancelling others' needs the "
+                                     f"{MANAGE_QUEUE} scope).")
         n = await asyncio.to_thread(self.data.core.queue.cancel, user, server or "")
         if not n:
             raise web.HTTPError(404, f"No waiting request for {user}{':' + server if server else ''}.")
