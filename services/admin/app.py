@@ -25,6 +25,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from hub_plugins.scopes import MANAGE_OVERRIDES, holds
+from hub_plugins.validation import shown
 from services.handlers import COOKIE_OPTIONS, ValidatedArgs
 
 from .core import AdminError, QuotaAdmin, valid_user_name
@@ -140,13 +141,15 @@ class OverridesApi(Api):
 class OverrideApi(Api):
     async def get(self, ident):
         self.check_admin()
+        ident = self.path_name(ident, "override")
         found = await self.run(self.admin.store.get, ident)
         if found is None:
-            raise web.HTTPError(404, f"There is no override '{ident}'.")
+            raise web.HTTPError(404, "%s", f"There is no override {shown(ident, 64)}.")
         self.write_json(found)
 
     async def delete(self, ident):
         self.check_admin()
+        ident = self.path_name(ident, "override")
         reason = self.arg("reason")
         if not reason and self.request.body:
             body = self.body()
@@ -170,7 +173,7 @@ class UserApi(Api):
         self.check_admin()
         model = await self.hub.user(name) if len(name) <= 255 and valid_user_name(name) else None
         if model is None:
-            raise web.HTTPError(404, f"There is no user '{name}' on this hub.")
+            raise web.HTTPError(404, "%s", f"There is no user {shown(name, 64)} on this hub.")
         self.write_json(await self.run(self.admin.user_view, name, model.get("groups", []), model.get("admin", False)))
 
 
@@ -260,7 +263,7 @@ def make_app(quota_admin: QuotaAdmin, prefix: str | None = None) -> web.Applicat
             (route("oauth_callback"), HubOAuthCallbackHandler),
             (route("api/me"), MeApi),
             (route("api/overrides"), OverridesApi),
-            (route(f"api/overrides/{ident}"), OverrideApi),
+            (route("api/overrides/([^/]+)"), OverrideApi),  # any id: a bad one is a 404 that says so
             (route("api/audit"), AuditApi),
             (route("api/users/([^/]+)"), UserApi),
             (route("admin"), AdminPage),
