@@ -11,6 +11,7 @@ own user and a warning says users are not isolated.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import sys
 
@@ -81,7 +82,10 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
 
     @property
     def gpulab_cgroup(self) -> str:
-        return cgroup_name(self.user.name, self.name or "")
+        """The server's cgroup / scope name: per (user, server) and per hub (its database), so
+        that two hubs on one host never share, nor clean up, each other's servers."""
+        hub = hashlib.sha256(self.gpulab.db_url.encode()).hexdigest()[:6]
+        return f"{cgroup_name(self.user.name, self.name or '')}-{hub}"
 
     @property
     def isolated(self) -> bool:
