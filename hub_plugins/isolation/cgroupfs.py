@@ -125,6 +125,10 @@ class CgroupFS:
         """Create the server's cgroups and write its limits (before it starts)."""
         dirs = self.dirs(name)
         for d in dirs.values():
+            try:  # an empty one left by an earlier run: anew, so that its OOM count starts at 0
+                os.rmdir(d)
+            except OSError:
+                pass
             os.makedirs(d, exist_ok=True)
         if self.version == 1:
             swap = os.path.exists(os.path.join(dirs.get("memory", "/nonexistent"), "memory.memsw.limit_in_bytes"))

@@ -54,3 +54,12 @@ def test_cleanup_stops_what_the_server_left_behind(enforcer):
     assert e.cleanup(name) == [child.pid]
     assert child.wait(10) == -9
     assert not any(os.path.exists(d) for d in e.fs.dirs(name).values())
+
+
+def test_a_new_run_starts_with_a_clean_count(enforcer):
+    e, name = enforcer
+    e.prepare(name, Limits(mem_bytes=64 * 2**20))
+    run(e, name, "x = bytearray(256 * 2**20)")
+    assert e.killed_for_memory(name)
+    e.prepare(name, Limits(mem_bytes=64 * 2**20))  # e.g. after a hub that died before cleaning up
+    assert not e.killed_for_memory(name)
