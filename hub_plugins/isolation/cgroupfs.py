@@ -80,6 +80,13 @@ class CgroupFS:
         if v1:
             fs = cls(1, v1)
             fs.controls = frozenset(c for c in v1 if fs._writable(v1[c]))
+            if "cpu" in fs.controls:
+                # CFS weighs a cgroup like one task: the servers together must weigh like the
+                # host's CPUs, or a few busy processes outside would starve all of them
+                try:
+                    _write(os.path.join(v1["cpu"], "cpu.shares"), str(1024 * (os.cpu_count() or 1)))
+                except OSError:
+                    pass
             missing = sorted(set(CONTROLS) - fs.controls)
             if missing:
                 fs.problem = f"cgroup v1 without a usable {', '.join(missing)} controller"

@@ -63,3 +63,11 @@ def test_a_new_run_starts_with_a_clean_count(enforcer):
     assert e.killed_for_memory(name)
     e.prepare(name, Limits(mem_bytes=64 * 2**20))  # e.g. after a hub that died before cleaning up
     assert not e.killed_for_memory(name)
+
+
+def test_servers_together_weigh_like_the_hosts_cpus(enforcer):
+    e, _ = enforcer
+    if e.fs.version != 1:
+        pytest.skip("cgroup v1 only")
+    shares = open(os.path.join(e.fs.bases["cpu"], "cpu.shares")).read().strip()
+    assert shares == str(1024 * os.cpu_count())
