@@ -68,8 +68,11 @@ class HubAPI:
         self.http = AsyncHTTPClient()
 
     async def request(self, method: str, path: str, body=None, ok=(200, 201, 202, 204)):
+        headers = {"Authorization": f"token {self.token}"}
+        if body is not None:  # tornado would label it form-encoded, which the hub refuses for JSON
+            headers["Content-Type"] = "application/json"
         req = HTTPRequest(
-            self.url + path, method=method, headers={"Authorization": f"token {self.token}"},
+            self.url + path, method=method, headers=headers,
             body=None if body is None else json.dumps(body),
             allow_nonstandard_methods=True, request_timeout=60,
         )
