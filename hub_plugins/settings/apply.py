@@ -12,6 +12,8 @@ from pathlib import Path
 
 from traitlets.config import Config
 
+from ..scopes import MANAGE_OVERRIDES, MANAGE_QUEUE, READ_USAGE
+
 BACKEND_SPAWNERS = {"local": "gpulab-local", "docker": "gpulab-docker"}
 
 
@@ -46,6 +48,11 @@ def update_hub(c: Config, cfg: dict) -> None:
     c.Spawner.http_timeout = h["http_timeout"]
     c.Spawner.default_url = "/lab"
     c.Authenticator.admin_users = set(h["admin_users"])
+    # SameSite=Lax on every hub cookie (JupyterHub also uses these for its _xsrf cookie and hands
+    # them to single-user servers): a cross-site POST never carries the session
+    settings = dict(c.JupyterHub.get("tornado_settings", {}))
+    settings["cookie_options"] = {**settings.get("cookie_options", {}), "samesite": "Lax"}
+    c.JupyterHub.tornado_settings = settings
     # `make run` installs the proxy into the checkout's node_modules; deployments have it on PATH
     local = Path(cfg.get("_project_root", ".")) / "node_modules" / ".bin" / "configurable-http-proxy"
     chp = str(local) if local.exists() else shutil.which("configurable-http-proxy")
@@ -54,8 +61,9 @@ def update_hub(c: Config, cfg: dict) -> None:
 
 
 def update_api_tokens(c: Config, cfg: dict) -> None:
-    """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation),
-    or, when ``hub.api_token_scopes`` names it, a role with only those scopes."""
+    """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation)
+    and gpulab's admin scopes, or, when ``hub.api_token_scopes`` names it, a role with only those
+    scopes (gpulab's ``custom:gpulab:...`` scopes among them if it needs them)."""
     tokens = cfg["hub"]["api_tokens"]
     scoped = cfg["hub"].get("api_token_scopes") or {}
     services = list(c.JupyterHub.get("services", []))
@@ -69,6 +77,31 @@ def update_api_tokens(c: Config, cfg: dict) -> None:
         roles += [{"name": f"gpulab-token-{name}", "description": f"hub.api_token_scopes.{name}",
                    "scopes": list(scoped[name]), "services": [name]} for name in sorted(scoped)]
         c.JupyterHub.load_roles = roles
+
+
+def admin_tokens(cfg: dict) -> list[str]:
+    """The ``hub.api_tokens`` that hold the admin role (those not narrowed by api_token_scopes)."""
+    scoped = cfg["hub"].get("api_token_scopes") or {}
+    return sorted(n for n in cfg["hub"]["api_tokens"] if n not in scoped)
+
+
+def update_admin_scopes(c: Config, cfg: dict) -> None:
+    """gpulab's own scopes and the role that holds them all (``hub_plugins/scopes.py``): the
+    services' admin rights. JupyterHub's 'admin' role cannot be given more scopes, so the
+    ``gpulab-admin`` role goes to whoever gpulab makes admin: hub.admin_users and the admin
+    automation tokens (identity-provider admins get it with their roles, see auth/mixin.py)."""
+    from ..scopes import ADMIN_ROLE, ADMIN_SCOPES, CUSTOM_SCOPES
+
+    c.JupyterHub.custom_scopes = {**c.JupyterHub.get("custom_scopes", {}), **CUSTOM_SCOPES}
+    roles = [r for r in c.JupyterHub.get("load_roles", []) if r.get("name") != ADMIN_ROLE]
+    role = {"name": ADMIN_ROLE, "description": "gpulab's admin rights in its services: everyone's usage, "
+            "the queue, quota overrides", "scopes": list(ADMIN_SCOPES), "services": admin_tokens(cfg)}
+    # when the identity provider manages roles, JupyterHub refuses users in load_roles: the
+    # authenticator grants the role at each login instead (admin_users included)
+    if not (cfg["auth"]["kind"] != "native" and cfg["auth"].get("roles")):
+        role["users"] = sorted(cfg["hub"]["admin_users"])
+    roles.append(role)
+    c.JupyterHub.load_roles = roles
 
 
 def update_auth(c: Config, cfg: dict) -> None:
@@ -96,6 +129,25 @@ def update_spawner(c: Config, cfg: dict) -> None:
     c.LocalGPUSpawner.system_user_prefix = local["system_user_prefix"]
     c.LocalGPUSpawner.home_root = local["home_root"]
     c.LocalGPUSpawner.shared_home_root = _state(cfg, "homes")
+    c.LocalGPUSpawner.limits_mode = local["limits"]
+
+
+def check_local_backend(cfg: dict, euid: int | None = None) -> str:
+    """Start-up checks of the local backend: refuse to run servers as root, and say which limits
+    this host enforces (returned, for the hub's log). Raises ConfigError."""
+    from .errors import ConfigError
+
+    if cfg["backend"] != "local":
+        return ""
+    euid = os.geteuid() if euid is None else euid
+    if euid == 0 and cfg["local"]["system_users"] == "never":
+        raise ConfigError(
+            "local.system_users: 'never' with a hub running as root would run every server as root, beside the "
+            "hub's secrets. Set local.system_users: auto (each hub user gets their own system account), or run the "
+            "hub as an unprivileged user.")
+    from ..isolation import Enforcer
+
+    return Enforcer.detect(cfg["local"]["limits"]).summary()
 
 
 def gpulab_db_url(cfg: dict) -> str:
@@ -117,10 +169,13 @@ def update_gpulab(c: Config, cfg: dict) -> None:
     c.GPULab.queue_settings = cfg["queue"]
 
 
-# What each service may do with its own token (the Helm values use the same lists).
-BILLING_SCOPES = ("list:users", "read:users:groups", "read:groups")
+# What each service may do with its own token (the Helm values use the same lists). Billing lists
+# groups for its admin page (per-group usage): list:groups to list them, read:groups for members.
+BILLING_SCOPES = ("list:users", "read:users:groups", "list:groups", "read:groups")
 CULLER_SCOPES = ("list:users", "read:users:groups", "read:users:activity", "read:servers", "servers",
                  "delete:servers")
+# What a person's token for billing may carry beyond access to it (their gpulab admin scopes).
+BILLING_ALLOWED = [READ_USAGE, MANAGE_QUEUE]
 # What the quotas service may do with its own token: look people up and read their groups.
 QUOTAS_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups"]
 
@@ -172,6 +227,8 @@ def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_
     if url:
         svc["url"] = url
         svc["oauth_client_allowed_scopes"] = [f"access:services!service={name}", *allowed_scopes]
+        # gpulab's own pages, as the quotas and MLflow services: no "authorize access" step
+        svc["oauth_no_confirm"] = True
     return svc
 
 
@@ -183,15 +240,16 @@ def update_services(c: Config, cfg: dict) -> None:
     roles = list(c.JupyterHub.get("load_roles", []))
     user_scopes = ["self"]
     port = cfg["billing"]["port"]
-    # admins' tokens for the service carry the unfiltered 'list:users' scope: that is how the
-    # service tells an admin (read-only; users' tokens carry at most their own)
-    services.append(_service("billing", cfg, "services.billing", f"http://127.0.0.1:{port}", ["list:users"]))
+    # a person's token for a service carries the gpulab scopes they hold that the service uses
+    # (hub_plugins/scopes.py): that is how the service tells who may see or do more
+    services.append(_service("billing", cfg, "services.billing", f"http://127.0.0.1:{port}", BILLING_ALLOWED))
     roles.append({"name": "gpulab-billing", "description": "gpulab billing: read users, groups",
                   "scopes": list(BILLING_SCOPES), "services": ["billing"]})
     user_scopes.append("access:services!service=billing")
     quotas = _quotas_service(cfg)
     if quotas:
         services.append(quotas)
+        quotas["oauth_client_allowed_scopes"] = ["access:services!service=quotas", MANAGE_OVERRIDES]
         roles.append({"name": "gpulab-quotas-service", "description": "the quotas service: read users and their groups",
                       "scopes": list(QUOTAS_SERVICE_SCOPES), "services": ["quotas"]})
         user_scopes.append("access:services!service=quotas")
@@ -231,14 +289,17 @@ def update_mlflow(c: Config, cfg: dict) -> None:
 
 
 # update_mlflow after update_services: it adds its scope to the 'user' role defined there
-UPDATES = (update_hub, update_api_tokens, update_auth, update_spawner, update_gpulab, update_services,
-           update_docker, update_mlflow)
+UPDATES = (update_hub, update_api_tokens, update_admin_scopes, update_auth, update_spawner, update_gpulab,
+           update_services, update_docker, update_mlflow)
 
 
 def apply_all(c: Config, cfg: dict) -> None:
     prepare_state_dir(cfg)
     for update in UPDATES:
         update(c, cfg)
+    said = check_local_backend(cfg)
+    if said:
+        print(said, file=sys.stderr)
 
 
 # ---- cluster backends (SLURM, Kubernetes): their update functions live in settings/cluster.py
