@@ -84,7 +84,8 @@ def test_iso_time():
 @pytest.mark.parametrize("body, ctype, status, words", [
     (b"x" * (10 * 1024 * 1024), "application/json", 413, "at most 65,536 are accepted"),
     (b'{"a": 1}', "text/plain", 415, "Content-Type: application/json"),
-    (b'{"a": 1}', "application/x-www-form-urlencoded", 415, "got 'application/x-www-form-urlencoded'"),
+    (b'{"a": 1}', "multipart/form-data; boundary=x", 415, "got 'multipart/form-data'"),
+    (b"gpus=1&profile=minimal", "application/x-www-form-urlencoded", 400, "not valid JSON"),
     (b'{"a": NaN}', "application/json", 400, "NaN"),
     (b'{"a": [1, Infinity]}', None, 400, "Infinity"),
     (b'{"a": 1e400}', None, 400, "'a' must be a finite number"),
@@ -103,6 +104,7 @@ def test_json_body_refuses(body, ctype, status, words):
     (b'{"a": 1}', "application/json; charset=utf-8", {"a": 1}),
     (b'{"a": 1}', None, {"a": 1}),
     (b'{"a": 1}', "application/merge-patch+json", {"a": 1}),
+    (b'{"a": 1}', "application/x-www-form-urlencoded", {"a": 1}),  # curl -d's default label
     (b"", "text/plain", "empty"),
 ])
 def test_json_body_accepts(body, ctype, out):
