@@ -101,6 +101,11 @@ class GPUSpawnerMixin(HasTraits):
     def gpulab_profile_available(self, profile) -> tuple[bool, str]:
         return True, ""
 
+    def gpulab_profile_info(self, profile) -> dict | None:
+        """Optional words about the profile's environment for the form: ``installing``
+        ({percent, text}: a progress bar while it is built) and ``admin`` (a note for admins)."""
+        return None
+
     # -- helpers ---------------------------------------------------------------------------
     @property
     def gpulab_owner(self) -> Owner:
@@ -162,7 +167,7 @@ class GPUSpawnerMixin(HasTraits):
         await self.gpulab_reconcile_if_due()
         model = await self.gpulab.run(
             build_model, self.gpulab, self.user.id, self.user.name, self.gpulab_groups, self.name or "",
-            self.gpulab_profile_available,
+            self.gpulab_profile_available, self.gpulab_profile_info,
         )
         return render(model)
 
