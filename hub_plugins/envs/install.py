@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 MARKER = ".gpulab-env.json"
@@ -207,6 +208,10 @@ def build(spec: dict, prefix: str, uv: str, status: Status, run: Runner, reuse: 
             for tool in bins:
                 _wrapper(os.path.join(bindir, tool), os.path.join(npm_dir, "node_modules", ".bin", tool), node_bin)
     step("check")
+    # the checks run the programs: keep what they write on first start (code-server's config)
+    # out of the builder's home
+    scratch = tempfile.mkdtemp(prefix="gpulab-envcheck-")
+    env.update(XDG_CONFIG_HOME=scratch, XDG_DATA_HOME=scratch, JUPYTER_CONFIG_DIR=scratch)
     versions = json.loads(run([python, "-c", CHECK, json.dumps(spec["pip"])], "checking the pinned versions", env=env)
                           .strip().splitlines()[-1])
     run([uv, "pip", "check", "--python", python], "checking the dependencies (uv pip check)", env=env)
@@ -220,6 +225,7 @@ def build(spec: dict, prefix: str, uv: str, status: Status, run: Runner, reuse: 
             out = run([os.path.join(bindir, "node"), "--version"], "running node", env=env)
             if out.strip().lstrip("v") != spec["npm"][name]:
                 raise BuildError(f"node --version says {out.strip()!r}, pinned {spec['npm'][name]}")
+    shutil.rmtree(scratch, ignore_errors=True)
     info = {"spec": spec, "versions": versions, "seconds": round(time.monotonic() - t0, 1),
             "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "size": disk_usage(prefix)}
     with open(marker, "w") as f:
