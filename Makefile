@@ -76,5 +76,9 @@ images-ci: install
 bench-docker: install
 	$(BIN)/python benchmarks/docker_spawn.py
 
+# click-to-ready of the PyTorch profile vs stock JupyterHub (needs `make envs PROFILES=pytorch`)
+bench-envs: install
+	$(BIN)/python benchmarks/env_spawn.py
+
 clean:
 	rm -rf $(VENV) node_modules config/state .pytest_cache

@@ -36,7 +36,12 @@ class BuildError(RuntimeError):
 def steps(spec: dict) -> list[tuple[str, str]]:
     """The build's steps, in order, with what each one does in words (pure)."""
     pins = spec["pip"]
-    names = ", ".join(p.split("==")[0] for p in pins[:4]) + (", ..." if len(pins) > 4 else "")
+    # the profile's own packages first (torch, code-server's proxy ...), then what every one has
+    common = ("jupyterhub", "jupyterlab", "mlflow-skinny", "jupyterlab-nvdashboard", "jupyter-resource-usage",
+              "nvidia-ml-py")
+    names = [p.split("==")[0] for p in pins]
+    names = [n for n in names if n.split("[")[0] not in common] + [n for n in names if n.split("[")[0] in common]
+    names = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
     out = [("venv", f"Creating the Python {spec['python']} environment"),
            ("pip", f"Installing {len(pins)} Python packages ({names}) and their dependencies")]
     npm = dict(spec.get("npm") or {})

@@ -32,6 +32,7 @@ def built(name: str):
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else ""
         pytest.fail(f"building the {name} environment failed: {st.error}\n{tail}")
     os.chmod(TEST_ENVS_DIR, 0o755)
+    report(profile)
     return profile
 
 
@@ -43,3 +44,19 @@ def pytorch_env():
 @pytest.fixture(scope="session")
 def vscode_env():
     return built("vscode")
+
+
+BUILT: list[str] = []
+
+
+def report(profile) -> None:
+    info = EnvDir(TEST_ENVS_DIR).marker(profile.environment) or {}
+    BUILT.append(f"{profile.name}: built {info.get('built', '?')} in {info.get('seconds', 0):.0f} s, "
+                 f"{info.get('size', 0) / 1e9:.2f} GB ({EnvDir(TEST_ENVS_DIR).prefix(profile.environment)})")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if BUILT:
+        terminalreporter.section("profile environments")
+        for line in BUILT:
+            terminalreporter.write_line(line)

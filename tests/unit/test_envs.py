@@ -111,7 +111,7 @@ def test_build_steps_in_words():
     plan = install.steps(s)
     assert [k for k, _ in plan] == ["venv", "pip", "node", "npm", "check"]
     assert plan[2][1] == "Installing Node.js 24.9.0 from npm" and plan[3][1] == "Installing code-server 4.139.1 from npm"
-    assert "2 Python packages (jupyterhub, torch)" in plan[1][1]
+    assert "2 Python packages (torch, jupyterhub)" in plan[1][1]  # its own packages first
     assert install.cutoff("2026-11-29").isoformat() == "2026-11-30T00:00:00+00:00"
 
 
