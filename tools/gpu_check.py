@@ -159,8 +159,14 @@ def run(args) -> int:
         return finish(args, t_start)
     workdir = Path(tempfile.mkdtemp(prefix="gpulab-gpucheck-"))
     threshold = 5
-    hub = Hub(workdir, inventory="auto" if gpu else "1xH200-141GB",
-              quotas={"default": {"max_gpus": 2, "max_servers": 3}}, local={"system_users": "never"},
+    # as root, servers run as throwaway system users (as in production), removed at the end
+    homes = workdir / "homes"
+    homes.mkdir()
+    workdir.chmod(0o755)
+    homes.chmod(0o755)
+    local = {"system_user_prefix": "gpuchk-", "home_root": str(homes)} if os.geteuid() == 0 else {}
+    hub = Hub(workdir / "hub", inventory="auto" if gpu else "1xH200-141GB",
+              quotas={"default": {"max_gpus": 2, "max_servers": 3}}, local=local,
               extra={"environments": {"dir": args.envs_dir, "build_missing": False},
                      "culler": {"interval_seconds": 5, "gpu_idle_threshold": threshold,
                                 "metrics": {"source": "nvml" if gpu else "auto"}}})
@@ -221,6 +227,12 @@ def run(args) -> int:
         record("hub", False, f"{type(e).__name__}: {e}"[:3000])
     finally:
         hub.close()
+        if os.geteuid() == 0:
+            import pwd
+
+            for pw in pwd.getpwall():
+                if pw.pw_name.startswith("gpuchk-"):
+                    subprocess.run(["userdel", "-r", pw.pw_name], capture_output=True)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     return finish(args, t_start)

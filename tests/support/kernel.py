@@ -46,7 +46,7 @@ class Kernel:
         """The code's stdout; raises KernelError with the traceback if it fails."""
         msg = _message(code, self.session)
         self.ws.send(json.dumps(msg))
-        out, error, replied, idle = [], None, False, False
+        out, err, error, replied, idle = [], [], None, False, False
         deadline = time.monotonic() + timeout
         while not (replied and idle):
             if time.monotonic() > deadline:
@@ -56,8 +56,8 @@ class Kernel:
             if m.get("parent_header", {}).get("msg_id") != msg["header"]["msg_id"]:
                 continue
             kind = m["msg_type"]
-            if kind == "stream":
-                out.append(m["content"]["text"])
+            if kind == "stream":  # stderr (library warnings) goes with an error only
+                (out if m["content"]["name"] == "stdout" else err).append(m["content"]["text"])
             elif kind == "error":
                 error = "\n".join(m["content"].get("traceback", [])) or m["content"].get("evalue")
             elif kind == "execute_reply":
@@ -65,7 +65,7 @@ class Kernel:
             elif kind == "status" and m["content"]["execution_state"] == "idle":
                 idle = True
         if error:
-            raise KernelError(f"{error}\noutput: {''.join(out)}")
+            raise KernelError(f"{error}\noutput: {''.join(out)}\nstderr: {''.join(err)[-2000:]}")
         return "".join(out)
 
     def close(self) -> None:
