@@ -146,9 +146,23 @@ for pin in pins:
         wrong.append(f"{name}: pinned {version}, installed {have}")
 if wrong:
     sys.exit("; ".join(wrong))
-import jupyterhub, jupyterlab, mlflow  # what every server needs to start and to track runs
+import importlib
+for module in json.loads(sys.argv[2]):  # the pinned packages a server imports: they must load here
+    importlib.import_module(module)
 print(json.dumps({pin.split("==")[0]: md.version(pin.split("==")[0].split("[")[0]) for pin in pins}))
 """
+# import names of the pinned packages the check imports (a server needs them to start, to track
+# runs, to show the GPU dashboard; the frameworks must load)
+IMPORTS = {"jupyterhub": "jupyterhub", "jupyterlab": "jupyterlab", "mlflow-skinny": "mlflow", "mlflow": "mlflow",
+           "jupyterlab-nvdashboard": "jupyterlab_nvdashboard", "jupyter-resource-usage": "jupyter_resource_usage",
+           "jupyter-server-proxy": "jupyter_server_proxy", "jupyter-vscode-proxy": "jupyter_vscode_proxy",
+           "torch": "torch", "torchvision": "torchvision", "tensorflow": "tensorflow", "numpy": "numpy"}
+
+
+def imports(pins: list[str]) -> list[str]:
+    """The modules the check imports for these pins (pure)."""
+    names = [p.split("==")[0].split("[")[0].lower().replace("_", "-") for p in pins]
+    return [IMPORTS[n] for n in names if n in IMPORTS]
 
 
 def build(spec: dict, prefix: str, uv: str, status: Status, run: Runner, reuse: bool = False) -> dict:
@@ -217,7 +231,8 @@ def build(spec: dict, prefix: str, uv: str, status: Status, run: Runner, reuse: 
     # out of the builder's home
     scratch = tempfile.mkdtemp(prefix="gpulab-envcheck-")
     env.update(XDG_CONFIG_HOME=scratch, XDG_DATA_HOME=scratch, JUPYTER_CONFIG_DIR=scratch)
-    versions = json.loads(run([python, "-c", CHECK, json.dumps(spec["pip"])], "checking the pinned versions", env=env)
+    versions = json.loads(run([python, "-c", CHECK, json.dumps(spec["pip"]), json.dumps(imports(spec["pip"]))],
+                              "checking the pinned versions and imports", env=env)
                           .strip().splitlines()[-1])
     run([uv, "pip", "check", "--python", python], "checking the dependencies (uv pip check)", env=env)
     run([os.path.join(bindir, "jupyterhub-singleuser"), "--version"], "running jupyterhub-singleuser", env=env)

@@ -168,3 +168,9 @@ def test_describe(st, admin, build, ok, why, installing, admin_note):
     if installing is not None or why is not None:
         assert d["installing"] == installing
     assert d["admin"] == admin_note
+
+
+def test_the_check_imports_what_is_pinned():
+    assert install.imports(["jupyterhub==6.1.1", "mlflow-skinny==3.17.2", "tensorflow[and-cuda]==2.21.0",
+                            "nvidia-ml-py==13.615.71", "Jupyter_Server_Proxy==4.6.0"]) == \
+        ["jupyterhub", "mlflow", "tensorflow", "jupyter_server_proxy"]
