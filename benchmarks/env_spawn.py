@@ -89,12 +89,15 @@ def main() -> int:
               local={"system_users": "never"}, extra={"environments": {"dir": envs_dir, "build_missing": False},
                                                       "culler": {"enabled": False}})
     hub.config["hub"].update(log_level="WARN")
-    stock_args = ["--JupyterHub.spawner_class=simple", f"--Spawner.cmd={exe}", "--Spawner.default_url=/lab"]
+    # both run servers as the hub's user (no account creation in either figure); as root that
+    # needs jupyter-server's --allow-root, given to both
+    common = ["--Spawner.args=--allow-root"] if os.geteuid() == 0 else []
+    stock_args = ["--JupyterHub.spawner_class=simple", f"--Spawner.cmd={exe}", "--Spawner.default_url=/lab", *common]
     results = {"stock": [], "gpulab": []}
     try:
         for i in range(args.rounds):
             for variant in ("stock", "gpulab"):
-                hub.start(extra_args=stock_args if variant == "stock" else [])
+                hub.start(extra_args=stock_args if variant == "stock" else common)
                 user = f"{variant[0]}{i}"
                 hub.create_users(user)
                 body = {} if variant == "stock" else {"profile": "pytorch", "gpus": 1}

@@ -24,6 +24,7 @@ import tempfile
 import time
 
 MARKER = ".gpulab-env.json"
+SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt"
 # What npm packages need to build their native parts (code-server's kerberos and argon2 modules)
 NPM_BUILD_TOOLS = {"cc": "build-essential", "make": "build-essential", "pkg-config": "pkg-config"}
 NPM_HEADERS = {"/usr/include/gssapi/gssapi.h": "libkrb5-dev"}
@@ -171,6 +172,11 @@ def build(spec: dict, prefix: str, uv: str, status: Status, run: Runner, reuse: 
     t0 = time.monotonic()
     plan = steps(spec)
     env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", UV_NO_PROGRESS="1")
+    # trust the machine's CA store (where HTTPS to the registries goes through a proxy with its own
+    # CA, that CA is there): uv and Node otherwise use only their built-in lists
+    env.setdefault("UV_SYSTEM_CERTS", "1")
+    if os.path.exists(SYSTEM_CAS):
+        env.setdefault("NODE_EXTRA_CA_CERTS", SYSTEM_CAS)
     npm = dict(spec.get("npm") or {})
     if npm:
         lacking = missing_build_tools()
@@ -187,8 +193,10 @@ def build(spec: dict, prefix: str, uv: str, status: Status, run: Runner, reuse: 
         os.remove(marker)
     step("venv")
     if not reuse:
-        if os.path.lexists(prefix):
-            shutil.rmtree(prefix)  # a build that died half-way
+        if os.path.isdir(prefix) and not os.path.islink(prefix):
+            for name in os.listdir(prefix):  # a build that died half-way (the directory itself may
+                path = os.path.join(prefix, name)  # not be ours to remove: an image's /opt/gpulab/venv)
+                shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
         run([uv, "venv", "--quiet", "--seed", "--python", _python(spec["python"]),
              "--exclude-newer", cutoff(spec["as_of"]).isoformat(), prefix], "creating the venv", env=env)
     python = os.path.join(prefix, "bin", "python")

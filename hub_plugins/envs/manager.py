@@ -148,7 +148,6 @@ class EnvDir:
         # the installers' caches beside the environments (uv hard-links from its cache)
         os.environ.setdefault("UV_CACHE_DIR", os.path.join(cache, "uv"))
         os.environ.setdefault("npm_config_cache", os.path.join(cache, "npm"))
-        os.environ.setdefault("UV_SYSTEM_CERTS", "1")  # trust the machine's CAs (proxies that intercept)
         with open(self.log_file(spec), "w") as f:
             f.write(f"gpulab: building {prefix} for profile '{spec.profile}'\n")
         status = install.Status(self.status_file(spec), spec.as_dict(), spec.stamp)
