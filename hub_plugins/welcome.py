@@ -9,8 +9,7 @@ from hub_plugins.settings import ConfigError, load
 
 def environments(cfg: dict) -> str:
     """Which profile environments are missing, and what happens to them."""
-    from hub_plugins.envs.__main__ import buildable
-    from hub_plugins.envs.manager import EnvDir
+    from hub_plugins.envs.manager import EnvDir, buildable
     from hub_plugins.profiles import load_dir
 
     catalog = load_dir(cfg["profiles_dir"], cfg["default_profile"], cfg["gpus"]["max_per_server"])

@@ -18,20 +18,7 @@ import time
 from pathlib import Path
 
 from ..settings import ConfigError, load
-from .manager import EnvDir
-
-
-def buildable(catalog, names: list[str] | None):
-    """The profiles whose environment gpulab builds (a pinned spec, installed under {envs})."""
-    out = [p for p in catalog if p.environment is not None and p.local_prefix.startswith("{envs}")]
-    if names:
-        known = {p.name for p in out}
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ConfigError(f"PROFILES: {', '.join(unknown)} has no environment to build "
-                              f"(these do: {', '.join(sorted(known)) or 'none'})")
-        out = [p for p in out if p.name in names]
-    return out
+from .manager import EnvDir, buildable
 
 
 def main(argv=None) -> int:

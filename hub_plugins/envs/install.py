@@ -96,8 +96,11 @@ class Runner:
         with open(self.log_path or os.devnull, "a") as log:
             log.write(f"\n$ {' '.join(cmd)}\n")
             log.flush()
-            proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, errors="replace")
+            try:
+                proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, errors="replace")
+            except OSError as e:  # the program itself is missing
+                raise BuildError(f"{what} failed: cannot run {cmd[0]}: {e.strerror}") from None
             log.write(proc.stdout)
         if proc.returncode != 0:
             tail = "\n".join(proc.stdout.strip().splitlines()[-12:])

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 
 from . import install
+from ..settings.errors import ConfigError
 from .spec import EnvSpec
 
 STATE = ".gpulab"
@@ -46,6 +47,19 @@ def find_uv() -> str:
     """The uv pinned in requirements.txt, in the hub's own environment."""
     here = os.path.join(os.path.dirname(sys.executable), "uv")
     return here if os.access(here, os.X_OK) else (shutil.which("uv") or "uv")
+
+
+def buildable(catalog, names: list[str] | None):
+    """The profiles whose environment gpulab builds (a pinned spec, installed under {envs})."""
+    out = [p for p in catalog if p.environment is not None and p.local_prefix.startswith("{envs}")]
+    if names:
+        known = {p.name for p in out}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"PROFILES: {', '.join(unknown)} has no environment to build "
+                              f"(these do: {', '.join(sorted(known)) or 'none'})")
+        out = [p for p in out if p.name in names]
+    return out
 
 
 @dataclass(frozen=True)

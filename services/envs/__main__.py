@@ -16,8 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from hub_plugins.envs.__main__ import buildable
-from hub_plugins.envs.manager import EnvDir
+from hub_plugins.envs.manager import EnvDir, buildable
 from hub_plugins.profiles import load_dir
 from hub_plugins.settings import load
 
