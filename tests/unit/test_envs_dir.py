@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -83,7 +84,12 @@ def test_prune_keeps_environments_in_use(tmp_path):
     other = EnvSpec.from_dict("vscode", {"as_of": "2026-11-29", "pip": ["jupyterhub==6.1.1"]})
     built(envdir, other)
     old = envdir.prefix(SPEC)
-    server = subprocess.Popen(["sleep", "30", os.path.join(old, "bin", "jupyterhub-singleuser")])
+    # a process whose command line names a program of the old environment, as a server's does
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
+                               os.path.join(old, "bin", "jupyterhub-singleuser")])
+    deadline = time.monotonic() + 10
+    while old.encode() not in open(f"/proc/{server.pid}/cmdline", "rb").read() and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the child has exec'd
     try:
         assert envdir.prune(NEWER, log=lambda m: None) == []  # a server runs from the old one
     finally:
