@@ -180,6 +180,10 @@ def build(spec: dict, prefix: str, uv: str, status: Status, run: Runner, reuse: 
     env.setdefault("UV_SYSTEM_CERTS", "1")
     if os.path.exists(SYSTEM_CAS):
         env.setdefault("NODE_EXTRA_CA_CERTS", SYSTEM_CAS)
+    # node-gyp runs gyp with the system's Python (Debian's node-gyp needs its python3-gyp), never
+    # with the environment's own python3, which may come first on PATH (inside the images)
+    if os.path.exists("/usr/bin/python3"):
+        env.setdefault("npm_config_python", "/usr/bin/python3")
     npm = dict(spec.get("npm") or {})
     if npm:
         lacking = missing_build_tools()
