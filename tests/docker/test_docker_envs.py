@@ -16,6 +16,7 @@ import requests
 from hub_plugins.envs import install
 from hub_plugins.profiles import load_dir
 from tests.docker.conftest import ROOT, docker_hub_config
+from tests.support.hubproc import Hub
 
 pytestmark = [pytest.mark.docker, pytest.mark.hub, pytest.mark.slow, pytest.mark.envs]
 
@@ -44,12 +45,15 @@ def vscode_image(docker_engine, docker_client, base_image):
 
 
 @pytest.fixture(scope="module")
-def hub(module_hub_factory, docker_engine, vscode_image):
+def hub(tmp_path_factory, local_backend, docker_engine, vscode_image):
     extra = docker_hub_config(docker_engine, "gltv")
     extra["mlflow"] = {"enabled": True}
-    h = module_hub_factory(inventory="2xA100-80GB", quotas={"default": {"max_gpus": 1, "max_servers": 1}}, extra=extra)
+    h = Hub(tmp_path_factory.mktemp("hub"), inventory="2xA100-80GB", local=dict(local_backend),
+            quotas={"default": {"max_gpus": 1, "max_servers": 1}}, extra=extra)
+    h.start(timeout=180)  # four services (MLflow's server among them) start one after the other
     h.create_users("vera", "walt")
-    return h
+    yield h
+    h.close()
 
 
 FIND_CODE_SERVER = """

@@ -15,18 +15,21 @@ import pytest
 import requests
 import websocket
 
-from tests.support.hubproc import TEST_ENVS_DIR
+from tests.support.hubproc import TEST_ENVS_DIR, Hub
 from tests.support.kernel import Kernel
 
 pytestmark = [pytest.mark.hub, pytest.mark.envs, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def hub(module_hub_factory):
-    h = module_hub_factory(inventory="2xA100-80GB", quotas={"default": {"max_gpus": 2, "max_servers": 2}},
-                           extra={"mlflow": {"enabled": True}, "environments": {"dir": TEST_ENVS_DIR}})
+def hub(tmp_path_factory, local_backend):
+    h = Hub(tmp_path_factory.mktemp("hub"), inventory="2xA100-80GB", local=dict(local_backend),
+            quotas={"default": {"max_gpus": 2, "max_servers": 2}},
+            extra={"mlflow": {"enabled": True}, "environments": {"dir": TEST_ENVS_DIR}})
+    h.start(timeout=180)  # four services (MLflow's server among them) start one after the other
     h.create_users("ann", "bob", "eve")
-    return h
+    yield h
+    h.close()
 
 
 def proc_env(pid: int) -> dict[str, str]:
