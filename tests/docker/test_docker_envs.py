@@ -54,7 +54,8 @@ def hub(tmp_path_factory, local_backend, docker_engine, vscode_image):
     extra = docker_hub_config(docker_engine, "gltv")
     extra["mlflow"] = {"enabled": True}
     h = Hub(tmp_path_factory.mktemp("hub"), inventory="2xA100-80GB", local=dict(local_backend),
-            quotas={"default": {"max_gpus": 1, "max_servers": 1}}, extra=extra)
+            # the profile's 4 CPUs are more than this 2-core machine has: Docker refuses that
+            quotas={"default": {"max_gpus": 1, "max_servers": 1, "cpu_limit": 2}}, extra=extra)
     h.start(timeout=180)  # four services (MLflow's server among them) start one after the other
     h.create_users("vera", "walt")
     yield h
