@@ -7,6 +7,22 @@ from pathlib import Path
 from hub_plugins.settings import ConfigError, load
 
 
+def environments(cfg: dict) -> str:
+    """Which profile environments are missing, and what happens to them."""
+    from hub_plugins.envs.manager import EnvDir, buildable
+    from hub_plugins.profiles import load_dir
+
+    catalog = load_dir(cfg["profiles_dir"], cfg["default_profile"], cfg["gpus"]["max_per_server"])
+    envdir = EnvDir(cfg["environments"]["dir"])
+    missing = [p.name for p in buildable(catalog, None) if envdir.marker(p.environment) is None]
+    if cfg["backend"] != "local" or not missing:
+        return f"Environments: {envdir.root}"
+    if cfg["environments"]["build_missing"]:
+        return (f"Environments: building {', '.join(missing)} in the background into {envdir.root}\n"
+                "  (the spawn form shows their progress; PyTorch and TensorFlow take a few minutes and 6-7 GB each)")
+    return f"Environments: {', '.join(missing)} not built: run `make envs` (into {envdir.root})"
+
+
 def main() -> int:
     path = Path(os.environ.get("GPULAB_CONFIG", "config/gpulab.yaml")).resolve()
     try:
@@ -31,6 +47,7 @@ def main() -> int:
   {how}
   Quotas and overrides: {url}/services/quotas/
   GPUs: {cfg['gpus']['inventory']}   config: {path}   Stop with Ctrl-C.
+  {environments(cfg)}
 """
     )
     return 0

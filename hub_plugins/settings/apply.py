@@ -307,3 +307,28 @@ from .cluster import update_kubernetes, update_slurm  # noqa: E402
 
 BACKEND_SPAWNERS.update(slurm="gpulab-slurm", kubernetes="gpulab-kubernetes")
 UPDATES = (*UPDATES, update_slurm, update_kubernetes)
+
+
+# ---- profile environments (hub_plugins/envs): where they are, and the service that builds them
+# What the builder passes on to uv and npm from the hub's environment (JupyterHub gives services a
+# clean one): how this machine reaches the package registries.
+REGISTRY_ENV = ("HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "HTTP_PROXY", "HTTPS_PROXY",
+                "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "UV_INDEX_URL", "UV_DEFAULT_INDEX",
+                "UV_CACHE_DIR", "npm_config_registry", "npm_config_cache")
+
+
+def update_environments(c: Config, cfg: dict) -> None:
+    """``environments``: the spawners find the profiles' environments there; with the local
+    backend and ``build_missing``, the 'envs' service builds the missing ones in the background
+    (a separate process: never on the hub's event loop; no URL, no scopes)."""
+    envs = cfg["environments"]
+    c.Environments.dir = envs["dir"]
+    c.Environments.build_missing = envs["build_missing"]
+    if not (envs["build_missing"] and cfg["backend"] == "local"):
+        return
+    svc = _service("envs", cfg, "services.envs")
+    svc["environment"].update({k: os.environ[k] for k in REGISTRY_ENV if os.environ.get(k)})
+    c.JupyterHub.services = [*c.JupyterHub.get("services", []), svc]
+
+
+UPDATES = (*UPDATES, update_environments)

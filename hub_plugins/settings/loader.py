@@ -81,6 +81,13 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     hub = cfg["hub"]
     hub["state_dir"] = str((base / hub["state_dir"]).resolve())
     cfg["profiles_dir"] = str((base / cfg["profiles_dir"]).resolve())
+    envs = cfg["environments"]
+    if envs["dir"] == "auto":
+        from ..envs.manager import default_dir
+
+        envs["dir"] = default_dir(os.geteuid() == 0, os.path.expanduser("~"))
+    else:
+        envs["dir"] = str((base / os.path.expanduser(envs["dir"])).resolve())
     hub["api_tokens"] = {
         name: read_secret(tok, f"hub.api_tokens.{name}") for name, tok in (hub["api_tokens"] or {}).items()
     }

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 
 from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Dict, List, Unicode
@@ -62,7 +61,9 @@ class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
 
     # -- the seam --------------------------------------------------------------------------
     def _bin(self, profile) -> str:
-        return os.path.join(profile.local_prefix.replace("{hub}", sys.prefix), "bin")
+        from ..envs.status import Environments
+
+        return os.path.join(Environments.instance(config=self.config).prefix(profile), "bin")
 
     def gpulab_profile_available(self, profile):
         if not profile.local_prefix:
