@@ -105,6 +105,11 @@ class GPUSpawnerMixin(HasTraits):
         promises only those."""
         return {"cpu", "memory"}
 
+    def gpulab_profile_info(self, profile) -> dict | None:
+        """Optional words about the profile's environment for the form: ``installing``
+        ({percent, text}: a progress bar while it is built) and ``admin`` (a note for admins)."""
+        return None
+
     # -- helpers ---------------------------------------------------------------------------
     @property
     def gpulab_owner(self) -> Owner:
@@ -181,7 +186,7 @@ class GPUSpawnerMixin(HasTraits):
         await self.gpulab_reconcile_if_due()
         model = await self.gpulab.run(
             build_model, self.gpulab, self.user.id, self.user.name, self.gpulab_groups, self.name or "",
-            self.gpulab_profile_available,
+            self.gpulab_profile_available, self.gpulab_profile_info,
         )
         enforced = self.gpulab_enforced_limits()
         for p in model.get("profiles", []):  # never promise a limit the host cannot keep
