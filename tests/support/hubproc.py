@@ -23,6 +23,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+# the profiles' environments the tests build (and reuse across runs): outside the checkout, every
+# user can reach it (servers run as system users under root)
+TEST_ENVS_DIR = os.environ.get("GPULAB_TEST_ENVS_DIR", "/var/tmp/gpulab-test-envs")
 
 
 def free_port() -> int:
@@ -67,6 +70,8 @@ class Hub:
             "billing": {"port": free_port()},
             # MLflow (a service with its own server) only where a test asks for it: extra={"mlflow": ...}
             "mlflow": {"enabled": False},
+            # no background builds unless a test asks for them (tests/envs build them once)
+            "environments": {"dir": TEST_ENVS_DIR, "build_missing": False},
         }
         for key, value in (extra or {}).items():
             if isinstance(value, dict) and isinstance(self.config.get(key), dict):

@@ -1,8 +1,0 @@
-"""What each gpulab service may do with its own token: one list per service, used by the hub's
-``update_services`` and by the Helm values (so both grant the same least scopes)."""
-
-BILLING_SCOPES = ("list:users", "read:users:groups", "read:groups")
-CULLER_SCOPES = ("list:users", "read:users:groups", "read:users:activity", "read:servers", "servers",
-                 "delete:servers")
-# the quotas service looks people up and reads their groups
-QUOTAS_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups"]
