@@ -9,6 +9,8 @@ and the environments built): ``make gpu-check`` (or ``python tools/gpu_check.py`
    ``culler.gpu_idle_threshold``, and falls below it after the loop stops.
 4. The TensorFlow profile sees its GPU.
 5. With MIG on: a server on one MIG instance sees exactly that instance.
+6. Two PyTorch servers on one shared GPU, on a hub of its own (``gpu_check_sharing.py``): both on
+   the same GPU, each refused beyond its memory cap, utilisation attributed to the right server.
 
 Without a GPU (the CPU path, what the test suite runs): step 1 reports why NVML found nothing, the
 hub runs on a simulated inventory and step 2 checks that the kernel runs torch with
@@ -39,6 +41,7 @@ from hub_plugins.gpu.nvml import discover  # noqa: E402
 from hub_plugins.spawn.profiles import load_dir  # noqa: E402
 from tests.support.hubproc import Hub  # noqa: E402
 from tests.support.kernel import Kernel  # noqa: E402
+from tools.gpu_check_sharing import run_check as check_shared_gpu  # noqa: E402
 
 RESULTS: list[dict] = []
 SMI_LINE = re.compile(r"^\s*(GPU|MIG)\b.*\(UUID: (?P<uuid>[^)]+)\)")
@@ -235,6 +238,13 @@ def run(args) -> int:
                     subprocess.run(["userdel", "-r", pw.pw_name], capture_output=True)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+    # 6. two PyTorch servers on one shared GPU (docs/sharing.md), on a hub whose GPU 0 is shared
+    share_dir = Path(tempfile.mkdtemp(prefix="gpulab-gpushare-"))
+    try:
+        check_shared_gpu(share_dir, gpu, args.envs_dir, "pytorch", record)
+    finally:
+        if not args.keep:
+            shutil.rmtree(share_dir, ignore_errors=True)
     return finish(args, t_start)
 
 

@@ -25,4 +25,9 @@ def test_gpu_check_cpu_path(pytorch_env, tmp_path):
     torch = checks["PyTorch server with 1 GPU (CPU path)"]
     assert torch["result"] == "pass" and "CUDA_VISIBLE_DEVICES=0 (allocated ['0'])" in torch["detail"], torch
     assert checks["matmul loop in the culler's samples"]["result"] == "skipped"
+    # two PyTorch servers on one shared GPU: both on GPU 0, the startup hook in each kernel, and
+    # the real PyTorch holding the memory fraction for its CUDA initialisation
+    shared = checks["two servers on one shared GPU (CPU path)"]
+    assert shared["result"] == "pass" and "hook AfterImport" in shared["detail"], shared
+    assert checks["PyTorch's memory fraction queued for its CUDA init (CPU path)"]["result"] == "pass"
     assert "gpu-check: " in r.stdout and " 0 failed" in r.stdout
