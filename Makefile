@@ -36,7 +36,7 @@ $(CHP): package.json package-lock.json
 install: $(STAMP) $(CHP)
 
 run: install
-	@$(BIN)/python -m hub_plugins.welcome
+	@$(BIN)/python -m hub_plugins.settings.welcome
 	$(BIN)/jupyterhub -f config/jupyterhub_config.py
 
 test: install
@@ -57,7 +57,7 @@ gpu-check: install
 # z2jh Helm values, generated from profiles/*.yaml and helm-values/gpulab.yaml (a test checks
 # that the committed file is up to date)
 helm-values: install
-	$(BIN)/python -m hub_plugins.kube.helm
+	$(BIN)/python -m hub_plugins.spawners.kubernetes.helm
 
 bench: install
 	$(BIN)/python benchmarks/allocator.py

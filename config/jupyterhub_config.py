@@ -13,7 +13,9 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # the checkout's own hub_plugins, also without `pip install -e`
     sys.path.insert(0, str(ROOT))
 
-from hub_plugins.settings import ConfigError, apply_all, config_path, load  # noqa: E402
+from hub_plugins.settings.apply import apply_all  # noqa: E402
+from hub_plugins.settings.errors import ConfigError  # noqa: E402
+from hub_plugins.settings.loader import config_path, load  # noqa: E402
 
 c = get_config()  # noqa: F821
 

@@ -7,12 +7,15 @@ it, free it. Everything here is synchronous; spawners call it from a worker thre
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import importlib
 import logging
 import os
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
 from traitlets import Any, Dict, Enum, Integer, List, Unicode, default, observe, validate
@@ -23,20 +26,24 @@ from .gpu.choice import auto_candidates
 from .gpu.devices import Inventory
 from .gpu.nvml import discover
 from .gpu.simulated import SpecError, parse_spec
-from .profiles import Catalog, load_dir
+from .spawn.profiles import Catalog, load_dir
 from .quota import Ask, Effective, Override, QuotaConfig, check, resolve
-from .request import RequestError, SpawnRequest
+from .quota.view import QuotaView
+from .spawn.request import RequestError, SpawnRequest
+from .spawn.messages import capacity_message
 from .settings.errors import ConfigError
-from .settings.schema import GPULAB_SCHEMA
-from .settings.validate import validate as validate_schema
+from .settings.schema import DEFAULTS
+from .settings.typed import CoreSettings
 from .accounting.pricing import Pricing
-from .budgeting import BudgetConfig, BudgetRefused, Budgets
-from .store.allocator import Allocation, Allocator, NoCapacity, Owner, QuotaRefused, Snapshot, UsageTerms
+from .accounting.keeper import BudgetRefused, Budgets
+from .store.allocator import (Allocation, Allocator, NoCapacity, Owner, QuotaRefused, ReservationPlan, Snapshot,
+                              UsageTerms)
 from .store.db import Database
 from .store.models import utcnow
+from .store.overrides import OverrideStore
 from .store.usage import UsageStore
 from .queue.order import Running, Waiting, estimate_start, typical_duration
-from .queue.store import QueuePolicy, QueueStore
+from .queue.store import QueueStore
 
 log = logging.getLogger("gpulab.core")
 
@@ -51,7 +58,8 @@ class GPULab(SingletonConfigurable):
         such as '4xA100-80GB' or '1xA100-80GB+mig(3g.40gb,4*1g.10gb)' (see gpu/simulated.py).""",
     )
     inventory_refresh_seconds = Integer(
-        30, config=True, help="How long an NVML scan is reused before scanning again (MIG changes)."
+        DEFAULTS["gpus"]["refresh_seconds"], config=True,
+        help="How long an NVML scan is reused before scanning again (MIG changes).",
     )
     db_url = Unicode(
         "sqlite:///gpulab.sqlite",
@@ -62,7 +70,9 @@ class GPULab(SingletonConfigurable):
     default_profile = Unicode(
         "", config=True, help="Profile used when a request names none ('' = the first marked default)."
     )
-    max_gpus_per_server = Integer(4, config=True, help="No server may ask for more GPUs than this.")
+    max_gpus_per_server = Integer(
+        DEFAULTS["gpus"]["max_per_server"], config=True, help="No server may ask for more GPUs than this."
+    )
     quotas = Dict(
         config=True,
         help="""Quota settings, as the `quotas` section of gpulab.yaml: resolve, enforcement,
@@ -121,17 +131,6 @@ class GPULab(SingletonConfigurable):
     def _default_profiles_dir(self):
         return os.path.join(os.getcwd(), "profiles")
 
-    @validate("quotas")
-    def _validate_quotas(self, proposal):
-        validate_schema({"quotas": proposal.value}, GPULAB_SCHEMA, "c.GPULab.quotas")
-        return proposal.value
-
-    @validate("billing", "budgets")
-    def _validate_section(self, proposal):
-        name = proposal.trait.name
-        validate_schema({name: proposal.value}, GPULAB_SCHEMA, f"c.GPULab.{name}")
-        return proposal.value
-
     @validate("inventory_spec")
     def _validate_inventory(self, proposal):
         if proposal.value != "auto":
@@ -141,6 +140,17 @@ class GPULab(SingletonConfigurable):
                 raise ConfigError(f"gpus.inventory: {e}") from None
         return proposal.value
 
+    @classmethod
+    def from_settings(cls, settings) -> GPULab:
+        """A core for a service, from its typed settings (``settings/typed.py``): the same core
+        the hub runs, for reading (services never allocate)."""
+        core = cls(db_url=settings.db_url, inventory_spec=settings.inventory,
+                   inventory_refresh_seconds=settings.inventory_refresh_seconds,
+                   max_gpus_per_server=settings.max_gpus_per_server, profiles_dir=settings.profiles_dir,
+                   default_profile=settings.default_profile)
+        core._settings = settings.core  # typed once, at load
+        return core
+
     def __init__(self, **kw):
         super().__init__(**kw)
         self._lock = threading.Lock()
@@ -148,19 +158,15 @@ class GPULab(SingletonConfigurable):
         self._inventory_at = 0.0
         self._db: Database | None = None
         self._catalog: Catalog | None = None
-        self._quota_config: QuotaConfig | None = None
+        self._settings: CoreSettings | None = None
         self._spawners: dict[tuple[int, str], weakref.WeakSet] = {}
         self._reconciled_at = 0.0
-        self.started_at = utcnow()
         self.fail_open_count = 0
         self._executor = None
         self._waiters: set = set()
 
     async def run(self, fn, *args):
         """Run blocking work (database, NVML) on gpulab's own thread pool."""
-        import asyncio
-        from concurrent.futures import ThreadPoolExecutor
-
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="gpulab")
         return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args))
@@ -169,8 +175,6 @@ class GPULab(SingletonConfigurable):
         """Count a refusal (metrics, admin pages) and return what the person is told. A capacity
         refusal's message says what is free now. Counting never blocks the answer."""
         if err is not None:
-            from .messages import capacity_message
-
             message = capacity_message(err, self.availability())
         try:
             self.usage.event("refused", reason, user_name, server_name, message)
@@ -203,22 +207,28 @@ class GPULab(SingletonConfigurable):
         return UsageStore(self.db)
 
     @property
+    def settings(self) -> CoreSettings:
+        """The ``quotas``, ``billing``, ``budgets`` and ``queue_settings`` sections, typed: built
+        once, again only when one of them is set anew."""
+        if self._settings is None:
+            self._settings = CoreSettings.from_sections(self.quotas, self.billing, self.budgets, self.queue_settings)
+        return self._settings
+
+    @observe("quotas", "billing", "budgets", "queue_settings")
+    def _sections_changed(self, _change):
+        self._settings = None
+
+    @property
     def pricing(self) -> Pricing:
-        return Pricing.from_config(self.billing or {})
+        return self.settings.billing.pricing
 
     @property
     def budget_keeper(self) -> Budgets:
-        return Budgets(self.usage, BudgetConfig.from_config(self.budgets or {}), self.pricing)
+        return Budgets(self.usage, self.settings.budgets, self.pricing)
 
     @property
     def quota_config(self) -> QuotaConfig:
-        if self._quota_config is None:
-            self._quota_config = QuotaConfig.from_config(self.quotas or {})
-        return self._quota_config
-
-    @observe("quotas")
-    def _quotas_changed(self, _change):
-        self._quota_config = None
+        return self.settings.quotas
 
     def inventory(self) -> Inventory:
         if self.capacity_reader is not None:
@@ -239,13 +249,16 @@ class GPULab(SingletonConfigurable):
     def db_overrides(self, user_name: str) -> tuple[Override, ...]:
         """Unexpired overrides admins added through the quotas service (read at every spawn and
         form, so a change takes effect at the next spawn)."""
-        from .store.overrides import OverrideStore
-
         return OverrideStore(self.db).for_user(user_name)
 
     def effective(self, user_name: str, groups, now: dt.datetime | None = None) -> Effective:
         now = now or dt.datetime.now(dt.timezone.utc)
         return resolve(self.quota_config, user_name, list(groups), now, self.db_overrides(user_name))
+
+    def quota_view(self, user_name: str, groups, usage, now: dt.datetime | None = None) -> QuotaView:
+        """The user's quota as every page shows it (``quota/view.py``), over ``usage`` (the
+        servers that count)."""
+        return QuotaView.of(self.effective(user_name, groups, now), usage, self.quota_config.enforcement)
 
     # -- availability ----------------------------------------------------------------------
     def availability(self, snapshot: Snapshot | None = None) -> list[TypeAvailability]:
@@ -266,9 +279,10 @@ class GPULab(SingletonConfigurable):
         return types
 
     # -- allocation ------------------------------------------------------------------------
-    def allocation_args(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> dict:
-        """Everything an allocation of ``req`` needs, after the checks that need no lock
-        (membership of the project, the budget). Raises RequestError or BudgetRefused."""
+    def plan(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> ReservationPlan:
+        """Everything a reservation of ``req`` needs, after the checks that need no lock
+        (membership of the project, the runtime limit, the budget). Raises RequestError or
+        BudgetRefused."""
         inv = self.inventory()
         eff = self.effective(owner.user_name, groups)
         types = self.candidate_types(req, eff, inv) if req.gpus else []
@@ -292,30 +306,23 @@ class GPULab(SingletonConfigurable):
             ask = Ask(owner.server_name, req.profile.name, gpu_type, req.gpus, weight * req.gpus)
             return check(ask, eff, usage, enforcement)
 
-        return dict(
-            profile=req.profile.name, types=types, count=req.gpus, inventory=inv, quota_check=quota_check,
-            reserve=self.placement == "gpulab",
-            terms=UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds),
-        )
+        terms = UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds)
+        return ReservationPlan(req.profile.name, tuple(types), req.gpus, inv, quota_check,
+                               reserve=self.placement == "gpulab", terms=terms)
 
     def allocate(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> Allocation:
         """Budget check, then type choice + quota check + placement + the usage record, in one
         serialised transaction.
 
         Raises RequestError, QuotaRefused, BudgetRefused or NoCapacity."""
-        args = self.allocation_args(owner, req, groups, queued_seconds)
-        return self.allocator.allocate(owner, args.pop("profile"), args.pop("types"), args.pop("count"),
-                                       args.pop("inventory"), args.pop("quota_check"),
-                                       reserve=args["reserve"], usage=args["terms"])
+        return self.allocator.reserve(owner, self.plan(owner, req, groups, queued_seconds))
 
     @property
     def queue_enabled(self) -> bool:
-        return (self.queue_settings or {}).get("enabled", True) and self.placement == "gpulab"
+        return self.settings.queue.enabled and self.placement == "gpulab"
 
     def waiter(self):
         """An asyncio.Event set whenever GPUs are released in this hub (queue wake-ups)."""
-        import asyncio
-
         event = asyncio.Event()
         self._waiters.add(event)
         return event
@@ -345,14 +352,12 @@ class GPULab(SingletonConfigurable):
 
     @property
     def queue(self) -> QueueStore:
-        return QueueStore(self.db, self.allocator, QueuePolicy.from_config(self.queue_settings or {}))
+        return QueueStore(self.db, self.allocator, self.settings.queue.policy)
 
     def queue_try_start(self, entry_id: int, owner: Owner, req: SpawnRequest, groups, queued_seconds: float):
         """One look at the queue for a waiting request: start it if it is its turn and its GPUs
         are free (see ``queue/store.py``)."""
-        args = self.allocation_args(owner, req, groups, queued_seconds)
-        inv = args.pop("inventory")
-        return self.queue.try_start(entry_id, owner, inv, args)
+        return self.queue.try_start(entry_id, owner, self.plan(owner, req, groups, queued_seconds))
 
     def check_budget(self, user_name: str, eff: Effective, req: SpawnRequest, project: str) -> None:
         """Refuse a spawn whose budget is spent. If usage cannot be read, follow
@@ -368,7 +373,7 @@ class GPULab(SingletonConfigurable):
         except BudgetRefused:
             raise
         except Exception as e:  # accounting unavailable: the rule decides, and it is counted
-            policy = (self.billing or {}).get("on_accounting_failure", "open")
+            policy = self.settings.billing.on_accounting_failure
             log.error("accounting unavailable for %s's spawn (%s): failing %s", user_name, e, policy)
             if policy == "closed":
                 raise BudgetRefused(
@@ -387,8 +392,6 @@ class GPULab(SingletonConfigurable):
 
     def env_provider_functions(self) -> list:
         """``env_providers`` resolved to callables ('module:function' strings imported)."""
-        import importlib
-
         out = []
         for p in self.env_providers:
             if isinstance(p, str):

@@ -68,7 +68,7 @@ class Entry:
 def profile_images(profiles_dir: Path) -> list[Entry]:
     """The images of ``profiles/*.yaml`` (tags from their pins), as the hub loads them."""
     sys.path.insert(0, str(ROOT))
-    from hub_plugins.profiles import load_dir
+    from hub_plugins.spawn.profiles import load_dir
 
     out: dict[str, Entry] = {}
     for p in load_dir(profiles_dir):

@@ -16,32 +16,28 @@ from pathlib import Path
 from urllib.parse import quote, urlparse
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from traitlets.config import Config
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from hub_plugins.core import GPULab  # noqa: E402
-from hub_plugins.settings import ConfigError, load  # noqa: E402
-from hub_plugins.settings.apply import update_gpulab  # noqa: E402
+from hub_plugins.core import GPULab
+from hub_plugins.settings import typed
+from hub_plugins.settings.errors import ConfigError
+from hub_plugins.settings.loader import ENV_VAR
 
 log = logging.getLogger("gpulab.service")
 
 
-def load_settings() -> dict:
-    path = os.environ.get("GPULAB_CONFIG") or str(ROOT / "config" / "gpulab.yaml")
+def load_settings() -> typed.Settings:
+    """This service's settings: the gpulab.yaml ``GPULAB_CONFIG`` names, as the hub reads it
+    (the hub puts the variable in every service's environment)."""
+    path = os.environ.get(ENV_VAR) or str(Path(__file__).resolve().parents[1] / "config" / "gpulab.yaml")
     try:
-        return load(path)
+        return typed.load_settings(path)
     except ConfigError as e:
         sys.exit(f"gpulab service: fix {path} first:\n{e}")
 
 
-def core_from_settings(cfg: dict) -> GPULab:
+def core_from_settings(settings: typed.Settings) -> GPULab:
     """The same GPU core the hub runs, for reading (services never allocate)."""
-    c = Config()
-    update_gpulab(c, cfg)
-    return GPULab(config=c)
+    return GPULab.from_settings(settings)
 
 
 def listen_host(url) -> str:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from hub_plugins.envs.manager import EnvDir  # noqa: E402
 from hub_plugins.gpu.nvml import discover  # noqa: E402
-from hub_plugins.profiles import load_dir  # noqa: E402
+from hub_plugins.spawn.profiles import load_dir  # noqa: E402
 from tests.support.hubproc import Hub  # noqa: E402
 from tests.support.kernel import Kernel  # noqa: E402
 

@@ -17,7 +17,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..settings.defaults import section
+from ..settings.schema import DEFAULTS
+from .pricing import Charge, charge, charged_seconds, money
 
 UTC = dt.timezone.utc
 DAY = dt.timedelta(days=1)
@@ -32,14 +37,19 @@ class Usage:
     ready: bool
     equivalents: float  # GPU-equivalents held
     rate_per_hour: float  # money per hour for the whole server
-    minimum_seconds: int = 60
+    minimum_seconds: int = DEFAULTS["billing"]["minimum_charge_seconds"]
 
     def charged_end(self, now: dt.datetime) -> dt.datetime:
-        end = self.end or now
+        """Where its charge ends (``pricing.charged_seconds``); a failed start is not charged."""
         if not self.ready:
             return self.start
-        raw = max(0.0, (end - self.start).total_seconds())
-        return self.start + dt.timedelta(seconds=max(self.minimum_seconds, math.ceil(raw)))
+        return self.start + dt.timedelta(seconds=charged_seconds(self.start, self.end or now, self.minimum_seconds))
+
+    def charge(self, now: dt.datetime) -> Charge:
+        """Its whole charge so far (a running server's up to ``now``)."""
+        return charge(started_at=self.start, ended_at=self.end or now, ready=self.ready,
+                      equivalents=self.equivalents, rate_per_hour=self.rate_per_hour,
+                      minimum_seconds=self.minimum_seconds)
 
     def amount(self, unit: str, lo: dt.datetime, hi: dt.datetime, now: dt.datetime) -> float:
         """This server's charge (in ``unit``) that falls inside [lo, hi)."""
@@ -86,6 +96,28 @@ class Period:
     def describe(self) -> str:
         return {"week": "this week", "month": "this month"}.get(
             self.kind, f"in the last {self.days} days" if self.kind == "rolling" else "in credits"
+        )
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """The ``budgets`` section of gpulab.yaml (the limits themselves are ``budget`` in quotas)."""
+
+    unit: str  # gpu_hours | money
+    period: Period
+    enforce_running: bool
+    grace_minutes: int
+    projects: dict = field(default_factory=dict)  # name -> {budget, users, groups}
+
+    @classmethod
+    def from_config(cls, data: dict | None) -> BudgetConfig:
+        data = section("budgets", data)
+        return cls(
+            unit=data["unit"],
+            period=Period.parse(data["period"], float(data["refill_per_day"] or 0)),
+            enforce_running=bool(data["enforce_running"]),
+            grace_minutes=int(data["grace_minutes"]),
+            projects=dict(data["projects"] or {}),
         )
 
 
@@ -189,3 +221,22 @@ def by_day(usages: list[Usage], unit: str, start: dt.datetime, now: dt.datetime)
         out.append((day.date(), sum(u.amount(unit, day, day + DAY, now) for u in usages)))
         day += DAY
     return out
+
+
+def gpu_hours_since(usages: Iterable[Usage], since: dt.datetime, now: dt.datetime) -> float:
+    """GPU-hours charged from ``since`` on, a charge already incurred counted in full (as a
+    budget counts it): the queue's fair-share weight."""
+    return sum(u.amount("gpu_hours", since, now + DAY, now) for u in usages)
+
+
+def fmt_amount(value: float, unit: str, currency: str) -> str:
+    """An amount in a budget's unit, as a person reads it."""
+    if unit == "money":
+        return f"{money(value):.2f} {currency}"
+    if abs(value - round(value)) < 1e-9:
+        return f"{round(value)} GPU-hours"
+    return f"{value:.2f} GPU-hours" if abs(value) >= 1 else f"{value:.2g} GPU-hours"
+
+
+def fmt_time(t: dt.datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -11,35 +11,41 @@ Rules (documented in the README):
 - GPU-seconds are GPU-equivalent-seconds (a 1/7 slice for an hour is 514 GPU-seconds), the unit
   quotas and budgets use.
 - Costs are kept unrounded and summed; only what is shown is rounded (to the currency's cents).
+
+:func:`charged_seconds` is the one charging rule: budgets (``budgets.Usage``), the billing
+reports and the queue's fair share all charge through it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 from ..gpu.devices import base_type, kind_of
+from ..settings.defaults import section
 
 
 @dataclass(frozen=True)
 class Pricing:
-    rates: dict[str, float] = field(default_factory=dict)  # per device-hour, by GPU type
-    default_rate: float = 0.0  # a GPU type with no rate and no parent rate
-    cpu_rate: float = 0.0  # per server-hour, CPU-only servers
-    minimum_seconds: int = 60
-    currency: str = "EUR"
+    rates: dict[str, float]  # per device-hour, by GPU type
+    default_rate: float  # a GPU type with no rate and no parent rate
+    cpu_rate: float  # per server-hour, CPU-only servers
+    minimum_seconds: int
+    currency: str
 
     @classmethod
     def from_config(cls, data: dict) -> Pricing:
-        rates = dict(data.get("rates") or {})
+        """From the ``billing`` section (completed from DEFAULTS)."""
+        data = section("billing", data)
+        rates = dict(data["rates"])
         return cls(
             rates={k: float(v) for k, v in rates.items() if k != "*"},
-            default_rate=float(rates.get("*", 0.0)),
-            cpu_rate=float(data.get("cpu_rate", 0.0)),
-            minimum_seconds=int(data.get("minimum_charge_seconds", 60)),
-            currency=data.get("currency", "EUR"),
+            default_rate=float(rates.get("*", 0.0)),  # no '*' rate: types without a rate are free
+            cpu_rate=float(data["cpu_rate"]),
+            minimum_seconds=int(data["minimum_charge_seconds"]),
+            currency=data["currency"],
         )
 
     def device_rate(self, gpu_type: str, weight: Fraction | float = 1) -> float:
@@ -65,6 +71,7 @@ class Charge:
 
 
 def charged_seconds(start: dt.datetime, end: dt.datetime, minimum: int) -> int:
+    """The charging rule: the duration rounded up to a whole second, at least ``minimum``."""
     raw = max(0.0, (end - start).total_seconds())
     return max(minimum, math.ceil(raw))
 

@@ -17,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..settings import ConfigError, load
+from ..settings.errors import ConfigError
+from ..settings.loader import load
+from ..spawn.profiles import load_dir
 from .manager import EnvDir, buildable
 
 
@@ -30,8 +32,6 @@ def main(argv=None) -> int:
     path = Path(os.environ.get("GPULAB_CONFIG", "config/gpulab.yaml")).resolve()
     try:
         cfg = load(path)
-        from ..profiles import load_dir
-
         catalog = load_dir(cfg["profiles_dir"], cfg["default_profile"], cfg["gpus"]["max_per_server"])
         names = [n.strip() for n in args.profiles.split(",") if n.strip()] or None
         profiles = buildable(catalog, names)

@@ -17,7 +17,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from .plan import CONTROLS, DeviceRule, Limits, v1_writes, v2_writes
+from .plan import CONTROLS, DeviceRule, Limits, oom_kills, v1_writes, v2_writes
 
 PARENT = "gpulab"  # the directory under the hub's cgroup that holds the servers'
 
@@ -159,8 +159,6 @@ class CgroupFS:
         return sorted(out)
 
     def oom_kills(self, name: str) -> int:
-        from .plan import oom_kills
-
         d = self.dirs(name).get("memory" if self.version == 1 else "unified")
         fname = "memory.oom_control" if self.version == 1 else "memory.events"
         try:

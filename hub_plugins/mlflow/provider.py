@@ -25,13 +25,19 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Bool, Float, Integer, Unicode
 from traitlets.config import SingletonConfigurable
 
+from ..settings.schema import DEFAULTS
+
+PROVIDER = "hub_plugins.mlflow.provider:mlflow_env"  # as c.GPULab.env_providers names it
+
 
 class MLflowEnv(SingletonConfigurable):
     service_url = Unicode(config=True, help="The MLflow service's own URL, with its prefix (the hub calls it).")
     service_token = Unicode(config=True, help="The service's hub API token: how the service knows the hub asks.")
     tracking_uri = Unicode(config=True, help="MLFLOW_TRACKING_URI given to servers (must be reachable from them).")
-    gpu_metrics = Bool(False, config=True, help="Log GPU (and CPU/memory) metrics to every run (MLflow system metrics).")
-    gpu_metrics_interval = Integer(10, config=True, help="Seconds between system-metrics samples.")
+    gpu_metrics = Bool(DEFAULTS["mlflow"]["gpu_metrics"], config=True,
+                       help="Log GPU (and CPU/memory) metrics to every run (MLflow system metrics).")
+    gpu_metrics_interval = Integer(DEFAULTS["mlflow"]["gpu_metrics_interval"], config=True,
+                                   help="Seconds between system-metrics samples.")
     wait_seconds = Float(90, config=True, help="How long a spawn waits for a starting MLflow service.")
     required = Bool(False, config=True, help="Fail spawns when MLflow is unavailable (default: start without it, and say so).")
 

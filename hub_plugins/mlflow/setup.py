@@ -1,26 +1,24 @@
-"""``mlflow`` section of gpulab.yaml -> the hub-managed service, its roles and the env provider."""
+"""The hub's side of the MLflow service (``mlflow`` in gpulab.yaml): its service definition and
+the settings of the env provider that gives every server credentials (``provider.py``). Both
+are applied by ``settings/apply.py``; the service itself is ``services/mlflow``."""
 
 from __future__ import annotations
 
-import os
-import secrets
-import sys
+from urllib.parse import urlparse
 
-from ..settings.apply import free_local_port
+from traitlets.config import Config
 
 SERVICE = "mlflow"
-PROVIDER = "hub_plugins.mlflow.provider:mlflow_env"
 
 
-def _base_path(bind_url: str) -> str:
-    from urllib.parse import urlparse
-
+def base_path(bind_url: str) -> str:
     path = urlparse(bind_url).path or "/"
     return path if path.endswith("/") else path + "/"
 
 
 def grant_user_scope(roles: list[dict], scope: str) -> list[dict]:
-    """Add ``scope`` to the default 'user' role (kept as JupyterHub defines it otherwise)."""
+    """``roles`` with ``scope`` added to the default 'user' role (a new list; kept as JupyterHub
+    defines the role otherwise)."""
     out = [dict(r) for r in roles]
     for r in out:
         if r.get("name") == "user":
@@ -29,42 +27,19 @@ def grant_user_scope(roles: list[dict], scope: str) -> list[dict]:
     return out + [{"name": "user", "scopes": ["self", scope]}]
 
 
-def apply_mlflow(c, cfg: dict) -> None:
-    m = cfg["mlflow"]
-    if not m["enabled"]:
-        return
-    root = cfg.get("_project_root") or os.getcwd()
-    port = m["port"] or free_local_port()
-    # The service's hub token, new at each start: with it the hub's env provider proves to the
-    # service that the hub asks for credentials. The service gets no other hub permission.
-    token = secrets.token_hex(32)
-    prefix = _base_path(cfg["hub"]["bind_url"]) + f"services/{SERVICE}/"
-    cmd = [sys.executable, "-m", "services.mlflow", "serve",
-           "--state-dir", os.path.join(cfg["hub"]["state_dir"], "mlflow"),
-           "--token-lifetime-days", str(m["token_lifetime_days"])]
-    if m["backend_store_uri"]:
-        cmd += ["--backend-store-uri", m["backend_store_uri"]]
-    if m["artifacts_destination"]:
-        cmd += ["--artifacts-destination", m["artifacts_destination"]]
-    services = list(c.JupyterHub.get("services", []))
-    services.append({
-        "name": SERVICE,
-        "url": f"http://127.0.0.1:{port}",
-        "command": cmd,
-        "cwd": root,
-        "environment": {"PYTHONPATH": root},
-        "api_token": token,
-        "oauth_no_confirm": True,
-        "display": True,
-        "info": {"description": "MLflow experiment tracking"},
-    })
-    c.JupyterHub.services = services
-    # users may open the service (its UI, through hub login); it needs no hub scopes itself
-    c.JupyterHub.load_roles = grant_user_scope(list(c.JupyterHub.get("load_roles", [])),
-                                               f"access:services!service={SERVICE}")
-    c.GPULab.env_providers.append(PROVIDER)
+def service(base: dict, port: int, token: str) -> dict:
+    """The managed service: ``base`` (command, cwd, GPULAB_CONFIG) at a loopback port, with its
+    hub token (its only use: the env provider proves with it that the hub asks). It needs no
+    hub scopes of its own; users open it through hub login."""
+    return {**base, "url": f"http://127.0.0.1:{port}", "api_token": token, "oauth_no_confirm": True,
+            "display": True, "info": {"description": "MLflow experiment tracking"}}
+
+
+def configure_env(c: Config, m: dict, bind_url: str, port: int, token: str) -> None:
+    """What the env provider needs to ask the service for a server's credentials."""
+    prefix = base_path(bind_url) + f"services/{SERVICE}/"
     c.MLflowEnv.service_url = f"http://127.0.0.1:{port}{prefix}"
     c.MLflowEnv.service_token = token
-    c.MLflowEnv.tracking_uri = m["tracking_uri"] or cfg["hub"]["bind_url"].rstrip("/") + prefix.rstrip("/")
+    c.MLflowEnv.tracking_uri = m["tracking_uri"] or bind_url.rstrip("/") + prefix.rstrip("/")
     c.MLflowEnv.gpu_metrics = m["gpu_metrics"]
     c.MLflowEnv.gpu_metrics_interval = m["gpu_metrics_interval"]

@@ -8,14 +8,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from fractions import Fraction
 
 import sqlalchemy as sa
 
+from ..accounting.budgets import gpu_hours_since
 from ..gpu.choice import pick_type
-from ..store.allocator import Allocation, Allocator, Owner
+from ..settings.defaults import section
+from ..store.allocator import Allocation, Allocator, Owner, ReservationPlan
 from ..store.db import Database
 from ..store.models import DeviceAllocation, QueueEntry, UsageRecord, utcnow
+from ..store.usage import as_usage, aware, naive
 from .order import Waiting, may_start, order, position
 
 _Q = QueueEntry.__table__
@@ -35,32 +37,33 @@ class Outcome:
 
 @dataclass(frozen=True)
 class QueuePolicy:
-    backfill: bool = True
-    reserve_after: dt.timedelta = dt.timedelta(minutes=10)
-    fair_share_days: int = 7
-    stale_after: dt.timedelta = dt.timedelta(minutes=2)  # nobody waits on it (hub restarted)
+    backfill: bool
+    reserve_after: dt.timedelta
+    fair_share_days: int
+    stale_after: dt.timedelta  # nobody waits on it (hub restarted)
 
     @classmethod
-    def from_config(cls, data: dict) -> QueuePolicy:
+    def from_config(cls, data: dict | None) -> QueuePolicy:
+        data = section("queue", data)
         return cls(
-            backfill=bool(data.get("backfill", True)),
-            reserve_after=dt.timedelta(minutes=float(data.get("reserve_after_minutes", 10))),
-            fair_share_days=int(data.get("fair_share_days", 7)),
-            stale_after=dt.timedelta(seconds=float(data.get("lost_after_seconds", 120))),
+            backfill=bool(data["backfill"]),
+            reserve_after=dt.timedelta(minutes=float(data["reserve_after_minutes"])),
+            fair_share_days=int(data["fair_share_days"]),
+            stale_after=dt.timedelta(seconds=float(data["lost_after_seconds"])),
         )
 
 
 def recent_gpu_hours(conn, since: dt.datetime, now: dt.datetime) -> dict[str, float]:
-    """GPU-hours per user since ``since`` (the fair-share weight)."""
-    rows = conn.execute(sa.select(_U.c.user_name, _U.c.started_at, _U.c.stopped_at, _U.c.equivalents)
-                        .where(sa.or_(_U.c.stopped_at.is_(None), _U.c.stopped_at >= since),
+    """GPU-hours per user since ``since`` (the fair-share weight), charged as budgets charge."""
+    rows = conn.execute(sa.select(_U.c.user_name, _U.c.started_at, _U.c.stopped_at, _U.c.ready_at, _U.c.equivalents,
+                                  _U.c.rate_per_hour, _U.c.minimum_seconds)
+                        .where(sa.or_(_U.c.stopped_at.is_(None), _U.c.stopped_at >= naive(since)),
                                _U.c.ready_at.is_not(None))).all()
-    out: dict[str, float] = {}
+    by_user: dict[str, list] = {}
     for r in rows:
-        start, end = max(r.started_at, since), r.stopped_at or now
-        hours = max(0.0, (end - start).total_seconds()) / 3600 * float(Fraction(r.equivalents))
-        out[r.user_name] = out.get(r.user_name, 0.0) + hours
-    return out
+        by_user.setdefault(r.user_name, []).append(as_usage(r))
+    since, now = aware(since), aware(now)
+    return {user: gpu_hours_since(usages, since, now) for user, usages in by_user.items()}
 
 
 class QueueStore:
@@ -89,12 +92,11 @@ class QueueStore:
 
         return self.db.retrying(run)
 
-    def try_start(self, entry_id: int, owner: Owner, inventory, allocate_args: dict) -> Outcome:
-        """Start ``entry_id`` now if the queue's order allows it and its GPUs are free.
-
-        ``allocate_args``: the rest of :meth:`Allocator.allocate_in`'s arguments (profile, count,
-        types, quota_check, terms). QuotaRefused propagates (the entry is removed: the request
-        no longer fits the user's quota, waiting will not change that)."""
+    def try_start(self, entry_id: int, owner: Owner, plan: ReservationPlan) -> Outcome:
+        """Start ``entry_id`` now if the queue's order allows it and its GPUs are free, reserving
+        by ``plan`` in the same transaction. QuotaRefused propagates (the entry is removed: the
+        request no longer fits the user's quota, waiting will not change that)."""
+        inventory = plan.inventory
 
         def run():
             with self.db.write_conn(serial=True) as c:
@@ -121,7 +123,7 @@ class QueueStore:
 
                 if may_start(entry_id, items, fits, now, self.policy.backfill, self.policy.reserve_after):
                     try:
-                        alloc = self.allocator.allocate_in(c, owner, inventory=inventory, **allocate_args)
+                        alloc = self.allocator.allocate_in(c, owner, plan)
                     finally:
                         c.execute(sa.delete(_Q).where(_Q.c.id == entry_id))
                     return Outcome("started", alloc)

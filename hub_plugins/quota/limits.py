@@ -21,6 +21,9 @@ from dataclasses import dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any
 
+from ..settings.schema import DEFAULTS
+
+_QUOTAS = DEFAULTS["quotas"]
 UNLIMITED = None
 FIELDS = ("max_gpus", "max_gpus_per_server", "max_servers", "profiles", "gpu_types", "cpu_limit", "mem_limit",
           "budget", "max_runtime_hours")
@@ -145,8 +148,8 @@ def _combine(name: str, values: list, most: bool):
 class QuotaConfig:
     default: Limits = Limits()
     groups: dict[str, Limits] = field(default_factory=dict)  # in config order
-    resolve: str = "most_generous"
-    enforcement: str = "hard"  # or "soft": allow, but warn and flag
+    resolve: str = _QUOTAS["resolve"]
+    enforcement: str = _QUOTAS["enforcement"]  # or "soft": allow, but warn and flag
     overrides: tuple[Override, ...] = ()
 
     @classmethod
@@ -159,8 +162,8 @@ class QuotaConfig:
         return cls(
             default=default,
             groups=groups,
-            resolve=data.get("resolve", "most_generous"),
-            enforcement=data.get("enforcement", "hard"),
+            resolve=data.get("resolve", _QUOTAS["resolve"]),
+            enforcement=data.get("enforcement", _QUOTAS["enforcement"]),
             overrides=overrides,
         )
 

@@ -1,7 +1,7 @@
-"""``gpulab.yaml``: schema, loading and translation into traitlets config."""
+"""``gpulab.yaml``: schema and defaults (``schema.py``, ``defaults.py``), loading (``loader.py``),
+the typed settings every process reads (``typed.py``) and the translation into traitlets config
+(``apply.py``).
 
-from .apply import apply_all
-from .errors import ConfigError
-from .loader import config_path, load
-
-__all__ = ["ConfigError", "apply_all", "config_path", "load"]
+Nothing is imported here: pure modules read ``schema.DEFAULTS`` without pulling in the loader or
+the ``update_*`` functions (which import the backends), so the layers cannot form a cycle.
+"""

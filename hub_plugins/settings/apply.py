@@ -1,24 +1,77 @@
 """Turn a loaded ``gpulab.yaml`` into traitlets config, one small function per concern (as TLJH's
-``configurer`` does), each trivially testable: ``update_x(c, cfg)`` only assigns to ``c``."""
+``configurer`` does), each trivially testable: ``update_x(c, cfg)`` only assigns to ``c``, and
+assigns whole values computed from the config alone (never appending to what another function
+set), so the order they run in does not matter.
+
+What is decided once per start (ports picked at random, the MLflow service's token) is a
+:class:`Runtime`, made once per loaded config and shared by the functions that need it.
+"""
 
 from __future__ import annotations
 
-import json
 import os
+import secrets
 import shutil
-import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from jupyterhub.utils import random_port
 from traitlets.config import Config
 
-from ..scopes import MANAGE_OVERRIDES, MANAGE_QUEUE, READ_USAGE
+from ..auth import NATIVE_TEMPLATES
+from ..isolation import Enforcer
+from ..mlflow import setup as mlflow
+from ..mlflow.provider import PROVIDER
+from ..quota.limits import parse_bytes
+from ..scopes import (ADMIN_ROLE, ADMIN_SCOPES, BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES, CUSTOM_SCOPES,
+                      QUOTAS_ALLOWED, QUOTAS_SERVICE_SCOPES)
+from .auth import apply_auth
+from .cluster import update_kubernetes, update_slurm
+from .errors import ConfigError
+from .loader import gpulab_db_url
 
-BACKEND_SPAWNERS = {"local": "gpulab-local", "docker": "gpulab-docker"}
+BACKEND_SPAWNERS = {"local": "gpulab-local", "docker": "gpulab-docker", "slurm": "gpulab-slurm",
+                    "kubernetes": "gpulab-kubernetes"}
+ROOT = str(Path(__file__).resolve().parents[2])
+# What the environment builder passes on to uv and npm from the hub's environment: how this
+# machine reaches the package registries.
+REGISTRY_ENV = ("HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "HTTP_PROXY", "HTTPS_PROXY",
+                "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "UV_INDEX_URL", "UV_DEFAULT_INDEX",
+                "UV_CACHE_DIR", "npm_config_registry", "npm_config_cache")
+
+__all__ = ["BACKEND_SPAWNERS", "BILLING_ALLOWED", "BILLING_SCOPES", "CULLER_SCOPES", "QUOTAS_SERVICE_SCOPES",
+           "UPDATES", "apply_all", "check_local_backend", "gpulab_db_url", "update_admin_scopes",
+           "update_api_tokens", "update_services"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Decided once per start: where the 'auto' services listen and the MLflow service's token
+    (new at each start: with it the hub's env provider proves to the service that the hub asks)."""
+
+    quotas_url: str
+    mlflow_port: int
+    mlflow_token: str
+
+    @classmethod
+    def new(cls, cfg: dict) -> Runtime:
+        url = cfg["services"]["quotas"]["url"]
+        return cls(f"http://127.0.0.1:{random_port()}" if url == "auto" else url,
+                   cfg["mlflow"]["port"] or random_port(), secrets.token_hex(32))
+
+
+def runtime(cfg: dict) -> Runtime:
+    """This config's runtime decisions (made at the first ask, then the same for every update)."""
+    return cfg.setdefault("_runtime", Runtime.new(cfg))
 
 
 def _state(cfg: dict, *parts: str) -> str:
     return os.path.join(cfg["hub"]["state_dir"], *parts)
+
+
+def _root(cfg: dict) -> str:
+    return cfg.get("_project_root") or ROOT
 
 
 def prepare_state_dir(cfg: dict) -> None:
@@ -60,53 +113,131 @@ def update_hub(c: Config, cfg: dict) -> None:
         c.ConfigurableHTTPProxy.command = [chp]
 
 
-def update_api_tokens(c: Config, cfg: dict) -> None:
-    """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation)
-    and gpulab's admin scopes, or, when ``hub.api_token_scopes`` names it, a role with only those
-    scopes (gpulab's ``custom:gpulab:...`` scopes among them if it needs them)."""
-    tokens = cfg["hub"]["api_tokens"]
-    scoped = cfg["hub"].get("api_token_scopes") or {}
-    services = list(c.JupyterHub.get("services", []))
-    services += [{"name": name, "api_token": tok} for name, tok in tokens.items()]
-    c.JupyterHub.services = services
-    if tokens:
-        roles = list(c.JupyterHub.get("load_roles", []))
-        admins = sorted(n for n in tokens if n not in scoped)
-        if admins:
-            roles.append({"name": "admin", "services": admins})
-        roles += [{"name": f"gpulab-token-{name}", "description": f"hub.api_token_scopes.{name}",
-                   "scopes": list(scoped[name]), "services": [name]} for name in sorted(scoped)]
-        c.JupyterHub.load_roles = roles
-
-
+# -- services and roles: pure builders, each (services, roles) ---------------------------------
 def admin_tokens(cfg: dict) -> list[str]:
     """The ``hub.api_tokens`` that hold the admin role (those not narrowed by api_token_scopes)."""
     scoped = cfg["hub"].get("api_token_scopes") or {}
     return sorted(n for n in cfg["hub"]["api_tokens"] if n not in scoped)
 
 
-def update_admin_scopes(c: Config, cfg: dict) -> None:
-    """gpulab's own scopes and the role that holds them all (``hub_plugins/scopes.py``): the
-    services' admin rights. JupyterHub's 'admin' role cannot be given more scopes, so the
-    ``gpulab-admin`` role goes to whoever gpulab makes admin: hub.admin_users and the admin
-    automation tokens (identity-provider admins get it with their roles, see auth/mixin.py)."""
-    from ..scopes import ADMIN_ROLE, ADMIN_SCOPES, CUSTOM_SCOPES
+def token_services(cfg: dict) -> tuple[list[dict], list[dict]]:
+    """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation)
+    and gpulab's admin scopes (``admin_role``), or, when ``hub.api_token_scopes`` names it, a role
+    with only those scopes (gpulab's ``custom:gpulab:...`` scopes among them if it needs them)."""
+    tokens = cfg["hub"]["api_tokens"]
+    scoped = cfg["hub"].get("api_token_scopes") or {}
+    services = [{"name": name, "api_token": tok} for name, tok in tokens.items()]
+    admins = admin_tokens(cfg)
+    roles = [{"name": "admin", "services": admins}] if admins else []
+    roles += [{"name": f"gpulab-token-{name}", "description": f"hub.api_token_scopes.{name}",
+               "scopes": list(scoped[name]), "services": [name]} for name in sorted(scoped)]
+    return services, roles
 
-    c.JupyterHub.custom_scopes = {**c.JupyterHub.get("custom_scopes", {}), **CUSTOM_SCOPES}
-    roles = [r for r in c.JupyterHub.get("load_roles", []) if r.get("name") != ADMIN_ROLE]
+
+def admin_role(cfg: dict) -> dict:
+    """gpulab's own scopes held together (``hub_plugins/scopes.py``): the services' admin rights.
+    JupyterHub's 'admin' role cannot be given more scopes, so the ``gpulab-admin`` role goes to
+    whoever gpulab makes admin: hub.admin_users and the admin automation tokens (identity-provider
+    admins get it with their roles, see auth/mixin.py)."""
     role = {"name": ADMIN_ROLE, "description": "gpulab's admin rights in its services: everyone's usage, "
             "the queue, quota overrides", "scopes": list(ADMIN_SCOPES), "services": admin_tokens(cfg)}
     # when the identity provider manages roles, JupyterHub refuses users in load_roles: the
     # authenticator grants the role at each login instead (admin_users included)
     if not (cfg["auth"]["kind"] != "native" and cfg["auth"].get("roles")):
         role["users"] = sorted(cfg["hub"]["admin_users"])
-    roles.append(role)
+    return role
+
+
+def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_scopes=()) -> dict:
+    """A JupyterHub-managed gpulab service: same Python, same checkout, and its settings from the
+    same gpulab.yaml (``GPULAB_CONFIG``), the one way every service is configured."""
+    root = _root(cfg)
+    svc = {
+        "name": name,
+        "command": [sys.executable, "-m", module],
+        "cwd": root,
+        "environment": {"GPULAB_CONFIG": cfg["_path"], "PYTHONPATH": root},
+    }
+    if url:
+        svc["url"] = url
+        svc["oauth_client_allowed_scopes"] = [f"access:services!service={name}", *allowed_scopes]
+        # gpulab's own pages, as the quotas and MLflow services: no "authorize access" step
+        svc["oauth_no_confirm"] = True
+    return svc
+
+
+def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
+    """gpulab's hub services, each with a role of the least scopes it needs, and the scopes every
+    user gets to open them (their own data only; the services enforce it)."""
+    rt = runtime(cfg)
+    # a person's token for a service carries the gpulab scopes they hold that the service uses
+    # (hub_plugins/scopes.py): that is how the service tells who may see or do more
+    services = [_service("billing", cfg, "services.billing", f"http://127.0.0.1:{cfg['billing']['port']}",
+                         BILLING_ALLOWED)]
+    roles = [{"name": "gpulab-billing", "description": "gpulab billing: read users, groups",
+              "scopes": list(BILLING_SCOPES), "services": ["billing"]}]
+    user_scopes = ["access:services!service=billing"]
+    if cfg["services"]["quotas"]["enabled"]:
+        # quotas (``services/admin``): everyone sees their own quota; only admins manage overrides
+        services.append({**_service("quotas", cfg, "services.admin", rt.quotas_url, QUOTAS_ALLOWED),
+                         "display": True})
+        roles.append({"name": "gpulab-quotas-service", "description": "the quotas service: read users and their groups",
+                      "scopes": list(QUOTAS_SERVICE_SCOPES), "services": ["quotas"]})
+        user_scopes.append("access:services!service=quotas")
+    if cfg["culler"]["enabled"]:
+        services.append(_service("culler", cfg, "services.culler"))
+        roles.append({"name": "gpulab-culler",
+                      "description": "gpulab culler: see activity, stop idle servers, restart queued requests",
+                      "scopes": list(CULLER_SCOPES), "services": ["culler"]})
+    envs = cfg["environments"]
+    if envs["build_missing"] and cfg["backend"] == "local":
+        # the 'envs' service builds missing profile environments in the background (a separate
+        # process: never on the hub's event loop; no URL, no scopes), reaching the registries
+        # the way the hub's environment says (JupyterHub gives services a clean one)
+        svc = _service("envs", cfg, "services.envs")
+        svc["environment"].update({k: os.environ[k] for k in REGISTRY_ENV if os.environ.get(k)})
+        services.append(svc)
+    if cfg["mlflow"]["enabled"]:  # MLflow tracking at /services/mlflow/
+        services.append(mlflow.service(_service(mlflow.SERVICE, cfg, "services.mlflow"), rt.mlflow_port, rt.mlflow_token))
+        user_scopes.append(f"access:services!service={mlflow.SERVICE}")
+    return services, roles, user_scopes
+
+
+def update_services(c: Config, cfg: dict) -> None:
+    """Every hub service, role and custom scope gpulab defines: API tokens, gpulab's admin
+    scopes, billing, quotas, the culler and MLflow, and the 'user' role that lets people open
+    gpulab's pages."""
+    tokens, token_roles = token_services(cfg)
+    services, roles, user_scopes = gpulab_services(cfg)
+    c.JupyterHub.services = tokens + services
+    c.JupyterHub.custom_scopes = dict(CUSTOM_SCOPES)
+    user = {"name": "user", "description": "Standard user privileges, and gpulab's pages", "scopes": ["self"]}
+    roles = [*token_roles, admin_role(cfg), *roles, user]
+    for scope in user_scopes:
+        roles = mlflow.grant_user_scope(roles, scope)
     c.JupyterHub.load_roles = roles
 
 
-def update_auth(c: Config, cfg: dict) -> None:
-    from ..auth import NATIVE_TEMPLATES
+def update_api_tokens(c: Config, cfg: dict) -> None:
+    """Only the API tokens' services and roles: for the z2jh hub (``spawners/kubernetes/
+    hubconfig.py``), where the chart's values define gpulab's services and this adds the tokens to
+    them (with ``update_admin_scopes``, the only updates that add to what another source set)."""
+    tokens, roles = token_services(cfg)
+    if tokens:
+        c.JupyterHub.services = [*c.JupyterHub.get("services", []), *tokens]
+    if roles:
+        c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []), *roles]
 
+
+def update_admin_scopes(c: Config, cfg: dict) -> None:
+    """gpulab's custom scopes and the ``gpulab-admin`` role, for the z2jh hub (on one machine
+    ``update_services`` sets them with the rest)."""
+    c.JupyterHub.custom_scopes = {**c.JupyterHub.get("custom_scopes", {}), **CUSTOM_SCOPES}
+    theirs = [r for r in c.JupyterHub.get("load_roles", []) if r.get("name") != ADMIN_ROLE]
+    c.JupyterHub.load_roles = [*theirs, admin_role(cfg)]
+
+
+def update_auth(c: Config, cfg: dict) -> None:
     auth = cfg["auth"]
     if auth["kind"] == "native":
         c.JupyterHub.authenticator_class = "gpulab-native"
@@ -117,8 +248,6 @@ def update_auth(c: Config, cfg: dict) -> None:
             setattr(c.NativeAuthenticator, key, value)
         c.JupyterHub.template_paths = [NATIVE_TEMPLATES]
     else:  # an identity provider: its class, settings and group mapping (settings/auth.py)
-        from .auth import apply_auth
-
         apply_auth(c, cfg)
 
 
@@ -135,8 +264,6 @@ def update_spawner(c: Config, cfg: dict) -> None:
 def check_local_backend(cfg: dict, euid: int | None = None) -> str:
     """Start-up checks of the local backend: refuse to run servers as root, and say which limits
     this host enforces (returned, for the hub's log). Raises ConfigError."""
-    from .errors import ConfigError
-
     if cfg["backend"] != "local":
         return ""
     euid = os.geteuid() if euid is None else euid
@@ -145,15 +272,7 @@ def check_local_backend(cfg: dict, euid: int | None = None) -> str:
             "local.system_users: 'never' with a hub running as root would run every server as root, beside the "
             "hub's secrets. Set local.system_users: auto (each hub user gets their own system account), or run the "
             "hub as an unprivileged user.")
-    from ..isolation import Enforcer
-
     return Enforcer.detect(cfg["local"]["limits"]).summary()
-
-
-def gpulab_db_url(cfg: dict) -> str:
-    """gpulab's tables live in the hub's database when it is PostgreSQL; with SQLite they get
-    their own file, so the allocator never waits on JupyterHub's write lock."""
-    return cfg["hub"]["db_url"] or f"sqlite:///{_state(cfg, 'gpulab.sqlite')}"
 
 
 def update_gpulab(c: Config, cfg: dict) -> None:
@@ -169,106 +288,8 @@ def update_gpulab(c: Config, cfg: dict) -> None:
     c.GPULab.queue_settings = cfg["queue"]
 
 
-# What each service may do with its own token (the Helm values use the same lists). Billing lists
-# groups for its admin page (per-group usage): list:groups to list them, read:groups for members.
-BILLING_SCOPES = ("list:users", "read:users:groups", "list:groups", "read:groups")
-CULLER_SCOPES = ("list:users", "read:users:groups", "read:users:activity", "read:servers", "servers",
-                 "delete:servers")
-# What a person's token for billing may carry beyond access to it (their gpulab admin scopes).
-BILLING_ALLOWED = [READ_USAGE, MANAGE_QUEUE]
-# What the quotas service may do with its own token: look people up and read their groups.
-QUOTAS_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups"]
-
-
-def free_local_port() -> int:
-    # 'auto': the proxy routes /services/quotas/ to it, so any free local port does
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _quotas_service(cfg: dict) -> dict | None:
-    """quotas (``services/admin``): everyone may open it (their own quota); only hub admins
-    manage overrides there."""
-    quotas = cfg.get("services", {}).get("quotas", {})
-    if not quotas.get("enabled", True):
-        return None
-    url = quotas.get("url", "auto")
-    if url == "auto":
-        url = f"http://127.0.0.1:{free_local_port()}"
-    root = cfg.get("_project_root") or str(Path(__file__).resolve().parents[2])
-    settings = {
-        "db_url": gpulab_db_url(cfg),
-        "quotas": cfg["quotas"],
-        "profiles_dir": cfg["profiles_dir"],
-        "default_profile": cfg["default_profile"],
-        "max_per_server": cfg["gpus"]["max_per_server"],
-    }
-    return {
-        "name": "quotas",
-        "url": url,
-        "command": [sys.executable, "-m", "services.admin"],
-        "cwd": root,
-        "environment": {"GPULAB_QUOTAS_SETTINGS": json.dumps(settings, default=str)},
-        "display": True,
-        "oauth_no_confirm": True,
-    }
-
-
-def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_scopes=()) -> dict:
-    """A JupyterHub-managed gpulab service: same Python, same checkout, same gpulab.yaml."""
-    root = cfg.get("_project_root") or str(Path(__file__).resolve().parents[2])
-    svc = {
-        "name": name,
-        "command": [sys.executable, "-m", module],
-        "cwd": root,
-        "environment": {"GPULAB_CONFIG": cfg["_path"], "PYTHONPATH": root},
-    }
-    if url:
-        svc["url"] = url
-        svc["oauth_client_allowed_scopes"] = [f"access:services!service={name}", *allowed_scopes]
-        # gpulab's own pages, as the quotas and MLflow services: no "authorize access" step
-        svc["oauth_no_confirm"] = True
-    return svc
-
-
-def update_services(c: Config, cfg: dict) -> None:
-    """gpulab's hub services, each with a role of the least scopes it needs: billing, quotas
-    (overrides and audit) and the culler. Every user may open the billing and quotas pages
-    (their own data only; the services enforce it)."""
-    services = list(c.JupyterHub.get("services", []))
-    roles = list(c.JupyterHub.get("load_roles", []))
-    user_scopes = ["self"]
-    port = cfg["billing"]["port"]
-    # a person's token for a service carries the gpulab scopes they hold that the service uses
-    # (hub_plugins/scopes.py): that is how the service tells who may see or do more
-    services.append(_service("billing", cfg, "services.billing", f"http://127.0.0.1:{port}", BILLING_ALLOWED))
-    roles.append({"name": "gpulab-billing", "description": "gpulab billing: read users, groups",
-                  "scopes": list(BILLING_SCOPES), "services": ["billing"]})
-    user_scopes.append("access:services!service=billing")
-    quotas = _quotas_service(cfg)
-    if quotas:
-        services.append(quotas)
-        quotas["oauth_client_allowed_scopes"] = ["access:services!service=quotas", MANAGE_OVERRIDES]
-        roles.append({"name": "gpulab-quotas-service", "description": "the quotas service: read users and their groups",
-                      "scopes": list(QUOTAS_SERVICE_SCOPES), "services": ["quotas"]})
-        user_scopes.append("access:services!service=quotas")
-    if cfg["culler"]["enabled"]:
-        services.append(_service("culler", cfg, "services.culler"))
-        roles.append({"name": "gpulab-culler",
-                      "description": "gpulab culler: see activity, stop idle servers, restart queued requests",
-                      "scopes": list(CULLER_SCOPES),
-                      "services": ["culler"]})
-    roles.append({"name": "user", "description": "Standard user privileges, and gpulab's pages",
-                  "scopes": user_scopes})
-    c.JupyterHub.services = services
-    c.JupyterHub.load_roles = roles
-
-
 def update_docker(c: Config, cfg: dict) -> None:
     """The Docker backend's settings (applied whatever the backend; used when it is docker)."""
-    from ..quota.limits import parse_bytes
-
     d = cfg["docker"]
     if d["host"]:
         c.DockerGPUSpawner.client_kwargs = {"base_url": d["host"]}
@@ -282,15 +303,26 @@ def update_docker(c: Config, cfg: dict) -> None:
 
 
 def update_mlflow(c: Config, cfg: dict) -> None:
-    """MLflow as a hub-managed service at /services/mlflow/, its env injected into every server."""
-    from ..mlflow.setup import apply_mlflow
+    """Every server's MLflow environment (the service itself is in ``update_services``)."""
+    m = cfg["mlflow"]
+    if m["enabled"]:
+        # the one list gpulab adds to rather than sets: a site adds its own providers in the site
+        # section of jupyterhub_config.py (traitlets merges the two); no other update touches it
+        c.GPULab.env_providers.append(PROVIDER)
+        rt = runtime(cfg)
+        mlflow.configure_env(c, m, cfg["hub"]["bind_url"], rt.mlflow_port, rt.mlflow_token)
 
-    apply_mlflow(c, cfg)
+
+def update_environments(c: Config, cfg: dict) -> None:
+    """``environments``: where the spawners find the profiles' environments (the service that
+    builds them is in ``update_services``)."""
+    envs = cfg["environments"]
+    c.Environments.dir = envs["dir"]
+    c.Environments.build_missing = envs["build_missing"]
 
 
-# update_mlflow after update_services: it adds its scope to the 'user' role defined there
-UPDATES = (update_hub, update_api_tokens, update_admin_scopes, update_auth, update_spawner, update_gpulab,
-           update_services, update_docker, update_mlflow)
+UPDATES = (update_hub, update_auth, update_spawner, update_gpulab, update_services, update_docker, update_mlflow,
+           update_slurm, update_kubernetes, update_environments)
 
 
 def apply_all(c: Config, cfg: dict) -> None:
@@ -300,35 +332,3 @@ def apply_all(c: Config, cfg: dict) -> None:
     said = check_local_backend(cfg)
     if said:
         print(said, file=sys.stderr)
-
-
-# ---- cluster backends (SLURM, Kubernetes): their update functions live in settings/cluster.py
-from .cluster import update_kubernetes, update_slurm  # noqa: E402
-
-BACKEND_SPAWNERS.update(slurm="gpulab-slurm", kubernetes="gpulab-kubernetes")
-UPDATES = (*UPDATES, update_slurm, update_kubernetes)
-
-
-# ---- profile environments (hub_plugins/envs): where they are, and the service that builds them
-# What the builder passes on to uv and npm from the hub's environment (JupyterHub gives services a
-# clean one): how this machine reaches the package registries.
-REGISTRY_ENV = ("HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "HTTP_PROXY", "HTTPS_PROXY",
-                "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "UV_INDEX_URL", "UV_DEFAULT_INDEX",
-                "UV_CACHE_DIR", "npm_config_registry", "npm_config_cache")
-
-
-def update_environments(c: Config, cfg: dict) -> None:
-    """``environments``: the spawners find the profiles' environments there; with the local
-    backend and ``build_missing``, the 'envs' service builds the missing ones in the background
-    (a separate process: never on the hub's event loop; no URL, no scopes)."""
-    envs = cfg["environments"]
-    c.Environments.dir = envs["dir"]
-    c.Environments.build_missing = envs["build_missing"]
-    if not (envs["build_missing"] and cfg["backend"] == "local"):
-        return
-    svc = _service("envs", cfg, "services.envs")
-    svc["environment"].update({k: os.environ[k] for k in REGISTRY_ENV if os.environ.get(k)})
-    c.JupyterHub.services = [*c.JupyterHub.get("services", []), svc]
-
-
-UPDATES = (*UPDATES, update_environments)

@@ -11,9 +11,12 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from jupyterhub.scopes import scope_definitions
 from traitlets.config import Config
 
+from ..auth.policy import IdentityPolicy
 from .errors import ConfigError
+from .secrets import read_secret
 
 CLASSES = {
     "native": "gpulab-native",
@@ -33,10 +36,9 @@ RESERVED_ROLES = {"admin", "user", "server", "token"}
 
 
 # -- checks (at load) --------------------------------------------------------------------------
-def check_auth(cfg: dict) -> None:
-    """Raise ConfigError naming the key when the auth section cannot work; resolve secrets."""
-    from .loader import read_secret
-
+def check_auth(cfg: dict, secrets: bool = True) -> None:
+    """Raise ConfigError naming the key when the auth section cannot work; read its secrets
+    (``secrets``: only in the hub, whose environment holds them)."""
     _check_token_scopes(cfg["hub"])
     auth = cfg["auth"]
     kind = auth["kind"]
@@ -52,7 +54,7 @@ def check_auth(cfg: dict) -> None:
     if not section:
         raise ConfigError(f"auth.{kind}: missing; auth.kind is '{kind}', so its settings are needed (see docs/auth.md)")
     for key in ("client_secret", "lookup_dn_search_password"):
-        if key in section:
+        if secrets and key in section:
             section[key] = read_secret(section[key], f"auth.{kind}.{key}", min_length=1)
     if kind == "oidc" and not section.get("issuer"):
         missing = [k for k in ("authorize_url", "token_url", "userdata_url") if not section.get(k)]
@@ -86,8 +88,6 @@ def check_auth(cfg: dict) -> None:
 
 
 def _check_scopes(scopes, where: str) -> None:
-    from jupyterhub.scopes import scope_definitions
-
     for scope in scopes:
         base = scope.split("!", 1)[0]
         if base not in scope_definitions and not base.startswith("custom:"):
@@ -177,8 +177,6 @@ def apply_auth(c: Config, cfg: dict) -> None:
         keys = section.get("service_account_keys") or {}
         # upstream fetches a person's groups only when it has groups to check: give it every
         # group the mapping mentions, per domain it can read
-        from ..auth.policy import IdentityPolicy
-
         referenced = sorted(IdentityPolicy.build(
             group_map=auth["group_map"], allowed_groups=auth["allowed_groups"],
             admin_groups=auth["admin_groups"], roles=auth["roles"]).referenced_groups)
@@ -191,6 +189,7 @@ def apply_auth(c: Config, cfg: dict) -> None:
 
 
 def _apply_ldap(t, section: dict) -> None:
+    # the LDAP library only where LDAP is configured (it is heavy, and optional for every other kind)
     from ldapauthenticator.ldapauthenticator import TlsStrategy
 
     tls = section.pop("tls", "before_bind")

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from traitlets.config import Config
 
+from ..spawners.kubernetes.capacity import KubeCapacity
+from ..spawners.slurm.capacity import SlurmCapacity
+from ..spawners.slurm.sbatch import SbatchError, check_extra_option
 from .errors import ConfigError
 
 
 def update_slurm(c: Config, cfg: dict) -> None:
     if cfg["backend"] != "slurm":
         return
-    import batchspawner  # noqa: F401  registers /hub/api/batchspawner, where jobs report their port
-
-    from ..slurm.capacity import SlurmCapacity
-    from ..slurm.sbatch import SbatchError, check_extra_option
+    # imported for its side effect, and only here: it registers /hub/api/batchspawner (where jobs
+    # report their port) in every hub that imports it
+    import batchspawner  # noqa: F401
 
     s = cfg["slurm"]
     for opt in s["extra_options"]:
@@ -50,8 +52,6 @@ def update_slurm(c: Config, cfg: dict) -> None:
 def update_kubernetes(c: Config, cfg: dict) -> None:
     if cfg["backend"] != "kubernetes":
         return
-    from ..kube.capacity import KubeCapacity
-
     k = cfg["kubernetes"]
     c.GPULab.placement = "engine"
     if cfg["gpus"]["inventory"] == "auto":

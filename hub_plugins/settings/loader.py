@@ -6,17 +6,21 @@ Any problem raises :class:`ConfigError` naming the key; the hub refuses to start
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..envs.manager import default_dir
 from ..gpu.devices import valid_type_name
 from ..gpu.simulated import SpecError, parse_spec
+from ..spawn.profiles import load_dir
+from .auth import check_auth
+from .defaults import deep_merge
 from .errors import ConfigError
 from .schema import DEFAULTS, GPULAB_SCHEMA
+from .secrets import read_secret
 from .validate import validate
 
 ENV_VAR = "GPULAB_CONFIG"
@@ -27,42 +31,15 @@ def config_path(config_dir: Path) -> Path:
     return Path(os.environ.get(ENV_VAR) or config_dir / "gpulab.yaml").resolve()
 
 
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
+def gpulab_db_url(cfg: dict) -> str:
+    """gpulab's tables live in the hub's database when it is PostgreSQL; with SQLite they get
+    their own file, so the allocator never waits on JupyterHub's write lock."""
+    return cfg["hub"]["db_url"] or f"sqlite:///{os.path.join(cfg['hub']['state_dir'], 'gpulab.sqlite')}"
 
 
-def read_secret(value: str, where: str, min_length: int = 32) -> str:
-    """'env:NAME' reads an environment variable, 'file:/path' a file; anything else is literal.
-
-    ``min_length`` guards tokens we generate; secrets issued by others (an OAuth client secret,
-    an LDAP password) are checked only for being non-empty (``min_length=1``)."""
-    if value.startswith("env:"):
-        name = value[4:]
-        if not os.environ.get(name):
-            raise ConfigError(f"{where}: environment variable {name} is not set")
-        secret = os.environ[name].strip()
-    elif value.startswith("file:"):
-        path = value[5:]
-        try:
-            secret = Path(path).read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"{where}: cannot read {path}: {e.strerror}") from None
-    else:
-        secret = value
-    if min_length > 1 and len(secret) < min_length:
-        raise ConfigError(f"{where}: a token must have at least {min_length} characters (generate one with `openssl rand -hex 32`)")
-    if not secret:
-        raise ConfigError(f"{where}: the secret is empty")
-    return secret
-
-
-def load(path: str | os.PathLike) -> dict[str, Any]:
+def load(path: str | os.PathLike, secrets: bool = True) -> dict[str, Any]:
+    """The validated file with its defaults. ``secrets=False`` (services) leaves secret
+    references ('env:...', 'file:...') unread: only the hub's environment holds them."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -83,22 +60,17 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     cfg["profiles_dir"] = str((base / cfg["profiles_dir"]).resolve())
     envs = cfg["environments"]
     if envs["dir"] == "auto":
-        from ..envs.manager import default_dir
-
         envs["dir"] = default_dir(os.geteuid() == 0, os.path.expanduser("~"))
     else:
         envs["dir"] = str((base / os.path.expanduser(envs["dir"])).resolve())
-    hub["api_tokens"] = {
-        name: read_secret(tok, f"hub.api_tokens.{name}") for name, tok in (hub["api_tokens"] or {}).items()
-    }
+    hub["api_tokens"] = {name: read_secret(tok, f"hub.api_tokens.{name}") if secrets else tok
+                         for name, tok in (hub["api_tokens"] or {}).items()}
     quotas = cfg["quotas"]
     quotas["groups"] = quotas.get("groups") or {}
     quotas["overrides"] = quotas.get("overrides") or []
     _check_inventory(cfg)
     _check_references(cfg)
-    from .auth import check_auth  # auth's own cross-checks and secrets
-
-    check_auth(cfg)
+    check_auth(cfg, secrets)
     return cfg
 
 
@@ -113,8 +85,6 @@ def _check_inventory(cfg: dict) -> None:
 
 def _check_references(cfg: dict) -> None:
     """Quota rules that name profiles or GPU types must name real ones (typos lock users out)."""
-    from ..profiles import load_dir
-
     catalog = load_dir(cfg["profiles_dir"], cfg["default_profile"], cfg["gpus"]["max_per_server"])
     q = cfg["quotas"]
     places = [("quotas.default", q.get("default") or {})]

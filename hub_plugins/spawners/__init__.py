@@ -1,6 +1,5 @@
-"""Spawners: the GPU mixin (``mixin``) and the backends that apply its allocations."""
-
-from .local import LocalGPUSpawner
-from .mixin import GPUSpawnerMixin
-
-__all__ = ["GPUSpawnerMixin", "LocalGPUSpawner"]
+"""Spawners: the GPU logic every backend shares (``mixin``, ``waiting``) and one package per
+backend, each its adapter (``spawner.py``) beside its pure builders: ``local``, ``docker``,
+``slurm``, ``kubernetes``. Nothing is imported here: JupyterHub loads a backend through its entry
+point (``hub_plugins.spawners.<backend>.spawner``), and a backend's pure modules import without it.
+"""

@@ -28,10 +28,10 @@ from jupyterhub.utils import maybe_future, url_path_join, wait_for_http_server
 from traitlets import Bool, HasTraits, default
 
 from ..core import GPULab
-from ..form import build_model, render
+from ..spawn.form import build_model, render
 from ..gpu.devices import format_devices
-from ..request import STANDARD_EXTRAS, RequestError, SpawnRequest, from_form, parse
-from ..budgeting import BudgetRefused
+from ..spawn.request import STANDARD_EXTRAS, RequestError, SpawnRequest, from_form, parse
+from ..accounting.keeper import BudgetRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
 from ..store.models import utcnow
 from ..validation import InputError, json_body
@@ -59,8 +59,6 @@ class HeldGPUs:
 class GPUSpawnerMixin(HasTraits):
     """Mix into any JupyterHub Spawner, first in the bases. (A HasTraits subclass, so that its
     ``@default`` handlers for Spawner traits are registered.)"""
-
-    gpulab_backend = "generic"
 
     watch_start = Bool(
         True,
@@ -298,7 +296,7 @@ class GPUSpawnerMixin(HasTraits):
         if status is None and self._gpulab_ready:
             now = utcnow()
             self._gpulab_last_alive = now
-            beat = (self.gpulab.billing or {}).get("heartbeat_seconds", 60)
+            beat = self.gpulab.settings.billing.heartbeat_seconds
             held = self.gpulab_held
             if held and (self._gpulab_last_beat is None or (now - self._gpulab_last_beat).total_seconds() >= beat):
                 self._gpulab_last_beat = now

@@ -18,7 +18,7 @@ import time
 from jupyterhub.spawner import SpawnException
 
 from ..gpu.devices import format_devices
-from ..request import RequestError
+from ..spawn.request import RequestError
 from ..store.allocator import Allocation, NoCapacity
 
 LOOK_EVERY = 5.0  # seconds between looks when nothing was released
@@ -39,8 +39,7 @@ def _eta_text(eta: dt.datetime | None, now: dt.datetime) -> str:
 async def wait_in_queue(spawner, req, first: NoCapacity) -> Allocation:
     core = spawner.gpulab
     owner, groups = spawner.gpulab_owner, spawner.gpulab_groups
-    settings = core.queue_settings or {}
-    max_wait = float(settings.get("max_wait_hours", 24)) * 3600
+    max_wait = core.settings.queue.max_wait_seconds
 
     def queueable_types():
         types = core.candidate_types(req, core.effective(owner.user_name, groups), core.inventory())
@@ -55,7 +54,6 @@ async def wait_in_queue(spawner, req, first: NoCapacity) -> Allocation:
     types = await core.run(queueable_types)
     entry_id, created = await core.run(core.queue.enqueue, owner, dict(spawner.user_options or {}),
                                        types, req.gpus)
-    spawner._gpulab_queue_entry = entry_id
     t0 = time.monotonic()
     # a request resumed after a hub restart keeps its place and its time in the queue
     waited_before = max(0.0, (dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - created).total_seconds())
@@ -100,7 +98,6 @@ async def wait_in_queue(spawner, req, first: NoCapacity) -> Allocation:
                 pass
     finally:
         core.forget_waiter(wakeup)
-        spawner._gpulab_queue_entry = None
         if not started:
             # the spawn was interrupted (the user stopped it) or refused: leave the queue. A hub
             # that dies here runs no finally, so its requests stay queued for the next hub.

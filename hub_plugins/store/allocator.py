@@ -87,6 +87,21 @@ class UsageTerms:
     queued_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class ReservationPlan:
+    """Everything one reservation needs, decided before the serialised transaction (the type
+    candidates, the quota rule, the usage terms): built by the core, taken whole by
+    :meth:`Allocator.reserve` and by the queue, which reserves inside its own transaction."""
+
+    profile: str
+    types: tuple[str, ...]  # candidates, in order of preference
+    count: int  # GPUs asked for (0: a CPU-only server)
+    inventory: Inventory
+    quota_check: Callable[[list[ServerUse], str], Decision] | None = None
+    reserve: bool = True  # False: engine placement (the scheduler picks the devices)
+    terms: UsageTerms | None = None
+
+
 @dataclass
 class Snapshot:
     """Everything held right now (for availability, quotas and admin views)."""
@@ -150,20 +165,25 @@ class Allocator:
         ``reserve=False`` (engine placement: SLURM, Kubernetes) records the count for quotas and
         accounting but reserves no device and never refuses for capacity: the engine's scheduler
         places the job and queues it when the cluster is full."""
-        types = [gpu_types] if isinstance(gpu_types, str) else list(gpu_types)
-        if count and not types:
+        types = (gpu_types,) if isinstance(gpu_types, str) else tuple(gpu_types)
+        return self.reserve(owner, ReservationPlan(profile, types, count, inventory, quota_check, reserve, usage))
+
+    def reserve(self, owner: Owner, plan: ReservationPlan) -> Allocation:
+        """:meth:`allocate` for a :class:`ReservationPlan`, in its own serialised transaction."""
+        if plan.count and not plan.types:
             raise ValueError("a GPU request needs at least one candidate type")
+
         def run():
             with self.db.write_conn(serial=True) as conn:
-                return self.allocate_in(conn, owner, profile, types, count, inventory, quota_check,
-                                        reserve, usage)
+                return self.allocate_in(conn, owner, plan)
 
         return self.db.retrying(run)
 
-    def allocate_in(self, conn, owner, profile, types, count, inventory, quota_check=None, reserve=True,
-                    terms=None) -> Allocation:
-        """:meth:`allocate` inside a serialised transaction the caller holds (the queue decides
+    def allocate_in(self, conn, owner: Owner, plan: ReservationPlan) -> Allocation:
+        """:meth:`reserve` inside a serialised transaction the caller holds (the queue decides
         and allocates in one transaction)."""
+        profile, types, count, inventory = plan.profile, list(plan.types), plan.count, plan.inventory
+        quota_check, reserve, terms = plan.quota_check, plan.reserve, plan.terms
         # Core statements on a bare connection: this runs for every spawn and every queue
         # decision, and the ORM's unit of work costs more than the SQL itself.
         mine = conn.execute(_MINE, {"uid": owner.user_id}).all()

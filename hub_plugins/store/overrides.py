@@ -19,6 +19,9 @@ from sqlalchemy import JSON, Date, DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..quota.limits import Override
+from ..settings.errors import ConfigError
+from ..settings.schema import LIMITS
+from ..settings.validate import validate
 from .db import Database
 from .models import Base, utcnow
 
@@ -112,10 +115,6 @@ def row_problem(r: OverrideRecord) -> str | None:
     """Why a stored override cannot be applied (None if it can). Rows written before the quotas
     service validated every number (a NaN or 1e308 limit) stay in databases: they are skipped, so
     that they never break the spawns and quota pages of their user, and listed for removal."""
-    from ..settings.errors import ConfigError
-    from ..settings.schema import LIMITS
-    from ..settings.validate import validate
-
     if not isinstance(r.limits, dict):
         return "its limits are not a mapping"
     try:

@@ -1,8 +1,6 @@
-"""Entry point JupyterHub starts (``python -m services.admin``), with settings from the hub:
-
-- ``GPULAB_QUOTAS_SETTINGS``: JSON with ``db_url``, ``quotas``, ``profiles_dir``,
-  ``default_profile``, ``max_per_server`` (what gpulab.yaml says; see ``update_services``);
-- JupyterHub's own service variables (``JUPYTERHUB_SERVICE_URL``, ``JUPYTERHUB_API_TOKEN``, ...).
+"""Entry point JupyterHub starts (``python -m services.admin``), configured as every gpulab
+service is: ``GPULAB_CONFIG`` (the hub's gpulab.yaml, read as typed settings) and JupyterHub's own
+service variables (``JUPYTERHUB_SERVICE_URL``, ``JUPYTERHUB_API_TOKEN``, ...).
 """
 
 from __future__ import annotations
@@ -13,31 +11,16 @@ import sys
 # brings it): a second of start-up, during which the hub waits, for IRI formats never checked here.
 sys.modules.setdefault("rfc3987_syntax", None)
 
-import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 from urllib.parse import urlparse  # noqa: E402
 
 from tornado.ioloop import IOLoop, PeriodicCallback  # noqa: E402
 
-from hub_plugins.core import GPULab  # noqa: E402
-
-from services.base import listen_host  # noqa: E402
+from services.base import core_from_settings, listen_host, load_settings  # noqa: E402
 
 from .app import make_app  # noqa: E402
 from .core import QuotaAdmin  # noqa: E402
-
-SETTINGS_VAR = "GPULAB_QUOTAS_SETTINGS"
-
-
-def core_from_settings(settings: dict) -> GPULab:
-    return GPULab(
-        db_url=settings["db_url"],
-        quotas=settings["quotas"],
-        profiles_dir=settings["profiles_dir"],
-        default_profile=settings.get("default_profile", ""),
-        max_gpus_per_server=settings.get("max_per_server", 4),
-    )
 
 
 def exit_with_the_hub(hub_pid: int):
@@ -54,12 +37,7 @@ def exit_with_the_hub(hub_pid: int):
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s quotas] %(message)s")
-    raw = os.environ.get(SETTINGS_VAR)
-    if not raw:
-        print(f"quotas service: {SETTINGS_VAR} is not set; the hub sets it when it starts this service",
-              file=sys.stderr)
-        return 2
-    admin = QuotaAdmin(core_from_settings(json.loads(raw)))
+    admin = QuotaAdmin(core_from_settings(load_settings()))
     admin.core.db  # create/upgrade gpulab's tables before the first request
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app = make_app(admin)

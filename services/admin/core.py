@@ -10,12 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 
 from hub_plugins.core import GPULab
-from hub_plugins.gpu.devices import format_equivalents, valid_type_name
-from hub_plugins.quota import headroom, server_label
-from hub_plugins.quota.limits import FIELDS, format_bytes, limits_as_dict
+from hub_plugins.gpu.devices import valid_type_name
+from hub_plugins.quota.limits import FIELDS, format_bytes
+from hub_plugins.quota.view import amount_text
 from hub_plugins.settings.errors import ConfigError
 from hub_plugins.settings.schema import NAME, OVERRIDE
 from hub_plugins.settings.validate import validate
@@ -86,12 +85,9 @@ def parse_override(body, actor: str, profiles: list[str], today: dt.date | None 
 
 def _limits_text(lim) -> dict:
     """The limits as a person reads them (the page)."""
-    def amount(v):
-        return "unlimited" if v is None else format_equivalents(v)
-
     return {
-        "max_gpus": amount(lim.max_gpus),
-        "max_gpus_per_server": amount(lim.max_gpus_per_server),
+        "max_gpus": amount_text(lim.max_gpus),
+        "max_gpus_per_server": amount_text(lim.max_gpus_per_server),
         "max_servers": "unlimited" if lim.max_servers is None else str(lim.max_servers),
         "profiles": "all" if lim.profiles is None else ", ".join(sorted(lim.profiles)) or "none",
         "gpu_types": "all" if lim.gpu_types is None else ", ".join(sorted(lim.gpu_types)) or "none",
@@ -115,35 +111,21 @@ class QuotaAdmin:
     def user_view(self, user: str, groups: list[str], admin: bool = False) -> dict:
         """A user's groups, effective limits (each with where it comes from), usage and active
         overrides: what the "Your quota" page and ``GET api/me`` show."""
-        eff = self.core.effective(user, groups)
-        usage = [server_use(s) for s in self.core.allocator.snapshot().servers if s.user_name == user]
-        in_use = sum((u.equivalents for u in usage), Fraction(0))
-        left = headroom(eff, usage)
+        view = self.core.quota_view(
+            user, groups, [server_use(s) for s in self.core.allocator.snapshot().servers if s.user_name == user])
         config_ids = {o.id for o in self.core.quota_config.overrides}
         return {
             "user": user,
             "admin": admin,
             "groups": sorted(groups),
-            "quota_groups": list(eff.groups),
-            "limits": limits_as_dict(eff.limits),
-            "limits_text": _limits_text(eff.limits),
-            "sources": {f: eff.source(f) for f in FIELDS},
-            "in_use": float(in_use),
-            "in_use_text": format_equivalents(in_use),
-            "left": None if left is None else float(left),
-            "left_text": "unlimited" if left is None else format_equivalents(left),
-            "servers": [
-                {"name": server_label(u.name), "profile": u.profile, "gpu_type": u.gpu_type, "count": u.count,
-                 "gpus": float(u.equivalents)}
-                for u in usage
-            ],
-            "overrides": [
-                {"id": o.id, "source": "config" if o.id in config_ids else "admin", "limits": dict(o.limits),
-                 "expires": o.expires.isoformat() if o.expires else None, "reason": o.reason,
-                 "approved_by": o.approved_by}
-                for o in eff.overrides
-            ],
-            "enforcement": self.core.quota_config.enforcement,
+            "quota_groups": list(view.eff.groups),
+            "limits": view.limits,
+            "limits_text": _limits_text(view.eff.limits),
+            "sources": view.sources(FIELDS),
+            **view.amounts(),
+            "servers": view.servers(),
+            "overrides": [{**o, "source": "config" if o["id"] in config_ids else "admin"} for o in view.overrides()],
+            "enforcement": view.enforcement,
         }
 
     # -- admin operations --------------------------------------------------------------------------

@@ -19,13 +19,13 @@ log = logging.getLogger("gpulab.billing")
 
 async def main() -> None:
     setup_logging("billing")
-    cfg = load_settings()
-    core = core_from_settings(cfg)
+    settings = load_settings()
+    core = core_from_settings(settings)
     core.db  # create/upgrade gpulab's tables before serving
-    await asyncio.to_thread(record_config_changes, core, cfg)
+    await asyncio.to_thread(record_config_changes, core, settings)
     host, port, prefix = service_address()
     hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/"
-    app: web.Application = make_app(BillingData(cfg, core, HubAPI()), prefix, hub_prefix)
+    app: web.Application = make_app(BillingData(settings, core, HubAPI()), prefix, hub_prefix)
     app.settings["cookie_secret"] = os.urandom(32)
     app.listen(port, address=host)
     log.info("billing service at http://%s:%d%s", host, port, prefix)

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import json
 
+from hub_plugins.settings.typed import Settings, plain
 from hub_plugins.store.models import LedgerEntry
 
 WATCHED = ("quotas", "budgets", "billing")
 
 
-def snapshot(cfg: dict) -> dict:
-    return json.loads(json.dumps({k: cfg.get(k) for k in WATCHED}, sort_keys=True, default=str))
+def snapshot(settings: Settings) -> dict:
+    return json.loads(json.dumps({k: plain(settings.raw.get(k)) for k in WATCHED}, sort_keys=True, default=str))
 
 
-def record_config_changes(core, cfg: dict, actor: str = "gpulab.yaml") -> list[str]:
+def record_config_changes(core, settings: Settings, actor: str = "gpulab.yaml") -> list[str]:
     """Write one ledger entry per changed section; returns the sections that changed."""
-    now = snapshot(cfg)
+    now = snapshot(settings)
     last: dict = {}
     for e in core.usage.ledger_entries("config"):
         if e.action == "config" and e.after:

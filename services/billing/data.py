@@ -9,10 +9,13 @@ import datetime as dt
 from fractions import Fraction
 from urllib.parse import quote
 
-from hub_plugins.budgeting import fmt_amount
+from tornado import web
+
+from hub_plugins.accounting.budgets import fmt_amount
 from hub_plugins.quota.decision import server_label
-from hub_plugins.quota.limits import limits_as_dict
+from hub_plugins.store.allocator import server_use
 from hub_plugins.store.usage import aware
+from services.base import HubAPIError
 
 from . import report
 
@@ -20,12 +23,9 @@ UTC = dt.timezone.utc
 
 
 class BillingData:
-    def __init__(self, cfg: dict, core, hub):
-        self.cfg, self.core, self.hub = cfg, core, hub
-
-    @property
-    def billing(self) -> dict:
-        return self.cfg["billing"]
+    def __init__(self, settings, core, hub):
+        self.settings, self.core, self.hub = settings, core, hub
+        self.billing = settings.core.billing
 
     # -- usage -----------------------------------------------------------------------------
     def usage(self, user: str | None, since: dt.datetime, until: dt.datetime, now: dt.datetime) -> dict:
@@ -33,8 +33,8 @@ class BillingData:
         # a range that reaches now includes what running servers are already charged (the
         # minimum charge), as budgets and metrics do
         hi = until if until < now else now + dt.timedelta(days=1)
-        rep = report.report(records, since, hi, now, self.billing["nominal_power_watts"],
-                            self.billing["grid_intensity_g_per_kwh"], self.billing["currency"])
+        rep = report.report(records, since, hi, now, self.billing.nominal_power_watts,
+                            self.billing.grid_intensity_g_per_kwh, self.billing.pricing.currency)
         rep["until"] = min(until, now).isoformat()
         return rep
 
@@ -44,10 +44,6 @@ class BillingData:
     # -- quota and budget ------------------------------------------------------------------
     async def groups_of(self, user: str) -> list[str]:
         """The user's hub groups; a 404 (tornado HTTPError) names a user the hub does not know."""
-        from tornado import web
-
-        from services.base import HubAPIError
-
         try:
             model = await self.hub.request("GET", f"/users/{quote(user, safe='')}")
         except HubAPIError as e:
@@ -58,12 +54,10 @@ class BillingData:
 
     def quota(self, user: str, user_id: int | None, groups: list[str], now: dt.datetime) -> dict:
         core = self.core
-        eff = core.effective(user, groups, now)
-        snap = core.allocator.snapshot()
-        mine = [s for s in snap.servers if s.user_name == user]
-        in_use = sum((Fraction(s.equivalents) for s in mine), Fraction(0))
+        mine = [s for s in core.allocator.snapshot().servers if s.user_name == user]
+        view = core.quota_view(user, groups, [server_use(s) for s in mine], now)
         keeper = core.budget_keeper
-        st = keeper.personal(user, eff.limits.budget, now)
+        st = keeper.personal(user, view.eff.limits.budget, now)
         unit, cur = keeper.config.unit, core.pricing.currency
         projects = []
         for p in keeper.projects_of(user, groups):
@@ -72,18 +66,17 @@ class BillingData:
                              "left": None if ps.left is None else round(ps.left, 4)})
         return {
             "user": user,
-            "groups": list(eff.groups) or groups,
-            "limits": limits_as_dict(eff.limits),
-            "sources": {k: eff.source(k) for k in limits_as_dict(eff.limits)},
-            "enforcement": core.quota_config.enforcement,
+            "groups": list(view.eff.groups) or groups,
+            "limits": view.limits,
+            "sources": view.sources(list(view.limits)),
+            "enforcement": view.enforcement,
             "in_use": {
-                "gpus": float(in_use),
+                "gpus": float(view.in_use),
                 "servers": [{"name": s.server_name, "label": server_label(s.server_name), "profile": s.profile,
                              "gpu_type": s.gpu_type, "gpu_count": s.gpu_count, "gpus": float(Fraction(s.equivalents)),
                              "since": aware(s.created_at).isoformat()} for s in mine],
             },
-            "overrides": [{"id": o.id, "limits": o.limits, "expires": o.expires and o.expires.isoformat(),
-                           "reason": o.reason, "approved_by": o.approved_by} for o in eff.overrides],
+            "overrides": view.overrides(),
             "budget": {
                 "unit": unit, "currency": cur, "period": keeper.config.period.kind,
                 "describe": keeper.config.period.describe(),

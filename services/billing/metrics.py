@@ -41,10 +41,9 @@ class _Collector:
         seconds: dict[str, float] = {}
         cost: dict[str, float] = {}
         for r in core.usage.records():
-            u = as_usage(r)
-            end = u.charged_end(now)
-            seconds[r.user_name] = seconds.get(r.user_name, 0.0) + u.amount("gpu_hours", u.start, end, now) * 3600
-            cost[r.user_name] = cost.get(r.user_name, 0.0) + u.amount("money", u.start, end, now)
+            ch = as_usage(r).charge(now)
+            seconds[r.user_name] = seconds.get(r.user_name, 0.0) + ch.gpu_seconds
+            cost[r.user_name] = cost.get(r.user_name, 0.0) + ch.cost
         c = CounterMetricFamily("gpulab_gpu_seconds", "GPU-equivalent-seconds used (running servers included)",
                                 labels=["user"])
         m = CounterMetricFamily("gpulab_cost", f"Cost in {core.pricing.currency}", labels=["user"])

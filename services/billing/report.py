@@ -56,7 +56,7 @@ def line(r, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict, gri
     eq = float(Fraction(r.equivalents))
     if r.energy_wh > 0:
         # measured power covers the whole life; count the share inside the range
-        total = u.amount("gpu_hours", u.start, u.charged_end(now), now)
+        total = u.charge(now).gpu_seconds / 3600
         kwh = r.energy_wh / 1000 * (gpu_hours / total if total else 0.0)
         measured = True
     else:

@@ -14,11 +14,11 @@ log = logging.getLogger("gpulab.culler")
 
 async def main() -> None:
     setup_logging("culler")
-    cfg = load_settings()
-    core = core_from_settings(cfg)
+    settings = load_settings()
+    core = core_from_settings(settings)
     core.db  # tables exist before the first round
-    culler = Culler(cfg, core, HubAPI())
-    log.info("culler: every %ss, policies: %s", cfg["culler"]["interval_seconds"],
+    culler = Culler(settings, core, HubAPI())
+    log.info("culler: every %ss, policies: %s", settings.culler["interval_seconds"],
              ", ".join(p.name for p in culler.settings.policies))
     await culler.run_forever()
 

@@ -21,16 +21,25 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from hub_plugins.accounting.budgets import BudgetConfig
+from hub_plugins.settings.defaults import cull_policy, section
+from hub_plugins.settings.schema import CULL_POLICY_DEFAULTS as _POLICY
+from hub_plugins.settings.schema import DEFAULTS
+
 MIN = dt.timedelta(minutes=1)
+# what a cull is recorded as (the usage record's stop reason)
+STOP_CATEGORY = {"gpu_idle": "culled", "inactive": "culled", "max_age": "culled", "runtime": "runtime",
+                 "budget": "budget"}
+_CULLER = DEFAULTS["culler"]
 
 
 @dataclass(frozen=True)
 class Policy:
-    name: str = "default"
-    gpu_idle_minutes: float | None = 30
-    inactive_minutes: float | None = 480
-    max_age_hours: float | None = None
-    startup_grace_minutes: float = 10
+    name: str = _POLICY["name"]
+    gpu_idle_minutes: float | None = _POLICY["gpu_idle_minutes"]
+    inactive_minutes: float | None = _POLICY["inactive_minutes"]
+    max_age_hours: float | None = _POLICY["max_age_hours"]
+    startup_grace_minutes: float = _POLICY["startup_grace_minutes"]
     match_profiles: frozenset[str] | None = None
     match_groups: frozenset[str] | None = None
     match_gpu: bool | None = None  # True: servers with GPUs; False: CPU-only; None: any
@@ -48,37 +57,35 @@ class Policy:
 @dataclass(frozen=True)
 class Settings:
     policies: tuple[Policy, ...] = (Policy(),)
-    gpu_idle_threshold: float = 5.0  # percent
-    cpu_idle_threshold: float = 10.0  # percent of one core
-    scarcity_above: float = 0.8
-    scarcity_factor: float = 0.5
-    warn_at: tuple[float, ...] = (0.8, 0.95)
-    keep_alive_max: dt.timedelta = dt.timedelta(hours=24)
+    gpu_idle_threshold: float = _CULLER["gpu_idle_threshold"]  # percent
+    cpu_idle_threshold: float = _CULLER["cpu_idle_threshold"]  # percent of one core
+    scarcity_above: float = _CULLER["scarcity"]["above"]
+    scarcity_factor: float = _CULLER["scarcity"]["factor"]
+    warn_at: tuple[float, ...] = tuple(_CULLER["warn_at"])
+    keep_alive_max: dt.timedelta = dt.timedelta(hours=_CULLER["keep_alive_max_hours"])
     budget_grace: dt.timedelta | None = None  # None: budgets are not enforced on running servers
 
     @classmethod
     def from_config(cls, c: dict, budgets: dict | None = None) -> Settings:
+        """From the ``culler`` and ``budgets`` sections (each completed from DEFAULTS)."""
+        c, budgets = section("culler", c), BudgetConfig.from_config(budgets)
         pols = []
-        for p in c.get("policies") or [{}]:
-            m = p.get("match") or {}
+        for p in map(cull_policy, c["policies"]):
+            m = p["match"]
             pols.append(Policy(
-                name=p.get("name", "default"),
-                gpu_idle_minutes=p.get("gpu_idle_minutes", 30), inactive_minutes=p.get("inactive_minutes", 480),
-                max_age_hours=p.get("max_age_hours"), startup_grace_minutes=p.get("startup_grace_minutes", 10),
+                name=p["name"], gpu_idle_minutes=p["gpu_idle_minutes"], inactive_minutes=p["inactive_minutes"],
+                max_age_hours=p["max_age_hours"], startup_grace_minutes=p["startup_grace_minutes"],
                 match_profiles=frozenset(m["profiles"]) if "profiles" in m else None,
                 match_groups=frozenset(m["groups"]) if "groups" in m else None,
                 match_gpu=m.get("gpu"),
             ))
-        scarcity = c.get("scarcity") or {}
-        budgets = budgets or {}
         return cls(
-            policies=tuple(pols), gpu_idle_threshold=float(c.get("gpu_idle_threshold", 5)),
-            cpu_idle_threshold=float(c.get("cpu_idle_threshold", 10)),
-            scarcity_above=float(scarcity.get("above", 0.8)), scarcity_factor=float(scarcity.get("factor", 0.5)),
-            warn_at=tuple(c.get("warn_at", (0.8, 0.95))),
-            keep_alive_max=dt.timedelta(hours=float(c.get("keep_alive_max_hours", 24))),
-            budget_grace=(dt.timedelta(minutes=budgets.get("grace_minutes", 30))
-                          if budgets.get("enforce_running") else None),
+            policies=tuple(pols), gpu_idle_threshold=float(c["gpu_idle_threshold"]),
+            cpu_idle_threshold=float(c["cpu_idle_threshold"]),
+            scarcity_above=float(c["scarcity"]["above"]), scarcity_factor=float(c["scarcity"]["factor"]),
+            warn_at=tuple(c["warn_at"]),
+            keep_alive_max=dt.timedelta(hours=float(c["keep_alive_max_hours"])),
+            budget_grace=dt.timedelta(minutes=budgets.grace_minutes) if budgets.enforce_running else None,
         )
 
     def policy_for(self, s: Server) -> Policy | None:
@@ -186,3 +193,34 @@ def decide(servers: list[Server], settings: Settings, now: dt.datetime, allocate
                                  else "Save your work."),
                               max(due), left))
     return out
+
+
+# -- what one round measured, decided before ``decide`` (pure, tested with tables) -------------
+def gpu_idle(utils: list[float | None], threshold: float, previous: dt.datetime | None,
+             now: dt.datetime) -> tuple[bool, dt.datetime | None]:
+    """(measured, idle since) for one server's GPUs this round: measured when every one of them
+    has a sample; idle since ``previous`` (or now) while all are below ``threshold`` percent,
+    None as soon as one is busy. Unmeasured, the stretch so far is kept."""
+    if not utils or any(u is None for u in utils):
+        return False, previous
+    if any(u >= threshold for u in utils):
+        return True, None
+    return True, previous or now
+
+
+def energy_wh(powers: list[float | None], seconds: float) -> float:
+    """Energy of a server's GPUs over the round (0 when a device reports no power)."""
+    if not powers or any(p is None for p in powers):
+        return 0.0
+    return sum(powers) * seconds / 3600
+
+
+def spent_since(previous: dt.datetime | None, spent: bool, now: dt.datetime) -> dt.datetime | None:
+    """Since when a budget has been spent: the first round that saw it spent, until it is not."""
+    return (previous or now) if spent else None
+
+
+def allocated_fraction(avail) -> float:
+    """The share of the hub's GPUs allocated now (``TypeAvailability`` rows), for scarcity."""
+    total = sum(a.total for a in avail)
+    return 1 - sum(a.free for a in avail) / total if total else 0.0

@@ -1,7 +1,9 @@
-"""The culler's loop (I/O): gather servers, activity and GPU samples, ask ``decide``, act.
+"""The culler's loop (I/O): gather servers, activity and GPU samples, ask the pure module
+(``decide``) what each measurement means and what to do, act through the hub's API, and write
+only through the store (``store/samples.py``, ``store/usage.py``).
 
-Each round it also records utilisation, efficiency and energy on the usage records, and restarts
-queued requests whose spawn was lost (a hub restart) so that they keep their place in the queue.
+Each round it also records utilisation, efficiency and energy on the usage records, and runs the
+queue's keeper (``keeper.py``).
 """
 
 from __future__ import annotations
@@ -12,24 +14,24 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 
-import sqlalchemy as sa
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from hub_plugins.gpu.metrics import make_reader
-from hub_plugins.spawners.sysusers import system_username
-from hub_plugins.store.models import GPUSample, UsageRecord, utcnow
-from hub_plugins.store.usage import aware, naive
+from hub_plugins.settings.typed import Settings, plain
+from hub_plugins.spawners.local.sysusers import system_username
+from hub_plugins.store.samples import Measured, SampleStore
+from hub_plugins.store.usage import aware
 from services.base import HubAPIError
 
+from . import keeper
 from .cpu import CpuTracker
-from .decide import Action, Server, Settings, decide
+from .decide import Action, Server
+from .decide import Settings as CullSettings
+from .decide import STOP_CATEGORY, allocated_fraction, decide, energy_wh, gpu_idle, spent_since
 
 log = logging.getLogger("gpulab.culler")
 UTC = dt.timezone.utc
-STOP_CATEGORY = {"gpu_idle": "culled", "inactive": "culled", "max_age": "culled", "runtime": "runtime",
-                 "budget": "budget"}
 
 
 def parse_time(text):
@@ -37,17 +39,18 @@ def parse_time(text):
 
 
 class Culler:
-    def __init__(self, cfg: dict, core, hub):
-        self.cfg, self.core, self.hub = cfg, core, hub
-        c = cfg["culler"]
-        self.conf = c
-        self.settings = Settings.from_config(c, cfg["budgets"])
-        m = c.get("metrics") or {}
-        self.reader = make_reader(m.get("source", "auto"), cfg["gpus"]["inventory"],
-                                  m.get("simulated_file") or os.path.join(cfg["hub"]["state_dir"],
-                                                                         "simulated-gpu-metrics.json"),
-                                  m.get("prometheus_url"))
-        self.cpu = CpuTracker(self.settings.cpu_idle_threshold) if cfg["backend"] == "local" else None
+    def __init__(self, settings: Settings, core, hub):
+        self.core, self.hub = core, hub
+        self.local = settings.local if settings.backend == "local" else None
+        c = self.conf = settings.culler
+        self.settings = CullSettings.from_config(plain(c), plain(settings.raw["budgets"]))
+        self.lost_after = settings.core.queue.policy.stale_after
+        m = c["metrics"]
+        self.reader = make_reader(m["source"], settings.inventory,
+                                  m["simulated_file"] or os.path.join(settings.state_dir, "simulated-gpu-metrics.json"),
+                                  m["prometheus_url"])
+        self.cpu = CpuTracker(self.settings.cpu_idle_threshold) if self.local else None
+        self.samples = SampleStore(core.db)
         self.budget_spent: dict[str, dt.datetime] = {}
         self.last_round: float | None = None
 
@@ -57,54 +60,35 @@ class Culler:
         interval = time.monotonic() - self.last_round if self.last_round else self.conf["interval_seconds"]
         self.last_round = time.monotonic()
         users = await self.hub.users(state="active")
-        servers, samples = await asyncio.to_thread(self._gather, users, now, interval)
-        inv_total = sum(a.total for a in self.core.availability())
-        allocated = 1 - sum(a.free for a in self.core.availability()) / inv_total if inv_total else 0.0
-        actions = decide(servers, self.settings, now, allocated)
+        servers = await asyncio.to_thread(self._gather, users, now, interval)
+        actions = decide(servers, self.settings, now, allocated_fraction(self.core.availability()))
         for a in actions:
             await self._act(a, users)
-        await self._restart_lost_queue_requests(users, now)
-        await asyncio.to_thread(self._prune, now)
+        await keeper.restart_lost(self.hub, self.core.queue, users, now, self.lost_after)
+        await asyncio.to_thread(self.samples.prune, now - dt.timedelta(hours=float(self.conf["keep_samples_hours"])))
         return actions
 
-    def _gather(self, users, now, interval) -> tuple[list[Server], dict]:
+    def _gather(self, users, now, interval) -> list[Server]:
         core = self.core
-        holdings = core.allocator.holdings()
-        devices_of = {sid: devs for sid, (_s, devs) in holdings.items()}
+        devices_of = {sid: devs for sid, (_s, devs) in core.allocator.holdings().items()}
         inv = {d.key: d for d in core.inventory().devices}
         records = {(r.user_name, r.server_name): r for r in core.usage.records(open_only=True)}
         held = [inv[d.device_key] for devs in devices_of.values() for d in devs if d.device_key in inv]
         samples = self.reader.read(held) if held else {}
-        keeper = core.budget_keeper
-        servers, updates = [], []
+        servers, measured = [], []
         for u in users:
             for name, s in (u.get("servers") or {}).items():
                 if not s.get("ready"):
                     continue
                 rec = records.get((u["name"], name))
                 keys = [d.device_key for d in devices_of.get(rec.spawn_id, [])] if rec else []
-                utils = [samples[k].util for k in keys if k in samples]
-                known = bool(keys) and len(utils) == len(keys) and all(x is not None for x in utils)
-                idle_since = aware(rec.idle_since) if rec and rec.idle_since else None
+                utils = [samples[k].util if k in samples else None for k in keys]
+                known, idle_since = gpu_idle(utils, self.settings.gpu_idle_threshold,
+                                             aware(rec.idle_since) if rec else None, now)
                 if rec and known:
-                    busy = any(x >= self.settings.gpu_idle_threshold for x in utils)
-                    idle_since = None if busy else (idle_since or now)
-                    power = [samples[k].power_w for k in keys]
-                    updates.append((rec.id, sum(utils) / len(utils), idle_since,
-                                    sum(power) * interval / 3600 if all(p is not None for p in power) else 0.0))
+                    measured.append(Measured(rec.id, sum(utils) / len(utils), idle_since,
+                                             energy_wh([samples[k].power_w for k in keys], interval)))
                 groups = tuple(u.get("groups") or ())
-                budget_since = None
-                if self.settings.budget_grace is not None and rec and rec.gpu_count:
-                    # the budget the server is charged to: its project's, or its user's own
-                    if rec.project:
-                        key, status = f"project:{rec.project}", keeper.project(rec.project, now)
-                    else:
-                        limit = core.effective(u["name"], groups, now).limits.budget
-                        key, status = u["name"], keeper.personal(u["name"], limit, now)
-                    if status.spent:
-                        budget_since = self.budget_spent.setdefault(key, now)
-                    else:
-                        self.budget_spent.pop(key, None)
                 servers.append(Server(
                     user=u["name"], name=name, profile=rec.profile if rec else "", groups=groups,
                     gpu_count=rec.gpu_count if rec else 0,
@@ -114,38 +98,37 @@ class Culler:
                     gpu_idle_since=idle_since, gpu_samples=known,
                     keep_alive_at=self._keep_alive(u["name"]),
                     runtime_limit=dt.timedelta(seconds=rec.runtime_limit_s) if rec and rec.runtime_limit_s else None,
-                    budget_spent_since=budget_since, warned=rec.warned if rec else "",
+                    budget_spent_since=self._budget_spent_since(rec, u["name"], groups, now),
+                    warned=rec.warned if rec else "",
                 ))
-        self._record_samples(samples, updates, now)
-        return servers, samples
+        self.samples.record(samples, measured, now)
+        return servers
 
-    def _record_samples(self, samples, updates, now) -> None:
-        def run():
-            with self.core.db.write() as s:
-                for key, smp in samples.items():
-                    if smp.util is not None:
-                        s.add(GPUSample(device_key=key, at=naive(now), util=smp.util,
-                                        memory_used_mib=smp.memory_used_mib or 0.0, power_w=smp.power_w))
-                for rec_id, util, idle_since, wh in updates:
-                    s.execute(sa.update(UsageRecord).where(UsageRecord.id == rec_id).values(
-                        util_sum=UsageRecord.util_sum + util, util_samples=UsageRecord.util_samples + 1,
-                        energy_wh=UsageRecord.energy_wh + wh,
-                        idle_since=naive(idle_since) if idle_since else None))
-
-        self.core.db.retrying(run)
+    def _budget_spent_since(self, rec, user: str, groups, now) -> dt.datetime | None:
+        """Since when the budget this server is charged to (its project's, or its user's own)
+        has been spent; only read when budgets are enforced on running servers."""
+        if self.settings.budget_grace is None or not rec or not rec.gpu_count:
+            return None
+        budgets = self.core.budget_keeper
+        if rec.project:
+            key, status = f"project:{rec.project}", budgets.project(rec.project, now)
+        else:
+            limit = self.core.effective(user, groups, now).limits.budget
+            key, status = user, budgets.personal(user, limit, now)
+        since = spent_since(self.budget_spent.get(key), status.spent, now)
+        if since is None:
+            self.budget_spent.pop(key, None)
+        else:
+            self.budget_spent[key] = since
+        return since
 
     def _keep_alive(self, user: str) -> dt.datetime | None:
         """mtime of the user's ``~/.keep-alive`` (local backend: we know where homes are)."""
-        if self.cfg["backend"] != "local":
+        if self.local is None:
             return None
-        local = self.cfg["local"]
-        sysname = system_username(user, local["system_user_prefix"])
-        if os.geteuid() == 0 and local["system_users"] == "auto":
-            home = Path(local["home_root"]) / sysname
-        else:
-            home = Path(self.cfg["hub"]["state_dir"]) / "homes" / sysname
+        home = self.local.home(system_username(user, self.local.system_user_prefix))
         try:
-            return dt.datetime.fromtimestamp((home / ".keep-alive").stat().st_mtime, UTC)
+            return dt.datetime.fromtimestamp(os.stat(os.path.join(home, ".keep-alive")).st_mtime, UTC)
         except OSError:
             return None
 
@@ -154,7 +137,7 @@ class Culler:
         usage = self.core.usage
         if a.kind == "warn":
             log.info("warning %s:%s: %s", a.user, a.server, a.message)
-            await asyncio.to_thread(self._set_warned, a)
+            await asyncio.to_thread(self.samples.set_warned, a.user, a.server, a.tag)
             await asyncio.to_thread(usage.event, "warned", a.reason, a.user, a.server, a.message, a.minutes_left)
             await self._webhook(a, users)
             return
@@ -167,23 +150,14 @@ class Culler:
         except HubAPIError as e:
             log.error("could not stop %s:%s: %s", a.user, a.server, e)
 
-    def _set_warned(self, a: Action) -> None:
-        def run():
-            with self.core.db.write() as s:
-                s.execute(sa.update(UsageRecord).where(
-                    UsageRecord.user_name == a.user, UsageRecord.server_name == a.server,
-                    UsageRecord.stopped_at.is_(None)).values(warned=a.tag))
-
-        self.core.db.retrying(run)
-
     def webhook_for(self, user: str, groups) -> str | None:
-        hooks = self.conf.get("webhooks") or {}
-        if user in (hooks.get("users") or {}):
+        hooks = self.conf["webhooks"]
+        if user in hooks["users"]:
             return hooks["users"][user]
         for g in groups:
-            if g in (hooks.get("groups") or {}):
+            if g in hooks["groups"]:
                 return hooks["groups"][g]
-        return hooks.get("default")
+        return hooks["default"]
 
     async def _webhook(self, a: Action, users) -> None:
         groups = next((u.get("groups") or [] for u in users if u["name"] == a.user), [])
@@ -199,31 +173,6 @@ class Culler:
         except Exception as e:  # a broken webhook must not stop culling
             log.warning("webhook %s failed: %s", url, e)
 
-    # -- the queue's keeper ------------------------------------------------------------------
-    async def _restart_lost_queue_requests(self, users, now) -> None:
-        """A queued request whose waiting spawn was lost (the hub restarted) is started again;
-        the hub recognises it and keeps its place."""
-        active = {(u["name"], n) for u in users for n in (u.get("servers") or {})}
-        lost_after = dt.timedelta(seconds=float(self.cfg["queue"].get("lost_after_seconds", 120)))
-        for e in await asyncio.to_thread(self.core.queue.entries):
-            stale = now - aware(e.heartbeat_at) > lost_after
-            if e.state != "waiting" or not stale or (e.user_name, e.server_name) in active:
-                continue
-            log.info("restarting %s:%s's queued request after a lost spawn", e.user_name, e.server_name)
-            try:
-                await self.hub.start(e.user_name, e.server_name, json.loads(e.options))
-            except HubAPIError as err:
-                log.warning("could not restart %s:%s's queued request: %s", e.user_name, e.server_name, err)
-
-    def _prune(self, now) -> None:
-        keep = dt.timedelta(hours=float(self.conf.get("keep_samples_hours", 6)))
-
-        def run():
-            with self.core.db.write() as s:
-                s.execute(sa.delete(GPUSample).where(GPUSample.at < naive(now - keep)))
-
-        self.core.db.retrying(run)
-
     async def run_forever(self) -> None:
         while True:
             t0 = time.monotonic()
@@ -234,4 +183,4 @@ class Culler:
             await asyncio.sleep(max(0.5, self.conf["interval_seconds"] - (time.monotonic() - t0)))
 
 
-__all__ = ["Culler", "utcnow"]
+__all__ = ["Culler"]

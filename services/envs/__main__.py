@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from hub_plugins.envs.manager import EnvDir, buildable
-from hub_plugins.profiles import load_dir
-from hub_plugins.settings import load
+from hub_plugins.spawn.profiles import load_dir
+from hub_plugins.settings.loader import load
 
 
 def log(message: str) -> None:

@@ -23,24 +23,28 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from jupyterhub.utils import random_port
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
+from services.base import listen_host, load_settings
+
 from . import policy, tokens
 from .accounts import Accounts, MLflowError
-from .server import MLflowProcess, load_secrets, rotate_key
+from .server import MLflowProcess, _die_with_parent, load_secrets, rotate_key
 
 log = logging.getLogger("gpulab.mlflow")
 HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
        "transfer-encoding", "upgrade", "host", "cookie", "authorization", "origin", "content-length"}
+MAX_BODY = 64 * 2**30  # largest upload (artifacts)
 MAX_JSON = 16 * 2**20  # the small API calls the front reads are kept in memory: cap them
 RESPONSE_DROP = {"connection", "keep-alive", "transfer-encoding", "set-cookie", "www-authenticate"}
 
@@ -260,16 +264,17 @@ class ProxyHandler(HubOAuthenticated, Base):
 
 
 class Service:
-    def __init__(self, args, prefix: str, hub_token: str):
-        self.state = Path(args.state_dir)
+    def __init__(self, state_dir: str, mlflow: Mapping, prefix: str, hub_token: str):
+        self.state = Path(state_dir)
         self.prefix = prefix
         self.hub_token = hub_token
-        self.lifetime = args.token_lifetime_days * 86400
-        self.max_body = args.max_body
+        self.lifetime = mlflow["token_lifetime_days"] * 86400
+        self.max_body = MAX_BODY
         self.secrets = load_secrets(self.state)
         self.key = self.secrets.key
-        port = args.mlflow_port or _free_port()
-        self.mlflow = MLflowProcess(self.state, port, prefix, args.backend_store_uri, args.artifacts_destination)
+        port = random_port()
+        self.mlflow = MLflowProcess(self.state, port, prefix, mlflow["backend_store_uri"],
+                                    mlflow["artifacts_destination"])
         self.upstream = f"http://127.0.0.1:{port}{prefix.rstrip('/')}"
         self.accounts = Accounts(self.mlflow.url, self.secrets.admin_password, self.key, log)
         self.ready = False
@@ -293,12 +298,6 @@ class Service:
                     log.error("%s", e)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def make_app(service: Service) -> web.Application:
     p = service.prefix
     return web.Application(
@@ -318,27 +317,21 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m services.mlflow", description=__doc__.splitlines()[0])
     ap.add_argument("command", nargs="?", default="serve", choices=["serve", "rotate-key"],
                     help="serve (as a JupyterHub service), or rotate-key (revoke every credential)")
-    ap.add_argument("--state-dir", required=True, help="the service's private directory")
-    ap.add_argument("--mlflow-port", type=int, default=0, help="MLflow's loopback port (0: a free one)")
-    ap.add_argument("--backend-store-uri", default=None, help="default: sqlite in the state dir")
-    ap.add_argument("--artifacts-destination", default=None, help="default: <state dir>/artifacts")
-    ap.add_argument("--token-lifetime-days", type=int, default=90, help="how long spawn credentials work")
-    ap.add_argument("--max-body", type=int, default=64 * 2**30, help="largest upload in bytes")
+    ap.add_argument("--state-dir", default=None,
+                    help="the service's private directory (default: <hub.state_dir>/mlflow of GPULAB_CONFIG)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s %(name)s] %(message)s")
+    settings = load_settings()  # GPULAB_CONFIG, as every service
+    state = args.state_dir or os.path.join(settings.state_dir, "mlflow")
     if args.command == "rotate-key":
-        rotate_key(Path(args.state_dir))
+        rotate_key(Path(state))
         print("signing key replaced: restart the hub (or the mlflow service); servers get new credentials on their next start")
         return
-    from .server import _die_with_parent
-
     _die_with_parent()  # a hub killed with SIGKILL must not leave us (and MLflow) running
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/mlflow/")
-    service = Service(args, prefix, os.environ.get("JUPYTERHUB_API_TOKEN", ""))
+    service = Service(state, settings.mlflow, prefix, os.environ.get("JUPYTERHUB_API_TOKEN", ""))
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8090"))
-    server = HTTPServer(make_app(service), max_body_size=args.max_body, idle_connection_timeout=3600)
-    from services.base import listen_host
-
+    server = HTTPServer(make_app(service), max_body_size=service.max_body, idle_connection_timeout=3600)
     server.listen(url.port, listen_host(url))
     loop = IOLoop.current()
 

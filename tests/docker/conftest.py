@@ -29,7 +29,7 @@ from images.engine import DockerEngine, EngineError  # noqa: E402
 
 def base_image_tag() -> str:
     """gpulab/base's tag comes from the minimal profile's pins."""
-    from hub_plugins.profiles import load_dir
+    from hub_plugins.spawn.profiles import load_dir
 
     return load_dir(ROOT / "profiles").get("minimal").image
 

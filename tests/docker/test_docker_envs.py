@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from hub_plugins.envs import install
-from hub_plugins.profiles import load_dir
+from hub_plugins.spawn.profiles import load_dir
 from tests.docker.conftest import ROOT, docker_hub_config
 from tests.support.hubproc import Hub
 

@@ -12,7 +12,7 @@ import pytest
 
 from hub_plugins.envs import install
 from hub_plugins.envs.manager import EnvDir
-from hub_plugins.profiles import load_dir
+from hub_plugins.spawn.profiles import load_dir
 from tests.conftest import require
 from tests.support.hubproc import TEST_ENVS_DIR
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from hub_plugins.envs.manager import EnvDir
-from hub_plugins.profiles import load_dir
+from hub_plugins.spawn.profiles import load_dir
 from tests.support.hubproc import ROOT
 from tests.support.polling import wait_for
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from hub_plugins.slurm.capacity import SlurmCapacity
+from hub_plugins.spawners.slurm.capacity import SlurmCapacity
 from tests.conftest import require
 from tests.hub.test_form import form_model, login, signup
 from tests.support import slurmcluster

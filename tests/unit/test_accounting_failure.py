@@ -7,9 +7,9 @@ import pytest
 import sqlalchemy as sa
 from traitlets.config import Config
 
-from hub_plugins.budgeting import BudgetRefused
+from hub_plugins.accounting.keeper import BudgetRefused
 from hub_plugins.core import GPULab
-from hub_plugins.request import parse
+from hub_plugins.spawn.request import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,10 @@ import pytest
 import yaml
 from traitlets.config import Config
 
-from hub_plugins.settings import ConfigError, apply_all, load
+from hub_plugins.settings.apply import apply_all
+from hub_plugins.settings.errors import ConfigError
+from hub_plugins.settings.loader import load
+from hub_plugins.settings.typed import load_settings
 from hub_plugins.settings.apply import QUOTAS_SERVICE_SCOPES, update_services
 from tests.unit.test_settings import ROOT, write
 
@@ -179,8 +182,9 @@ def test_quotas_service_least_privilege(tmp_path):
     (svc,) = [s for s in c.JupyterHub.services if s["name"] == "quotas"]
     assert svc["command"][1:] == ["-m", "services.admin"] and svc["cwd"] == str(ROOT)
     assert svc["url"].startswith("http://127.0.0.1:") and svc["oauth_no_confirm"] and svc["display"]
-    settings = json.loads(svc["environment"]["GPULAB_QUOTAS_SETTINGS"])
-    assert settings["db_url"].endswith("gpulab.sqlite") and settings["quotas"]["overrides"][0]["expires"] == "2099-01-01"
+    # configured as every service is: the hub's gpulab.yaml, read as typed settings
+    settings = load_settings(svc["environment"]["GPULAB_CONFIG"])
+    assert settings.db_url.endswith("gpulab.sqlite") and settings.raw["quotas"]["overrides"][0]["expires"] == "2099-01-01"
     (role,) = [r for r in c.JupyterHub.load_roles if r["name"] == "gpulab-quotas-service"]
     assert role["scopes"] == QUOTAS_SERVICE_SCOPES == ["list:users", "read:users:name", "read:users:groups"]
     assert role["services"] == ["quotas"] and "users" not in role and "groups" not in role

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from traitlets.config import Config
 
-from hub_plugins.settings import ConfigError
+from hub_plugins.settings.errors import ConfigError
 from hub_plugins.settings.apply import BACKEND_SPAWNERS, UPDATES
 from hub_plugins.settings.cluster import update_kubernetes, update_slurm
-from hub_plugins.settings.loader import deep_merge
+from hub_plugins.settings.defaults import deep_merge
 from hub_plugins.settings.schema import DEFAULTS, GPULAB_SCHEMA
 from hub_plugins.settings.validate import validate
 

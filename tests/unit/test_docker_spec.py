@@ -162,7 +162,7 @@ def test_every_profile_image_has_a_dockerfile_and_its_pins():
     root = Path(__file__).resolve().parents[2]
     steps = plan(profile_images(root / "profiles"), dockerfiles(), "x")
     # the tags are the pins' (as in the Helm values and the form); each context carries them
-    from hub_plugins.profiles import load_dir
+    from hub_plugins.spawn.profiles import load_dir
 
     catalog = load_dir(root / "profiles")
     for s in steps:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hub_plugins.form import FormContext, form_model
+from hub_plugins.spawn.form import FormContext, form_model
 from hub_plugins.gpu.availability import TypeAvailability
-from hub_plugins.profiles import load_dir
+from hub_plugins.spawn.profiles import load_dir
 from hub_plugins.quota import QuotaConfig, resolve
 
 ROOT = Path(__file__).resolve().parents[2]

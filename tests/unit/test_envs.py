@@ -13,7 +13,7 @@ from hub_plugins.envs import install
 from hub_plugins.envs.manager import EnvState, default_dir, resolve_prefix
 from hub_plugins.envs.spec import REQUIRED, EnvSpec, Pin, image_ref
 from hub_plugins.envs.status import describe
-from hub_plugins.profiles import load_dir, profile_from_dict
+from hub_plugins.spawn.profiles import load_dir, profile_from_dict
 from hub_plugins.settings.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,10 +3,10 @@
 import datetime as dt
 from fractions import Fraction
 
-from hub_plugins.form import FormContext, form_model, render
+from hub_plugins.spawn.form import FormContext, form_model, render
 from hub_plugins.gpu.availability import availability
 from hub_plugins.gpu.simulated import parse_spec
-from hub_plugins.profiles import Catalog, profile_from_dict
+from hub_plugins.spawn.profiles import Catalog, profile_from_dict
 from hub_plugins.quota import QuotaConfig, ServerUse, resolve
 
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.timezone.utc)

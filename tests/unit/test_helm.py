@@ -19,8 +19,8 @@ from kubespawner import KubeSpawner
 from traitlets.config import Config
 
 from hub_plugins.core import GPULab
-from hub_plugins.kube import helm
-from hub_plugins.spawners.kubernetes import KubeGPUSpawner
+from hub_plugins.spawners.kubernetes import helm
+from hub_plugins.spawners.kubernetes.spawner import KubeGPUSpawner
 
 ROOT = Path(__file__).resolve().parents[2]
 # The chart's schema and defaults, kept outside the project (../shared/data/z2jh, see its README);
@@ -91,7 +91,7 @@ def test_hub_config_in_the_values_loads_gpulab(values, tmp_path):
         path.write_text(f["stringData"])
     c = Config()
     c.JupyterHub.db_url = values["hub"]["db"]["url"]  # what the chart's own config sets first
-    from hub_plugins.kube.hubconfig import configure
+    from hub_plugins.spawners.kubernetes.hubconfig import configure
 
     cfg = configure(c, str(tmp_path / values["hub"]["extraEnv"]["GPULAB_CONFIG"].lstrip("/")))
     assert cfg["backend"] == "kubernetes"

@@ -19,13 +19,13 @@ from traitlets.config import Config
 
 from hub_plugins.core import GPULab
 from hub_plugins.gpu.devices import kind_of
-from hub_plugins.kube.capacity import KubeCapacity
-from hub_plugins.kube.nodes import auto_name, inventory_from_cluster, pod_requests, tolerated
-from hub_plugins.kube.queue import queue_message, queue_position, unschedulable_reason
+from hub_plugins.spawners.kubernetes.capacity import KubeCapacity
+from hub_plugins.spawners.kubernetes.nodes import auto_name, inventory_from_cluster, pod_requests, tolerated
+from hub_plugins.spawners.kubernetes.queue import queue_message, queue_position, unschedulable_reason
 from hub_plugins.settings.cluster import update_kubernetes
-from hub_plugins.settings.loader import deep_merge
+from hub_plugins.settings.defaults import deep_merge
 from hub_plugins.settings.schema import DEFAULTS
-from hub_plugins.spawners.kubernetes import KubeGPUSpawner
+from hub_plugins.spawners.kubernetes.spawner import KubeGPUSpawner
 
 NODES, PODS = kube.fixture("nodes.json"), kube.fixture("pods.json")
 NAMES = {"NVIDIA-A100-SXM4-80GB": "A100-80GB"}

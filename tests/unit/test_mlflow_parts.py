@@ -11,7 +11,8 @@ from traitlets.config import Config
 
 from hub_plugins.mlflow.provider import MLflowEnv, env_for
 from hub_plugins.mlflow.setup import grant_user_scope
-from hub_plugins.settings import ConfigError, load
+from hub_plugins.settings.errors import ConfigError
+from hub_plugins.settings.loader import load
 from hub_plugins.settings.apply import apply_all
 from services.mlflow import policy, tokens
 from services.mlflow.server import auth_ini, load_secrets, rotate_key

@@ -2,8 +2,8 @@
 
 import pytest
 
-from hub_plugins.profiles import Catalog, profile_from_dict
-from hub_plugins.request import RequestError, from_form, parse
+from hub_plugins.spawn.profiles import Catalog, profile_from_dict
+from hub_plugins.spawn.request import RequestError, from_form, parse
 
 CATALOG = Catalog([
     profile_from_dict("minimal", {"display_name": "Minimal", "default": True, "gpus": {"counts": [0, 1, 2, 3, 4]}}),
@@ -114,7 +114,7 @@ def test_messages_are_bounded():
     [("2h", 7200), ("90m", 5400), ("1h30m", 5400), (7200, 7200), ("600", 600), ("", None), (None, None)],
 )
 def test_runtime(value, seconds):
-    from hub_plugins.request import parse_runtime
+    from hub_plugins.spawn.request import parse_runtime
 
     assert parse_runtime(value) == seconds
 
@@ -123,7 +123,7 @@ def test_runtime(value, seconds):
                                    -float("inf"), 1e308, "9" * 5000, pytest.param(10**5000, id="int5000digits"), "\u0661\u0662h", "7200.5", 7200.5,
                                    "99999999h", {"h": 1}])
 def test_bad_runtime(value):
-    from hub_plugins.request import parse_runtime
+    from hub_plugins.spawn.request import parse_runtime
 
     with pytest.raises(RequestError, match="'runtime' must be a duration"):
         parse_runtime(value)
@@ -131,14 +131,14 @@ def test_bad_runtime(value):
 
 @pytest.mark.parametrize("value, flag", [(True, True), ("on", True), ("false", False), (False, False)])
 def test_queue_flag(value, flag):
-    from hub_plugins.request import parse_flag
+    from hub_plugins.spawn.request import parse_flag
 
     assert parse_flag(value) is flag
 
 
 @pytest.mark.parametrize("value", [1, "maybe", None, [True], float("nan")])
 def test_bad_queue_flag(value):
-    from hub_plugins.request import parse_flag
+    from hub_plugins.spawn.request import parse_flag
 
     with pytest.raises(RequestError, match="'queue' must be true or false"):
         parse_flag(value)
@@ -146,7 +146,7 @@ def test_bad_queue_flag(value):
 
 @pytest.mark.parametrize("value", ["", "A", "-x", "x" * 64, "\u0661", 3, None, ["x"]])
 def test_bad_project(value):
-    from hub_plugins.request import parse_project
+    from hub_plugins.spawn.request import parse_project
 
     with pytest.raises(RequestError, match="'project' must"):
         parse_project(value)

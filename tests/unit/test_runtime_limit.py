@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from traitlets.config import Config
 
 from hub_plugins.core import GPULab
-from hub_plugins.request import STANDARD_EXTRAS, RequestError, parse
+from hub_plugins.spawn.request import STANDARD_EXTRAS, RequestError, parse
 from hub_plugins.store.allocator import Owner
 from hub_plugins.store.models import UsageRecord
 

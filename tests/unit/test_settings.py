@@ -9,7 +9,9 @@ import pytest
 import yaml
 from traitlets.config import Config
 
-from hub_plugins.settings import ConfigError, apply_all, load
+from hub_plugins.settings.apply import apply_all
+from hub_plugins.settings.errors import ConfigError
+from hub_plugins.settings.loader import load
 from hub_plugins.settings.apply import gpulab_db_url, update_api_tokens, update_gpulab, update_hub
 
 ROOT = Path(__file__).resolve().parents[2]

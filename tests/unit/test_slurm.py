@@ -9,13 +9,13 @@ from fractions import Fraction
 import pytest
 
 from hub_plugins.cluster.fit import never_fits
-from hub_plugins.slurm.jobs import (
+from hub_plugins.spawners.slurm.jobs import (
     JobView, ended_message, explain, job_comment, orphans, parse_job_record, parse_squeue, pending_message,
     queue_position, when,
 )
-from hub_plugins.slurm.keyvalue import parse_record, split_top
-from hub_plugins.slurm.nodes import Gres, inventory_from_nodes, parse_gres, type_name, usable
-from hub_plugins.slurm.sbatch import (
+from hub_plugins.spawners.slurm.keyvalue import parse_record, split_top
+from hub_plugins.spawners.slurm.nodes import Gres, inventory_from_nodes, parse_gres, type_name, usable
+from hub_plugins.spawners.slurm.sbatch import (
     JobRequest, SbatchError, SlurmSettings, check_extra_option, job_name, render_script, sbatch_options,
 )
 
@@ -257,7 +257,7 @@ def test_orphans_are_this_hubs_live_jobs_without_an_allocation():
 
 def test_gres_type_to_request():
     from hub_plugins.gpu.simulated import parse_spec
-    from hub_plugins.slurm.nodes import gres_type_for
+    from hub_plugins.spawners.slurm.nodes import gres_type_for
 
     live = inventory_from_nodes([parse_record(NODE_MIXED)], gres_types={"a100": "A100-80GB"})
     assert gres_type_for("A100-80GB", live, {"a100": "A100-80GB"}, "GPU") == "a100"

@@ -13,9 +13,9 @@ from jupyterhub.spawner import SpawnException
 from traitlets.config import Config
 
 from hub_plugins.core import GPULab
-from hub_plugins.slurm import cli
-from hub_plugins.slurm.jobs import JobRecord, JobView
-from hub_plugins.spawners.slurm import SlurmGPUSpawner
+from hub_plugins.spawners.slurm import cli
+from hub_plugins.spawners.slurm.jobs import JobRecord, JobView
+from hub_plugins.spawners.slurm.spawner import SlurmGPUSpawner
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from hub_plugins.spawners.sysusers import ensure_user, executable_by, system_username
+from hub_plugins.spawners.local.sysusers import ensure_user, executable_by, system_username
 
 
 @pytest.mark.parametrize(

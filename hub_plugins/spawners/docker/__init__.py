@@ -1,5 +1,2 @@
-"""Docker backend (``backend: docker``): see :mod:`.spawner`; pure parts in :mod:`.spec`."""
-
-from .spawner import DockerGPUSpawner
-
-__all__ = ["DockerGPUSpawner"]
+"""Docker backend (``backend: docker``): the spawner (``spawner.py``); pure parts in ``spec``
+(container arguments), ``reconcile`` (orphans) and ``images``."""

@@ -28,6 +28,8 @@ from jupyterhub.utils import maybe_future, random_port, url_path_join
 from tornado.httpclient import AsyncHTTPClient
 from traitlets import Bool, Float, Integer, Unicode, default
 
+from ...settings.schema import DEFAULTS
+from ...store.models import utcnow
 from ..mixin import GPUSpawnerMixin
 from . import spec
 from .images import ImageCache, missing_image_message
@@ -37,8 +39,6 @@ from .reconcile import Reconciler
 class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
     """GPU-aware Docker containers (``backend: docker``)."""
 
-    gpulab_backend = "docker"
-
     hub_id = Unicode(
         config=True,
         help="""Identifies this hub's containers and volumes on a shared engine (label
@@ -46,7 +46,7 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         hash of gpulab's database URL, stable across restarts.""",
     )
     home_mount = Unicode(
-        "/home/jovyan",
+        DEFAULTS["docker"]["home_mount"],
         config=True,
         help="Where the user's persistent home volume is mounted (the image user's home).",
     )
@@ -57,7 +57,7 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         without a limit); Docker's own 64 MiB breaks PyTorch DataLoader workers.""",
     )
     pids_limit = Integer(
-        16384, config=True, help="Most processes/threads one container may run (0: unlimited)."
+        DEFAULTS["docker"]["pids_limit"], config=True, help="Most processes/threads one container may run (0: unlimited)."
     )
     no_new_privileges = Bool(
         True, config=True, help="Run containers with no-new-privileges (no setuid escalation)."
@@ -70,7 +70,7 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         only report them.""",
     )
     orphan_grace_seconds = Float(
-        60,
+        DEFAULTS["docker"]["orphan_grace_seconds"],
         config=True,
         help="Containers younger than this are never treated as orphans (a spawn may be creating them).",
     )
@@ -405,8 +405,6 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         removed = await self.reconciler.run()
         if removed and free:
             # their allocations belong to no live server: free them now
-            from ...store.models import utcnow
-
             await self.gpulab.run(self.gpulab.reconcile, self.gpulab.live_owners(), utcnow())
 
     async def gpulab_reconcile_if_due(self) -> None:

@@ -8,8 +8,8 @@ spawner applies (``overrides.pod_overrides``). gpulab's own form replaces kubesp
 profileList documents and pre-pulls the images, and would behave the same under plain
 KubeSpawner.
 
-    python -m hub_plugins.kube.helm            # write helm-values/values.yaml
-    python -m hub_plugins.kube.helm --check    # exit 1 if the committed file is out of date
+    python -m hub_plugins.spawners.kubernetes.helm            # write helm-values/values.yaml
+    python -m hub_plugins.spawners.kubernetes.helm --check    # exit 1 if the committed file is out of date
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from pathlib import Path
 
 import yaml
 
-from ..profiles import Catalog, load_dir
-from ..quota.limits import format_bytes
-from ..settings.apply import BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES
+from ...spawn.profiles import Catalog, load_dir
+from ...quota.limits import format_bytes
+from ...scopes import BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES
+from ...settings.loader import load
 from .overrides import KubeSettings, option_label, pod_overrides
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SOURCE = ROOT / "helm-values" / "gpulab.yaml"
 OUTPUT = ROOT / "helm-values" / "values.yaml"
 # In the hub pod: gpulab.yaml in config/, profiles beside it, so that its relative
@@ -154,7 +155,7 @@ def build_values(cfg: dict, catalog: Catalog, config_text: str, profile_texts: d
             "PGPASSWORD": {"valueFrom": {"secretKeyRef": {"name": "gpulab-postgres", "key": "password"}}},
         },
         "extraFiles": files,
-        "extraConfig": {"gpulab": "from hub_plugins.kube.hubconfig import configure\n\nconfigure(c)  # noqa: F821\n"},
+        "extraConfig": {"gpulab": "from hub_plugins.spawners.kubernetes.hubconfig import configure\n\nconfigure(c)  # noqa: F821\n"},
         "allowNamedServers": True,
         "services": svc,
         "loadRoles": roles,
@@ -202,8 +203,6 @@ def render(values: dict) -> str:
 
 
 def generate(source: Path = SOURCE) -> str:
-    from ..settings import load
-
     cfg = load(source)
     catalog = load_dir(cfg["profiles_dir"], cfg["default_profile"], cfg["gpus"]["max_per_server"])
     texts = {p.name: Path(p.path).read_text() for p in catalog}

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .gpu.devices import valid_type_name
+from ..gpu.devices import valid_type_name
 from .profiles import Catalog, Profile
-from .validation import InputError, duration, flag, names_list, or_list, shown, text, whole_number
+from ..validation import InputError, duration, flag, names_list, or_list, shown, text, whole_number
 
 # Keys a request may carry. Later features add theirs here (e.g. "queue").
 KNOWN_KEYS = ("profile", "gpus", "gpu_type")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .gpu.devices import format_devices
+from ..gpu.devices import format_devices
 
 
 def free_now(avail) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from ..cluster.refresh import PeriodicInventory
-from ..gpu.devices import Inventory
+from ...cluster.refresh import PeriodicInventory
+from ...gpu.devices import Inventory
 from .nodes import inventory_from_cluster
 
 # Pods that hold resources: not finished (the API filters; we re-check phases anyway)

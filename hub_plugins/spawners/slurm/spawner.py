@@ -15,20 +15,19 @@ import os
 from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Dict, List, Unicode
 
-from ..cluster.fit import never_fits
-from ..form import cap
-from ..slurm import cli
-from ..slurm.batch import SlurmBatchSpawner
-from ..slurm.jobs import job_comment, orphans
-from ..slurm.nodes import gres_type_for
-from ..slurm.sbatch import JobRequest, SbatchError, SlurmSettings, job_name, render_script, sbatch_options
-from .mixin import GPUSpawnerMixin
+from ...cluster.fit import never_fits
+from ...envs.status import Environments
+from ...spawn.spec import cap
+from . import cli
+from .batch import SlurmBatchSpawner
+from .jobs import job_comment, orphans
+from .nodes import gres_type_for
+from .sbatch import JobRequest, SbatchError, SlurmSettings, job_name, render_script, sbatch_options
+from ..mixin import GPUSpawnerMixin
 
 
 class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
     """GPU-aware SLURM jobs."""
-
-    gpulab_backend = "slurm"
 
     partition = Unicode("", config=True, help="Partition for servers ('' = the cluster's default).")
     gpu_partition = Unicode("", config=True, help="Partition for servers with GPUs ('' = partition).")
@@ -61,8 +60,6 @@ class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
 
     # -- the seam --------------------------------------------------------------------------
     def _bin(self, profile) -> str:
-        from ..envs.status import Environments
-
         return os.path.join(Environments.instance(config=self.config).prefix(profile), "bin")
 
     def gpulab_profile_available(self, profile):

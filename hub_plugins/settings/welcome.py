@@ -4,14 +4,14 @@ import os
 import sys
 from pathlib import Path
 
-from hub_plugins.settings import ConfigError, load
+from hub_plugins.envs.manager import EnvDir, buildable
+from hub_plugins.settings.errors import ConfigError
+from hub_plugins.settings.loader import load
+from hub_plugins.spawn.profiles import load_dir
 
 
 def environments(cfg: dict) -> str:
     """Which profile environments are missing, and what happens to them."""
-    from hub_plugins.envs.manager import EnvDir, buildable
-    from hub_plugins.profiles import load_dir
-
     catalog = load_dir(cfg["profiles_dir"], cfg["default_profile"], cfg["gpus"]["max_per_server"])
     envdir = EnvDir(cfg["environments"]["dir"])
     missing = [p.name for p in buildable(catalog, None) if envdir.marker(p.environment) is None]

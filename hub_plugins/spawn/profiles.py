@@ -12,11 +12,11 @@ from typing import Any
 
 import yaml
 
-from .envs.spec import EnvSpec, image_ref
-from .quota.limits import parse_bytes
-from .settings.errors import ConfigError
-from .settings.schema import PROFILE_NAME, PROFILE_SCHEMA
-from .settings.validate import validate
+from ..envs.spec import EnvSpec, image_ref
+from ..quota.limits import parse_bytes
+from ..settings.errors import ConfigError
+from ..settings.schema import PROFILE_NAME, PROFILE_SCHEMA
+from ..settings.validate import validate
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
 
-from .accounting.budgets import BudgetStatus, Period, status
-from .accounting.pricing import Pricing, money
-from .store.usage import UsageStore
+from .budgets import BudgetConfig, BudgetStatus, fmt_amount, fmt_time, status
+from .pricing import Pricing
+from ..store.usage import UsageStore
 
 log = logging.getLogger("gpulab.budgets")
 UTC = dt.timezone.utc
@@ -21,37 +20,6 @@ UTC = dt.timezone.utc
 
 class BudgetRefused(Exception):
     pass
-
-
-@dataclass(frozen=True)
-class BudgetConfig:
-    unit: str = "gpu_hours"
-    period: Period = Period("month")
-    enforce_running: bool = False
-    grace_minutes: int = 30
-    projects: dict | None = None  # name -> {budget, users, groups}
-
-    @classmethod
-    def from_config(cls, data: dict) -> BudgetConfig:
-        return cls(
-            unit=data.get("unit", "gpu_hours"),
-            period=Period.parse(data.get("period", "month"), float(data.get("refill_per_day", 0) or 0)),
-            enforce_running=bool(data.get("enforce_running", False)),
-            grace_minutes=int(data.get("grace_minutes", 30)),
-            projects=dict(data.get("projects") or {}),
-        )
-
-
-def fmt_amount(value: float, unit: str, currency: str) -> str:
-    if unit == "money":
-        return f"{money(value):.2f} {currency}"
-    if abs(value - round(value)) < 1e-9:
-        return f"{round(value)} GPU-hours"
-    return f"{value:.2f} GPU-hours" if abs(value) >= 1 else f"{value:.2g} GPU-hours"
-
-
-def fmt_time(t: dt.datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class Budgets:

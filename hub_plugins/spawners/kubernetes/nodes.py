@@ -20,10 +20,9 @@ left out too. GPUs requested by running or pending-but-bound pods (anyone's) are
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from fractions import Fraction
 
-from ..gpu.devices import MIG_SLICES, Device, Inventory, family_of, mig_memory_mib, mig_slices, valid_type_name
+from ...gpu.devices import MIG_SLICES, Device, Inventory, family_of, mig_memory_mib, mig_slices, valid_type_name
 
 GPU = "nvidia.com/gpu"
 MIG_PREFIX = "nvidia.com/mig-"
@@ -34,14 +33,6 @@ MIG_STATE = "nvidia.com/mig.config.state"
 _SUFFIX = re.compile(r"-(MIG-\d+g\.\d+gb|SHARED)$", re.IGNORECASE)
 _SIZE = re.compile(r"-(\d+)GB$", re.IGNORECASE)
 _SINGLE_MIG = re.compile(r"-MIG-(\d+g\.\d+gb)$", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Resource:
-    """What a pod asks Kubernetes for to get one device of a gpulab type."""
-
-    name: str  # nvidia.com/gpu or nvidia.com/mig-1g.10gb
-    product: str  # the node label value to select its nodes by ('' = any)
 
 
 def base_product(label: str) -> str:

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pwd
 
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException, set_user_setuid
 from traitlets import Enum, Unicode, default
 
-from ..isolation import MODES, Enforcer, oom_message
-from ..isolation.plan import cgroup_name
-from ..envs.status import Environments, describe
-from .mixin import GPUSpawnerMixin
+from ...isolation import MODES, Enforcer, oom_message
+from ...isolation.plan import cgroup_name
+from ...envs.status import Environments, describe
+from ...settings.schema import DEFAULTS
+from ...settings.typed import LocalSettings
+from ..mixin import GPUSpawnerMixin
 from .sysusers import ensure_user, executable_by, groups_of, system_username
 
 _warned_shared = False
@@ -28,19 +31,17 @@ _warned_shared = False
 class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
     """GPU-aware local processes."""
 
-    gpulab_backend = "local"
-
     system_users = Enum(
         ["auto", "never"],
-        "auto",
+        DEFAULTS["local"]["system_users"],
         config=True,
         help="""'auto': when the hub runs as root, run each hub user's servers as their own system
         user (prefix + name), created on first spawn. 'never': run every server as the hub's user.""",
     )
     system_user_prefix = Unicode(
-        "jupyter-", config=True, help="Prefix of system user names, so 'root' maps to 'jupyter-root'."
+        DEFAULTS["local"]["system_user_prefix"], config=True, help="Prefix of system user names, so 'root' maps to 'jupyter-root'."
     )
-    home_root = Unicode("/home", config=True, help="Where system users' home directories are created.")
+    home_root = Unicode(DEFAULTS["local"]["home_root"], config=True, help="Where system users' home directories are created.")
     shared_home_root = Unicode(
         config=True,
         help="""Where per-user working directories live when servers run as the hub's own user
@@ -87,8 +88,12 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         return f"{cgroup_name(self.user.name, self.name or '')}-{hub}"
 
     @property
+    def local_settings(self) -> LocalSettings:
+        return LocalSettings(self.system_users, self.system_user_prefix, self.home_root, self.shared_home_root)
+
+    @property
     def isolated(self) -> bool:
-        return self.system_users == "auto" and os.geteuid() == 0
+        return self.local_settings.isolated()
 
     @property
     def system_user(self) -> str:
@@ -96,7 +101,8 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
 
     @property
     def shared_home(self) -> str:
-        return os.path.join(self.shared_home_root, self.system_user)
+        """The working directory of a server that runs as the hub's user (not isolated)."""
+        return self.local_settings.shared_home(self.system_user)
 
     # -- the seam --------------------------------------------------------------------------
     def _singleuser(self, profile) -> str:
@@ -174,8 +180,6 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         enforcer = self.gpulab_enforcer
         join = enforcer.joiner(self.gpulab_cgroup) if getattr(self, "_gpulab_limits", None) else None
         if self.isolated and enforcer.kind == "systemd":  # systemd-run drops root itself (--uid)
-            import pwd
-
             home = pwd.getpwnam(self.system_user).pw_dir
             become = lambda: os.chdir(home)  # noqa: E731
         elif self.isolated:
@@ -228,8 +232,6 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
 
     def user_env(self, env):
         if self.isolated:
-            import pwd
-
             pw = pwd.getpwnam(self.system_user)
             env.update(USER=pw.pw_name, HOME=pw.pw_dir, SHELL=pw.pw_shell or "/bin/bash")
         else:

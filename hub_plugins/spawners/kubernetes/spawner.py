@@ -12,17 +12,15 @@ import copy
 
 from jupyterhub.spawner import SpawnException
 
-from ..cluster.fit import never_fits
-from ..kube.nodes import resource_of
-from ..kube.overrides import KubeSettings, pod_overrides
-from ..kube.spawner import QueueAwareKubeSpawner
-from .mixin import GPUSpawnerMixin
+from ...cluster.fit import never_fits
+from .nodes import resource_of
+from .overrides import KubeSettings, pod_overrides
+from .kubespawner import QueueAwareKubeSpawner
+from ..mixin import GPUSpawnerMixin
 
 
 class KubeGPUSpawner(GPUSpawnerMixin, QueueAwareKubeSpawner):
     """GPU-aware pods."""
-
-    gpulab_backend = "kubernetes"
 
     def gpulab_profile_available(self, profile):
         if not profile.image:

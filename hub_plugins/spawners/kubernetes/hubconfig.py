@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import os
 
+from ...settings.apply import update_admin_scopes, update_api_tokens, update_auth, update_gpulab, update_spawner
+from ...settings.cluster import update_kubernetes
+from ...settings.loader import load
+
 CONFIG_PATH = "/usr/local/etc/gpulab/gpulab.yaml"
 
 
 def configure(c, path: str | None = None) -> dict:
-    from ..settings import load
-    from ..settings.apply import update_admin_scopes, update_api_tokens, update_auth, update_gpulab, update_spawner
-    from ..settings.cluster import update_kubernetes
-
     cfg = load(path or os.environ.get("GPULAB_CONFIG") or CONFIG_PATH)
     h = cfg["hub"]
     c.JupyterHub.allow_named_servers = True

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import jinja2
 
-from .budgeting import fmt_amount
-from .gpu.choice import auto_candidates
-from .gpu.devices import format_equivalents
-from .quota import Effective, ServerUse, headroom, server_label
-from .quota.limits import format_bytes, limits_as_dict
+from ..accounting.budgets import fmt_amount
+from ..gpu.choice import auto_candidates
+from ..gpu.devices import format_equivalents
+from ..quota import Effective, ServerUse
+from ..quota.limits import format_bytes
+from ..quota.view import QuotaView, amount_text
+from .spec import cap
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
@@ -55,12 +57,6 @@ class FormContext:
     projects: list[str] = field(default_factory=list)
     budget: dict | None = None  # {"left_text", "limit_text", "spent", "retry_at"}
     engine_queue: bool = False  # a scheduler (SLURM, Kubernetes) places servers and queues them
-
-
-def cap(profile_value, quota_value):
-    """A profile's resource limit, capped by the user's quota (None: no limit)."""
-    values = [v for v in (profile_value, quota_value) if v is not None]
-    return min(values) if values else None
 
 
 def _count_choice(count: int, a, left: Fraction | None, hard: bool, engine_queue: bool) -> dict:
@@ -131,11 +127,9 @@ def form_model(ctx: FormContext) -> dict:
     """Everything the form shows, as JSON-ready data."""
     lim = ctx.eff.limits
     hard = ctx.enforcement == "hard"
-    left = headroom(ctx.eff, ctx.usage)
+    view = QuotaView.of(ctx.eff, ctx.usage, ctx.enforcement)
+    left = view.left
     profiles = [_profile(p, ctx, left, hard) for p in ctx.catalog]
-    in_use = sum((s.equivalents for s in ctx.usage), Fraction(0))
-    servers = [{"name": server_label(s.name), "profile": s.profile, "gpu_type": s.gpu_type, "count": s.count,
-                "gpus": float(s.equivalents)} for s in ctx.usage]
     warnings = []
     if lim.max_servers is not None and len(ctx.usage) >= lim.max_servers:
         warnings.append(
@@ -158,18 +152,14 @@ def form_model(ctx: FormContext) -> dict:
         "projects": ctx.projects,
         "budget": ctx.budget,
         "quota": {
-            "limits": limits_as_dict(lim),
-            "sources": {k: ctx.eff.source(k) for k in ("max_gpus", "max_gpus_per_server", "max_servers")},
+            "limits": view.limits,
+            "sources": view.sources(("max_gpus", "max_gpus_per_server", "max_servers")),
             "groups": list(ctx.eff.groups),
-            "overrides": [{"expires": o.expires.isoformat() if o.expires else None, "reason": o.reason}
-                          for o in ctx.eff.overrides],
-            "in_use": float(in_use),
-            "in_use_text": format_equivalents(in_use),
-            "left": None if left is None else float(left),
-            "left_text": "unlimited" if left is None else format_equivalents(left),
-            "max_gpus_text": "unlimited" if lim.max_gpus is None else format_equivalents(lim.max_gpus),
+            "overrides": [{"expires": o["expires"], "reason": o["reason"]} for o in view.overrides()],
+            **view.amounts(),
+            "max_gpus_text": amount_text(lim.max_gpus),
             "enforcement": ctx.enforcement,
-            "servers": servers,
+            "servers": view.servers(),
         },
         "warnings": warnings,
         "notes": list(ctx.notes),
@@ -183,7 +173,8 @@ def build_model(core, user_id: int, user_name: str, groups: list[str], server_na
     snapshot = core.allocator.snapshot()
     inv = core.inventory()
     notes = (f"No GPUs on this hub right now: {inv.note}",) if not inv.devices and inv.note else ()
-    eff = core.effective(user_name, groups)
+    view = core.quota_view(user_name, groups, snapshot.usage_of(user_id, exclude_server=server_name))
+    eff = view.eff
     avail = core.availability(snapshot)
     pricing = core.pricing
     keeper = core.budget_keeper
@@ -195,14 +186,13 @@ def build_model(core, user_id: int, user_name: str, groups: list[str], server_na
                   "left_text": fmt_amount(max(0.0, st.left), unit, pricing.currency),
                   "describe": keeper.config.period.describe(), "spent": st.spent,
                   "retry_at": st.retry_at and st.retry_at.strftime("%Y-%m-%d %H:%M UTC")}
-    settings = core.queue_settings or {}
     return form_model(FormContext(
-        catalog=core.catalog, eff=eff, usage=snapshot.usage_of(user_id, exclude_server=server_name),
+        catalog=core.catalog, eff=eff, usage=list(view.usage),
         avail=avail, groups=groups, profile_available=profile_available, profile_info=profile_info,
-        enforcement=core.quota_config.enforcement, user=user_name, server_name=server_name, notes=notes,
+        enforcement=view.enforcement, user=user_name, server_name=server_name, notes=notes,
         prices={a.gpu_type: round(pricing.device_rate(a.gpu_type, a.weight), 6) for a in avail},
         cpu_price=pricing.cpu_rate, currency=pricing.currency,
-        queue_enabled=core.queue_enabled, queue_default=settings.get("default", True),
+        queue_enabled=core.queue_enabled, queue_default=core.settings.queue.default,
         projects=keeper.projects_of(user_name, groups), budget=budget,
         engine_queue=core.placement == "engine",
     ))

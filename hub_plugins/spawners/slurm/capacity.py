@@ -3,8 +3,8 @@ read with ``scontrol show node -d`` every few seconds (see ``cluster/refresh.py`
 
 from __future__ import annotations
 
-from ..cluster.refresh import PeriodicInventory
-from ..gpu.devices import Inventory
+from ...cluster.refresh import PeriodicInventory
+from ...gpu.devices import Inventory
 from . import cli
 from .nodes import inventory_from_nodes
 

@@ -33,6 +33,7 @@ from batchspawner import SlurmSpawner
 from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Float, List, Unicode, default
 
+from ..local.sysusers import ensure_user, system_username
 from . import cli
 from .jobs import JobView, ended_message, explain, pending_message, queue_position
 
@@ -93,14 +94,10 @@ class SlurmBatchSpawner(SlurmSpawner):
     # -- the job's account ---------------------------------------------------------------------
     @property
     def system_user(self) -> str:
-        from ..spawners.sysusers import system_username
-
         return system_username(self.user.name, self.system_user_prefix)
 
     async def gpulab_account(self) -> pwd.struct_passwd:
         """The user's system account (created when ``create_users``); a spawn error if missing."""
-        from ..spawners.sysusers import ensure_user
-
         name = self.system_user
         try:
             return pwd.getpwnam(name)
