@@ -70,8 +70,10 @@ class Hub:
             "billing": {"port": free_port()},
             # MLflow (a service with its own server) only where a test asks for it: extra={"mlflow": ...}
             "mlflow": {"enabled": False},
-            # no background builds unless a test asks for them (tests/envs build them once)
-            "environments": {"dir": TEST_ENVS_DIR, "build_missing": False},
+            # an empty directory of its own and no background builds: a hub test sees the profiles'
+            # environments as "not installed" even where CI built them beside the suite; the tests
+            # that use the built ones pass extra={"environments": {"dir": TEST_ENVS_DIR}}
+            "environments": {"dir": str(self.dir / "envs"), "build_missing": False},
         }
         for key, value in (extra or {}).items():
             if isinstance(value, dict) and isinstance(self.config.get(key), dict):
