@@ -69,7 +69,15 @@ class GPULab(SingletonConfigurable):
         default, groups, overrides.""",
     )
     reconcile_interval = Integer(
-        300, config=True, help="Seconds between checks that every allocation belongs to a live server."
+        10,
+        config=True,
+        help="""Seconds between reconciles: every allocation checked against what really runs on
+        the backend, orphans stopped (gpulab.yaml: hub.poll_interval).""",
+    )
+    state_dir = Unicode(
+        config=True,
+        help="""The hub's private state directory (gpulab.yaml: hub.state_dir): the local servers'
+        lifeline files and the services' pid files live there.""",
     )
     placement = Enum(
         ["gpulab", "engine"],
@@ -121,6 +129,10 @@ class GPULab(SingletonConfigurable):
     def _default_profiles_dir(self):
         return os.path.join(os.getcwd(), "profiles")
 
+    @default("state_dir")
+    def _default_state_dir(self):
+        return os.path.join(os.getcwd(), "state")
+
     @validate("quotas")
     def _validate_quotas(self, proposal):
         validate_schema({"quotas": proposal.value}, GPULAB_SCHEMA, "c.GPULab.quotas")
@@ -155,6 +167,7 @@ class GPULab(SingletonConfigurable):
         self.fail_open_count = 0
         self._executor = None
         self._waiters: set = set()
+        self.runtime = None  # the backend adapter (reconcile/runtime.py), set by the supervisor
 
     async def run(self, fn, *args):
         """Run blocking work (database, NVML) on gpulab's own thread pool."""
@@ -187,6 +200,18 @@ class GPULab(SingletonConfigurable):
                 db.upgrade()
                 self._db = db
             return self._db
+
+    @property
+    def hub_id(self) -> str:
+        """Names this hub's servers, containers and jobs on shared machines: a hash of gpulab's
+        database URL, so stable across restarts and different for hubs with their own tables."""
+        import hashlib
+
+        return hashlib.sha256(self.db_url.encode()).hexdigest()[:12]
+
+    @property
+    def heartbeat_seconds(self) -> int:
+        return int((self.billing or {}).get("heartbeat_seconds", 60))
 
     @property
     def allocator(self) -> Allocator:
@@ -403,14 +428,37 @@ class GPULab(SingletonConfigurable):
         key = (spawner.user.id, spawner.name)
         self._spawners.setdefault(key, weakref.WeakSet()).add(spawner)
 
+    def spawners(self) -> list:
+        return [s for ws in list(self._spawners.values()) for s in list(ws)]
+
     def live_owners(self) -> set[tuple[int, str]]:
         """Owners with an active spawner (running, or a start/stop/check pending).
 
         Must be called on the hub's event-loop thread, where spawner state changes."""
         return {k for k, ws in list(self._spawners.items()) if any(s.active for s in list(ws))}
 
+    def known(self):
+        """What the hub's spawners hold right now (``reconcile.decide.Known``). On the loop."""
+        from .reconcile.decide import Known
+
+        held, busy, checking, names = set(), set(), set(), set()
+        for (uid, name), ws in list(self._spawners.items()):
+            for s in list(ws):
+                if not s.active:
+                    continue
+                h = getattr(s, "gpulab_held", None)
+                if s.pending == "check":
+                    checking.add((uid, name))
+                    names.add((s.user.name, name))
+                if h is not None:
+                    held.add(h.spawn_id)
+                elif s.pending in ("spawn", "check"):
+                    busy.add((uid, name))
+        return Known(frozenset(held), frozenset(busy), frozenset(checking), frozenset(names))
+
     def reconcile(self, live: set[tuple[int, str]] | None = None, before: dt.datetime | None = None):
-        """Free allocations whose server is gone (e.g. after a hub crash)."""
+        """Free allocations whose owner has no active spawner, from the hub's knowledge alone
+        (backends without a runtime adapter; the supervisor does the full reconcile)."""
         live = self.live_owners() if live is None else live
         before = before or utcnow()
         gone = self.allocator.reconcile(lambda r: (r.user_id, r.server_name) in live, before)
@@ -421,9 +469,12 @@ class GPULab(SingletonConfigurable):
         self._reconciled_at = time.monotonic()
         return gone
 
-    def due_for_reconcile(self) -> bool:
-        """First use after start-up, then every ``reconcile_interval`` seconds."""
-        return not self._reconciled_at or time.monotonic() - self._reconciled_at > self.reconcile_interval
+    async def wait_ready(self) -> None:
+        """Until the start-up reconcile is done (at once where no supervisor runs, e.g. tests
+        that drive a spawner directly)."""
+        from .reconcile.supervisor import wait_ready
+
+        await wait_ready()
 
 
 __all__ = ["GPULab", "NoCapacity", "QuotaRefused", "Owner", "RequestError", "TypeAvailability"]

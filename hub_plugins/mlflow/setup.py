@@ -47,10 +47,12 @@ def apply_mlflow(c, cfg: dict) -> None:
     if m["artifacts_destination"]:
         cmd += ["--artifacts-destination", m["artifacts_destination"]]
     services = list(c.JupyterHub.get("services", []))
+    from ..settings.apply import supervised
+
     services.append({
         "name": SERVICE,
         "url": f"http://127.0.0.1:{port}",
-        "command": cmd,
+        "command": supervised(cfg, SERVICE, cmd),
         "cwd": root,
         "environment": {"PYTHONPATH": root},
         "api_token": token,

@@ -115,6 +115,8 @@ def update_gpulab(c: Config, cfg: dict) -> None:
     c.GPULab.billing = cfg["billing"]
     c.GPULab.budgets = cfg["budgets"]
     c.GPULab.queue_settings = cfg["queue"]
+    c.GPULab.state_dir = cfg["hub"]["state_dir"]
+    c.GPULab.reconcile_interval = cfg["hub"]["poll_interval"]
 
 
 # What each service may do with its own token (the Helm values use the same lists).
@@ -130,6 +132,22 @@ def free_local_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Services stop this fast when the hub stops them (SIGTERM, then SIGKILL after this many seconds):
+# JupyterHub stops them one after the other, and the hub must be down within 10 s.
+SERVICE_STOP_GRACE = 2
+
+
+def supervised(cfg: dict, name: str, argv: list[str]) -> list[str]:
+    """A service's command run under a lifeline (``hub_plugins/lifeline.py``): it dies with the
+    hub (even a hub killed with SIGKILL), a restarted hub's instance replaces a stale one (pid
+    file in the state dir), and it is down within SERVICE_STOP_GRACE seconds when stopped."""
+    from ..reconcile.local import LIFELINE
+
+    pidfile = _state(cfg, "services", f"{name}.pid")
+    return [sys.executable, "-I", "-S", LIFELINE, "--with-parent", str(os.getpid()), "--pidfile", pidfile,
+            "--grace", str(SERVICE_STOP_GRACE), "--", *argv]
 
 
 def _quotas_service(cfg: dict) -> dict | None:
@@ -152,7 +170,7 @@ def _quotas_service(cfg: dict) -> dict | None:
     return {
         "name": "quotas",
         "url": url,
-        "command": [sys.executable, "-m", "services.admin"],
+        "command": supervised(cfg, "quotas", [sys.executable, "-m", "services.admin"]),
         "cwd": root,
         "environment": {"GPULAB_QUOTAS_SETTINGS": json.dumps(settings, default=str)},
         "display": True,
@@ -165,7 +183,7 @@ def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_
     root = cfg.get("_project_root") or str(Path(__file__).resolve().parents[2])
     svc = {
         "name": name,
-        "command": [sys.executable, "-m", module],
+        "command": supervised(cfg, name, [sys.executable, "-m", module]),
         "cwd": root,
         "environment": {"GPULAB_CONFIG": cfg["_path"], "PYTHONPATH": root},
     }

@@ -15,6 +15,7 @@ import sys
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException, set_user_setuid
 from traitlets import Enum, Unicode, default
 
+from ..reconcile.local import LocalRuntime, adoption, lifeline_command
 from .mixin import GPUSpawnerMixin
 from .sysusers import ensure_user, executable_by, groups_of, system_username
 
@@ -97,6 +98,37 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
                     os.environ.get("USER", os.geteuid()),
                 )
             os.makedirs(self.shared_home, mode=0o700, exist_ok=True)
+
+    # -- what really runs (reconcile/local.py) ----------------------------------------------
+    @classmethod
+    def gpulab_make_runtime(cls, core, config):
+        return LocalRuntime(core.hub_id, os.path.join(core.state_dir, "lifelines"))
+
+    async def gpulab_adopt(self, found) -> bool:
+        taken = adoption(self.gpulab_runtime, found)
+        if not taken:
+            return False
+        self.pid, self.api_token = taken["pid"], taken["api_token"] or self.api_token
+        if taken["port"]:
+            self.port = taken["port"]
+        self._gpulab_adopted_url = found.url
+        return True
+
+    async def start(self):
+        # the server runs under its lifeline, which writes its heartbeat through this descriptor
+        # (see lifeline.py): a server that dies while the hub is down is charged until it died
+        held, runtime = self.gpulab_held, self.gpulab_runtime
+        fd = runtime.open_lifeline(held.spawn_id) if held and runtime else None
+        cmd, popen = self.cmd, self.popen_kwargs
+        if fd is not None:
+            self.cmd = lifeline_command(fd, self.gpulab.heartbeat_seconds) + list(cmd)
+            self.popen_kwargs = {**popen, "pass_fds": (*popen.get("pass_fds", ()), fd)}
+        try:
+            return await super().start()
+        finally:
+            self.cmd, self.popen_kwargs = cmd, popen
+            if fd is not None:
+                os.close(fd)
 
     # -- running as the right user ---------------------------------------------------------
     def make_preexec_fn(self, name):

@@ -83,6 +83,8 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_ready = False
         self._gpulab_last_alive = None
         self._gpulab_last_beat = None
+        self._gpulab_checked = False  # the start-up check (adoption) ran
+        self._gpulab_adopted_url = ""
         if self.user is not None:
             self.gpulab.register(self)
 
@@ -101,6 +103,25 @@ class GPUSpawnerMixin(HasTraits):
     def gpulab_profile_available(self, profile) -> tuple[bool, str]:
         return True, ""
 
+    @classmethod
+    def gpulab_make_runtime(cls, core, config):
+        """The backend's adapter for what really runs (``reconcile/runtime.py``), or None: then
+        allocations are reconciled from the hub's own knowledge only."""
+        return None
+
+    async def gpulab_adopt(self, found) -> bool:
+        """Take over a server this backend runs for this spawner but whose handle or spawn id the
+        spawner's state lacks (a hub died between starting it and recording it): take its
+        handle, and set ``_gpulab_adopted_url`` to where it listens. Return whether it was taken."""
+        return False
+
+    @property
+    def gpulab_runtime(self):
+        core = self.gpulab
+        if core.runtime is None:
+            core.runtime = type(self).gpulab_make_runtime(core, self.config)
+        return core.runtime
+
     # -- helpers ---------------------------------------------------------------------------
     @property
     def gpulab_owner(self) -> Owner:
@@ -118,13 +139,6 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_events.append(event)
         self._gpulab_wakeup.set()
         self.log.info("[gpulab] %s: %s", self._log_name, message)
-
-    async def gpulab_reconcile_if_due(self) -> None:
-        core = self.gpulab
-        if core.due_for_reconcile():
-            # live servers are read here, on the loop thread where their state changes
-            live = core.live_owners()
-            await core.run(core.reconcile, live, utcnow())
 
     def gpulab_parse(self, options) -> SpawnRequest:
         core = self.gpulab
@@ -159,7 +173,7 @@ class GPUSpawnerMixin(HasTraits):
         return lambda spawner, user_options: None
 
     async def gpulab_options_form(self) -> str:
-        await self.gpulab_reconcile_if_due()
+        await self.gpulab.wait_ready()
         model = await self.gpulab.run(
             build_model, self.gpulab, self.user.id, self.user.name, self.gpulab_groups, self.name or "",
             self.gpulab_profile_available,
@@ -172,7 +186,7 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_starting = False
         req = self.gpulab_parse(self.user_options)
         self.gpulab_request = req
-        await self.gpulab_reconcile_if_due()
+        await self.gpulab_wait_for_startup()
         alloc = await self.gpulab_reserve(req)
         try:
             self._gpulab_provided_env = {}
@@ -183,6 +197,16 @@ class GPUSpawnerMixin(HasTraits):
         except BaseException:
             await self.gpulab_release()
             raise
+
+    async def gpulab_wait_for_startup(self) -> None:
+        """A restarted hub first reconciles what the old one left running (see
+        ``reconcile/supervisor.py``): no GPU is handed out before that."""
+        from ..reconcile.supervisor import gate_open
+
+        if not gate_open():
+            self.gpulab_event("The hub has just restarted and is checking which servers run; "
+                              "your request goes ahead in a moment ...")
+            await self.gpulab.wait_ready()
 
     async def gpulab_reserve(self, req: SpawnRequest) -> Allocation:
         """Reserve what ``req`` asks for, or raise a SpawnException that says why not."""
@@ -244,8 +268,26 @@ class GPUSpawnerMixin(HasTraits):
             reason = "crashed"
         else:
             reason = "failed"
-        keys = await self.gpulab.run(self.gpulab.release, self.gpulab_owner, None, reason,
-                                     self._gpulab_last_alive)
+        core, owner = self.gpulab, self.gpulab_owner
+        alive = self._gpulab_last_alive
+        runtime = self.gpulab_runtime
+        if runtime is not None:
+            # never free a device something still uses: whatever of this server still runs
+            # (helpers that outlived it, or a server whose handle a dead hub never recorded)
+            # is stopped first; and the backend may know when it really died (its lifeline)
+            spawns = await core.run(core.allocator.spawns_of, owner)
+            alive = {}
+            for spawn_id in spawns:
+                if await runtime.stop_spawn(spawn_id):
+                    self.log.warning("[gpulab] %s: stopped what still ran of spawn %s before releasing it",
+                                     self._log_name, spawn_id)
+                seen = [t for t in (self._gpulab_last_alive, await runtime.last_alive(spawn_id)) if t is not None]
+                if seen:
+                    alive[spawn_id] = max(seen)
+        keys = await core.run(core.release, owner, None, reason, alive)
+        if runtime is not None:
+            for spawn_id in spawns:
+                runtime.forget(spawn_id)
         if keys:
             self.gpulab.notify_released()  # wake requests waiting in the queue
         if keys:
@@ -263,6 +305,9 @@ class GPUSpawnerMixin(HasTraits):
 
     async def poll(self):
         status = await super().poll()
+        if self.pending == "check" and not self._gpulab_checked:
+            self._gpulab_checked = True
+            status = await self.gpulab_check_after_restart(status)
         if status is None and self._gpulab_ready:
             now = utcnow()
             self._gpulab_last_alive = now
@@ -275,6 +320,45 @@ class GPUSpawnerMixin(HasTraits):
                 except Exception:
                     self.log.exception("[gpulab] heartbeat failed for %s", self._log_name)
         return status
+
+    async def gpulab_check_after_restart(self, status):
+        """JupyterHub checks the servers its database lists when it starts. A server the hub
+        that died had started but not yet recorded (its state has no handle, or no spawn id) is
+        adopted here: found on the backend by its spawn id, it keeps its allocation and usage
+        record and becomes this spawner's server again. A server that is really gone leaves its
+        allocation to be released by the stop JupyterHub runs next."""
+        runtime = self.gpulab_runtime
+        if runtime is None or self.server is None:
+            return status
+        if status is None and self.gpulab_held is not None:
+            return status  # recorded and running: nothing to do
+        core = self.gpulab
+        mine = await core.run(core.allocator.spawns_of, self.gpulab_owner)
+        found = [f for f in await runtime.find(self.user.name, self.name or "") if f.spawn_id in mine]
+        self._gpulab_may_hold = True  # rows may exist for this server: the stop releases them
+        if not found:
+            return status
+        f = found[0]
+        if not await self.gpulab_adopt(f):
+            return status
+        holdings = await core.run(core.allocator.holdings)
+        row, devices = holdings[f.spawn_id]
+        self.gpulab_held = HeldGPUs(
+            row.spawn_id, tuple(d.visible_id for d in devices), row.gpu_type, row.profile,
+            tuple(d.device_key for d in devices),
+        )
+        self._gpulab_ready = True
+        self._gpulab_last_alive = self._gpulab_last_beat = utcnow()
+        await core.run(core.usage.mark_ready_if_not, f.spawn_id, self._gpulab_last_alive)
+        self.log.warning("[gpulab] %s: adopted its server %s, which the hub that died had started "
+                         "but not recorded (GPUs %s)", self._log_name, f.describe(),
+                         ",".join(self.gpulab_held.gpus) or "none")
+        return await super().poll()
+
+    async def get_url(self):
+        if self._gpulab_adopted_url:
+            return self._gpulab_adopted_url
+        return await super().get_url()
 
     async def gpulab_mark_ready(self) -> None:
         self._gpulab_ready = True
@@ -341,6 +425,7 @@ class GPUSpawnerMixin(HasTraits):
             env.update(req.profile.env)
             env["GPULAB_PROFILE"] = req.profile.name
         env.update(getattr(self, "_gpulab_provided_env", {}))
+        env["GPULAB_HUB_ID"] = self.gpulab.hub_id  # how the reconcile finds this hub's servers
         if alloc is not None:
             env.update(self.gpulab_device_env(alloc))
             env["GPULAB_GPUS"] = ",".join(alloc.visible_ids)

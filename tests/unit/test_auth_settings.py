@@ -170,7 +170,8 @@ def test_quotas_service_least_privilege(tmp_path):
     c = Config()
     apply_all(c, cfg)
     (svc,) = [s for s in c.JupyterHub.services if s["name"] == "quotas"]
-    assert svc["command"][1:] == ["-m", "services.admin"] and svc["cwd"] == str(ROOT)
+    inner = svc["command"][svc["command"].index("--") + 1:]  # run under its lifeline
+    assert inner[1:] == ["-m", "services.admin"] and svc["cwd"] == str(ROOT)
     assert svc["url"].startswith("http://127.0.0.1:") and svc["oauth_no_confirm"] and svc["display"]
     settings = json.loads(svc["environment"]["GPULAB_QUOTAS_SETTINGS"])
     assert settings["db_url"].endswith("gpulab.sqlite") and settings["quotas"]["overrides"][0]["expires"] == "2099-01-01"
