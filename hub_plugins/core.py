@@ -196,7 +196,10 @@ class GPULab(SingletonConfigurable):
     def db(self) -> Database:
         with self._lock:
             if self._db is None:
+                from . import outage
+
                 db = Database(self.db_url)
+                outage.watch(db.engine)
                 db.upgrade()
                 self._db = db
             return self._db

@@ -24,6 +24,7 @@ import time
 from ..store.allocator import Owner
 from ..store.models import utcnow
 from .decide import OpenRecord, Plan, Row, decide
+from .wedged import Sweeper
 
 log = logging.getLogger("gpulab.reconcile")
 
@@ -73,6 +74,12 @@ async def _supervise() -> None:
     global log
     log = app.log  # the hub's own log (its handlers and level)
     await _wait_for_hub(app)
+    from .. import outage
+
+    outage.watch(app.db.get_bind())  # JupyterHub's own database: its outages answer 503
+    loop = asyncio.get_running_loop()
+    # once it is back, JupyterHub's session (used on this loop) must not stay broken
+    outage.when_up(lambda: loop.call_soon_threadsafe(outage.heal_session, app.db))
     core = GPULab.instance(config=app.config)
     spawner_class = app.spawner_class
     make = getattr(spawner_class, "gpulab_make_runtime", None)
@@ -112,6 +119,7 @@ class Supervisor:
         self.core = core
         self.check_timeout = check_timeout
         self.rounds = 0
+        self.sweeper = Sweeper()
 
     async def startup(self) -> None:
         t0 = time.monotonic()
@@ -132,9 +140,14 @@ class Supervisor:
                 _gate.set()
 
     async def tick(self) -> None:
+        from .. import outage
+
+        if outage.is_down():
+            return  # nothing can be decided without the database; it is probed until it is back
         try:
             await self.reconcile()
-        except Exception as e:  # e.g. the database is down: next time
+            await self.sweeper.run(self.core.spawners(), log)
+        except Exception as e:  # e.g. the database went down meanwhile: next time
             log.warning("gpulab: reconcile failed (%s); trying again in %ss", e, self.core.reconcile_interval)
 
     async def reconcile(self) -> Plan:

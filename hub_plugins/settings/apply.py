@@ -248,9 +248,19 @@ def update_mlflow(c: Config, cfg: dict) -> None:
     apply_mlflow(c, cfg)
 
 
+def update_outage(c: Config, cfg: dict) -> None:
+    """While the database is unreachable, the hub answers 503 saying so instead of 403/500
+    (``hub_plugins/outage.py``: a tornado output transform, added to any configured ones)."""
+    from ..outage import DatabaseOutage
+
+    settings = dict(c.JupyterHub.get("tornado_settings", {}))
+    settings["transforms"] = [t for t in settings.get("transforms", []) if t is not DatabaseOutage] + [DatabaseOutage]
+    c.JupyterHub.tornado_settings = settings
+
+
 # update_mlflow after update_services: it adds its scope to the 'user' role defined there
 UPDATES = (update_hub, update_api_tokens, update_auth, update_spawner, update_gpulab, update_services,
-           update_docker, update_mlflow)
+           update_docker, update_mlflow, update_outage)
 
 
 def apply_all(c: Config, cfg: dict) -> None:

@@ -21,38 +21,24 @@ Where JupyterHub calls us (6.x spawn path):
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import maybe_future, url_path_join, wait_for_http_server
 from traitlets import Bool, HasTraits, default
 
+from sqlalchemy.exc import DBAPIError
+
 from ..core import GPULab
+from ..outage import MESSAGE as OUTAGE_MESSAGE
+from ..outage import is_outage, mark_down
 from ..form import build_model, render
 from ..gpu.devices import format_devices
 from ..request import STANDARD_EXTRAS, RequestError, SpawnRequest, from_form, parse
 from ..budgeting import BudgetRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
 from ..store.models import utcnow
+from .recovery import HeldGPUs, check_after_restart, heal_hub_session, stop_leftovers
 from .waiting import wait_in_queue
-
-
-@dataclass(frozen=True)
-class HeldGPUs:
-    """What the spawner state remembers (and an admin sees under ``servers[...].state``)."""
-
-    spawn_id: str
-    gpus: tuple[str, ...]
-    gpu_type: str
-    profile: str
-    devices: tuple[str, ...]
-
-    @classmethod
-    def of(cls, alloc: Allocation) -> HeldGPUs:
-        return cls(
-            alloc.spawn_id, tuple(alloc.visible_ids), alloc.gpu_type, alloc.profile,
-            tuple(d.key for d in alloc.devices),
-        )
 
 
 class GPUSpawnerMixin(HasTraits):
@@ -181,7 +167,11 @@ class GPUSpawnerMixin(HasTraits):
         return render(model)
 
     # -- lifecycle -------------------------------------------------------------------------
+    def gpulab_heal_hub_session(self) -> None:
+        heal_hub_session(self)
+
     async def run_pre_spawn_hook(self):
+        self.gpulab_heal_hub_session()
         self._gpulab_events.clear()
         self._gpulab_starting = False
         req = self.gpulab_parse(self.user_options)
@@ -234,6 +224,11 @@ class GPUSpawnerMixin(HasTraits):
             self._gpulab_may_hold = False
             message = await core.run(core.refused, "capacity", self.user.name, self.name or "", "", e)
             raise SpawnException(message, reason="capacity", status_code=409) from None
+        except DBAPIError as e:
+            if not is_outage(str(e), bool(getattr(e, "connection_invalidated", False))):
+                raise
+            mark_down(str(e))  # whether a reservation committed is unknown: the reconcile settles it
+            raise SpawnException(OUTAGE_MESSAGE, reason="database", status_code=503) from None
         self.gpulab_allocation = alloc
         self.gpulab_held = HeldGPUs.of(alloc)
         for w in alloc.warnings:
@@ -269,25 +264,11 @@ class GPUSpawnerMixin(HasTraits):
         else:
             reason = "failed"
         core, owner = self.gpulab, self.gpulab_owner
-        alive = self._gpulab_last_alive
-        runtime = self.gpulab_runtime
-        if runtime is not None:
-            # never free a device something still uses: whatever of this server still runs
-            # (helpers that outlived it, or a server whose handle a dead hub never recorded)
-            # is stopped first; and the backend may know when it really died (its lifeline)
-            spawns = await core.run(core.allocator.spawns_of, owner)
-            alive = {}
-            for spawn_id in spawns:
-                if await runtime.stop_spawn(spawn_id):
-                    self.log.warning("[gpulab] %s: stopped what still ran of spawn %s before releasing it",
-                                     self._log_name, spawn_id)
-                seen = [t for t in (self._gpulab_last_alive, await runtime.last_alive(spawn_id)) if t is not None]
-                if seen:
-                    alive[spawn_id] = max(seen)
+        # never free a device something still uses: see recovery.py
+        spawns, alive = await stop_leftovers(self)
         keys = await core.run(core.release, owner, None, reason, alive)
-        if runtime is not None:
-            for spawn_id in spawns:
-                runtime.forget(spawn_id)
+        for spawn_id in spawns:
+            self.gpulab_runtime.forget(spawn_id)  # (spawns is empty without a runtime)
         if keys:
             self.gpulab.notify_released()  # wake requests waiting in the queue
         if keys:
@@ -304,6 +285,7 @@ class GPUSpawnerMixin(HasTraits):
         return await super().stop(now=now)
 
     async def poll(self):
+        self.gpulab_heal_hub_session()  # JupyterHub commits right after polling (stop, checks)
         status = await super().poll()
         if self.pending == "check" and not self._gpulab_checked:
             self._gpulab_checked = True
@@ -322,38 +304,8 @@ class GPUSpawnerMixin(HasTraits):
         return status
 
     async def gpulab_check_after_restart(self, status):
-        """JupyterHub checks the servers its database lists when it starts. A server the hub
-        that died had started but not yet recorded (its state has no handle, or no spawn id) is
-        adopted here: found on the backend by its spawn id, it keeps its allocation and usage
-        record and becomes this spawner's server again. A server that is really gone leaves its
-        allocation to be released by the stop JupyterHub runs next."""
-        runtime = self.gpulab_runtime
-        if runtime is None or self.server is None:
-            return status
-        if status is None and self.gpulab_held is not None:
-            return status  # recorded and running: nothing to do
-        core = self.gpulab
-        mine = await core.run(core.allocator.spawns_of, self.gpulab_owner)
-        found = [f for f in await runtime.find(self.user.name, self.name or "") if f.spawn_id in mine]
-        self._gpulab_may_hold = True  # rows may exist for this server: the stop releases them
-        if not found:
-            return status
-        f = found[0]
-        if not await self.gpulab_adopt(f):
-            return status
-        holdings = await core.run(core.allocator.holdings)
-        row, devices = holdings[f.spawn_id]
-        self.gpulab_held = HeldGPUs(
-            row.spawn_id, tuple(d.visible_id for d in devices), row.gpu_type, row.profile,
-            tuple(d.device_key for d in devices),
-        )
-        self._gpulab_ready = True
-        self._gpulab_last_alive = self._gpulab_last_beat = utcnow()
-        await core.run(core.usage.mark_ready_if_not, f.spawn_id, self._gpulab_last_alive)
-        self.log.warning("[gpulab] %s: adopted its server %s, which the hub that died had started "
-                         "but not recorded (GPUs %s)", self._log_name, f.describe(),
-                         ",".join(self.gpulab_held.gpus) or "none")
-        return await super().poll()
+        """Adopt a server the hub that died started but never recorded (see ``recovery.py``)."""
+        return await check_after_restart(self, status)
 
     async def get_url(self):
         if self._gpulab_adopted_url:
@@ -412,6 +364,7 @@ class GPUSpawnerMixin(HasTraits):
         self.gpulab_event("JupyterLab is up", progress=90)
 
     async def run_post_stop_hook(self):
+        self.gpulab_heal_hub_session()
         try:
             await maybe_future(super().run_post_stop_hook())
         finally:
