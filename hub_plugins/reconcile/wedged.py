@@ -2,7 +2,8 @@
 
 JupyterHub's spawn and stop paths write to its database several times; when one of those writes
 fails (a database restart, an outage), the path is cut short and a server can stay *ready*
-with nothing running (a failed spawn never cleaned up, never polled) or *pending stop* for good.
+with nothing running (a failed spawn never cleaned up, never polled: the mixin knows its start
+never completed) or *pending stop* for good.
 Nothing in JupyterHub looks at them again until it restarts. Each reconcile round asks those
 servers' backends whether they still run; one found dead in consecutive rounds (so not one that
 JupyterHub's own polling is about to handle) is stopped again through JupyterHub's own
@@ -28,8 +29,8 @@ class Sweeper:
         suspects: dict[int, tuple[str, int]] = {}
         acted = []
         for s in spawners:
-            if s.ready:
-                kind = "ready"
+            if s.ready and not getattr(s, "_gpulab_ready", True):
+                kind = "ready"  # JupyterHub says ready, but its start never completed
             elif s.pending == "stop":
                 kind = "stop"
             else:

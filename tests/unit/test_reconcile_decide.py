@@ -78,3 +78,44 @@ def test_a_quiet_hub_plans_nothing():
     plan = decide([run(r.spawn_id, r.user_id) for r in rows], rows, [rec(r.spawn_id, r.user_id) for r in rows],
                   known(held=set("abcd")), known(held=set("abcd")), T0)
     assert plan.empty and plan.kept == 4
+
+
+class FakeSpawner:
+    """Just what the sweeper looks at: JupyterHub's view (ready, pending), gpulab's (started?),
+    the backend's (poll) and JupyterHub's own way to stop (user.stop)."""
+
+    def __init__(self, name, ready=False, pending=None, started=True, dead=True):
+        self._log_name, self.name = name, ""
+        self.ready, self.pending, self._gpulab_ready, self.dead = ready, pending, started, dead
+        self.stops = 0
+        outer = self
+
+        class User:
+            async def stop(self, name):
+                outer.stops += 1
+                outer.ready, outer.pending = False, None  # stopped: nothing left of it
+
+        self.user = User()
+
+    async def poll(self):
+        return 0 if self.dead else None
+
+
+async def test_the_sweeper_stops_only_what_stays_wedged():
+    import asyncio
+
+    from hub_plugins.reconcile.wedged import Sweeper
+
+    ghost = FakeSpawner("ghost", ready=True, started=False)  # a failed spawn JupyterHub never cleaned up
+    running = FakeSpawner("running", ready=True, started=True, dead=False)
+    dying = FakeSpawner("dying", ready=True, started=True)  # JupyterHub's own polling handles it
+    stuck = FakeSpawner("stuck", pending="stop")  # a stop a database error cut short
+    starting = FakeSpawner("starting", pending="spawn", started=False)
+    sweeper = Sweeper()
+    everyone = [ghost, running, dying, stuck, starting]
+    assert await sweeper.run(everyone) == []  # once is not enough
+    assert await sweeper.run(everyone) == ["ghost"]
+    assert await sweeper.run(everyone) == ["stuck"]
+    await asyncio.sleep(0)
+    assert (ghost.stops, stuck.stops, running.stops, dying.stops, starting.stops) == (1, 1, 0, 0, 0)
+    assert await sweeper.run(everyone) == []  # both cleaned up
