@@ -432,31 +432,40 @@ class GPULab(SingletonConfigurable):
         self._spawners.setdefault(key, weakref.WeakSet()).add(spawner)
 
     def spawners(self) -> list:
-        return [s for ws in list(self._spawners.values()) for s in list(ws)]
+        """The spawners JupyterHub uses now. A spawner a failed spawn left behind is replaced by a
+        new object for the same server, and shares its database row: it would look ready."""
+        out = []
+        for ws in list(self._spawners.values()):
+            for s in list(ws):
+                current = getattr(s.user, "spawners", None)
+                if current is None or current.get(s.name) is s:
+                    out.append(s)
+        return out
 
     def live_owners(self) -> set[tuple[int, str]]:
         """Owners with an active spawner (running, or a start/stop/check pending).
 
         Must be called on the hub's event-loop thread, where spawner state changes."""
-        return {k for k, ws in list(self._spawners.items()) if any(s.active for s in list(ws))}
+        return {(s.user.id, s.name) for s in self.spawners() if s.active}
 
     def known(self):
         """What the hub's spawners hold right now (``reconcile.decide.Known``). On the loop."""
         from .reconcile.decide import Known
 
         held, busy, checking, names = set(), set(), set(), set()
-        for (uid, name), ws in list(self._spawners.items()):
-            for s in list(ws):
-                if not s.active:
-                    continue
-                h = getattr(s, "gpulab_held", None)
-                if s.pending == "check":
-                    checking.add((uid, name))
-                    names.add((s.user.name, name))
-                if h is not None:
-                    held.add(h.spawn_id)
-                elif s.pending in ("spawn", "check"):
-                    busy.add((uid, name))
+        for s in self.spawners():
+            if not s.active:
+                continue
+            uid, name = s.user.id, s.name
+            # what it holds until its release, even once its state was cleared (a stop in progress)
+            spawn_id = getattr(s, "gpulab_holding", None)
+            if s.pending == "check":
+                checking.add((uid, name))
+                names.add((s.user.name, name))
+            if spawn_id:
+                held.add(spawn_id)
+            else:
+                busy.add((uid, name))  # reserving, being checked or stopped: its rows are its own
         return Known(frozenset(held), frozenset(busy), frozenset(checking), frozenset(names))
 
     def reconcile(self, live: set[tuple[int, str]] | None = None, before: dt.datetime | None = None):

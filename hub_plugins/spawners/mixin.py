@@ -24,9 +24,8 @@ import asyncio
 
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import maybe_future, url_path_join, wait_for_http_server
-from traitlets import Bool, HasTraits, default
-
 from sqlalchemy.exc import DBAPIError
+from traitlets import Bool, HasTraits, default
 
 from ..core import GPULab
 from ..outage import MESSAGE as OUTAGE_MESSAGE
@@ -70,6 +69,9 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_last_alive = None
         self._gpulab_last_beat = None
         self._gpulab_checked = False  # the start-up check (adoption) ran
+        # the spawn id this server holds until released (gpulab_held is cleared with the state,
+        # which LocalProcessSpawner does as soon as its process is seen dead)
+        self.gpulab_holding: str | None = None
         self._gpulab_adopted_url = ""
         if self.user is not None:
             self.gpulab.register(self)
@@ -231,6 +233,7 @@ class GPUSpawnerMixin(HasTraits):
             raise SpawnException(OUTAGE_MESSAGE, reason="database", status_code=503) from None
         self.gpulab_allocation = alloc
         self.gpulab_held = HeldGPUs.of(alloc)
+        self.gpulab_holding = alloc.spawn_id
         for w in alloc.warnings:
             self.gpulab_event(w)
         if alloc.devices:
@@ -274,6 +277,7 @@ class GPUSpawnerMixin(HasTraits):
         if keys:
             self.log.info("[gpulab] %s: released %s (%s)", self._log_name, ", ".join(keys), reason)
         self.gpulab_allocation = None
+        self.gpulab_holding = None
         self._gpulab_may_hold = False
         self._gpulab_ready = False
         self._gpulab_stop_requested = False
@@ -412,12 +416,14 @@ class GPUSpawnerMixin(HasTraits):
                 state["spawn_id"], tuple(state.get("gpus", ())), state.get("gpu_type", ""),
                 state.get("profile", ""), tuple(state.get("gpu_devices", ())),
             )
+            self.gpulab_holding = state["spawn_id"]
 
     def clear_state(self):
         super().clear_state()
         # The rows in our tables are released by run_post_stop_hook, not here: LocalProcessSpawner
         # clears state from poll() too, before JupyterHub has decided the server is gone.
         self.gpulab_held = None
+        self._gpulab_adopted_url = ""
 
     # -- progress --------------------------------------------------------------------------
     async def progress(self):

@@ -57,6 +57,7 @@ async def check_after_restart(spawner, status):
     row, devices = holdings[f.spawn_id]
     spawner.gpulab_held = HeldGPUs(row.spawn_id, tuple(d.visible_id for d in devices), row.gpu_type,
                                    row.profile, tuple(d.device_key for d in devices))
+    spawner.gpulab_holding = row.spawn_id
     spawner._gpulab_ready = True
     spawner._gpulab_last_alive = spawner._gpulab_last_beat = utcnow()
     await core.run(core.usage.mark_ready_if_not, f.spawn_id, spawner._gpulab_last_alive)
