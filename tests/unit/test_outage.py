@@ -78,3 +78,17 @@ def test_heal_rolls_back_only_a_lost_transaction(tmp_path):
         assert outage.heal_session(s) is True
         assert s.execute(sa.text("SELECT count(*) FROM t")).scalar() == 0  # usable again
     engine.dispose()
+
+
+def test_the_hub_is_configured_with_the_transform(tmp_path):
+    """update_outage adds it to whatever tornado settings are configured, once."""
+    from traitlets.config import Config
+
+    from hub_plugins.settings.apply import update_outage
+
+    c = Config()
+    c.JupyterHub.tornado_settings = {"cookie_options": {"samesite": "Lax"}, "transforms": []}
+    update_outage(c, {})
+    update_outage(c, {})
+    assert c.JupyterHub.tornado_settings["transforms"] == [outage.DatabaseOutage]
+    assert c.JupyterHub.tornado_settings["cookie_options"] == {"samesite": "Lax"}
