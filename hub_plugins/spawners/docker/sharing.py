@@ -18,6 +18,7 @@ from ...gpu.sharing import STARTUP_DIR, ShareCaps, shares_of
 from ...settings.schema import DEFAULTS
 from . import mps
 from .mpsd import MPSDaemons
+from .reconcile import DockerRuntime
 
 HOOK_MOUNT = "/opt/gpulab/startup"
 _MPS = DEFAULTS["docker"]["mps"]
@@ -110,3 +111,20 @@ class DockerSharing(HasTraits):
 
             cls._mps_daemons = MPSDaemons(call, client.create_host_config, self.hub_id, self.mps_settings)
         return cls._mps_daemons
+
+
+class MPSSweepingRuntime(DockerRuntime):
+    """The Docker runtime of a hub with MPS on: every reconcile round (the first at start-up)
+    first removes the MPS daemons no sharer uses, such as those a hub that died left behind.
+    A sharer's last stop removes its daemon itself (``run_post_stop_hook``); this is the rest."""
+
+    def __init__(self, daemons: MPSDaemons, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.daemons = daemons
+
+    async def list(self):
+        try:
+            await self.daemons.sweep()  # under the daemons' lock: never races a sharer's creation
+        except Exception as e:  # the engine busy or gone: the round's own listing says so
+            self.log.warning("[gpulab] docker: sweeping MPS daemons failed: %s", e)
+        return await super().list()
