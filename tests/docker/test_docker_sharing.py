@@ -10,6 +10,7 @@ sharers can observe of it here: it stays in the foreground and makes its control
 from __future__ import annotations
 
 import secrets
+import time
 
 import pytest
 
@@ -103,4 +104,22 @@ def test_a_dead_daemon_is_replaced_for_the_next_sharer(hub, docker_client, prefi
     assert second.labels[mps.LABEL_PIPE] != first.labels[mps.LABEL_PIPE]
     hub.stop_server("dee")
     hub.stop_server("eve")
+    assert daemons(docker_client, prefix) == []
+
+
+def test_a_daemon_left_without_sharers_is_swept_by_the_reconcile(hub, docker_client, prefix, base_image):
+    """A hub that died between a daemon's start and its sharer's container leaves a daemon no
+    sharer uses: the Docker runtime's reconcile round removes it, the used daemon stays."""
+    hub.create_users("fay")
+    hub.start_server("fay", SHARED)
+    (used,) = daemons(docker_client, prefix)
+    left = docker_client.containers.run(
+        base_image, ["sleep", "600"], name=f"{prefix}-mps-left", detach=True, network_mode="none",
+        labels={"gpulab.hub": used.labels["gpulab.hub"], "gpulab.kind": "mps", mps.LABEL_MPS: "GPU-left-1"},
+    )
+    deadline = time.monotonic() + 60  # the reconcile runs every poll interval (2 s here)
+    while time.monotonic() < deadline and left.name in {c.name for c in daemons(docker_client, prefix)}:
+        time.sleep(0.5)
+    assert [c.name for c in daemons(docker_client, prefix)] == [used.name]
+    hub.stop_server("fay")
     assert daemons(docker_client, prefix) == []
