@@ -20,19 +20,22 @@ from jupyterhub.utils import random_port
 from traitlets.config import Config
 
 from ..auth import NATIVE_TEMPLATES
+from ..isolation import Enforcer
 from ..mlflow import setup as mlflow
 from ..mlflow.provider import PROVIDER
 from ..quota.limits import parse_bytes
 from .auth import apply_auth
 from .cluster import update_kubernetes, update_slurm
+from .errors import ConfigError
 from .loader import gpulab_db_url
-from .scopes import BILLING_SCOPES, CULLER_SCOPES, QUOTAS_SERVICE_SCOPES
+from ..scopes import ADMIN_ROLE, ADMIN_SCOPES, CUSTOM_SCOPES, MANAGE_OVERRIDES
+from .scopes import BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES, QUOTAS_SERVICE_SCOPES
 
 BACKEND_SPAWNERS = {"local": "gpulab-local", "docker": "gpulab-docker", "slurm": "gpulab-slurm",
                     "kubernetes": "gpulab-kubernetes"}
 ROOT = str(Path(__file__).resolve().parents[2])
 
-__all__ = ["BACKEND_SPAWNERS", "BILLING_SCOPES", "CULLER_SCOPES", "QUOTAS_SERVICE_SCOPES", "UPDATES", "apply_all",
+__all__ = ["BACKEND_SPAWNERS", "BILLING_ALLOWED", "BILLING_SCOPES", "CULLER_SCOPES", "QUOTAS_SERVICE_SCOPES", "UPDATES", "apply_all",
            "gpulab_db_url", "update_api_tokens", "update_services"]
 
 
@@ -92,6 +95,11 @@ def update_hub(c: Config, cfg: dict) -> None:
     c.Spawner.http_timeout = h["http_timeout"]
     c.Spawner.default_url = "/lab"
     c.Authenticator.admin_users = set(h["admin_users"])
+    # SameSite=Lax on every hub cookie (JupyterHub also uses these for its _xsrf cookie and hands
+    # them to single-user servers): a cross-site POST never carries the session
+    settings = dict(c.JupyterHub.get("tornado_settings", {}))
+    settings["cookie_options"] = {**settings.get("cookie_options", {}), "samesite": "Lax"}
+    c.JupyterHub.tornado_settings = settings
     # `make run` installs the proxy into the checkout's node_modules; deployments have it on PATH
     local = Path(cfg.get("_project_root", ".")) / "node_modules" / ".bin" / "configurable-http-proxy"
     chp = str(local) if local.exists() else shutil.which("configurable-http-proxy")
@@ -101,8 +109,9 @@ def update_hub(c: Config, cfg: dict) -> None:
 
 # -- services and roles: pure builders, each (services, roles) ---------------------------------
 def token_services(cfg: dict) -> tuple[list[dict], list[dict]]:
-    """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation),
-    or, when ``hub.api_token_scopes`` names it, a role with only those scopes."""
+    """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation)
+    and gpulab's admin scopes (``admin_role``), or, when ``hub.api_token_scopes`` names it, a
+    role with only those scopes (gpulab's ``custom:gpulab:...`` scopes among them if it needs them)."""
     tokens = cfg["hub"]["api_tokens"]
     scoped = cfg["hub"].get("api_token_scopes") or {}
     services = [{"name": name, "api_token": tok} for name, tok in tokens.items()]
@@ -110,7 +119,20 @@ def token_services(cfg: dict) -> tuple[list[dict], list[dict]]:
     roles = [{"name": "admin", "services": admins}] if admins else []
     roles += [{"name": f"gpulab-token-{name}", "description": f"hub.api_token_scopes.{name}",
                "scopes": list(scoped[name]), "services": [name]} for name in sorted(scoped)]
-    return services, roles
+    return services, [*roles, admin_role(cfg, admins)]
+
+
+def admin_role(cfg: dict, admin_tokens: list[str]) -> dict:
+    """The ``gpulab-admin`` role: all of gpulab's scopes. JupyterHub's 'admin' role cannot be given
+    more scopes, so it goes to whoever gpulab makes admin: hub.admin_users and the admin
+    automation tokens (identity-provider admins get it with their roles, see auth/mixin.py)."""
+    role = {"name": ADMIN_ROLE, "description": "gpulab's admin rights in its services: everyone's usage, "
+            "the queue, quota overrides", "scopes": list(ADMIN_SCOPES), "services": admin_tokens}
+    # when the identity provider manages roles, JupyterHub refuses users in load_roles: the
+    # authenticator grants the role at each login instead (admin_users included)
+    if not (cfg["auth"]["kind"] != "native" and cfg["auth"].get("roles")):
+        role["users"] = sorted(cfg["hub"]["admin_users"])
+    return role
 
 
 def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_scopes=()) -> dict:
@@ -126,6 +148,8 @@ def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_
     if url:
         svc["url"] = url
         svc["oauth_client_allowed_scopes"] = [f"access:services!service={name}", *allowed_scopes]
+        # gpulab's own pages, as the quotas and MLflow services: no "authorize access" step
+        svc["oauth_no_confirm"] = True
     return svc
 
 
@@ -133,17 +157,17 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
     """gpulab's hub services, each with a role of the least scopes it needs, and the scopes every
     user gets to open them (their own data only; the services enforce it)."""
     rt = runtime(cfg)
-    # admins' tokens for a service carry the unfiltered 'list:users' scope: that is how the
-    # service tells an admin (read-only; users' tokens carry at most their own)
+    # a person's token for a service carries the gpulab scopes they hold that the service uses
+    # (hub_plugins/scopes.py): that is how the service tells who may see or do more
     services = [_service("billing", cfg, "services.billing", f"http://127.0.0.1:{cfg['billing']['port']}",
-                         ["list:users"])]
+                         BILLING_ALLOWED)]
     roles = [{"name": "gpulab-billing", "description": "gpulab billing: read users, groups",
               "scopes": list(BILLING_SCOPES), "services": ["billing"]}]
     user_scopes = ["access:services!service=billing"]
     if cfg["services"]["quotas"]["enabled"]:
         # quotas (``services/admin``): everyone sees their own quota; only admins manage overrides
-        services.append({**_service("quotas", cfg, "services.admin", rt.quotas_url),
-                         "display": True, "oauth_no_confirm": True})
+        services.append({**_service("quotas", cfg, "services.admin", rt.quotas_url, [MANAGE_OVERRIDES]),
+                         "display": True})
         roles.append({"name": "gpulab-quotas-service", "description": "the quotas service: read users and their groups",
                       "scopes": list(QUOTAS_SERVICE_SCOPES), "services": ["quotas"]})
         user_scopes.append("access:services!service=quotas")
@@ -177,8 +201,13 @@ def update_api_tokens(c: Config, cfg: dict) -> None:
     tokens, roles = token_services(cfg)
     if tokens:
         c.JupyterHub.services = [*c.JupyterHub.get("services", []), *tokens]
-    if roles:
-        c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []), *roles]
+    c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []), *roles]
+
+
+def update_admin_scopes(c: Config, cfg: dict) -> None:
+    """gpulab's own scopes (``hub_plugins/scopes.py``): the services' admin rights. The role
+    that holds them is ``admin_role``, among the token roles."""
+    c.JupyterHub.custom_scopes = dict(CUSTOM_SCOPES)
 
 
 def update_auth(c: Config, cfg: dict) -> None:
@@ -202,6 +231,21 @@ def update_spawner(c: Config, cfg: dict) -> None:
     c.LocalGPUSpawner.system_user_prefix = local["system_user_prefix"]
     c.LocalGPUSpawner.home_root = local["home_root"]
     c.LocalGPUSpawner.shared_home_root = _state(cfg, "homes")
+    c.LocalGPUSpawner.limits_mode = local["limits"]
+
+
+def check_local_backend(cfg: dict, euid: int | None = None) -> str:
+    """Start-up checks of the local backend: refuse to run servers as root, and say which limits
+    this host enforces (returned, for the hub's log). Raises ConfigError."""
+    if cfg["backend"] != "local":
+        return ""
+    euid = os.geteuid() if euid is None else euid
+    if euid == 0 and cfg["local"]["system_users"] == "never":
+        raise ConfigError(
+            "local.system_users: 'never' with a hub running as root would run every server as root, beside the "
+            "hub's secrets. Set local.system_users: auto (each hub user gets their own system account), or run the "
+            "hub as an unprivileged user.")
+    return Enforcer.detect(cfg["local"]["limits"]).summary()
 
 
 def update_gpulab(c: Config, cfg: dict) -> None:
@@ -242,11 +286,14 @@ def update_mlflow(c: Config, cfg: dict) -> None:
         mlflow.configure_env(c, m, cfg["hub"]["bind_url"], rt.mlflow_port, rt.mlflow_token)
 
 
-UPDATES = (update_hub, update_auth, update_spawner, update_gpulab, update_services, update_docker, update_mlflow,
-           update_slurm, update_kubernetes)
+UPDATES = (update_hub, update_admin_scopes, update_auth, update_spawner, update_gpulab, update_services, update_docker,
+           update_mlflow, update_slurm, update_kubernetes)
 
 
 def apply_all(c: Config, cfg: dict) -> None:
     prepare_state_dir(cfg)
     for update in UPDATES:
         update(c, cfg)
+    said = check_local_backend(cfg)
+    if said:
+        print(said, file=sys.stderr)

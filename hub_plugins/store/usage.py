@@ -20,7 +20,8 @@ from .models import Event, LedgerEntry, UsageRecord, utcnow
 
 UTC = dt.timezone.utc
 _U = UsageRecord.__table__
-STOP_REASONS = ("user", "admin", "culled", "crashed", "quota", "budget", "runtime", "failed", "cancelled")
+STOP_REASONS = ("user", "admin", "culled", "crashed", "quota", "budget", "runtime", "failed", "cancelled",
+                "oom")  # oom: the kernel stopped it for using more than its memory limit (local backend)
 
 
 def aware(t: dt.datetime | None) -> dt.datetime | None:

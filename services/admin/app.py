@@ -2,7 +2,8 @@
 
 Runs as a JupyterHub managed service (``/services/quotas/``). Pages sign people in through the
 hub (HubOAuth); the REST API takes the same cookie or a hub token (``Authorization: token``).
-Everyone with access to the service sees their own quota; only hub admins manage overrides.
+Everyone with access to the service sees their own quota; only holders of gpulab's overrides scope
+(hub admins, admin automation tokens; ``hub_plugins/scopes.py``) manage overrides.
 
 Pages: ``/`` (your quota), ``/admin`` (overrides, audit). API: ``api/me``, ``api/overrides``
 (GET, POST), ``api/overrides/{id}`` (GET, DELETE), ``api/audit``, ``api/users/{name}``.
@@ -22,6 +23,10 @@ from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuth
 from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+from hub_plugins.scopes import MANAGE_OVERRIDES, holds
+from hub_plugins.validation import shown
+from services.handlers import COOKIE_OPTIONS, ValidatedArgs
 
 from .core import AdminError, QuotaAdmin, valid_user_name
 from .forms import form_to_override
@@ -52,7 +57,7 @@ class Hub:
         return json.loads(resp.body)
 
 
-class Base(HubOAuthenticated, web.RequestHandler):
+class Base(ValidatedArgs, HubOAuthenticated, web.RequestHandler):
     @property
     def admin(self) -> QuotaAdmin:
         return self.settings["quota_admin"]
@@ -69,13 +74,8 @@ class Base(HubOAuthenticated, web.RequestHandler):
 
     @property
     def is_admin(self) -> bool:
-        """Hub admins; a service (automation token) only if its token holds admin:users."""
-        m = self.current_user
-        if not m:
-            return False
-        if m.get("kind", "user") == "user":
-            return bool(m.get("admin"))
-        return "admin:users" in m.get("scopes", [])
+        """Manages overrides: a person or token holding gpulab's overrides scope."""
+        return holds(self.current_user, MANAGE_OVERRIDES)
 
     async def run(self, fn, *args, **kw):
         """Database work off the event loop (SQLite waits for the allocator's write lock)."""
@@ -106,10 +106,7 @@ class Api(Base):
         self.finish(json.dumps(data))
 
     def body(self):
-        try:
-            return json.loads(self.request.body or b"{}")
-        except ValueError:
-            raise web.HTTPError(400, "The request body must be JSON.") from None
+        return self.json(default={})
 
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
@@ -128,8 +125,8 @@ class MeApi(Api):
 class OverridesApi(Api):
     async def get(self):
         self.check_admin()
-        user = self.get_argument("user", None)
-        expired = self.get_argument("include_expired", "0") in ("1", "true", "yes")
+        user = self.arg_user() or None
+        expired = self.arg_choice("include_expired", "0", ("0", "1", "true", "false", "yes", "no")) in ("1", "true", "yes")
         self.write_json(await self.run(self.admin.list_overrides, user, expired))
 
     async def post(self):
@@ -144,36 +141,39 @@ class OverridesApi(Api):
 class OverrideApi(Api):
     async def get(self, ident):
         self.check_admin()
+        ident = self.path_name(ident, "override")
         found = await self.run(self.admin.store.get, ident)
         if found is None:
-            raise web.HTTPError(404, f"There is no override '{ident}'.")
+            raise web.HTTPError(404, "%s", f"There is no override {shown(ident, 64)}.")
         self.write_json(found)
 
     async def delete(self, ident):
         self.check_admin()
-        reason = self.get_argument("reason", "")
+        ident = self.path_name(ident, "override")
+        reason = self.arg("reason")
         if not reason and self.request.body:
             body = self.body()
-            reason = body.get("reason", "") if isinstance(body, dict) else ""
-        self.write_json(await self.run(self.admin.remove_override, ident, self.user_name, str(reason)))
+            if not isinstance(body, dict) or set(body) - {"reason"}:
+                raise web.HTTPError(400, "The body may only say why: {\"reason\": \"...\"}.")
+            reason = body.get("reason", "")
+            if not isinstance(reason, str):
+                raise web.HTTPError(400, "'reason' must be text.")
+        self.write_json(await self.run(self.admin.remove_override, ident, self.user_name, reason))
 
 
 class AuditApi(Api):
     async def get(self):
         self.check_admin()
-        try:
-            limit = int(self.get_argument("limit", "100"))
-        except ValueError:
-            raise web.HTTPError(400, "'limit' must be a whole number.") from None
-        self.write_json(await self.run(self.admin.audit, limit, self.get_argument("user", None)))
+        limit = self.arg_int("limit", 100, 1, 1000)
+        self.write_json(await self.run(self.admin.audit, limit, self.arg_user() or None))
 
 
 class UserApi(Api):
     async def get(self, name):
         self.check_admin()
-        model = await self.hub.user(name) if valid_user_name(name) else None
+        model = await self.hub.user(name) if len(name) <= 255 and valid_user_name(name) else None
         if model is None:
-            raise web.HTTPError(404, f"There is no user '{name}' on this hub.")
+            raise web.HTTPError(404, "%s", f"There is no user {shown(name, 64)} on this hub.")
         self.write_json(await self.run(self.admin.user_view, name, model.get("groups", []), model.get("admin", False)))
 
 
@@ -218,7 +218,7 @@ class AdminPage(Page):
     async def get(self):
         self.check_admin()
         done = ""
-        created, removed = self.get_argument("created", ""), self.get_argument("removed", "")
+        created, removed = self.arg("created"), self.arg("removed")
         # only ids are echoed: a crafted link cannot put other words on an admin's page
         if re.fullmatch(IDENT, created):
             done = f"Override {created} added; it applies from the user's next spawn."
@@ -229,7 +229,7 @@ class AdminPage(Page):
     @web.authenticated
     async def post(self):
         self.check_admin()
-        form = {k: self.get_argument(k, "") for k in
+        form = {k: self.arg(k) for k in
                 ("user", "max_gpus", "max_gpus_per_server", "max_servers", "profiles", "gpu_types",
                  "expires", "reason", "approved_by")}
         try:
@@ -246,7 +246,7 @@ class RemovePage(Page):
     async def post(self, ident):
         if not self.is_admin:
             raise web.HTTPError(403, "Only hub admins manage quota overrides.")
-        await self.run(self.admin.remove_override, ident, self.user_name, self.get_argument("reason", ""))
+        await self.run(self.admin.remove_override, ident, self.user_name, self.arg("reason"))
         self.redirect(url_path_join(self.settings["prefix"], "admin") + f"?removed={quote(ident)}")
 
 
@@ -254,7 +254,8 @@ def make_app(quota_admin: QuotaAdmin, prefix: str | None = None) -> web.Applicat
     prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/quotas/")
     hub_prefix = url_path_join(os.environ.get("JUPYTERHUB_BASE_URL", "/"), "hub/")
     hub = Hub(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
-    oauth = HubOAuth.instance(api_token=os.environ["JUPYTERHUB_API_TOKEN"], cache_max_age=10)
+    oauth = HubOAuth.instance(api_token=os.environ["JUPYTERHUB_API_TOKEN"], cache_max_age=10,
+                              cookie_options=dict(COOKIE_OPTIONS))
     route = lambda path: url_path_join(prefix, path)  # noqa: E731
     ident = f"({IDENT})"
     return web.Application(
@@ -262,7 +263,7 @@ def make_app(quota_admin: QuotaAdmin, prefix: str | None = None) -> web.Applicat
             (route("oauth_callback"), HubOAuthCallbackHandler),
             (route("api/me"), MeApi),
             (route("api/overrides"), OverridesApi),
-            (route(f"api/overrides/{ident}"), OverrideApi),
+            (route("api/overrides/([^/]+)"), OverrideApi),  # any id: a bad one is a 404 that says so
             (route("api/audit"), AuditApi),
             (route("api/users/([^/]+)"), UserApi),
             (route("admin"), AdminPage),
@@ -277,4 +278,5 @@ def make_app(quota_admin: QuotaAdmin, prefix: str | None = None) -> web.Applicat
         hub_prefix=hub_prefix,
         cookie_secret=os.urandom(32),
         login_url=oauth.login_url,
+        xsrf_cookie_kwargs=dict(COOKIE_OPTIONS, httponly=False),  # pages read it into their forms
     )

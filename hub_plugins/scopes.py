@@ -1,0 +1,30 @@
+"""gpulab's own JupyterHub scopes (``custom_scopes``): what makes someone an admin in gpulab's
+services. An explicit grant, held by the ``gpulab-admin`` role (hub.admin_users, the admin
+automation tokens, identity-provider admins when roles are managed) and by any automation token
+whose ``hub.api_token_scopes`` names one; never inferred from a generic hub scope such as
+``list:users``, which a narrowed token may hold for other reasons.
+
+The services receive a person's scopes through their OAuth token (each service allows only the
+gpulab scopes it uses in ``oauth_client_allowed_scopes``) or a token's own scopes directly.
+"""
+
+from __future__ import annotations
+
+READ_USAGE = "custom:gpulab:read:usage"
+MANAGE_QUEUE = "custom:gpulab:admin:queue"
+MANAGE_OVERRIDES = "custom:gpulab:admin:overrides"
+
+CUSTOM_SCOPES = {
+    READ_USAGE: {"description": "Read every user's GPU usage, costs, quotas and budgets, and who holds each GPU "
+                                "(gpulab's billing service)."},
+    MANAGE_QUEUE: {"description": "Cancel anyone's request waiting in gpulab's GPU queue."},
+    MANAGE_OVERRIDES: {"description": "Add and remove quota overrides, read their audit trail and any user's quota "
+                                      "(gpulab's quotas service)."},
+}
+ADMIN_SCOPES = (READ_USAGE, MANAGE_QUEUE, MANAGE_OVERRIDES)
+ADMIN_ROLE = "gpulab-admin"
+
+
+def holds(model: dict | None, scope: str) -> bool:
+    """Whether the hub's model of a caller (``/hub/api/user``) lists ``scope`` unfiltered."""
+    return bool(model) and scope in set(model.get("scopes") or ())
