@@ -208,13 +208,17 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         enforcer = self.gpulab_enforcer
         if enforcer.controls:
             name = self.gpulab_cgroup
+
+            def end() -> tuple[bool, list[int]]:  # one trip to the worker threads per stop
+                return enforcer.killed_for_memory(name), enforcer.cleanup(name)
+
             try:
-                if await self._gpulab_memory_killed():
+                oom, left = await self.gpulab.run(end)
+                if oom:
                     text = self._gpulab_oom_text()
                     self.log.warning("[gpulab] %s: %s", self._log_name, text)
                     await self.gpulab.run(self.gpulab.usage.set_pending_reason, self.user.name, self.name or "",
                                           f"oom: {text}")
-                left = await self.gpulab.run(enforcer.cleanup, name)
                 if left:
                     self.log.info("[gpulab] %s: stopped %d process(es) the server left behind", self._log_name,
                                   len(left))
