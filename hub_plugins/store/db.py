@@ -5,7 +5,10 @@ Write transactions that make decisions (allocate, queue) are *serialised* across
 that shares the database:
 
 - SQLite: ``BEGIN IMMEDIATE`` takes the database's write lock when the transaction starts, so
-  the read-decide-write sequence cannot interleave with another writer.
+  the read-decide-write sequence cannot interleave with another writer. Writers of one process
+  queue on a lock of their own first: SQLite's busy handler makes a waiting writer sleep in
+  growing steps (up to 100 ms) however soon the lock is free, which under a burst of spawns
+  costs more than the transactions themselves.
 - PostgreSQL: ``pg_advisory_xact_lock`` on a fixed key, held until commit.
 
 On top of that, unique keys make double allocation impossible even for code that skips the lock.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -56,9 +60,14 @@ class Database:
     def __init__(self, url: str, echo: bool = False):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # one process's SQLite writers, in turn (see the module's docstring); re-entrant, so a
+        # nested write waits on SQLite as it always did rather than on itself
+        self._writers = threading.RLock() if self.is_sqlite else contextlib.nullcontext()
         if self.is_sqlite:
+            # a connection per worker thread kept open (the core's pool has 16): opening one
+            # costs more than a transaction
             self.engine = sa.create_engine(
-                url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+                url, echo=echo, pool_size=20, connect_args={"check_same_thread": False, "timeout": 30}
             )
             _sqlite_setup(self.engine)
         else:
@@ -75,7 +84,7 @@ class Database:
     @contextlib.contextmanager
     def write(self, serial: bool = False):
         """A transaction; ``serial=True`` also serialises it against every other serial writer."""
-        with self.engine.connect() as conn:
+        with self._writers, self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(gpulab_write=True)
             with Session(bind=conn, expire_on_commit=False) as s, s.begin():
@@ -86,7 +95,7 @@ class Database:
     @contextlib.contextmanager
     def write_conn(self, serial: bool = False):
         """Like :meth:`write` but a bare Connection: the allocator's hot path skips the ORM."""
-        with self.engine.connect() as conn:
+        with self._writers, self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(gpulab_write=True)
             with conn.begin():
