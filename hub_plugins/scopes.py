@@ -28,3 +28,15 @@ ADMIN_ROLE = "gpulab-admin"
 def holds(model: dict | None, scope: str) -> bool:
     """Whether the hub's model of a caller (``/hub/api/user``) lists ``scope`` unfiltered."""
     return bool(model) and scope in set(model.get("scopes") or ())
+
+# What each service may do with its own token (the hub's update_services and the Helm values use
+# the same lists). Billing lists groups for its admin page (per-group usage): list:groups to list
+# them, read:groups for members.
+BILLING_SCOPES = ("list:users", "read:users:groups", "list:groups", "read:groups")
+CULLER_SCOPES = ("list:users", "read:users:groups", "read:users:activity", "read:servers", "servers",
+                 "delete:servers")
+# the quotas service looks people up and reads their groups
+QUOTAS_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups"]
+# what a person's token for a service may carry beyond access to it (their gpulab admin scopes)
+BILLING_ALLOWED = [READ_USAGE, MANAGE_QUEUE]
+QUOTAS_ALLOWED = [MANAGE_OVERRIDES]

@@ -24,19 +24,25 @@ from ..isolation import Enforcer
 from ..mlflow import setup as mlflow
 from ..mlflow.provider import PROVIDER
 from ..quota.limits import parse_bytes
+from ..scopes import (ADMIN_ROLE, ADMIN_SCOPES, BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES, CUSTOM_SCOPES,
+                      QUOTAS_ALLOWED, QUOTAS_SERVICE_SCOPES)
 from .auth import apply_auth
 from .cluster import update_kubernetes, update_slurm
 from .errors import ConfigError
 from .loader import gpulab_db_url
-from ..scopes import ADMIN_ROLE, ADMIN_SCOPES, CUSTOM_SCOPES, MANAGE_OVERRIDES
-from .scopes import BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES, QUOTAS_SERVICE_SCOPES
 
 BACKEND_SPAWNERS = {"local": "gpulab-local", "docker": "gpulab-docker", "slurm": "gpulab-slurm",
                     "kubernetes": "gpulab-kubernetes"}
 ROOT = str(Path(__file__).resolve().parents[2])
+# What the environment builder passes on to uv and npm from the hub's environment: how this
+# machine reaches the package registries.
+REGISTRY_ENV = ("HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "HTTP_PROXY", "HTTPS_PROXY",
+                "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "UV_INDEX_URL", "UV_DEFAULT_INDEX",
+                "UV_CACHE_DIR", "npm_config_registry", "npm_config_cache")
 
-__all__ = ["BACKEND_SPAWNERS", "BILLING_ALLOWED", "BILLING_SCOPES", "CULLER_SCOPES", "QUOTAS_SERVICE_SCOPES", "UPDATES", "apply_all",
-           "gpulab_db_url", "update_api_tokens", "update_services"]
+__all__ = ["BACKEND_SPAWNERS", "BILLING_ALLOWED", "BILLING_SCOPES", "CULLER_SCOPES", "QUOTAS_SERVICE_SCOPES",
+           "UPDATES", "apply_all", "check_local_backend", "gpulab_db_url", "update_admin_scopes",
+           "update_api_tokens", "update_services"]
 
 
 @dataclass(frozen=True)
@@ -108,26 +114,33 @@ def update_hub(c: Config, cfg: dict) -> None:
 
 
 # -- services and roles: pure builders, each (services, roles) ---------------------------------
+def admin_tokens(cfg: dict) -> list[str]:
+    """The ``hub.api_tokens`` that hold the admin role (those not narrowed by api_token_scopes)."""
+    scoped = cfg["hub"].get("api_token_scopes") or {}
+    return sorted(n for n in cfg["hub"]["api_tokens"] if n not in scoped)
+
+
 def token_services(cfg: dict) -> tuple[list[dict], list[dict]]:
     """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation)
-    and gpulab's admin scopes (``admin_role``), or, when ``hub.api_token_scopes`` names it, a
-    role with only those scopes (gpulab's ``custom:gpulab:...`` scopes among them if it needs them)."""
+    and gpulab's admin scopes (``admin_role``), or, when ``hub.api_token_scopes`` names it, a role
+    with only those scopes (gpulab's ``custom:gpulab:...`` scopes among them if it needs them)."""
     tokens = cfg["hub"]["api_tokens"]
     scoped = cfg["hub"].get("api_token_scopes") or {}
     services = [{"name": name, "api_token": tok} for name, tok in tokens.items()]
-    admins = sorted(n for n in tokens if n not in scoped)
+    admins = admin_tokens(cfg)
     roles = [{"name": "admin", "services": admins}] if admins else []
     roles += [{"name": f"gpulab-token-{name}", "description": f"hub.api_token_scopes.{name}",
                "scopes": list(scoped[name]), "services": [name]} for name in sorted(scoped)]
-    return services, [*roles, admin_role(cfg, admins)]
+    return services, roles
 
 
-def admin_role(cfg: dict, admin_tokens: list[str]) -> dict:
-    """The ``gpulab-admin`` role: all of gpulab's scopes. JupyterHub's 'admin' role cannot be given
-    more scopes, so it goes to whoever gpulab makes admin: hub.admin_users and the admin
-    automation tokens (identity-provider admins get it with their roles, see auth/mixin.py)."""
+def admin_role(cfg: dict) -> dict:
+    """gpulab's own scopes held together (``hub_plugins/scopes.py``): the services' admin rights.
+    JupyterHub's 'admin' role cannot be given more scopes, so the ``gpulab-admin`` role goes to
+    whoever gpulab makes admin: hub.admin_users and the admin automation tokens (identity-provider
+    admins get it with their roles, see auth/mixin.py)."""
     role = {"name": ADMIN_ROLE, "description": "gpulab's admin rights in its services: everyone's usage, "
-            "the queue, quota overrides", "scopes": list(ADMIN_SCOPES), "services": admin_tokens}
+            "the queue, quota overrides", "scopes": list(ADMIN_SCOPES), "services": admin_tokens(cfg)}
     # when the identity provider manages roles, JupyterHub refuses users in load_roles: the
     # authenticator grants the role at each login instead (admin_users included)
     if not (cfg["auth"]["kind"] != "native" and cfg["auth"].get("roles")):
@@ -166,7 +179,7 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
     user_scopes = ["access:services!service=billing"]
     if cfg["services"]["quotas"]["enabled"]:
         # quotas (``services/admin``): everyone sees their own quota; only admins manage overrides
-        services.append({**_service("quotas", cfg, "services.admin", rt.quotas_url, [MANAGE_OVERRIDES]),
+        services.append({**_service("quotas", cfg, "services.admin", rt.quotas_url, QUOTAS_ALLOWED),
                          "display": True})
         roles.append({"name": "gpulab-quotas-service", "description": "the quotas service: read users and their groups",
                       "scopes": list(QUOTAS_SERVICE_SCOPES), "services": ["quotas"]})
@@ -176,6 +189,14 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
         roles.append({"name": "gpulab-culler",
                       "description": "gpulab culler: see activity, stop idle servers, restart queued requests",
                       "scopes": list(CULLER_SCOPES), "services": ["culler"]})
+    envs = cfg["environments"]
+    if envs["build_missing"] and cfg["backend"] == "local":
+        # the 'envs' service builds missing profile environments in the background (a separate
+        # process: never on the hub's event loop; no URL, no scopes), reaching the registries
+        # the way the hub's environment says (JupyterHub gives services a clean one)
+        svc = _service("envs", cfg, "services.envs")
+        svc["environment"].update({k: os.environ[k] for k in REGISTRY_ENV if os.environ.get(k)})
+        services.append(svc)
     if cfg["mlflow"]["enabled"]:  # MLflow tracking at /services/mlflow/
         services.append(mlflow.service(_service(mlflow.SERVICE, cfg, "services.mlflow"), rt.mlflow_port, rt.mlflow_token))
         user_scopes.append(f"access:services!service={mlflow.SERVICE}")
@@ -183,31 +204,37 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
 
 
 def update_services(c: Config, cfg: dict) -> None:
-    """Every hub service and role gpulab defines: API tokens, billing, quotas, the culler and
-    MLflow, and the 'user' role that lets people open gpulab's pages."""
+    """Every hub service, role and custom scope gpulab defines: API tokens, gpulab's admin
+    scopes, billing, quotas, the culler and MLflow, and the 'user' role that lets people open
+    gpulab's pages."""
     tokens, token_roles = token_services(cfg)
     services, roles, user_scopes = gpulab_services(cfg)
     c.JupyterHub.services = tokens + services
+    c.JupyterHub.custom_scopes = dict(CUSTOM_SCOPES)
     user = {"name": "user", "description": "Standard user privileges, and gpulab's pages", "scopes": ["self"]}
-    roles = [*token_roles, *roles, user]
+    roles = [*token_roles, admin_role(cfg), *roles, user]
     for scope in user_scopes:
         roles = mlflow.grant_user_scope(roles, scope)
     c.JupyterHub.load_roles = roles
 
 
 def update_api_tokens(c: Config, cfg: dict) -> None:
-    """Only the API tokens' services and roles: for the z2jh hub (``kube/hubconfig.py``), where
-    the chart's values define gpulab's services and this adds the tokens to them."""
+    """Only the API tokens' services and roles: for the z2jh hub (``spawners/kubernetes/
+    hubconfig.py``), where the chart's values define gpulab's services and this adds the tokens to
+    them (with ``update_admin_scopes``, the only updates that add to what another source set)."""
     tokens, roles = token_services(cfg)
     if tokens:
         c.JupyterHub.services = [*c.JupyterHub.get("services", []), *tokens]
-    c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []), *roles]
+    if roles:
+        c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []), *roles]
 
 
 def update_admin_scopes(c: Config, cfg: dict) -> None:
-    """gpulab's own scopes (``hub_plugins/scopes.py``): the services' admin rights. The role
-    that holds them is ``admin_role``, among the token roles."""
-    c.JupyterHub.custom_scopes = dict(CUSTOM_SCOPES)
+    """gpulab's custom scopes and the ``gpulab-admin`` role, for the z2jh hub (on one machine
+    ``update_services`` sets them with the rest)."""
+    c.JupyterHub.custom_scopes = {**c.JupyterHub.get("custom_scopes", {}), **CUSTOM_SCOPES}
+    theirs = [r for r in c.JupyterHub.get("load_roles", []) if r.get("name") != ADMIN_ROLE]
+    c.JupyterHub.load_roles = [*theirs, admin_role(cfg)]
 
 
 def update_auth(c: Config, cfg: dict) -> None:
@@ -286,8 +313,16 @@ def update_mlflow(c: Config, cfg: dict) -> None:
         mlflow.configure_env(c, m, cfg["hub"]["bind_url"], rt.mlflow_port, rt.mlflow_token)
 
 
-UPDATES = (update_hub, update_admin_scopes, update_auth, update_spawner, update_gpulab, update_services, update_docker,
-           update_mlflow, update_slurm, update_kubernetes)
+def update_environments(c: Config, cfg: dict) -> None:
+    """``environments``: where the spawners find the profiles' environments (the service that
+    builds them is in ``update_services``)."""
+    envs = cfg["environments"]
+    c.Environments.dir = envs["dir"]
+    c.Environments.build_missing = envs["build_missing"]
+
+
+UPDATES = (update_hub, update_auth, update_spawner, update_gpulab, update_services, update_docker, update_mlflow,
+           update_slurm, update_kubernetes, update_environments)
 
 
 def apply_all(c: Config, cfg: dict) -> None:

@@ -23,7 +23,7 @@ import yaml
 
 from ...spawn.profiles import Catalog, load_dir
 from ...quota.limits import format_bytes
-from ...settings.scopes import BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES
+from ...scopes import BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES
 from ...settings.loader import load
 from .overrides import KubeSettings, option_label, pod_overrides
 
