@@ -54,6 +54,10 @@ def _sqlite_setup(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+# the SQLite busy timeout (connect_args below) and the longest wait for this process's writers
+WRITER_WAIT_SECONDS = 30
+
+
 class Database:
     """An engine plus the few transaction shapes gpulab uses."""
 
@@ -62,12 +66,12 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         # one process's SQLite writers, in turn (see the module's docstring); re-entrant, so a
         # nested write waits on SQLite as it always did rather than on itself
-        self._writers = threading.RLock() if self.is_sqlite else contextlib.nullcontext()
+        self._writers = threading.RLock() if self.is_sqlite else None
         if self.is_sqlite:
             # a connection per worker thread kept open (the core's pool has 16): opening one
             # costs more than a transaction
             self.engine = sa.create_engine(
-                url, echo=echo, pool_size=20, connect_args={"check_same_thread": False, "timeout": 30}
+                url, echo=echo, pool_size=20, connect_args={"check_same_thread": False, "timeout": WRITER_WAIT_SECONDS}
             )
             _sqlite_setup(self.engine)
         else:
@@ -77,6 +81,21 @@ class Database:
         self.engine.dispose()
 
     @contextlib.contextmanager
+    def _in_turn(self):
+        """Wait for this process's other SQLite writers, but never longer than SQLite itself
+        would wait (its busy timeout): past that the transaction goes ahead and SQLite decides,
+        so one stuck writer cannot queue every other one behind it for 30 s each."""
+        if self._writers is None:
+            yield
+            return
+        got = self._writers.acquire(timeout=WRITER_WAIT_SECONDS)
+        try:
+            yield
+        finally:
+            if got:
+                self._writers.release()
+
+    @contextlib.contextmanager
     def read(self):
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
             yield s
@@ -84,7 +103,7 @@ class Database:
     @contextlib.contextmanager
     def write(self, serial: bool = False):
         """A transaction; ``serial=True`` also serialises it against every other serial writer."""
-        with self._writers, self.engine.connect() as conn:
+        with self._in_turn(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(gpulab_write=True)
             with Session(bind=conn, expire_on_commit=False) as s, s.begin():
@@ -95,7 +114,7 @@ class Database:
     @contextlib.contextmanager
     def write_conn(self, serial: bool = False):
         """Like :meth:`write` but a bare Connection: the allocator's hot path skips the ORM."""
-        with self._writers, self.engine.connect() as conn:
+        with self._in_turn(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(gpulab_write=True)
             with conn.begin():
