@@ -22,6 +22,7 @@ from traitlets import Bool, Dict, List, Set, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from .policy import Access, IdentityPolicy, decide
+from .requester import NoteStopRequester
 
 STATE_KEY = "gpulab"  # where the decision is kept in auth_state (admins can inspect it)
 
@@ -34,7 +35,7 @@ class NotAllowed(web.HTTPError):
         super().__init__(403, "%s", message, reason="Not allowed on this hub")
 
 
-class GroupMappingMixin(LoggingConfigurable):
+class GroupMappingMixin(NoteStopRequester, LoggingConfigurable):
     """Map identity-provider groups to hub groups, roles and admin status (``c.GroupMappingMixin``)."""
 
     group_map = Dict(

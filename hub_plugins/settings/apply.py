@@ -22,15 +22,18 @@ from traitlets.config import Config
 from ..auth import NATIVE_TEMPLATES
 from ..mlflow import setup as mlflow
 from ..mlflow.provider import PROVIDER
+from ..pages.handlers import HANDLERS as PAGE_HANDLERS
 from ..quota.limits import parse_bytes
 from .auth import apply_auth
 from .cluster import update_kubernetes, update_slurm
 from .loader import gpulab_db_url
-from .scopes import BILLING_SCOPES, CULLER_SCOPES, QUOTAS_SERVICE_SCOPES
+from .scopes import BILLING_SCOPES, CULLER_SCOPES, HUB_SCOPES, QUOTAS_ADMIN_SCOPES, QUOTAS_SERVICE_SCOPES
 
 BACKEND_SPAWNERS = {"local": "gpulab-local", "docker": "gpulab-docker", "slurm": "gpulab-slurm",
                     "kubernetes": "gpulab-kubernetes"}
 ROOT = str(Path(__file__).resolve().parents[2])
+PAGE_TEMPLATES = str(Path(__file__).resolve().parents[1] / "pages" / "templates")
+HUB_SERVICE = "gpulab-hub"  # the hub's own token for its REST API (removing refused servers)
 
 __all__ = ["BACKEND_SPAWNERS", "BILLING_SCOPES", "CULLER_SCOPES", "QUOTAS_SERVICE_SCOPES", "UPDATES", "apply_all",
            "gpulab_db_url", "update_api_tokens", "update_services"]
@@ -38,18 +41,20 @@ __all__ = ["BACKEND_SPAWNERS", "BILLING_SCOPES", "CULLER_SCOPES", "QUOTAS_SERVIC
 
 @dataclass(frozen=True)
 class Runtime:
-    """Decided once per start: where the 'auto' services listen and the MLflow service's token
-    (new at each start: with it the hub's env provider proves to the service that the hub asks)."""
+    """Decided once per start: where the 'auto' services listen, the MLflow service's token
+    (new at each start: with it the hub's env provider proves to the service that the hub asks)
+    and the hub's own API token (gpulab's hub side calls the hub's REST API with it)."""
 
     quotas_url: str
     mlflow_port: int
     mlflow_token: str
+    hub_token: str
 
     @classmethod
     def new(cls, cfg: dict) -> Runtime:
         url = cfg["services"]["quotas"]["url"]
         return cls(f"http://127.0.0.1:{random_port()}" if url == "auto" else url,
-                   cfg["mlflow"]["port"] or random_port(), secrets.token_hex(32))
+                   cfg["mlflow"]["port"] or random_port(), secrets.token_hex(32), secrets.token_hex(32))
 
 
 def runtime(cfg: dict) -> Runtime:
@@ -91,6 +96,9 @@ def update_hub(c: Config, cfg: dict) -> None:
     c.Spawner.start_timeout = h["start_timeout"]
     c.Spawner.http_timeout = h["http_timeout"]
     c.Spawner.default_url = "/lab"
+    # how long a spawn request waits before answering 202 (REST) or showing the progress page:
+    # a request waiting in the queue answers 202 within this time (JupyterHub's default is 10 s)
+    c.JupyterHub.tornado_settings = {"slow_spawn_timeout": h["slow_spawn_seconds"]}
     c.Authenticator.admin_users = set(h["admin_users"])
     # `make run` installs the proxy into the checkout's node_modules; deployments have it on PATH
     local = Path(cfg.get("_project_root", ".")) / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -135,14 +143,18 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
     rt = runtime(cfg)
     # admins' tokens for a service carry the unfiltered 'list:users' scope: that is how the
     # service tells an admin (read-only; users' tokens carry at most their own)
-    services = [_service("billing", cfg, "services.billing", f"http://127.0.0.1:{cfg['billing']['port']}",
-                         ["list:users"])]
+    services = [{**_service("billing", cfg, "services.billing", f"http://127.0.0.1:{cfg['billing']['port']}",
+                            ["list:users"]), "oauth_no_confirm": True}]
     roles = [{"name": "gpulab-billing", "description": "gpulab billing: read users, groups",
               "scopes": list(BILLING_SCOPES), "services": ["billing"]}]
-    user_scopes = ["access:services!service=billing"]
+    # people may share their own servers (JupyterHub's shares): the owner is billed and the
+    # owner's quota counts, whoever uses it (docs/billing.md)
+    user_scopes = ["shares!user", "access:services!service=billing"]
     if cfg["services"]["quotas"]["enabled"]:
         # quotas (``services/admin``): everyone sees their own quota; only admins manage overrides
-        services.append({**_service("quotas", cfg, "services.admin", rt.quotas_url),
+        # an admin's token for the page may also create users and manage group members: the
+        # service does that with the admin's own token, so the hub checks the admin's rights
+        services.append({**_service("quotas", cfg, "services.admin", rt.quotas_url, QUOTAS_ADMIN_SCOPES),
                          "display": True, "oauth_no_confirm": True})
         roles.append({"name": "gpulab-quotas-service", "description": "the quotas service: read users and their groups",
                       "scopes": list(QUOTAS_SERVICE_SCOPES), "services": ["quotas"]})
@@ -152,6 +164,10 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
         roles.append({"name": "gpulab-culler",
                       "description": "gpulab culler: see activity, stop idle servers, restart queued requests",
                       "scopes": list(CULLER_SCOPES), "services": ["culler"]})
+    # the hub's own token: gpulab removes the stopped named servers refused requests leave
+    services.append({"name": HUB_SERVICE, "api_token": rt.hub_token})
+    roles.append({"name": "gpulab-hub", "description": "gpulab in the hub: remove refused named servers",
+                  "scopes": list(HUB_SCOPES), "services": [HUB_SERVICE]})
     if cfg["mlflow"]["enabled"]:  # MLflow tracking at /services/mlflow/
         services.append(mlflow.service(_service(mlflow.SERVICE, cfg, "services.mlflow"), rt.mlflow_port, rt.mlflow_token))
         user_scopes.append(f"access:services!service={mlflow.SERVICE}")
@@ -164,6 +180,7 @@ def update_services(c: Config, cfg: dict) -> None:
     tokens, token_roles = token_services(cfg)
     services, roles, user_scopes = gpulab_services(cfg)
     c.JupyterHub.services = tokens + services
+    c.RefusedServers.token = runtime(cfg).hub_token  # the gpulab-hub service's token
     user = {"name": "user", "description": "Standard user privileges, and gpulab's pages", "scopes": ["self"]}
     roles = [*token_roles, *roles, user]
     for scope in user_scopes:
@@ -190,7 +207,6 @@ def update_auth(c: Config, cfg: dict) -> None:
         c.NativeAuthenticator.allow_all = True
         for key, value in auth["native"].items():
             setattr(c.NativeAuthenticator, key, value)
-        c.JupyterHub.template_paths = [NATIVE_TEMPLATES]
     else:  # an identity provider: its class, settings and group mapping (settings/auth.py)
         apply_auth(c, cfg)
 
@@ -215,6 +231,26 @@ def update_gpulab(c: Config, cfg: dict) -> None:
     c.GPULab.billing = cfg["billing"]
     c.GPULab.budgets = cfg["budgets"]
     c.GPULab.queue_settings = cfg["queue"]
+    c.GPULab.settings_file = cfg["_path"]  # quotas, prices, budgets, queue: reloaded as it changes
+
+
+def update_pages(c: Config, cfg: dict) -> None:
+    """gpulab's pages in the hub: its templates first (they extend JupyterHub's), then the
+    native sign-in's, and the handlers of ``/hub/api/gpulab/...`` and ``/hub/gpulab/...``."""
+    c.JupyterHub.template_paths = [PAGE_TEMPLATES, *([NATIVE_TEMPLATES] if cfg["auth"]["kind"] == "native" else [])]
+    c.JupyterHub.extra_handlers = list(PAGE_HANDLERS)
+
+
+def update_groups(c: Config, cfg: dict) -> None:
+    """Every quota group exists in the hub from the start, with its listed ``members`` (accounts
+    are created for people who have not signed in yet). JupyterHub's load_groups only adds: a
+    name removed from the file stays in the group until removed on the admin page. With an
+    identity provider the groups are the IdP's (JupyterHub refuses load_groups then)."""
+    if cfg["auth"]["kind"] != "native":
+        return
+    groups = cfg["quotas"]["groups"] or {}
+    c.JupyterHub.load_groups = {name: {"users": list((limits or {}).get("members") or [])}
+                                for name, limits in groups.items()}
 
 
 def update_docker(c: Config, cfg: dict) -> None:
@@ -242,8 +278,8 @@ def update_mlflow(c: Config, cfg: dict) -> None:
         mlflow.configure_env(c, m, cfg["hub"]["bind_url"], rt.mlflow_port, rt.mlflow_token)
 
 
-UPDATES = (update_hub, update_auth, update_spawner, update_gpulab, update_services, update_docker, update_mlflow,
-           update_slurm, update_kubernetes)
+UPDATES = (update_hub, update_auth, update_pages, update_groups, update_spawner, update_gpulab, update_services,
+           update_docker, update_mlflow, update_slurm, update_kubernetes)
 
 
 def apply_all(c: Config, cfg: dict) -> None:

@@ -23,6 +23,8 @@ from .secrets import read_secret
 from .validate import validate
 
 ENV_VAR = "GPULAB_CONFIG"
+# the profiles that come with gpulab (profiles_dir: null), wherever the config file lives
+SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 
 def config_path(config_dir: Path) -> Path:
@@ -56,7 +58,7 @@ def load(path: str | os.PathLike, secrets: bool = True) -> dict[str, Any]:
     cfg["_path"] = str(path)
     hub = cfg["hub"]
     hub["state_dir"] = str((base / hub["state_dir"]).resolve())
-    cfg["profiles_dir"] = str((base / cfg["profiles_dir"]).resolve())
+    cfg["profiles_dir"] = str((base / cfg["profiles_dir"]).resolve() if cfg["profiles_dir"] else SHIPPED_PROFILES)
     hub["api_tokens"] = {name: read_secret(tok, f"hub.api_tokens.{name}") if secrets else tok
                          for name, tok in (hub["api_tokens"] or {}).items()}
     quotas = cfg["quotas"]

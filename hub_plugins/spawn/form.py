@@ -30,6 +30,7 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 RUNTIME_CHOICES_H = (1, 2, 4, 8, 12, 24, 48, 72)
+PREFILL_KEYS = ("profile", "gpus", "gpu_type", "queue", "runtime", "project")  # opt-<key> in a link
 
 
 @dataclass
@@ -54,6 +55,7 @@ class FormContext:
     projects: list[str] = field(default_factory=list)
     budget: dict | None = None  # {"left_text", "limit_text", "spent", "retry_at"}
     engine_queue: bool = False  # a scheduler (SLURM, Kubernetes) places servers and queues them
+    prefill: dict = field(default_factory=dict)  # a link's opt-<key> choices (strings)
 
 
 def cap(profile_value, quota_value):
@@ -163,11 +165,14 @@ def form_model(ctx: FormContext) -> dict:
         },
         "warnings": warnings,
         "notes": list(ctx.notes),
+        # a shared link's choice; the page applies what the form offers and ignores the rest
+        "prefill": {k: str(v)[:64] for k, v in ctx.prefill.items() if k in PREFILL_KEYS},
         "generated_at": dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S UTC"),
     }
 
 
-def build_model(core, user_id: int, user_name: str, groups: list[str], server_name: str, profile_available):
+def build_model(core, user_id: int, user_name: str, groups: list[str], server_name: str, profile_available,
+                prefill: dict | None = None):
     """Gather the live data for :func:`form_model` (database, inventory, prices, budget)."""
     snapshot = core.allocator.snapshot()
     inv = core.inventory()
@@ -193,7 +198,7 @@ def build_model(core, user_id: int, user_name: str, groups: list[str], server_na
         cpu_price=pricing.cpu_rate, currency=pricing.currency,
         queue_enabled=core.queue_enabled, queue_default=core.settings.queue.default,
         projects=keeper.projects_of(user_name, groups), budget=budget,
-        engine_queue=core.placement == "engine",
+        engine_queue=core.placement == "engine", prefill=dict(prefill or {}),
     ))
 
 

@@ -21,13 +21,16 @@ Where JupyterHub calls us (6.x spawn path):
 from __future__ import annotations
 
 import asyncio
+import html
 from dataclasses import dataclass
 
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import maybe_future, url_path_join, wait_for_http_server
 from traitlets import Bool, HasTraits, default
 
+from ..accounting import stops
 from ..core import GPULab
+from ..pages.cleanup import RefusedServers
 from ..spawn.form import build_model, render
 from ..gpu.devices import format_devices
 from ..spawn.request import STANDARD_EXTRAS, RequestError, SpawnRequest, from_form, parse
@@ -81,6 +84,7 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_ready = False
         self._gpulab_last_alive = None
         self._gpulab_last_beat = None
+        self._gpulab_requester = None  # who asked for the current stop, where the hub said
         if self.user is not None:
             self.gpulab.register(self)
 
@@ -110,7 +114,8 @@ class GPUSpawnerMixin(HasTraits):
 
     def gpulab_event(self, message: str, progress: int | None = None) -> None:
         """Add a line to the spawn progress page (and the log)."""
-        event = {"message": message}
+        # the marked html_message is how the progress page tells gpulab's lines from the backend's
+        event = {"message": message, "html_message": f'<span class="gpulab-status">{html.escape(message)}</span>'}
         if progress is not None:
             event["progress"] = progress
         self._gpulab_events.append(event)
@@ -160,18 +165,34 @@ class GPUSpawnerMixin(HasTraits):
         await self.gpulab_reconcile_if_due()
         model = await self.gpulab.run(
             build_model, self.gpulab, self.user.id, self.user.name, self.gpulab_groups, self.name or "",
-            self.gpulab_profile_available,
+            self.gpulab_profile_available, self.gpulab_prefill(),
         )
         return render(model)
+
+    def gpulab_prefill(self) -> dict:
+        """The ``opt-`` query parameters of the spawn page that shows this form (JupyterHub 6
+        sets ``spawner.handler`` while it renders it): a shared link's choice, or the choice of a
+        link whose spawn was refused, shown again with the refusal."""
+        handler = getattr(self, "handler", None)
+        request = getattr(handler, "request", None)
+        if request is None:
+            return {}
+        return {k[4:]: v[-1].decode("utf8", "replace") for k, v in request.query_arguments.items()
+                if k.startswith("opt-") and v}
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run_pre_spawn_hook(self):
         self._gpulab_events.clear()
         self._gpulab_starting = False
-        req = self.gpulab_parse(self.user_options)
-        self.gpulab_request = req
-        await self.gpulab_reconcile_if_due()
-        alloc = await self.gpulab_reserve(req)
+        try:
+            req = self.gpulab_parse(self.user_options)
+            self.gpulab_request = req
+            await self.gpulab_reconcile_if_due()
+            alloc = await self.gpulab_reserve(req)
+        except SpawnException:
+            if self.name:  # a refused named server that never ran leaves no row behind
+                RefusedServers.instance(config=self.config).forget_later(self)
+            raise
         try:
             self._gpulab_provided_env = {}
             for provider in self.gpulab.env_provider_functions():
@@ -236,14 +257,19 @@ class GPUSpawnerMixin(HasTraits):
             # GPUs are not a test: clear_state may already have dropped them). A hub that died
             # mid-spawn leaves its rows to the reconcile.
             return []
+        stopped_by = ""
         if self._gpulab_stop_requested:
-            reason = "user"
+            cullers = self.gpulab.live.current.culler["external_cullers"] if self.gpulab.live else ()
+            reason, stopped_by = stops.cause(self._gpulab_requester, self.user.name, cullers)
         elif self._gpulab_ready:
             reason = "crashed"
         else:
             reason = "failed"
         keys = await self.gpulab.run(self.gpulab.release, self.gpulab_owner, None, reason,
-                                     self._gpulab_last_alive)
+                                     self._gpulab_last_alive, stopped_by)
+        if reason == "culled":  # by an external culler (gpulab's own counts its culls itself)
+            await self.gpulab.run(self.gpulab.usage.event, "culled", "external", self.user.name,
+                                  self.name or "", f"stopped by {stopped_by}")
         if keys:
             self.gpulab.notify_released()  # wake requests waiting in the queue
         if keys:
@@ -252,11 +278,13 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_may_hold = False
         self._gpulab_ready = False
         self._gpulab_stop_requested = False
+        self._gpulab_requester = None
         return keys
 
     # -- liveness for accounting -----------------------------------------------------------
     async def stop(self, now=False):
         self._gpulab_stop_requested = True
+        self._gpulab_requester = stops.requester(self.user.name)
         return await super().stop(now=now)
 
     async def poll(self):

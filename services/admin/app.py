@@ -4,8 +4,10 @@ Runs as a JupyterHub managed service (``/services/quotas/``). Pages sign people 
 hub (HubOAuth); the REST API takes the same cookie or a hub token (``Authorization: token``).
 Everyone with access to the service sees their own quota; only hub admins manage overrides.
 
-Pages: ``/`` (your quota), ``/admin`` (overrides, audit). API: ``api/me``, ``api/overrides``
-(GET, POST), ``api/overrides/{id}`` (GET, DELETE), ``api/audit``, ``api/users/{name}``.
+Pages: ``/`` (your quota), ``/admin`` (overrides, audit, people and groups). API: ``api/me``,
+``api/overrides`` (GET, POST), ``api/overrides/{id}`` (GET, DELETE), ``api/audit``,
+``api/users/{name}``, ``api/groups/{name}/users`` (POST: add people, creating accounts),
+``api/import`` (POST: a CSV of people and their groups).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+from . import people
 from .core import AdminError, QuotaAdmin, valid_user_name
 from .forms import form_to_override
+from .members import plan_csv, plan_group
 
 IDENT = r"(?:db|config):[0-9]+"  # override ids
 _templates = jinja2.Environment(
@@ -37,7 +41,7 @@ class Hub:
     """The few hub API calls the service makes, with its own (least-privilege) token."""
 
     def __init__(self, api_url: str, token: str):
-        self.api_url = api_url.rstrip("/")
+        self.api_url = api_url.rstrip("/")  # also where people.apply calls, with the caller's token
         self.token = token
         self.http = AsyncHTTPClient()
 
@@ -76,6 +80,12 @@ class Base(HubOAuthenticated, web.RequestHandler):
         if m.get("kind", "user") == "user":
             return bool(m.get("admin"))
         return "admin:users" in m.get("scopes", [])
+
+    async def run_async(self, coro):
+        try:
+            return await coro
+        except AdminError as e:
+            raise web.HTTPError(e.status, "%s", e.message) from None
 
     async def run(self, fn, *args, **kw):
         """Database work off the event loop (SQLite waits for the allocator's write lock)."""
@@ -177,6 +187,36 @@ class UserApi(Api):
         self.write_json(await self.run(self.admin.user_view, name, model.get("groups", []), model.get("admin", False)))
 
 
+class PeopleMixin:
+    """People and groups are changed with the caller's own hub token (the hub checks it)."""
+
+    async def apply_plan(self, plan) -> dict:
+        token = self.settings["hub_auth"].get_token(self)
+        return await people.apply(self.settings["hub"].api_url, token, plan)
+
+
+class GroupMembersApi(PeopleMixin, Api):
+    async def post(self, group):
+        self.check_admin()
+        body = self.body()
+        users = body.get("users") if isinstance(body, dict) else None
+        if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+            raise web.HTTPError(400, 'Send {"users": ["ann", "ben"]}.')
+        result = await self.run_async(self.apply_plan(plan_group(group, " ".join(users))))
+        self.write_json({**result, "message": people.summary(result)}, 200 if result["ok"] else 400)
+
+
+class ImportApi(PeopleMixin, Api):
+    async def post(self):
+        self.check_admin()
+        text = self.request.body.decode("utf-8", "replace")
+        if "json" in self.request.headers.get("Content-Type", ""):
+            body = self.body()
+            text = body.get("csv", "") if isinstance(body, dict) else ""
+        result = await self.run_async(self.apply_plan(plan_csv(text)))
+        self.write_json({**result, "message": people.summary(result)}, 200 if result["ok"] else 400)
+
+
 # -- pages -------------------------------------------------------------------------------------
 class Page(Base):
     def render_page(self, template: str, status: int = 200, **ns):
@@ -208,11 +248,12 @@ class AdminPage(Page):
             raise web.HTTPError(403, "Only hub admins manage quota overrides. Your own quota is on the "
                                      "'Your quota' page.")
 
-    async def show(self, status=200, error="", form=None, done=""):
+    async def show(self, status=200, error="", form=None, done="", people_result=None):
         overrides = await self.run(self.admin.list_overrides, None, False)
         audit = await self.run(self.admin.audit, 30)
         self.render_page("admin.html", status, overrides=overrides, audit=audit, error=error, form=form or {},
-                         done=done, profiles=self.admin.profiles)
+                         done=done, profiles=self.admin.profiles, quota_groups=self.admin.quota_groups,
+                         people=people_result)
 
     @web.authenticated
     async def get(self):
@@ -241,6 +282,25 @@ class AdminPage(Page):
         self.redirect(url_path_join(self.settings["prefix"], "admin") + f"?created={quote(created['id'])}")
 
 
+class PeoplePage(PeopleMixin, AdminPage):
+    """The admin page's two people forms: a group and names, or a CSV file (upload or paste)."""
+
+    @web.authenticated
+    async def post(self, what):
+        self.check_admin()
+        if what == "members":
+            plan = plan_group(self.get_argument("group", "").strip(), self.get_argument("users", ""))
+        else:
+            files = self.request.files.get("file") or []
+            text = files[0]["body"].decode("utf-8", "replace") if files else self.get_argument("csv", "")
+            plan = plan_csv(text)
+        try:
+            result = await self.apply_plan(plan)
+        except AdminError as e:
+            return await self.show(e.status, e.message)
+        await self.show(200 if result["ok"] else 400, people_result={**result, "message": people.summary(result)})
+
+
 class RemovePage(Page):
     @web.authenticated
     async def post(self, ident):
@@ -265,6 +325,9 @@ def make_app(quota_admin: QuotaAdmin, prefix: str | None = None) -> web.Applicat
             (route(f"api/overrides/{ident}"), OverrideApi),
             (route("api/audit"), AuditApi),
             (route("api/users/([^/]+)"), UserApi),
+            (route("api/groups/([^/]+)/users"), GroupMembersApi),
+            (route("api/import"), ImportApi),
+            (route("admin/(members|import)"), PeoplePage),
             (route("admin"), AdminPage),
             (route(f"admin/overrides/{ident}/remove"), RemovePage),
             (prefix, MyQuotaPage),

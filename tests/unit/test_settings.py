@@ -106,9 +106,23 @@ def test_apply(tmp_path):
     services = {s["name"]: s for s in c.JupyterHub.services}
     assert services["billing"]["url"] == "http://127.0.0.1:10101"
     assert services["billing"]["oauth_client_allowed_scopes"] == ["access:services!service=billing", "list:users"]
+    # gpulab's own pages open without an OAuth consent click
+    assert all(services[s]["oauth_no_confirm"] for s in ("billing", "quotas", "mlflow"))
+    # an admin's own token for the quotas page may create people and fill groups; users' may not
+    assert services["quotas"]["oauth_client_allowed_scopes"] == ["access:services!service=quotas", "admin:users",
+                                                                 "admin:groups"]
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
-    assert roles["user"]["scopes"] == ["self", "access:services!service=billing", "access:services!service=quotas",
-                                      "access:services!service=mlflow"]
+    assert roles["user"]["scopes"] == ["self", "shares!user", "access:services!service=billing",
+                                      "access:services!service=quotas", "access:services!service=mlflow"]
+    # the hub's own token may only remove (refused) servers
+    assert roles["gpulab-hub"]["scopes"] == ["delete:servers"] and roles["gpulab-hub"]["services"] == ["gpulab-hub"]
+    assert services["gpulab-hub"]["api_token"] == c.RefusedServers.token and len(c.RefusedServers.token) == 64
+    # quota groups exist at start-up, with their listed members; the pages extend JupyterHub's
+    assert c.JupyterHub.load_groups == {"r": {"users": []}}
+    assert c.JupyterHub.template_paths[0].endswith("hub_plugins/pages/templates")
+    assert ("/api/gpulab/users/([^/]+)/servers" in {h[0] for h in c.JupyterHub.extra_handlers})
+    assert c.JupyterHub.tornado_settings == {"slow_spawn_timeout": 3}
+    assert c.GPULab.settings_file == cfg["_path"]
     # least privilege: the billing service only reads; the culler may stop (and restart) servers
     assert roles["gpulab-billing"]["scopes"] == ["list:users", "read:users:groups", "read:groups"]
     assert "admin:users" not in roles["gpulab-culler"]["scopes"] and "servers" in roles["gpulab-culler"]["scopes"]
