@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -29,10 +30,11 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 CONFIG_DIR = str(Path(__file__).with_name("jupyter-config"))
 REFRESH_MS = 30_000
+STALE_S = 10
 
 
 class Status:
-    """The server's status as the hub last said (None until it has)."""
+    """The server's status as the hub last said (None until it has), and when it said it."""
 
     def __init__(self, env=os.environ):
         self.url = None
@@ -43,6 +45,7 @@ class Status:
                         f"{quote(env.get('JUPYTERHUB_SERVER_NAME', ''), safe='')}")
         self.token = env.get("JUPYTERHUB_API_TOKEN", "")
         self.last: dict | None = None
+        self.at = 0.0
 
     async def refresh(self) -> dict | None:
         if not self.url:
@@ -53,7 +56,7 @@ class Status:
         except OSError:
             return self.last
         if resp.code == 200:
-            self.last = json.loads(resp.body)
+            self.last, self.at = json.loads(resp.body), time.monotonic()
         return self.last
 
 
@@ -76,20 +79,31 @@ def _load_jupyter_server_extension(serverapp):
     settings["gpulab_status"] = status
     serverapp.web_app.add_handlers(".*$", [(url_path_join(settings["base_url"], "gpulab/status"), StatusHandler)])
 
-    def title_hook(before):
+    def ensure_title_hook():
+        # JupyterHub's own extension sets a hook of its own while it initialises (after or before
+        # this one loads): wrap whatever is there, once
+        before = settings.get("page_config_hook")
+        if getattr(before, "gpulab_title", False):
+            return
+
         def hook(handler, page_config):
             page_config = before(handler, page_config) if before else page_config
             if status.last and status.last.get("title"):
                 page_config["appName"] = f"{status.last['title']} - JupyterLab"
+            if time.monotonic() - status.at > STALE_S:  # the next page load gets fresher words
+                IOLoop.current().add_callback(status.refresh)
             return page_config
 
-        return hook
+        hook.gpulab_title = True
+        settings["page_config_hook"] = hook
 
-    def chain():
-        # after every extension has loaded (JupyterHub's own sets a hook of its own)
-        settings["page_config_hook"] = title_hook(settings.get("page_config_hook"))
+    async def refresh():
+        ensure_title_hook()
+        await status.refresh()
 
-    IOLoop.current().add_callback(chain)
-    IOLoop.current().add_callback(status.refresh)
-    PeriodicCallback(status.refresh, REFRESH_MS).start()
+    loop = IOLoop.current()
+    loop.add_callback(refresh)
+    for delay in (1, 3, 10):  # once every extension has initialised, and the hub calls it up
+        loop.call_later(delay, refresh)
+    PeriodicCallback(refresh, REFRESH_MS).start()
     serverapp.log.info("gpulab: GPUs and time left in JupyterLab's title (%s)", status.url)

@@ -100,8 +100,8 @@ def server_row(f: ServerFacts, held: Held | None, place: Place | None, profiles:
 def title_text(row: dict) -> str:
     """A browser tab's title for a server: 'gpulab · 2 A100-80GB GPUs · 3 h 05 min left'."""
     parts = ["gpulab", row.get("gpus_text") or "CPU only"]
-    if row.get("time_left_text"):
-        parts.append(f"{row['time_left_text']} left")
+    if row.get("seconds_left") is not None:
+        parts.append(f"{duration_text(row['seconds_left'])} left")
     if row.get("rate_per_hour"):
         parts.append(row["rate_text"])
     return " · ".join(parts)

@@ -170,15 +170,17 @@ class GPUSpawnerMixin(HasTraits):
         return render(model)
 
     def gpulab_prefill(self) -> dict:
-        """The ``opt-`` query parameters of the spawn page that shows this form (JupyterHub 6
-        sets ``spawner.handler`` while it renders it): a shared link's choice, or the choice of a
-        link whose spawn was refused, shown again with the refusal."""
+        """What the form shows chosen: the ``opt-`` query parameters of the spawn page (a shared
+        link; JupyterHub 6 sets ``spawner.handler`` while it renders the form), else the choice
+        gpulab just refused (a link's or the form's own), shown again with the refusal."""
         handler = getattr(self, "handler", None)
         request = getattr(handler, "request", None)
-        if request is None:
-            return {}
-        return {k[4:]: v[-1].decode("utf8", "replace") for k, v in request.query_arguments.items()
-                if k.startswith("opt-") and v}
+        if request is not None:
+            link = {k[4:]: v[-1].decode("utf8", "replace") for k, v in request.query_arguments.items()
+                    if k.startswith("opt-") and v}
+            if link:
+                return link
+        return dict(getattr(self, "_gpulab_refused_options", None) or {})
 
     # -- lifecycle -------------------------------------------------------------------------
     async def run_pre_spawn_hook(self):
@@ -190,6 +192,7 @@ class GPUSpawnerMixin(HasTraits):
             await self.gpulab_reconcile_if_due()
             alloc = await self.gpulab_reserve(req)
         except SpawnException:
+            self._gpulab_refused_options = dict(self.user_options or {})  # the form shows them again
             if self.name:  # a refused named server that never ran leaves no row behind
                 RefusedServers.instance(config=self.config).forget_later(self)
             raise
@@ -231,6 +234,7 @@ class GPUSpawnerMixin(HasTraits):
             raise SpawnException(message, reason="capacity", status_code=409) from None
         self.gpulab_allocation = alloc
         self.gpulab_held = HeldGPUs.of(alloc)
+        self._gpulab_refused_options = None
         for w in alloc.warnings:
             self.gpulab_event(w)
         if alloc.devices:

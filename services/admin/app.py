@@ -203,7 +203,7 @@ class GroupMembersApi(PeopleMixin, Api):
         if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
             raise web.HTTPError(400, 'Send {"users": ["ann", "ben"]}.')
         result = await self.run_async(self.apply_plan(plan_group(group, " ".join(users))))
-        self.write_json({**result, "message": people.summary(result)}, 200 if result["ok"] else 400)
+        self.write_json({**result, "message": people.summary(result)}, people.status(result))
 
 
 class ImportApi(PeopleMixin, Api):
@@ -214,7 +214,7 @@ class ImportApi(PeopleMixin, Api):
             body = self.body()
             text = body.get("csv", "") if isinstance(body, dict) else ""
         result = await self.run_async(self.apply_plan(plan_csv(text)))
-        self.write_json({**result, "message": people.summary(result)}, 200 if result["ok"] else 400)
+        self.write_json({**result, "message": people.summary(result)}, people.status(result))
 
 
 # -- pages -------------------------------------------------------------------------------------
@@ -298,7 +298,7 @@ class PeoplePage(PeopleMixin, AdminPage):
             result = await self.apply_plan(plan)
         except AdminError as e:
             return await self.show(e.status, e.message)
-        await self.show(200 if result["ok"] else 400, people_result={**result, "message": people.summary(result)})
+        await self.show(people.status(result), people_result={**result, "message": people.summary(result)})
 
 
 class RemovePage(Page):

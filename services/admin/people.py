@@ -72,6 +72,11 @@ async def apply(api_url: str, token: str, plan: Plan) -> dict:
             "people": len(plan.users), "ok": not errors}
 
 
+def status(result: dict) -> int:
+    """200 when something was done (refused rows are listed beside it), 400 when nothing was."""
+    return 200 if result["created"] or result["added"] or not result["errors"] else 400
+
+
 def summary(result: dict) -> str:
     """One sentence for the admin page."""
     parts = []
