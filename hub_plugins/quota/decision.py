@@ -41,6 +41,11 @@ class Decision:
         return bool(self.warnings)
 
 
+def sentence(text: str) -> str:
+    """``text`` to begin a sentence (first letter only: names keep their case)."""
+    return text[:1].upper() + text[1:]
+
+
 def server_label(name: str) -> str:
     return f"'{name}'" if name else "'default'"
 
@@ -94,8 +99,7 @@ def check(ask: Ask, eff: Effective, usage: list[ServerUse], enforcement: str = "
                 (f"You already run {len(usage)} server{'s' if len(usage) != 1 else ''} ({names}); "
                  f"{eff.source('max_servers')} allows {lim.max_servers} at a time. "
                  "Stop a server or ask an admin for an override.") if usage else
-                (f"{eff.source('max_servers')[0].upper()}{eff.source('max_servers')[1:]} allows no servers. "
-                 "Ask an admin for an override."),
+                (f"{sentence(eff.source('max_servers'))} allows no servers. Ask an admin for an override."),
             )
         )
     if lim.max_gpus_per_server is not None and ask.equivalents > lim.max_gpus_per_server:

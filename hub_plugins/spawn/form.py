@@ -21,6 +21,7 @@ from ..gpu.choice import auto_candidates
 from ..gpu.devices import format_equivalents
 from ..quota import Effective, ServerUse
 from ..quota.limits import format_bytes
+from ..quota.decision import sentence
 from ..quota.view import QuotaView, amount_text
 
 _env = jinja2.Environment(
@@ -137,6 +138,8 @@ def form_model(ctx: FormContext) -> dict:
         warnings.append(
             f"You already run {len(ctx.usage)} server{'s' if len(ctx.usage) != 1 else ''}; "
             f"{ctx.eff.source('max_servers')} allows {lim.max_servers}. Stop one before starting another."
+            if ctx.usage else
+            f"{sentence(ctx.eff.source('max_servers'))} allows no servers; ask an admin for an override."
         )
     if ctx.budget and ctx.budget.get("spent"):
         retry = f" It refills at {ctx.budget['retry_at']}." if ctx.budget.get("retry_at") else ""

@@ -105,6 +105,18 @@ class GPUSpawnerMixin(HasTraits):
 
     # -- helpers ---------------------------------------------------------------------------
     @property
+    def _failed(self):
+        """JupyterHub's "did the last spawn fail" (a private property): False after gpulab refused a
+        request, since nothing ran. JupyterHub 6.1 replaces a failed spawner on the next request
+        (``User.get_spawner(replace_failed=True)``) without keeping the replacement, so a retry
+        of a refused server (e.g. again with ``"queue": true``) spawned on a third object while
+        the API looked at the second and answered 201 although the server was still pending.
+        A refused spawner holds nothing, so it is fit to be used again as it is."""
+        if getattr(self, "_gpulab_refused", False):
+            return False
+        return super()._failed
+
+    @property
     def gpulab_owner(self) -> Owner:
         return Owner(self.user.id, self.user.name, self.name or "")
 
@@ -186,12 +198,15 @@ class GPUSpawnerMixin(HasTraits):
     async def run_pre_spawn_hook(self):
         self._gpulab_events.clear()
         self._gpulab_starting = False
+        self._gpulab_refused = False
         try:
             req = self.gpulab_parse(self.user_options)
             self.gpulab_request = req
             await self.gpulab_reconcile_if_due()
             alloc = await self.gpulab_reserve(req)
-        except SpawnException:
+        except SpawnException as e:
+            # refused before anything ran (not a queued request that timed out or was cancelled)
+            self._gpulab_refused = getattr(e, "reason", "") not in ("cancelled", "queue_timeout")
             self._gpulab_refused_options = dict(self.user_options or {})  # the form shows them again
             if self.name:  # a refused named server that never ran leaves no row behind
                 RefusedServers.instance(config=self.config).forget_later(self)

@@ -6,6 +6,7 @@ the hub and its services (a good file applies, a bad one changes nothing and say
 from __future__ import annotations
 
 import pytest
+import requests
 import yaml
 
 from tests.support.hubproc import Hub
@@ -23,6 +24,8 @@ def hub(tmp_path_factory, local_backend):
               extra={"culler": {"interval_seconds": 2}})
     hub.start(timeout=240)
     hub.wait_service("quotas", "api/me")
+    # the culler (no URL) is not waited for by the hub: it must be running before the file changes
+    wait_for(lambda: "culler] culler: every" in hub.log_path.read_text(), 120, "the culler to start")
     yield hub
     hub.close()
 
@@ -57,7 +60,8 @@ def test_people_go_into_a_group_before_their_first_sign_in(hub):
 
 def test_a_csv_file_of_people_and_groups(hub):
     csv = "user,groups,email\nbea,student,bea@lab.example\ncid,student;researcher,\ndan,,\nbad name,student,\n"
-    r = quotas(hub, "POST", "api/import", data=csv, headers={"Content-Type": "text/csv"})
+    r = requests.post(f"{hub.url}/services/quotas/api/import", data=csv, timeout=60,
+                      headers={"Authorization": f"token {hub.token}", "Content-Type": "text/csv"})
     assert r.status_code == 200, r.text  # done for the good rows; the bad one is named
     body = r.json()
     assert body["created"] == ["bea", "cid", "dan"] and body["added"] == {"researcher": ["cid"],
@@ -92,13 +96,15 @@ def test_a_good_file_reloads_everywhere_without_a_restart(hub):
     assert st == 200 and out["ok"] and out["applied"] == ["billing", "culler", "quotas"], out
     # the hub: the next spawn gets the new quota and price, no restart
     hub.start_server("gus", {"gpus": 2})
-    assert [a["user_name"] for a in hub.allocations()].count("gus") == 2
-    # the services follow the file within seconds (billing's quota API; the culler's log)
-    wait_for(lambda: hub.service("billing", "api/quota?user=gus").json()["limits"]["max_gpus"] == 2, 30,
-             "the billing service to reload")
-    wait_for(lambda: "culler] gpulab: reloaded" in hub.log_path.read_text(), 30, "the culler to reload")
-    assert hub.service("billing", "api/usage?user=gus").json()["records"][-1]["rate_per_hour"] == 3.0
-    hub.stop_server("gus")
+    try:
+        assert [a["user_name"] for a in hub.allocations()].count("gus") == 2
+        # the services follow the file within seconds (billing's quota API; the culler's log)
+        wait_for(lambda: hub.service("billing", "api/quota?user=gus").json()["limits"]["max_gpus"] == 2, 30,
+                 "the billing service to reload")
+        wait_for(lambda: "culler] gpulab: reloaded" in hub.log_path.read_text(), 30, "the culler to reload")
+        assert hub.service("billing", "api/usage?user=gus").json()["records"][-1]["rate_per_hour"] == 3.0
+    finally:
+        hub.stop_server("gus")
 
 
 def test_a_bad_file_keeps_the_running_settings_and_says_why(hub):

@@ -59,6 +59,8 @@ def test_home_data_is_the_persons_own(hub, ann):
 
 def test_a_queued_rest_spawn_answers_202_at_once_and_shows_its_place(hub, ann):
     hub.start_server("carl", {"gpus": 1})
+    # refused first (no free GPU, no queue), then again with the queue: the same server, pending
+    assert hub.spawn("dana", {"gpus": 1, "queue": False})[0] == 409
     t0 = time.monotonic()
     st, _ = hub.spawn("dana", {"gpus": 1, "queue": True})
     took = time.monotonic() - t0

@@ -4,9 +4,12 @@ cannot stop it or read its costs."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import requests
 
+from tests.hub.test_form import login, signup
 from tests.support.hubproc import Hub
 from tests.support.polling import gpulab_rows
 
@@ -22,13 +25,32 @@ def hub(tmp_path_factory, local_backend):
     hub.close()
 
 
+def accept(hub, who, accept_url):
+    """``who`` accepts a share code in the browser's way (session, form, xsrf)."""
+    s, _ = login(hub, who)
+    page = s.get(f"{hub.url}{accept_url}")
+    assert page.status_code == 200, page.text[:300]
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+    code = re.search(r'name="code" value="([^"]+)"', page.text).group(1)
+    r = s.post(f"{hub.url}{accept_url}", data={"_xsrf": xsrf, "code": code}, allow_redirects=False)
+    assert r.status_code == 302, r.text[:300]
+
+
 def test_a_shared_server_is_the_owners(hub):
+    signup(hub, "admin")
+    admin, _ = login(hub, "admin")
+    for name in ("alice", "bob"):
+        signup(hub, name)
+        assert admin.get(f"{hub.url}/hub/authorize/{name}").status_code == 200
     hub.create_users("alice", "bob")
     alice, bob = hub.user_token("alice"), hub.user_token("bob")
     hub.start_server("alice", {"gpus": 1})
-    # alice shares her server (people may share their own: the 'user' role has shares!user)
-    st, share = hub.api("POST", "/shares/alice/", {"user": "bob"}, token=alice)
-    assert st == 200, share
+    # alice shares her server with a share code (people may share their own: the 'user' role
+    # has shares!user; sharing by name also needs read:users:name, which only admins hold)
+    st, code = hub.api("POST", "/share-codes/alice/", {}, token=alice)
+    assert st == 200, code
+    accept(hub, "bob", code["accept_url"])
+    assert [s["user"]["name"] for s in hub.api("GET", "/shares/alice/", token=alice)[1]["items"]] == ["bob"]
     # bob uses it: the server's API answers him (JupyterLab, its terminals and kernels: her GPU)
     r = requests.get(f"{hub.url}/user/alice/api/status", headers={"Authorization": f"token {bob}"}, timeout=30)
     assert r.status_code == 200, r.text[:200]
