@@ -10,7 +10,7 @@ import requests
 import yaml
 
 from tests.support.hubproc import Hub
-from tests.support.polling import wait_for
+from tests.support.polling import gpulab_rows, wait_for
 
 pytestmark = pytest.mark.hub
 
@@ -102,7 +102,8 @@ def test_a_good_file_reloads_everywhere_without_a_restart(hub):
         wait_for(lambda: hub.service("billing", "api/quota?user=gus").json()["limits"]["max_gpus"] == 2, 30,
                  "the billing service to reload")
         wait_for(lambda: "culler] gpulab: reloaded" in hub.log_path.read_text(), 30, "the culler to reload")
-        assert hub.service("billing", "api/usage?user=gus").json()["records"][-1]["rate_per_hour"] == 3.0
+        # the new price: 2 GPUs x 1.50 an hour (a record keeps the price it started with)
+        assert gpulab_rows(hub, "gpulab_usage", "gus")[-1]["rate_per_hour"] == 3.0
     finally:
         hub.stop_server("gus")
 
