@@ -37,7 +37,8 @@ from .settings.live import LiveSettings
 from .settings.typed import CoreSettings
 from .accounting.pricing import Pricing
 from .accounting.keeper import BudgetRefused, Budgets
-from .store.allocator import Allocation, Allocator, NoCapacity, Owner, Plan, QuotaRefused, Snapshot, UsageTerms
+from .store.allocator import (Allocation, Allocator, NoCapacity, Owner, QuotaRefused, ReservationPlan, Snapshot,
+                              UsageTerms)
 from .store.db import Database
 from .store.models import utcnow
 from .store.overrides import OverrideStore
@@ -58,7 +59,8 @@ class GPULab(SingletonConfigurable):
         such as '4xA100-80GB' or '1xA100-80GB+mig(3g.40gb,4*1g.10gb)' (see gpu/simulated.py).""",
     )
     inventory_refresh_seconds = Integer(
-        DEFAULTS["gpus"]["refresh_seconds"], config=True, help="How long an NVML scan is reused before scanning again (MIG changes)."
+        DEFAULTS["gpus"]["refresh_seconds"], config=True,
+        help="How long an NVML scan is reused before scanning again (MIG changes).",
     )
     db_url = Unicode(
         "sqlite:///gpulab.sqlite",
@@ -69,7 +71,9 @@ class GPULab(SingletonConfigurable):
     default_profile = Unicode(
         "", config=True, help="Profile used when a request names none ('' = the first marked default)."
     )
-    max_gpus_per_server = Integer(DEFAULTS["gpus"]["max_per_server"], config=True, help="No server may ask for more GPUs than this.")
+    max_gpus_per_server = Integer(
+        DEFAULTS["gpus"]["max_per_server"], config=True, help="No server may ask for more GPUs than this."
+    )
     quotas = Dict(
         config=True,
         help="""Quota settings, as the `quotas` section of gpulab.yaml: resolve, enforcement,
@@ -304,7 +308,7 @@ class GPULab(SingletonConfigurable):
         return types
 
     # -- allocation ------------------------------------------------------------------------
-    def plan(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> Plan:
+    def plan(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> ReservationPlan:
         """Everything a reservation of ``req`` needs, after the checks that need no lock
         (membership of the project, the runtime limit, the budget). Raises RequestError or
         BudgetRefused."""
@@ -331,8 +335,9 @@ class GPULab(SingletonConfigurable):
             ask = Ask(owner.server_name, req.profile.name, gpu_type, req.gpus, weight * req.gpus)
             return check(ask, eff, usage, enforcement)
 
-        return Plan(req.profile.name, tuple(types), req.gpus, inv, quota_check, reserve=self.placement == "gpulab",
-                    terms=UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds))
+        terms = UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds)
+        return ReservationPlan(req.profile.name, tuple(types), req.gpus, inv, quota_check,
+                               reserve=self.placement == "gpulab", terms=terms)
 
     def allocate(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> Allocation:
         """Budget check, then type choice + quota check + placement + the usage record, in one

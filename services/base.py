@@ -73,12 +73,6 @@ def service_address() -> tuple[str, int, str]:
     return listen_host(url), url.port or 10101, prefix
 
 
-def is_admin(user: dict) -> bool:
-    """Admins' tokens carry the unfiltered ``list:users`` scope (every service asks for it as an
-    allowed OAuth scope; for other users it is filtered to themselves or absent)."""
-    return "list:users" in set(user.get("scopes") or []) or bool(user.get("admin"))
-
-
 class HubAPI:
     """The hub's REST API with this service's own token (its role decides what it may do)."""
 
@@ -88,8 +82,11 @@ class HubAPI:
         self.http = AsyncHTTPClient()
 
     async def request(self, method: str, path: str, body=None, ok=(200, 201, 202, 204)):
+        headers = {"Authorization": f"token {self.token}"}
+        if body is not None:  # tornado would label it form-encoded, which the hub refuses for JSON
+            headers["Content-Type"] = "application/json"
         req = HTTPRequest(
-            self.url + path, method=method, headers={"Authorization": f"token {self.token}"},
+            self.url + path, method=method, headers=headers,
             body=None if body is None else json.dumps(body),
             allow_nonstandard_methods=True, request_timeout=60,
         )

@@ -21,6 +21,7 @@ from tornado import web
 from traitlets import Bool, Dict, List, Set, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from ..scopes import ADMIN_ROLE
 from .policy import Access, IdentityPolicy, decide
 from .requester import NoteStopRequester
 
@@ -127,8 +128,8 @@ class GroupMappingMixin(NoteStopRequester, LoggingConfigurable):
     def gpulab_role_models(self, access: Access) -> list[dict]:
         # JupyterHub strips every role not listed, the default ones included: list them
         out = [{"name": "user"}]
-        if access.admin:
-            out.append({"name": "admin"})
+        if access.admin:  # the hub's admin role, and gpulab's (its services' admin scopes)
+            out += [{"name": "admin"}, {"name": ADMIN_ROLE}]
         specs = {r.name: r for r in self.identity_policy.roles}
         out += [specs[name].as_jupyterhub() for name in access.roles]
         return out

@@ -6,7 +6,8 @@
 - ``GET api/gpulab/users/{user}/servers/{name}``: one server (name empty: the default one); a
   server's own token may read it (``access:servers`` on it), for JupyterLab's title.
 - ``GET api/gpulab/settings`` / ``POST api/gpulab/settings/reload``: the running gpulab.yaml and
-  reloading it (admins); ``GET/POST gpulab/settings``: the same as a page.
+  reloading it (holders of ``custom:gpulab:admin:settings``); ``GET/POST gpulab/settings``: the
+  same as a page.
 
 They read JupyterHub's objects (users, spawners) as JupyterHub hands them to handlers, and
 gpulab's own tables through the core; never JupyterHub's tables.
@@ -24,6 +25,7 @@ from jupyterhub.scopes import Scope, needs_scope
 from tornado import web
 
 from ..core import GPULab
+from ..scopes import MANAGE_SETTINGS
 from ..store.usage import as_usage, aware
 from .status import Held, Place, ServerFacts, server_row, title_text
 
@@ -31,9 +33,9 @@ UTC = dt.timezone.utc
 
 
 def is_gpulab_admin(handler) -> bool:
-    """Who may reload settings: holders of the unfiltered ``admin:users`` scope (hub admins,
-    admin API tokens), the rule the quotas service uses too."""
-    return handler.parsed_scopes.get("admin:users") == Scope.ALL
+    """Who may see and reload settings: holders of gpulab's settings scope (the ``gpulab-admin``
+    role: hub.admin_users, admin automation tokens; ``hub_plugins/scopes.py``)."""
+    return handler.parsed_scopes.get(MANAGE_SETTINGS) == Scope.ALL
 
 
 class _Core:

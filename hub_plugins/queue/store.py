@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from ..accounting.budgets import gpu_hours_since
 from ..gpu.choice import pick_type
 from ..settings.defaults import section
-from ..store.allocator import Allocation, Allocator, Owner, Plan
+from ..store.allocator import Allocation, Allocator, Owner, ReservationPlan
 from ..store.db import Database
 from ..store.models import DeviceAllocation, QueueEntry, UsageRecord, utcnow
 from ..store.usage import as_usage, aware, naive
@@ -92,7 +92,7 @@ class QueueStore:
 
         return self.db.retrying(run)
 
-    def try_start(self, entry_id: int, owner: Owner, plan: Plan) -> Outcome:
+    def try_start(self, entry_id: int, owner: Owner, plan: ReservationPlan) -> Outcome:
         """Start ``entry_id`` now if the queue's order allows it and its GPUs are free, reserving
         by ``plan`` in the same transaction. QuotaRefused propagates (the entry is removed: the
         request no longer fits the user's quota, waiting will not change that)."""

@@ -20,14 +20,17 @@ from jupyterhub.utils import random_port
 from traitlets.config import Config
 
 from ..auth import NATIVE_TEMPLATES
+from ..isolation import Enforcer
 from ..mlflow import setup as mlflow
 from ..mlflow.provider import PROVIDER
 from ..pages.handlers import HANDLERS as PAGE_HANDLERS
 from ..quota.limits import parse_bytes
+from ..scopes import (ADMIN_ROLE, ADMIN_SCOPES, BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES, CUSTOM_SCOPES,
+                      HUB_SCOPES, QUOTAS_ADMIN_SCOPES, QUOTAS_ALLOWED, QUOTAS_SERVICE_SCOPES)
 from .auth import apply_auth
 from .cluster import update_kubernetes, update_slurm
+from .errors import ConfigError
 from .loader import gpulab_db_url
-from .scopes import BILLING_SCOPES, CULLER_SCOPES, HUB_SCOPES, QUOTAS_ADMIN_SCOPES, QUOTAS_SERVICE_SCOPES
 
 BACKEND_SPAWNERS = {"local": "gpulab-local", "docker": "gpulab-docker", "slurm": "gpulab-slurm",
                     "kubernetes": "gpulab-kubernetes"}
@@ -35,8 +38,9 @@ ROOT = str(Path(__file__).resolve().parents[2])
 PAGE_TEMPLATES = str(Path(__file__).resolve().parents[1] / "pages" / "templates")
 HUB_SERVICE = "gpulab-hub"  # the hub's own token for its REST API (removing refused servers)
 
-__all__ = ["BACKEND_SPAWNERS", "BILLING_SCOPES", "CULLER_SCOPES", "QUOTAS_SERVICE_SCOPES", "UPDATES", "apply_all",
-           "gpulab_db_url", "update_api_tokens", "update_services"]
+__all__ = ["BACKEND_SPAWNERS", "BILLING_ALLOWED", "BILLING_SCOPES", "CULLER_SCOPES", "QUOTAS_SERVICE_SCOPES",
+           "UPDATES", "apply_all", "check_local_backend", "gpulab_db_url", "update_admin_scopes",
+           "update_api_tokens", "update_services"]
 
 
 @dataclass(frozen=True)
@@ -96,10 +100,15 @@ def update_hub(c: Config, cfg: dict) -> None:
     c.Spawner.start_timeout = h["start_timeout"]
     c.Spawner.http_timeout = h["http_timeout"]
     c.Spawner.default_url = "/lab"
+    c.Authenticator.admin_users = set(h["admin_users"])
+    # SameSite=Lax on every hub cookie (JupyterHub also uses these for its _xsrf cookie and hands
+    # them to single-user servers): a cross-site POST never carries the session
+    settings = dict(c.JupyterHub.get("tornado_settings", {}))
+    settings["cookie_options"] = {**settings.get("cookie_options", {}), "samesite": "Lax"}
     # how long a spawn request waits before answering 202 (REST) or showing the progress page:
     # a request waiting in the queue answers 202 within this time (JupyterHub's default is 10 s)
-    c.JupyterHub.tornado_settings = {"slow_spawn_timeout": h["slow_spawn_seconds"]}
-    c.Authenticator.admin_users = set(h["admin_users"])
+    settings["slow_spawn_timeout"] = h["slow_spawn_seconds"]
+    c.JupyterHub.tornado_settings = settings
     # `make run` installs the proxy into the checkout's node_modules; deployments have it on PATH
     local = Path(cfg.get("_project_root", ".")) / "node_modules" / ".bin" / "configurable-http-proxy"
     chp = str(local) if local.exists() else shutil.which("configurable-http-proxy")
@@ -108,17 +117,38 @@ def update_hub(c: Config, cfg: dict) -> None:
 
 
 # -- services and roles: pure builders, each (services, roles) ---------------------------------
+def admin_tokens(cfg: dict) -> list[str]:
+    """The ``hub.api_tokens`` that hold the admin role (those not narrowed by api_token_scopes)."""
+    scoped = cfg["hub"].get("api_token_scopes") or {}
+    return sorted(n for n in cfg["hub"]["api_tokens"] if n not in scoped)
+
+
 def token_services(cfg: dict) -> tuple[list[dict], list[dict]]:
-    """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation),
-    or, when ``hub.api_token_scopes`` names it, a role with only those scopes."""
+    """Each ``hub.api_tokens`` entry becomes a service holding the admin role (for automation)
+    and gpulab's admin scopes (``admin_role``), or, when ``hub.api_token_scopes`` names it, a role
+    with only those scopes (gpulab's ``custom:gpulab:...`` scopes among them if it needs them)."""
     tokens = cfg["hub"]["api_tokens"]
     scoped = cfg["hub"].get("api_token_scopes") or {}
     services = [{"name": name, "api_token": tok} for name, tok in tokens.items()]
-    admins = sorted(n for n in tokens if n not in scoped)
+    admins = admin_tokens(cfg)
     roles = [{"name": "admin", "services": admins}] if admins else []
     roles += [{"name": f"gpulab-token-{name}", "description": f"hub.api_token_scopes.{name}",
                "scopes": list(scoped[name]), "services": [name]} for name in sorted(scoped)]
     return services, roles
+
+
+def admin_role(cfg: dict) -> dict:
+    """gpulab's own scopes held together (``hub_plugins/scopes.py``): the services' admin rights.
+    JupyterHub's 'admin' role cannot be given more scopes, so the ``gpulab-admin`` role goes to
+    whoever gpulab makes admin: hub.admin_users and the admin automation tokens (identity-provider
+    admins get it with their roles, see auth/mixin.py)."""
+    role = {"name": ADMIN_ROLE, "description": "gpulab's admin rights in its services: everyone's usage, "
+            "the queue, quota overrides", "scopes": list(ADMIN_SCOPES), "services": admin_tokens(cfg)}
+    # when the identity provider manages roles, JupyterHub refuses users in load_roles: the
+    # authenticator grants the role at each login instead (admin_users included)
+    if not (cfg["auth"]["kind"] != "native" and cfg["auth"].get("roles")):
+        role["users"] = sorted(cfg["hub"]["admin_users"])
+    return role
 
 
 def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_scopes=()) -> dict:
@@ -134,6 +164,8 @@ def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_
     if url:
         svc["url"] = url
         svc["oauth_client_allowed_scopes"] = [f"access:services!service={name}", *allowed_scopes]
+        # gpulab's own pages, as the quotas and MLflow services: no "authorize access" step
+        svc["oauth_no_confirm"] = True
     return svc
 
 
@@ -141,10 +173,10 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
     """gpulab's hub services, each with a role of the least scopes it needs, and the scopes every
     user gets to open them (their own data only; the services enforce it)."""
     rt = runtime(cfg)
-    # admins' tokens for a service carry the unfiltered 'list:users' scope: that is how the
-    # service tells an admin (read-only; users' tokens carry at most their own)
-    services = [{**_service("billing", cfg, "services.billing", f"http://127.0.0.1:{cfg['billing']['port']}",
-                            ["list:users"]), "oauth_no_confirm": True}]
+    # a person's token for a service carries the gpulab scopes they hold that the service uses
+    # (hub_plugins/scopes.py): that is how the service tells who may see or do more
+    services = [_service("billing", cfg, "services.billing", f"http://127.0.0.1:{cfg['billing']['port']}",
+                         BILLING_ALLOWED)]
     roles = [{"name": "gpulab-billing", "description": "gpulab billing: read users, groups",
               "scopes": list(BILLING_SCOPES), "services": ["billing"]}]
     # people may share their own servers (JupyterHub's shares): the owner is billed and the
@@ -152,10 +184,10 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
     user_scopes = ["shares!user", "access:services!service=billing"]
     if cfg["services"]["quotas"]["enabled"]:
         # quotas (``services/admin``): everyone sees their own quota; only admins manage overrides
-        # an admin's token for the page may also create users and manage group members: the
-        # service does that with the admin's own token, so the hub checks the admin's rights
-        services.append({**_service("quotas", cfg, "services.admin", rt.quotas_url, QUOTAS_ADMIN_SCOPES),
-                         "display": True, "oauth_no_confirm": True})
+        # an admin's token for the page may also create people and fill groups: the service
+        # does that with the admin's own token, so the hub checks the admin's rights
+        services.append({**_service("quotas", cfg, "services.admin", rt.quotas_url,
+                                    [*QUOTAS_ALLOWED, *QUOTAS_ADMIN_SCOPES]), "display": True})
         roles.append({"name": "gpulab-quotas-service", "description": "the quotas service: read users and their groups",
                       "scopes": list(QUOTAS_SERVICE_SCOPES), "services": ["quotas"]})
         user_scopes.append("access:services!service=quotas")
@@ -175,27 +207,38 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
 
 
 def update_services(c: Config, cfg: dict) -> None:
-    """Every hub service and role gpulab defines: API tokens, billing, quotas, the culler and
-    MLflow, and the 'user' role that lets people open gpulab's pages."""
+    """Every hub service, role and custom scope gpulab defines: API tokens, gpulab's admin
+    scopes, billing, quotas, the culler and MLflow, and the 'user' role that lets people open
+    gpulab's pages."""
     tokens, token_roles = token_services(cfg)
     services, roles, user_scopes = gpulab_services(cfg)
     c.JupyterHub.services = tokens + services
+    c.JupyterHub.custom_scopes = dict(CUSTOM_SCOPES)
     c.RefusedServers.token = runtime(cfg).hub_token  # the gpulab-hub service's token
     user = {"name": "user", "description": "Standard user privileges, and gpulab's pages", "scopes": ["self"]}
-    roles = [*token_roles, *roles, user]
+    roles = [*token_roles, admin_role(cfg), *roles, user]
     for scope in user_scopes:
         roles = mlflow.grant_user_scope(roles, scope)
     c.JupyterHub.load_roles = roles
 
 
 def update_api_tokens(c: Config, cfg: dict) -> None:
-    """Only the API tokens' services and roles: for the z2jh hub (``kube/hubconfig.py``), where
-    the chart's values define gpulab's services and this adds the tokens to them."""
+    """Only the API tokens' services and roles: for the z2jh hub (``spawners/kubernetes/
+    hubconfig.py``), where the chart's values define gpulab's services and this adds the tokens to
+    them (with ``update_admin_scopes``, the only updates that add to what another source set)."""
     tokens, roles = token_services(cfg)
     if tokens:
         c.JupyterHub.services = [*c.JupyterHub.get("services", []), *tokens]
     if roles:
         c.JupyterHub.load_roles = [*c.JupyterHub.get("load_roles", []), *roles]
+
+
+def update_admin_scopes(c: Config, cfg: dict) -> None:
+    """gpulab's custom scopes and the ``gpulab-admin`` role, for the z2jh hub (on one machine
+    ``update_services`` sets them with the rest)."""
+    c.JupyterHub.custom_scopes = {**c.JupyterHub.get("custom_scopes", {}), **CUSTOM_SCOPES}
+    theirs = [r for r in c.JupyterHub.get("load_roles", []) if r.get("name") != ADMIN_ROLE]
+    c.JupyterHub.load_roles = [*theirs, admin_role(cfg)]
 
 
 def update_auth(c: Config, cfg: dict) -> None:
@@ -218,6 +261,21 @@ def update_spawner(c: Config, cfg: dict) -> None:
     c.LocalGPUSpawner.system_user_prefix = local["system_user_prefix"]
     c.LocalGPUSpawner.home_root = local["home_root"]
     c.LocalGPUSpawner.shared_home_root = _state(cfg, "homes")
+    c.LocalGPUSpawner.limits_mode = local["limits"]
+
+
+def check_local_backend(cfg: dict, euid: int | None = None) -> str:
+    """Start-up checks of the local backend: refuse to run servers as root, and say which limits
+    this host enforces (returned, for the hub's log). Raises ConfigError."""
+    if cfg["backend"] != "local":
+        return ""
+    euid = os.geteuid() if euid is None else euid
+    if euid == 0 and cfg["local"]["system_users"] == "never":
+        raise ConfigError(
+            "local.system_users: 'never' with a hub running as root would run every server as root, beside the "
+            "hub's secrets. Set local.system_users: auto (each hub user gets their own system account), or run the "
+            "hub as an unprivileged user.")
+    return Enforcer.detect(cfg["local"]["limits"]).summary()
 
 
 def update_gpulab(c: Config, cfg: dict) -> None:
@@ -286,3 +344,6 @@ def apply_all(c: Config, cfg: dict) -> None:
     prepare_state_dir(cfg)
     for update in UPDATES:
         update(c, cfg)
+    said = check_local_backend(cfg)
+    if said:
+        print(said, file=sys.stderr)

@@ -10,7 +10,8 @@ names_or_all = {
     "description": "'*' (all) or a list of names",
     "oneOf": [
         {"const": "*"},
-        {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True},
+        {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 128}, "uniqueItems": True,
+         "maxItems": 256},
         {"type": "null"},
     ]
 }

@@ -14,19 +14,21 @@ from .schema_auth import _URL, AUTH, _closed
 from .schema_cluster import CLUSTER_DEFAULTS, KUBERNETES, SLURM
 from .schema_profile import PROFILE_SCHEMA  # noqa: F401 - re-exported
 
+# Every limit is bounded: 1e308 GPUs is not a limit but a typo (null means unlimited).
 LIMITS = {
     "type": "object",
     "additionalProperties": False,
     "properties": {
-        "max_gpus": {**AMOUNT, "description": "GPU-equivalents at a time, summed over all servers"},
-        "max_gpus_per_server": {**AMOUNT, "description": "GPU-equivalents in one server"},
-        "max_servers": {"type": ["integer", "null"], "minimum": 0},
+        "max_gpus": {**AMOUNT, "maximum": 4096, "description": "GPU-equivalents at a time, summed over all servers"},
+        "max_gpus_per_server": {**AMOUNT, "maximum": 4096, "description": "GPU-equivalents in one server"},
+        "max_servers": {"type": ["integer", "null"], "minimum": 0, "maximum": 10000},
         "profiles": {**names_or_all, "description": "'*' (all) or a list of profile names"},
         "gpu_types": {**names_or_all, "description": "'*' (all) or a list of GPU type names"},
-        "cpu_limit": {"type": ["number", "null"], "exclusiveMinimum": 0},
-        "mem_limit": {"type": ["string", "integer", "null"], "pattern": SIZE},
-        "budget": {**AMOUNT, "description": "per budget period, in budgets.unit (null = unlimited)"},
-        "max_runtime_hours": {**AMOUNT, "description": "longest runtime a user may choose at spawn"},
+        "cpu_limit": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 4096},
+        "mem_limit": {"type": ["string", "integer", "null"], "pattern": SIZE, "maxLength": 24,
+                      "minimum": 0, "maximum": 2**60},
+        "budget": {**AMOUNT, "maximum": 1e12, "description": "per budget period, in budgets.unit (null = unlimited)"},
+        "max_runtime_hours": {**AMOUNT, "maximum": 8784, "description": "longest runtime a user may choose at spawn"},
     },
 }
 
@@ -46,10 +48,10 @@ OVERRIDE = {
     "additionalProperties": False,
     "required": ["user", "expires", "reason"],
     "properties": {
-        "user": {"type": "string", "pattern": NAME},
-        "expires": {"type": ["string", "null"], "format": "date"},
-        "reason": {"type": "string", "minLength": 1},
-        "approved_by": {"type": "string"},
+        "user": {"type": "string", "pattern": NAME, "maxLength": 255},
+        "expires": {"type": ["string", "null"], "format": "date", "maxLength": 10},
+        "reason": {"type": "string", "minLength": 1, "maxLength": 500},
+        "approved_by": {"type": "string", "maxLength": 255, "description": "who approved it (at most 255 characters)"},
         **LIMITS["properties"],
     },
 }
@@ -125,6 +127,10 @@ GPULAB_SCHEMA = {
                 "system_users": {"enum": ["auto", "never"]},
                 "system_user_prefix": {"type": "string", "pattern": r"^[a-z_][a-z0-9_-]{0,15}$"},
                 "home_root": {"type": "string", "minLength": 1},
+                "limits": {"enum": ["auto", "systemd", "cgroup", "off"],
+                           "description": "how servers are held to memory, CPU and GPU devices: auto (a systemd "
+                                          "scope where systemd runs the host, else the cgroup filesystem), systemd, "
+                                          "cgroup or off"},
             },
         },
         "billing": {
@@ -359,7 +365,7 @@ DEFAULTS = {
         "refresh_seconds": None,
         "roles": {},
     },
-    "local": {"system_users": "auto", "system_user_prefix": "jupyter-", "home_root": "/home"},
+    "local": {"system_users": "auto", "system_user_prefix": "jupyter-", "home_root": "/home", "limits": "auto"},
     "billing": {
         "currency": "EUR",
         "rates": {"*": 0},

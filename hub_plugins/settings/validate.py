@@ -4,9 +4,11 @@ less than the minimum of 0``."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 from jsonschema import Draft202012Validator, FormatChecker, validators
 
+from ..validation import shown
 from .errors import ConfigError
 
 _formats = FormatChecker()
@@ -46,17 +48,30 @@ def _explain(err) -> tuple[list, str]:
         if desc:
             return path, f"{err.instance!r} is not valid: expected {desc}"
     if err.validator == "pattern":
-        return path, f"{err.instance!r} is not in the expected form" + (f": {desc}" if desc else "")
-    return path, err.message
+        return path, f"{shown(err.instance)} is not in the expected form" + (f": {desc}" if desc else "")
+    if err.validator == "maxLength":
+        return path, f"must be at most {err.validator_value} characters, got {len(err.instance)}"
+    if err.validator in ("maxItems", "maxProperties"):
+        return path, f"must have at most {err.validator_value} entries, got {len(err.instance)}"
+    # jsonschema quotes the whole value: a 100 KB value must not make a 100 KB message
+    return path, err.message if len(err.message) <= 300 else err.message[:300] + "..."
+
+
+def _finite_number(checker, value) -> bool:
+    # JSON Schema's 'number' admits NaN and Infinity (YAML's .nan, Python's json): a limit of NaN
+    # compares false with everything, so it would pass every 'minimum' and break every decision
+    return Draft202012Validator.TYPE_CHECKER.is_type(value, "number") and (
+        not isinstance(value, float) or math.isfinite(value))
 
 
 class _DateAwareValidator:
-    """YAML dates are date objects, which JSON Schema's 'string' type rejects."""
+    """YAML dates are date objects, which JSON Schema's 'string' type rejects; numbers are finite."""
 
     def __init__(self, schema):
-        checker = Draft202012Validator.TYPE_CHECKER.redefine(
-            "string", lambda _c, v: isinstance(v, (str, dt.date))
-        )
+        checker = Draft202012Validator.TYPE_CHECKER.redefine_many({
+            "string": lambda _c, v: isinstance(v, (str, dt.date)),
+            "number": _finite_number,
+        })
         cls = validators.extend(Draft202012Validator, type_checker=checker)
         self.v = cls(schema, format_checker=_formats)
 

@@ -23,6 +23,7 @@ from ..quota import Effective, ServerUse
 from ..quota.limits import format_bytes
 from ..quota.decision import sentence
 from ..quota.view import QuotaView, amount_text
+from .spec import cap
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
@@ -57,12 +58,6 @@ class FormContext:
     budget: dict | None = None  # {"left_text", "limit_text", "spent", "retry_at"}
     engine_queue: bool = False  # a scheduler (SLURM, Kubernetes) places servers and queues them
     prefill: dict = field(default_factory=dict)  # a link's opt-<key> choices (strings)
-
-
-def cap(profile_value, quota_value):
-    """A profile's resource limit, capped by the user's quota (None: no limit)."""
-    values = [v for v in (profile_value, quota_value) if v is not None]
-    return min(values) if values else None
 
 
 def _count_choice(count: int, a, left: Fraction | None, hard: bool, engine_queue: bool) -> dict:

@@ -2,23 +2,25 @@
 
 ``user_options`` is user input: every key is checked, unknown keys are refused, and each error
 says what to change. The same function serves the REST API and the form, so both behave alike.
+The checks themselves (whole numbers, ASCII digits, durations, lengths) are ``validation.py``'s,
+shared with the services.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..gpu.devices import valid_type_name
 from .profiles import Catalog, Profile
+from ..validation import InputError, duration, flag, names_list, or_list, shown, text, whole_number
 
 # Keys a request may carry. Later features add theirs here (e.g. "queue").
 KNOWN_KEYS = ("profile", "gpus", "gpu_type")
 
 
-class RequestError(ValueError):
-    """A request a person must fix; the message says how."""
+# A request a person must fix; the message says how (one error type for every input surface).
+RequestError = InputError
 
 
 @dataclass(frozen=True)
@@ -32,23 +34,11 @@ class SpawnRequest:
         return dict(self.extras).get(key, default)
 
 
-def _or_list(items) -> str:
-    items = [str(i) for i in items]
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " or " + items[-1]
+_or_list = or_list
 
 
 def parse_gpus(value, max_per_server: int) -> int:
-    if isinstance(value, bool) or value is None:
-        raise RequestError(f"'gpus' must be a whole number from 0 to {max_per_server}, got {value!r}.")
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, int) or not 0 <= value <= max_per_server:
-        raise RequestError(f"'gpus' must be a whole number from 0 to {max_per_server}, got {value!r}.")
-    return value
+    return whole_number(value, "gpus", 0, max_per_server)
 
 
 def parse(
@@ -66,10 +56,10 @@ def parse(
     if not isinstance(options, dict):
         raise RequestError("The request body must be a JSON object such as {\"profile\": \"minimal\", \"gpus\": 1}.")
     allowed = (*KNOWN_KEYS, *extra_keys)
-    unknown = sorted(set(options) - set(allowed))
+    unknown = sorted((k for k in options if k not in allowed), key=str)
     if unknown:
         raise RequestError(
-            f"Unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}. "
+            f"Unknown option{'s' if len(unknown) > 1 else ''} {names_list(unknown)}. "
             f"Allowed: {', '.join(allowed)}."
         )
 
@@ -78,7 +68,7 @@ def parse(
         raise RequestError(f"'profile' must be a profile name: {_or_list(catalog.names)}.")
     profile = catalog.get(name)
     if profile is None:
-        raise RequestError(f"Unknown profile '{name[:64]}'. Available: {', '.join(catalog.names)}.")
+        raise RequestError(f"Unknown profile {shown(name, 64)}. Available: {', '.join(catalog.names)}.")
 
     gpus = profile.gpu_default if "gpus" not in options else parse_gpus(options["gpus"], max_per_server)
     if gpus not in profile.gpu_counts:
@@ -87,11 +77,14 @@ def parse(
         )
 
     gpu_type = options.get("gpu_type")
-    if gpu_type in ("", None) or gpus == 0:
+    if gpu_type in ("", None):
         gpu_type = None
     else:
-        if not isinstance(gpu_type, str) or not valid_type_name(gpu_type):
-            raise RequestError(f"'gpu_type' must be a GPU type name such as 'A100-80GB', got {gpu_type!r:.80}.")
+        if not isinstance(gpu_type, str) or len(gpu_type) > 128 or not valid_type_name(gpu_type):
+            raise RequestError(f"'gpu_type' must be a GPU type name such as 'A100-80GB', got {shown(gpu_type, 80)}.")
+        if gpus == 0:
+            raise RequestError(f"'gpu_type' is for GPU servers: ask for 1 or more GPUs of {gpu_type}, "
+                               "or leave 'gpu_type' out for a CPU-only server.")
         if gpu_type not in hub_types:
             have = ", ".join(hub_types) if hub_types else "no GPUs"
             raise RequestError(f"Unknown GPU type '{gpu_type}'. This hub has: {have}.")
@@ -110,48 +103,22 @@ def parse(
     return SpawnRequest(profile, gpus, gpu_type, tuple(extras))
 
 
-_RUNTIME = re.compile(r"^(?:(\d+)h)?\s*(?:(\d+)m)?$")
 MIN_RUNTIME, MAX_RUNTIME = 5 * 60, 30 * 24 * 3600
 
 
 def parse_flag(value) -> bool:
     """'queue': true/false (JSON), 'on' (a checked box), 'true'/'false'/'1'/'0' (strings)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("on", "true", "1", "yes"):
-        return True
-    if isinstance(value, str) and value.lower() in ("off", "false", "0", "no", ""):
-        return False
-    raise RequestError(f"'queue' must be true or false, got {value!r:.40}.")
+    return flag(value, "queue")
 
 
 def parse_runtime(value) -> int | None:
     """'runtime': seconds (a number) or '2h', '90m', '1h30m'. None/'' = until you stop it."""
-    if value in (None, ""):
-        return None
-    seconds = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = int(value)
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        if text.isdigit():
-            seconds = int(text)
-        else:
-            m = _RUNTIME.match(text)
-            if m and (m.group(1) or m.group(2)):
-                seconds = int(m.group(1) or 0) * 3600 + int(m.group(2) or 0) * 60
-    if seconds is None or not MIN_RUNTIME <= seconds <= MAX_RUNTIME:
-        raise RequestError(
-            f"'runtime' must be a duration from 5 minutes to 30 days, such as '2h', '90m' or 7200 "
-            f"(seconds), got {value!r:.40}."
-        )
-    return seconds
+    return duration(value, "runtime", MIN_RUNTIME, MAX_RUNTIME,
+                    "from 5 minutes to 30 days, such as '2h', '90m' or 7200 (seconds)")
 
 
 def parse_project(value) -> str:
-    if not isinstance(value, str) or not re.match(r"^[a-z0-9][a-z0-9-]{0,62}$", value):
-        raise RequestError(f"'project' must be a project name, got {value!r:.40}.")
-    return value
+    return text(value, "project", 63, pattern=r"[a-z0-9][a-z0-9-]{0,62}", what="a project name")
 
 
 # The keys every backend accepts beyond profile/gpus/gpu_type (``GPUSpawnerMixin``).
@@ -159,7 +126,9 @@ STANDARD_EXTRAS = {"queue": parse_flag, "runtime": parse_runtime, "project": par
 
 
 def from_form(form_data: dict[str, list[str]]) -> dict[str, Any]:
-    """Form fields arrive as lists of strings; keep single values, drop empty ones."""
+    """Form fields arrive as lists of strings; keep single values, drop empty ones. The form's
+    type select stays filled when 0 GPUs are picked: there it means nothing, so it is dropped
+    (a REST request naming a type with 0 GPUs is refused)."""
     out: dict[str, Any] = {}
     for key, values in form_data.items():
         if key.startswith("_"):  # e.g. _xsrf
@@ -168,4 +137,6 @@ def from_form(form_data: dict[str, list[str]]) -> dict[str, Any]:
         if not vals:
             continue
         out[key] = vals[0] if len(vals) == 1 else vals
+    if out.get("gpus") == "0":
+        out.pop("gpu_type", None)
     return out

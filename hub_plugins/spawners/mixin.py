@@ -37,6 +37,7 @@ from ..spawn.request import STANDARD_EXTRAS, RequestError, SpawnRequest, from_fo
 from ..accounting.keeper import BudgetRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
 from ..store.models import utcnow
+from ..validation import InputError, json_body
 from .waiting import wait_in_queue
 
 
@@ -103,6 +104,11 @@ class GPUSpawnerMixin(HasTraits):
     def gpulab_profile_available(self, profile) -> tuple[bool, str]:
         return True, ""
 
+    def gpulab_enforced_limits(self) -> set[str]:
+        """Which of a profile's limits this backend holds servers to ('cpu', 'memory'): the form
+        promises only those."""
+        return {"cpu", "memory"}
+
     # -- helpers ---------------------------------------------------------------------------
     @property
     def _failed(self):
@@ -141,8 +147,23 @@ class GPUSpawnerMixin(HasTraits):
             live = core.live_owners()
             await core.run(core.reconcile, live, utcnow())
 
+    def gpulab_check_body(self) -> None:
+        """A REST spawn's body as sent (JupyterHub has parsed it already, leniently): JSON or no
+        content type, at most 64 KB, no NaN/Infinity. The form's POST is not an API call."""
+        from jupyterhub.apihandlers.base import APIHandler
+
+        handler = getattr(self, "handler", None)
+        request = getattr(handler, "request", None)
+        if request is None or not isinstance(handler, APIHandler):
+            return
+        try:
+            json_body(request.body, request.headers.get("Content-Type"))
+        except InputError as e:
+            raise SpawnException(str(e), reason="invalid_options", status_code=e.status) from None
+
     def gpulab_parse(self, options) -> SpawnRequest:
         core = self.gpulab
+        self.gpulab_check_body()
         try:
             req = parse(options, core.catalog, core.inventory().types, core.max_gpus_per_server,
                         self.gpulab_extra_options())
@@ -179,6 +200,12 @@ class GPUSpawnerMixin(HasTraits):
             build_model, self.gpulab, self.user.id, self.user.name, self.gpulab_groups, self.name or "",
             self.gpulab_profile_available, self.gpulab_prefill(),
         )
+        enforced = self.gpulab_enforced_limits()
+        for p in model.get("profiles", []):  # never promise a limit the host cannot keep
+            if "cpu" not in enforced:
+                p["cpu_limit"] = None
+            if "memory" not in enforced:
+                p["mem_limit"] = None
         return render(model)
 
     def gpulab_prefill(self) -> dict:

@@ -88,7 +88,7 @@ class UsageTerms:
 
 
 @dataclass(frozen=True)
-class Plan:
+class ReservationPlan:
     """Everything one reservation needs, decided before the serialised transaction (the type
     candidates, the quota rule, the usage terms): built by the core, taken whole by
     :meth:`Allocator.reserve` and by the queue, which reserves inside its own transaction."""
@@ -166,10 +166,10 @@ class Allocator:
         accounting but reserves no device and never refuses for capacity: the engine's scheduler
         places the job and queues it when the cluster is full."""
         types = (gpu_types,) if isinstance(gpu_types, str) else tuple(gpu_types)
-        return self.reserve(owner, Plan(profile, types, count, inventory, quota_check, reserve, usage))
+        return self.reserve(owner, ReservationPlan(profile, types, count, inventory, quota_check, reserve, usage))
 
-    def reserve(self, owner: Owner, plan: Plan) -> Allocation:
-        """:meth:`allocate` for a :class:`Plan`, in its own serialised transaction."""
+    def reserve(self, owner: Owner, plan: ReservationPlan) -> Allocation:
+        """:meth:`allocate` for a :class:`ReservationPlan`, in its own serialised transaction."""
         if plan.count and not plan.types:
             raise ValueError("a GPU request needs at least one candidate type")
 
@@ -179,7 +179,7 @@ class Allocator:
 
         return self.db.retrying(run)
 
-    def allocate_in(self, conn, owner: Owner, plan: Plan) -> Allocation:
+    def allocate_in(self, conn, owner: Owner, plan: ReservationPlan) -> Allocation:
         """:meth:`reserve` inside a serialised transaction the caller holds (the queue decides
         and allocates in one transaction)."""
         profile, types, count, inventory = plan.profile, list(plan.types), plan.count, plan.inventory

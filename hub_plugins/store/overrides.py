@@ -10,6 +10,8 @@ there is no override change without its record (who, when, before/after, why).
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import math
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -17,8 +19,13 @@ from sqlalchemy import JSON, Date, DateTime, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..quota.limits import Override
+from ..settings.errors import ConfigError
+from ..settings.schema import LIMITS
+from ..settings.validate import validate
 from .db import Database
 from .models import Base, utcnow
+
+log = logging.getLogger("gpulab")
 
 
 class OverrideRecord(Base):
@@ -53,23 +60,41 @@ def override_id(record_id: int) -> str:
 
 
 def record_id(ident: str) -> int | None:
-    """'db:12' (or '12') -> 12; anything else (e.g. a config override's id) -> None."""
+    """'db:12' (or '12') -> 12; anything else (a config override's id, non-ASCII digits, a number
+    past what the column holds) -> None."""
     text = ident.removeprefix("db:")
-    return int(text) if text.isdigit() else None
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        return None
+    return int(text)
 
 
 def as_dict(r: OverrideRecord) -> dict:
-    return {
+    problem = row_problem(r)
+    out = {
         "id": override_id(r.id),
         "source": "admin",
         "user": r.user_name,
-        "limits": dict(r.limits),
+        "limits": {} if problem else dict(r.limits),  # never NaN in a JSON answer
         "expires": r.expires.isoformat() if r.expires else None,
         "reason": r.reason,
         "approved_by": r.approved_by,
         "created_by": r.created_by,
         "created_at": r.created_at.replace(tzinfo=dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if problem:
+        out["invalid"] = f"not applied: {problem}; remove it and add a valid one"
+    return out
+
+
+def _finite(value):
+    """An audit row's before/after as JSON can carry it (NaN from rows of older versions)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def audit_dict(a: AuditRecord) -> dict:
@@ -80,10 +105,23 @@ def audit_dict(a: AuditRecord) -> dict:
         "action": a.action,
         "target": a.target,
         "object_id": a.object_id,
-        "before": a.before,
-        "after": a.after,
+        "before": _finite(a.before),
+        "after": _finite(a.after),
         "reason": a.reason,
     }
+
+
+def row_problem(r: OverrideRecord) -> str | None:
+    """Why a stored override cannot be applied (None if it can). Rows written before the quotas
+    service validated every number (a NaN or 1e308 limit) stay in databases: they are skipped, so
+    that they never break the spawns and quota pages of their user, and listed for removal."""
+    if not isinstance(r.limits, dict):
+        return "its limits are not a mapping"
+    try:
+        validate(r.limits, LIMITS, "limits")
+    except ConfigError as e:
+        return str(e).replace("limits is not valid:\n  ", "").replace("\n  ", "; ")
+    return None
 
 
 def to_override(r: OverrideRecord) -> Override:
@@ -107,7 +145,14 @@ class OverrideStore:
                     .where(sa.or_(OverrideRecord.expires.is_(None), OverrideRecord.expires > today))
                     .order_by(OverrideRecord.id)
                 ).all()
-                return tuple(to_override(r) for r in rows)
+                out = []
+                for r in rows:
+                    problem = row_problem(r)
+                    if problem:
+                        log.warning("gpulab: override %s of %s is ignored: %s", override_id(r.id), r.user_name, problem)
+                    else:
+                        out.append(to_override(r))
+                return tuple(out)
 
         return self.db.retrying(run)
 

@@ -2,7 +2,8 @@
 
 Runs as a JupyterHub managed service (``/services/quotas/``). Pages sign people in through the
 hub (HubOAuth); the REST API takes the same cookie or a hub token (``Authorization: token``).
-Everyone with access to the service sees their own quota; only hub admins manage overrides.
+Everyone with access to the service sees their own quota; only holders of gpulab's overrides scope
+(hub admins, admin automation tokens; ``hub_plugins/scopes.py``) manage overrides.
 
 Pages: ``/`` (your quota), ``/admin`` (overrides, audit, people and groups). API: ``api/me``,
 ``api/overrides`` (GET, POST), ``api/overrides/{id}`` (GET, DELETE), ``api/audit``,
@@ -25,12 +26,17 @@ from jupyterhub.utils import url_path_join
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
+from hub_plugins.scopes import MANAGE_OVERRIDES, holds
+from hub_plugins.validation import InputError, shown, text
+from services.handlers import COOKIE_OPTIONS, ValidatedArgs
+
 from . import people
 from .core import AdminError, QuotaAdmin, valid_user_name
 from .forms import form_to_override
 from .members import plan_csv, plan_group
 
 IDENT = r"(?:db|config):[0-9]+"  # override ids
+MAX_CSV = 1_000_000  # characters of a CSV of people (members.MAX_ROWS lines)
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")), autoescape=True,
     trim_blocks=True, lstrip_blocks=True,
@@ -56,7 +62,7 @@ class Hub:
         return json.loads(resp.body)
 
 
-class Base(HubOAuthenticated, web.RequestHandler):
+class Base(ValidatedArgs, HubOAuthenticated, web.RequestHandler):
     @property
     def admin(self) -> QuotaAdmin:
         return self.settings["quota_admin"]
@@ -73,13 +79,8 @@ class Base(HubOAuthenticated, web.RequestHandler):
 
     @property
     def is_admin(self) -> bool:
-        """Hub admins; a service (automation token) only if its token holds admin:users."""
-        m = self.current_user
-        if not m:
-            return False
-        if m.get("kind", "user") == "user":
-            return bool(m.get("admin"))
-        return "admin:users" in m.get("scopes", [])
+        """Manages overrides: a person or token holding gpulab's overrides scope."""
+        return holds(self.current_user, MANAGE_OVERRIDES)
 
     async def run_async(self, coro):
         try:
@@ -116,10 +117,7 @@ class Api(Base):
         self.finish(json.dumps(data))
 
     def body(self):
-        try:
-            return json.loads(self.request.body or b"{}")
-        except ValueError:
-            raise web.HTTPError(400, "The request body must be JSON.") from None
+        return self.json(default={})
 
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
@@ -138,8 +136,8 @@ class MeApi(Api):
 class OverridesApi(Api):
     async def get(self):
         self.check_admin()
-        user = self.get_argument("user", None)
-        expired = self.get_argument("include_expired", "0") in ("1", "true", "yes")
+        user = self.arg_user() or None
+        expired = self.arg_choice("include_expired", "0", ("0", "1", "true", "false", "yes", "no")) in ("1", "true", "yes")
         self.write_json(await self.run(self.admin.list_overrides, user, expired))
 
     async def post(self):
@@ -154,36 +152,39 @@ class OverridesApi(Api):
 class OverrideApi(Api):
     async def get(self, ident):
         self.check_admin()
+        ident = self.path_name(ident, "override")
         found = await self.run(self.admin.store.get, ident)
         if found is None:
-            raise web.HTTPError(404, f"There is no override '{ident}'.")
+            raise web.HTTPError(404, "%s", f"There is no override {shown(ident, 64)}.")
         self.write_json(found)
 
     async def delete(self, ident):
         self.check_admin()
-        reason = self.get_argument("reason", "")
+        ident = self.path_name(ident, "override")
+        reason = self.arg("reason")
         if not reason and self.request.body:
             body = self.body()
-            reason = body.get("reason", "") if isinstance(body, dict) else ""
-        self.write_json(await self.run(self.admin.remove_override, ident, self.user_name, str(reason)))
+            if not isinstance(body, dict) or set(body) - {"reason"}:
+                raise web.HTTPError(400, "The body may only say why: {\"reason\": \"...\"}.")
+            reason = body.get("reason", "")
+            if not isinstance(reason, str):
+                raise web.HTTPError(400, "'reason' must be text.")
+        self.write_json(await self.run(self.admin.remove_override, ident, self.user_name, reason))
 
 
 class AuditApi(Api):
     async def get(self):
         self.check_admin()
-        try:
-            limit = int(self.get_argument("limit", "100"))
-        except ValueError:
-            raise web.HTTPError(400, "'limit' must be a whole number.") from None
-        self.write_json(await self.run(self.admin.audit, limit, self.get_argument("user", None)))
+        limit = self.arg_int("limit", 100, 1, 1000)
+        self.write_json(await self.run(self.admin.audit, limit, self.arg_user() or None))
 
 
 class UserApi(Api):
     async def get(self, name):
         self.check_admin()
-        model = await self.hub.user(name) if valid_user_name(name) else None
+        model = await self.hub.user(name) if len(name) <= 255 and valid_user_name(name) else None
         if model is None:
-            raise web.HTTPError(404, f"There is no user '{name}' on this hub.")
+            raise web.HTTPError(404, "%s", f"There is no user {shown(name, 64)} on this hub.")
         self.write_json(await self.run(self.admin.user_view, name, model.get("groups", []), model.get("admin", False)))
 
 
@@ -193,6 +194,13 @@ class PeopleMixin:
     async def apply_plan(self, plan) -> dict:
         token = self.settings["hub_auth"].get_token(self)
         return await people.apply(self.settings["hub"].api_url, token, plan)
+
+    def csv_text(self, value) -> str:
+        """A CSV file's text, bounded (a list of people, not a data dump)."""
+        try:
+            return text(value, "csv", MAX_CSV, allow_empty=True)
+        except InputError as e:
+            raise web.HTTPError(e.status, "%s", str(e)) from None
 
 
 class GroupMembersApi(PeopleMixin, Api):
@@ -208,12 +216,14 @@ class GroupMembersApi(PeopleMixin, Api):
 
 class ImportApi(PeopleMixin, Api):
     async def post(self):
+        """A CSV file: the body as text/csv, or JSON {"csv": "..."}."""
         self.check_admin()
-        text = self.request.body.decode("utf-8", "replace")
-        if "json" in self.request.headers.get("Content-Type", ""):
+        if "csv" in self.request.headers.get("Content-Type", ""):
+            data = self.csv_text(self.request.body.decode("utf-8", "replace"))
+        else:
             body = self.body()
-            text = body.get("csv", "") if isinstance(body, dict) else ""
-        result = await self.run_async(self.apply_plan(plan_csv(text)))
+            data = self.csv_text(body.get("csv", "") if isinstance(body, dict) else None)
+        result = await self.run_async(self.apply_plan(plan_csv(data)))
         self.write_json({**result, "message": people.summary(result)}, people.status(result))
 
 
@@ -259,7 +269,7 @@ class AdminPage(Page):
     async def get(self):
         self.check_admin()
         done = ""
-        created, removed = self.get_argument("created", ""), self.get_argument("removed", "")
+        created, removed = self.arg("created"), self.arg("removed")
         # only ids are echoed: a crafted link cannot put other words on an admin's page
         if re.fullmatch(IDENT, created):
             done = f"Override {created} added; it applies from the user's next spawn."
@@ -270,7 +280,7 @@ class AdminPage(Page):
     @web.authenticated
     async def post(self):
         self.check_admin()
-        form = {k: self.get_argument(k, "") for k in
+        form = {k: self.arg(k) for k in
                 ("user", "max_gpus", "max_gpus_per_server", "max_servers", "profiles", "gpu_types",
                  "expires", "reason", "approved_by")}
         try:
@@ -289,11 +299,11 @@ class PeoplePage(PeopleMixin, AdminPage):
     async def post(self, what):
         self.check_admin()
         if what == "members":
-            plan = plan_group(self.get_argument("group", "").strip(), self.get_argument("users", ""))
+            plan = plan_group(self.arg("group").strip(), self.csv_text(self.get_body_argument("users", "")))
         else:
             files = self.request.files.get("file") or []
-            text = files[0]["body"].decode("utf-8", "replace") if files else self.get_argument("csv", "")
-            plan = plan_csv(text)
+            data = files[0]["body"].decode("utf-8", "replace") if files else self.get_body_argument("csv", "")
+            plan = plan_csv(self.csv_text(data))
         try:
             result = await self.apply_plan(plan)
         except AdminError as e:
@@ -306,7 +316,7 @@ class RemovePage(Page):
     async def post(self, ident):
         if not self.is_admin:
             raise web.HTTPError(403, "Only hub admins manage quota overrides.")
-        await self.run(self.admin.remove_override, ident, self.user_name, self.get_argument("reason", ""))
+        await self.run(self.admin.remove_override, ident, self.user_name, self.arg("reason"))
         self.redirect(url_path_join(self.settings["prefix"], "admin") + f"?removed={quote(ident)}")
 
 
@@ -314,7 +324,8 @@ def make_app(quota_admin: QuotaAdmin, prefix: str | None = None) -> web.Applicat
     prefix = prefix or os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/quotas/")
     hub_prefix = url_path_join(os.environ.get("JUPYTERHUB_BASE_URL", "/"), "hub/")
     hub = Hub(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
-    oauth = HubOAuth.instance(api_token=os.environ["JUPYTERHUB_API_TOKEN"], cache_max_age=10)
+    oauth = HubOAuth.instance(api_token=os.environ["JUPYTERHUB_API_TOKEN"], cache_max_age=10,
+                              cookie_options=dict(COOKIE_OPTIONS))
     route = lambda path: url_path_join(prefix, path)  # noqa: E731
     ident = f"({IDENT})"
     return web.Application(
@@ -322,7 +333,7 @@ def make_app(quota_admin: QuotaAdmin, prefix: str | None = None) -> web.Applicat
             (route("oauth_callback"), HubOAuthCallbackHandler),
             (route("api/me"), MeApi),
             (route("api/overrides"), OverridesApi),
-            (route(f"api/overrides/{ident}"), OverrideApi),
+            (route("api/overrides/([^/]+)"), OverrideApi),  # any id: a bad one is a 404 that says so
             (route("api/audit"), AuditApi),
             (route("api/users/([^/]+)"), UserApi),
             (route("api/groups/([^/]+)/users"), GroupMembersApi),
@@ -340,4 +351,5 @@ def make_app(quota_admin: QuotaAdmin, prefix: str | None = None) -> web.Applicat
         hub_prefix=hub_prefix,
         cookie_secret=os.urandom(32),
         login_url=oauth.login_url,
+        xsrf_cookie_kwargs=dict(COOKIE_OPTIONS, httponly=False),  # pages read it into their forms
     )

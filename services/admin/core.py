@@ -20,6 +20,7 @@ from hub_plugins.settings.schema import NAME, OVERRIDE
 from hub_plugins.settings.validate import validate
 from hub_plugins.store.allocator import server_use
 from hub_plugins.store.overrides import OverrideStore
+from hub_plugins.validation import shown
 
 MAX_REASON = 500
 
@@ -163,7 +164,7 @@ class QuotaAdmin:
             raise AdminError(400, f"'reason' must be at most {MAX_REASON} characters.")
         removed = self.store.remove(ident, actor=actor, reason=reason.strip())
         if removed is None:
-            raise AdminError(404, f"There is no override '{ident}' (it may have been removed already).")
+            raise AdminError(404, f"There is no override {shown(ident, 64)} (it may have been removed already).")
         return removed
 
     def audit(self, limit: int = 100, target: str | None = None) -> list[dict]:

@@ -5,9 +5,13 @@ Form fields are strings; empty means "not set". Lists are comma-separated.
 
 from __future__ import annotations
 
+from hub_plugins.validation import InputError, number, whole_number
+
 from .core import AdminError
 
-NUMBERS = {"max_gpus": float, "max_gpus_per_server": float, "max_servers": int, "cpu_limit": float}
+# The bounds of the quotas schema (LIMITS): the same numbers the API and gpulab.yaml accept.
+NUMBERS = {"max_gpus": (0, 4096), "max_gpus_per_server": (0, 4096), "cpu_limit": (0, 4096)}
+WHOLE = {"max_servers": (0, 10000)}
 LISTS = ("profiles", "gpu_types")
 
 
@@ -17,13 +21,14 @@ def form_to_override(form: dict[str, str]) -> dict:
         value = (value or "").strip()
         if not value:
             continue
-        if key in NUMBERS:
+        if key in NUMBERS or key in WHOLE:
             try:
-                number = NUMBERS[key](value)
-            except ValueError:
-                kind = "a whole number" if NUMBERS[key] is int else "a number"
-                raise AdminError(400, f"'{key}' must be {kind}, got {value!r}.") from None
-            body[key] = int(number) if isinstance(number, float) and number.is_integer() else number
+                if key in WHOLE:
+                    body[key] = whole_number(value, key, *WHOLE[key])
+                else:
+                    body[key] = number(value, key, *NUMBERS[key], lo_open=key == "cpu_limit")
+            except InputError as e:
+                raise AdminError(e.status, str(e)) from None
         elif key in LISTS:
             body[key] = [v.strip() for v in value.split(",") if v.strip()]
         else:

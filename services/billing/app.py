@@ -1,8 +1,9 @@
 """The billing service (``/services/billing/``): usage, quotas, budgets, GPUs and the queue, as a
 JSON/CSV API (hub tokens) and as pages (hub login), plus Prometheus metrics.
 
-A user sees only their own usage, quota and servers; admins see everyone's. The service's own
-token has read-only scopes (see ``update_services`` in ``hub_plugins/settings/apply.py``).
+A user sees only their own usage, quota and servers; holders of gpulab's read-usage scope (admins)
+see everyone's (``hub_plugins/scopes.py``). The service's own token has read-only scopes (see
+``update_services`` in ``hub_plugins/settings/apply.py``).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import json
 from pathlib import Path
 
 import jinja2
-from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import web
 
-from services.base import is_admin
+from hub_plugins.scopes import MANAGE_QUEUE, READ_USAGE, holds
+from services.handlers import COOKIE_OPTIONS, ValidatedArgs
 
 from . import report
 from .data import BillingData
@@ -28,7 +30,7 @@ TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).wit
                                autoescape=True)
 
 
-class Base(HubOAuthenticated, web.RequestHandler):
+class Base(ValidatedArgs, HubOAuthenticated, web.RequestHandler):
     @property
     def data(self) -> BillingData:
         return self.settings["billing_data"]
@@ -39,11 +41,12 @@ class Base(HubOAuthenticated, web.RequestHandler):
 
     @property
     def admin(self) -> bool:
-        return is_admin(self.current_user)
+        """Sees everyone's usage, quotas and GPUs: holds gpulab's read-usage scope."""
+        return holds(self.current_user, READ_USAGE)
 
     def target(self) -> str:
         """The user whose data is asked for (?user=): oneself, or anyone for admins."""
-        who = self.get_argument("user", "") or self.me["name"]
+        who = self.arg_user() or self.me["name"]
         if who != self.me["name"] and not self.admin:
             raise web.HTTPError(403, f"You can only see your own usage, not that of user '{who}'.")
         return who
@@ -53,7 +56,7 @@ class Base(HubOAuthenticated, web.RequestHandler):
 
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
+        message = (exc.get_message() if isinstance(exc, web.HTTPError) else None) or self._reason
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"status": status_code, "message": message}))
 
@@ -61,21 +64,18 @@ class Base(HubOAuthenticated, web.RequestHandler):
 class UsageAPI(Base):
     @web.authenticated
     async def get(self):
-        who = self.get_argument("user", "")
+        who = self.arg_user()
         if who and who != self.me["name"] and not self.admin:
             raise web.HTTPError(403, f"You can only see your own usage, not that of user '{who}'.")
         if not who and not self.admin:
             who = self.me["name"]  # users see themselves; admins without ?user= see everyone
         now = self.now()
-        try:
-            since = report.parse_time(self.get_argument("since", ""), now - dt.timedelta(days=30))
-            until = report.parse_time(self.get_argument("until", ""), now)
-        except ValueError as e:
-            raise web.HTTPError(400, f"{e} (parameters since/until)") from None
+        since = self.arg_time("since", now - dt.timedelta(days=30))
+        until = self.arg_time("until", now)
         if until <= since:
             raise web.HTTPError(400, "'until' must be after 'since'")
+        fmt = self.arg_choice("format", "json", ("json", "csv"))
         rep = await asyncio.to_thread(self.data.usage, who or None, since, until, now)
-        fmt = self.get_argument("format", "json")
         if fmt == "csv":
             self.set_header("Content-Type", "text/csv; charset=utf-8")
             name = f"gpulab-usage-{who or 'all'}-{since.date()}-{until.date()}.csv"
@@ -83,8 +83,6 @@ class UsageAPI(Base):
             self.finish(report.to_csv(rep))
         elif fmt == "json":
             self.finish({"user": who or None, **rep})
-        else:
-            raise web.HTTPError(400, "format must be json or csv")
 
 
 class QuotaAPI(Base):
@@ -111,8 +109,11 @@ class QueueAPI(Base):
     @web.authenticated
     async def delete(self, user, server=None):
         """Cancel a waiting request: the user's own, or anyone's for admins."""
-        if user != self.me["name"] and not self.admin:
-            raise web.HTTPError(403, "You can only cancel your own requests.")
+        user = self.path_name(user, "user")
+        server = self.path_name(server, "server") if server else ""
+        if user != self.me["name"] and not holds(self.me, MANAGE_QUEUE):
+            raise web.HTTPError(403, f"You can only cancel your own requests (cancelling others' needs the "
+                                     f"{MANAGE_QUEUE} scope).")
         n = await asyncio.to_thread(self.data.core.queue.cancel, user, server or "")
         if not n:
             raise web.HTTPError(404, f"No waiting request for {user}{':' + server if server else ''}.")
@@ -142,7 +143,7 @@ class Page(Base):
 
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None))[1]
-        message = getattr(exc, "log_message", None) or self._reason
+        message = (exc.get_message() if isinstance(exc, web.HTTPError) else None) or self._reason
         self.set_status(status_code)
         self.finish(TEMPLATES.get_template("error.html").render(status=status_code, message=message,
                                                                 prefix=self.settings["service_prefix"]))
@@ -153,8 +154,8 @@ class MyUsagePage(Page):
     async def get(self):
         who = self.target()
         now = self.now()
-        days = int(self.get_argument("days", "30")) if self.get_argument("days", "30").isdigit() else 30
-        since = now - dt.timedelta(days=min(max(days, 1), 366))
+        days = self.arg_int("days", 30, 1, 366)
+        since = now - dt.timedelta(days=days)
         groups = await self.data.groups_of(who)
         rep = await asyncio.to_thread(self.data.usage, who, since, now, now)
         daily = await asyncio.to_thread(self.data.per_day, who, since, now)
@@ -167,7 +168,7 @@ class MyUsagePage(Page):
 class QueueCancelPage(Page):
     @web.authenticated
     async def post(self):
-        server = self.get_body_argument("server", "")
+        server = self.arg("server")
         await asyncio.to_thread(self.data.core.queue.cancel, self.me["name"], server)
         self.redirect(self.settings["service_prefix"])
 
@@ -178,8 +179,8 @@ class AdminPage(Page):
         if not self.admin:
             raise web.HTTPError(403, "This page is for admins.")
         now = self.now()
-        days = int(self.get_argument("days", "30")) if self.get_argument("days", "30").isdigit() else 30
-        since = now - dt.timedelta(days=min(max(days, 1), 366))
+        days = self.arg_int("days", 30, 1, 366)
+        since = now - dt.timedelta(days=days)
         rep = await asyncio.to_thread(self.data.usage, None, since, now, now)
         members: dict[str, list[str]] = {}
         for g in await self.data.hub.groups():
@@ -215,6 +216,8 @@ def make_app(data: BillingData, prefix: str, hub_prefix: str = "/hub/") -> web.A
     def p(path):
         return url_path_join(prefix, path)
 
+    HubOAuth.instance(cookie_options=dict(COOKIE_OPTIONS))  # the singleton the handlers use
+
     return web.Application(
         [
             (p("api/usage"), UsageAPI),
@@ -234,5 +237,8 @@ def make_app(data: BillingData, prefix: str, hub_prefix: str = "/hub/") -> web.A
         service_prefix=prefix,
         hub_prefix=hub_prefix,
         cookie_secret=None,
-        xsrf_cookies=True,
+        # XSRF: HubOAuth checks cookie-authenticated changes itself; token calls are exempt
+        # (services/handlers.py says why tornado's own check stays off)
+        xsrf_cookies=False,
+        xsrf_cookie_kwargs=dict(COOKIE_OPTIONS, httponly=False),
     )

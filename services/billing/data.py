@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import datetime as dt
 from fractions import Fraction
+from urllib.parse import quote
+
+from tornado import web
 
 from hub_plugins.accounting.budgets import fmt_amount
 from hub_plugins.quota.decision import server_label
 from hub_plugins.store.allocator import server_use
 from hub_plugins.store.usage import aware
+from services.base import HubAPIError
 
 from . import report
 
@@ -43,7 +47,13 @@ class BillingData:
 
     # -- quota and budget ------------------------------------------------------------------
     async def groups_of(self, user: str) -> list[str]:
-        model = await self.hub.request("GET", f"/users/{user}")
+        """The user's hub groups; a 404 (tornado HTTPError) names a user the hub does not know."""
+        try:
+            model = await self.hub.request("GET", f"/users/{quote(user, safe='')}")
+        except HubAPIError as e:
+            if e.code == 404:
+                raise web.HTTPError(404, "%s", f"There is no user {user!r} on this hub.") from None
+            raise
         return sorted(model.get("groups") or [])
 
     def quota(self, user: str, user_id: int | None, groups: list[str], now: dt.datetime) -> dict:

@@ -126,7 +126,7 @@ def test_pages_through_hub_oauth(hub):
     # a bad form is shown again with the message and what was typed
     r = admin.post(f"{hub.url}/services/quotas/admin", data={
         "_xsrf": xsrf, "user": "wes", "max_gpus": "lots", "expires": SOON, "reason": "demo"})
-    assert r.status_code == 400 and "&#39;max_gpus&#39; must be a number, got &#39;lots&#39;" in r.text
+    assert r.status_code == 400 and "&#39;max_gpus&#39; must be a number from 0 to 4096, got &#39;lots&#39;" in r.text
     assert 'value="lots"' in r.text
     # without the XSRF token the cookie does not count: nothing is created
     before = len(svc(hub, "GET", "api/overrides?user=wes")[1])

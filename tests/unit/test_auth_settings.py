@@ -121,6 +121,13 @@ def test_oidc_applied(tmp_path, secret_file):
     assert model["groups"] == ["researcher"] and model["admin"] is False
     assert model["roles"] == [{"name": "user"}, {"name": "premium", "description": "", "scopes": ["shares!user"]}]
     assert model["auth_state"]["gpulab"]["idp_groups"] == ["ds-premium", "ds-researchers"]
+    # IdP admins get gpulab's admin role at login: with managed roles, JupyterHub refuses users
+    # assigned in load_roles, so the gpulab-admin role lists none
+    boss = a.gpulab_apply_access({"name": "boss", "admin": None,
+                                  "auth_state": {"oauth_user": {"preferred_username": "boss", "groups": ["ds-admins"]}}})
+    assert {"name": "admin"} in boss["roles"] and {"name": "gpulab-admin"} in boss["roles"]
+    (role,) = [r for r in c.JupyterHub.load_roles if r["name"] == "gpulab-admin"]
+    assert "users" not in role and "groups" not in role
 
 
 async def test_refused_sign_in_is_a_403_with_the_reason(tmp_path, secret_file):

@@ -67,11 +67,20 @@ def test_database_overrides_change_the_effective_quota(core):
     ({"user": "ann", "max_gpus": 1, "expires": "2026-11-23", "reason": "x"}, "'expires' must be after today (2026-11-23)"),
     ({"user": "ann", "max_gpus": 1, "expires": "soon", "reason": "x"}, "expires"),
     ({"user": "ann", "max_gpus": 1, "expires": None, "reason": "   "}, "'reason' must say why"),
-    ({"user": "ann", "max_gpus": 1, "expires": None, "reason": "x" * 501}, "'reason' must say why"),
+    ({"user": "ann", "max_gpus": 1, "expires": None, "reason": "x" * 501}, "reason: must be at most 500 characters, got 501"),
     ({"user": "a b", "max_gpus": 1, "expires": None, "reason": "x"}, "user"),
     ({"user": "ann", "gpu_types": ["A100 80GB"], "expires": None, "reason": "x"}, "is not a GPU type name"),
     ({"user": "ann", "profiles": ["gpt"], "expires": None, "reason": "x"}, "Unknown profile 'gpt'"),
     ([], "Send a JSON object"),
+    # what an adversarial run found accepted (issue 10): non-finite, unbounded, too long
+    ({"user": "ann", "max_gpus": float("nan"), "expires": None, "reason": "x"}, "max_gpus: nan is not of type"),
+    ({"user": "ann", "max_gpus": float("inf"), "expires": None, "reason": "x"}, "max_gpus: inf is not of type"),
+    ({"user": "ann", "max_gpus": 1e308, "expires": None, "reason": "x"}, "max_gpus: 1e+308 is greater than the maximum"),
+    ({"user": "ann", "budget": 1e300, "expires": None, "reason": "x"}, "budget: 1e+300 is greater than the maximum"),
+    ({"user": "ann", "max_gpus": 1, "expires": None, "reason": "x", "approved_by": "p" * 100_000},
+     "approved_by: must be at most 255 characters, got 100000"),
+    ({"user": "a" * 300, "max_gpus": 1, "expires": None, "reason": "x"}, "user: must be at most 255 characters"),
+    ({"user": "ann", "gpu_types": ["x" * 200], "expires": None, "reason": "x"}, "gpu_types"),
 ])
 def test_parse_override_refuses(body, message):
     with pytest.raises(AdminError) as e:
@@ -92,10 +101,42 @@ def test_form_to_override():
                              "reason": "r", "approved_by": ""})
     assert body == {"user": "ann", "max_gpus": 2, "max_gpus_per_server": 0.5, "profiles": ["minimal", "pytorch"],
                     "expires": "2026-12-01", "reason": "r"}
-    with pytest.raises(AdminError, match="'max_servers' must be a whole number, got '1.5'"):
+    with pytest.raises(AdminError, match="'max_servers' must be a whole number from 0 to 10000, got '1.5'"):
         form_to_override({"max_servers": "1.5", "expires": "2026-12-01"})
     with pytest.raises(AdminError, match="expiry date"):
         form_to_override({"user": "ann", "max_gpus": "2"})
+    for value in ("\u0661", "nan", "inf", "1e308", "9" * 5000, "-1", "4097"):
+        with pytest.raises(AdminError, match="'max_gpus' must be a number from 0 to 4096"):
+            form_to_override({"max_gpus": value, "expires": "2026-12-01"})
+
+
+def test_bad_rows_already_stored_are_skipped_not_fatal(core):
+    """A NaN override written by an older version must not break its user's spawns or the list."""
+    import json
+
+    import sqlalchemy as sa
+
+    store = OverrideStore(core.db)
+    good = store.create(user="ann", limits={"max_gpus": 2}, expires=None, reason="ok", approved_by="pi", actor="a")
+    # what the old quotas service stored for {"max_gpus": NaN} (PostgreSQL's json refuses NaN: 1e308)
+    limits = '{"max_gpus": NaN}' if core.db.engine.dialect.name == "sqlite" else '{"max_gpus": 1e308}'
+    with core.db.engine.begin() as c:
+        c.execute(sa.text("INSERT INTO gpulab_quota_overrides (user_name, limits, reason, approved_by, created_by, "
+                          "created_at) VALUES ('ann', :limits, 'x', 'y', 'z', :now)"),
+                  {"limits": limits, "now": dt.datetime(2026, 11, 1)})
+    assert [o.id for o in store.for_user("ann")] == [good["id"]]
+    assert core.effective("ann", []).limits.max_gpus == 2
+    listed = store.list()
+    json.dumps(listed, allow_nan=False)  # valid JSON: no NaN reaches an answer
+    bad = [o for o in listed if o.get("invalid")]
+    assert len(bad) == 1 and bad[0]["limits"] == {} and "max_gpus" in bad[0]["invalid"]
+    assert store.remove(bad[0]["id"], actor="admin", reason="bad row") is not None
+
+
+@pytest.mark.parametrize("ident", ["db:" + "9" * 23, "db:\u0661", "\u0661\u0662", "db:-1", "db:"])
+def test_odd_ids_are_no_override(core, ident):
+    store = OverrideStore(core.db)
+    assert record_id(ident) is None and store.get(ident) is None and store.remove(ident, actor="a") is None
 
 
 def test_quota_admin(core):

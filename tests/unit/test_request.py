@@ -23,7 +23,6 @@ TYPES = ["A100-80GB", "A100-80GB:1g.10gb"]
         ({"gpus": "3"}, "minimal", 3, None),  # form values are strings
         ({"gpus": 2.0}, "minimal", 2, None),
         ({"gpus": 1, "gpu_type": "A100-80GB:1g.10gb"}, "minimal", 1, "A100-80GB:1g.10gb"),
-        ({"gpus": 0, "gpu_type": "A100-80GB"}, "minimal", 0, None),  # no GPUs, no type
         ({"gpus": 1, "gpu_type": ""}, "minimal", 1, None),
     ],
 )
@@ -53,6 +52,17 @@ def test_valid(options, profile, gpus, gpu_type):
         ({"gpus": 1, "gpu_type": "A100; rm -rf /"}, "'gpu_type' must be a GPU type name"),
         ({"profile": "small", "gpus": 1, "gpu_type": "A100-80GB:1g.10gb"},
          "Profile 'small' does not run on A100-80GB:1g.10gb; it allows: A100-80GB."),
+        # what an adversarial run found accepted or answered with a 500 (issue 10)
+        ({"gpus": "\u0661"}, "'gpus' must be a whole number from 0 to 4"),  # Arabic-Indic one
+        ({"gpus": float("nan")}, "got nan"),
+        ({"gpus": float("inf")}, "got inf"),
+        ({"gpus": 1e308}, "got 1e+308"),
+        ({"gpus": "9" * 5000}, "(5000 characters)"),
+        ({"gpus": 0, "gpu_type": ["x"]}, "'gpu_type' must be a GPU type name"),
+        ({"gpus": 0, "gpu_type": "A100-80GB"}, "'gpu_type' is for GPU servers: ask for 1 or more GPUs"),
+        ({"gpus": 1, "gpu_type": "A" * 100_000}, "(100000 characters)"),
+        ({f"k{i}": 1 for i in range(10_000)}, "and 9995 more. Allowed: profile"),
+        ({"profile": "x" * 10_000_000}, "(10000000 characters)"),
     ],
 )
 def test_invalid(options, message):
@@ -87,6 +97,16 @@ def test_extra_keys_validated_by_features():
 def test_from_form():
     assert from_form({"profile": ["small"], "gpus": ["2"], "gpu_type": [""], "_xsrf": ["x"]}) == {
         "profile": "small", "gpus": "2"}
+    # the form's type select keeps its value when 0 GPUs are picked: it means nothing there
+    assert from_form({"gpus": ["0"], "gpu_type": ["A100-80GB"]}) == {"gpus": "0"}
+
+
+def test_messages_are_bounded():
+    """A 10 MB value never makes a 10 MB message."""
+    for options in ({"profile": "x" * 10_000_000}, {"x" * 1_000_000: 1}, {"gpus": 1, "gpu_type": "é" * 10**6}):
+        with pytest.raises(RequestError) as e:
+            parse(options, CATALOG, TYPES)
+        assert len(str(e.value)) < 400
 
 
 @pytest.mark.parametrize(
@@ -99,7 +119,9 @@ def test_runtime(value, seconds):
     assert parse_runtime(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["1m", "31d", "2 hours", -5, True, "h", [1]])
+@pytest.mark.parametrize("value", ["1m", "31d", "2 hours", -5, True, "h", [1], float("nan"), float("inf"),
+                                   -float("inf"), 1e308, "9" * 5000, pytest.param(10**5000, id="int5000digits"), "\u0661\u0662h", "7200.5", 7200.5,
+                                   "99999999h", {"h": 1}])
 def test_bad_runtime(value):
     from hub_plugins.spawn.request import parse_runtime
 
@@ -112,3 +134,19 @@ def test_queue_flag(value, flag):
     from hub_plugins.spawn.request import parse_flag
 
     assert parse_flag(value) is flag
+
+
+@pytest.mark.parametrize("value", [1, "maybe", None, [True], float("nan")])
+def test_bad_queue_flag(value):
+    from hub_plugins.spawn.request import parse_flag
+
+    with pytest.raises(RequestError, match="'queue' must be true or false"):
+        parse_flag(value)
+
+
+@pytest.mark.parametrize("value", ["", "A", "-x", "x" * 64, "\u0661", 3, None, ["x"]])
+def test_bad_project(value):
+    from hub_plugins.spawn.request import parse_project
+
+    with pytest.raises(RequestError, match="'project' must"):
+        parse_project(value)

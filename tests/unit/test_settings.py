@@ -105,13 +105,21 @@ def test_apply(tmp_path):
     assert {"name": "admin", "services": ["ci"]} in c.JupyterHub.load_roles
     services = {s["name"]: s for s in c.JupyterHub.services}
     assert services["billing"]["url"] == "http://127.0.0.1:10101"
-    assert services["billing"]["oauth_client_allowed_scopes"] == ["access:services!service=billing", "list:users"]
+    # admin rights in the services come from gpulab's own scopes, never from list:users
+    assert services["billing"]["oauth_client_allowed_scopes"] == [
+        "access:services!service=billing", "custom:gpulab:read:usage", "custom:gpulab:admin:queue"]
+    # an admin's own token for the quotas page may also create people and fill groups (the hub
+    # checks those rights, which people do not hold)
+    assert services["quotas"]["oauth_client_allowed_scopes"] == [
+        "access:services!service=quotas", "custom:gpulab:admin:overrides", "admin:users", "admin:groups"]
     # gpulab's own pages open without an OAuth consent click
     assert all(services[s]["oauth_no_confirm"] for s in ("billing", "quotas", "mlflow"))
-    # an admin's own token for the quotas page may create people and fill groups; users' may not
-    assert services["quotas"]["oauth_client_allowed_scopes"] == ["access:services!service=quotas", "admin:users",
-                                                                 "admin:groups"]
+    assert set(c.JupyterHub.custom_scopes) == {"custom:gpulab:read:usage", "custom:gpulab:admin:queue",
+                                               "custom:gpulab:admin:overrides", "custom:gpulab:admin:settings"}
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
+    assert roles["gpulab-admin"]["scopes"] == list(c.JupyterHub.custom_scopes)
+    assert roles["gpulab-admin"]["users"] == ["admin"] and roles["gpulab-admin"]["services"] == ["ci"]
+    assert c.JupyterHub.tornado_settings == {"cookie_options": {"samesite": "Lax"}, "slow_spawn_timeout": 3}
     assert roles["user"]["scopes"] == ["self", "shares!user", "access:services!service=billing",
                                       "access:services!service=quotas", "access:services!service=mlflow"]
     # the hub's own token may only remove (refused) servers
@@ -121,10 +129,9 @@ def test_apply(tmp_path):
     assert c.JupyterHub.load_groups == {"r": {"users": []}}
     assert c.JupyterHub.template_paths[0].endswith("hub_plugins/pages/templates")
     assert ("/api/gpulab/users/([^/]+)/servers" in {h[0] for h in c.JupyterHub.extra_handlers})
-    assert c.JupyterHub.tornado_settings == {"slow_spawn_timeout": 3}
     assert c.GPULab.settings_file == cfg["_path"]
     # least privilege: the billing service only reads; the culler may stop (and restart) servers
-    assert roles["gpulab-billing"]["scopes"] == ["list:users", "read:users:groups", "read:groups"]
+    assert roles["gpulab-billing"]["scopes"] == ["list:users", "read:users:groups", "list:groups", "read:groups"]
     assert "admin:users" not in roles["gpulab-culler"]["scopes"] and "servers" in roles["gpulab-culler"]["scopes"]
     assert oct(os.stat(tmp_path / "state").st_mode & 0o777) == "0o700"
 
@@ -162,3 +169,17 @@ def test_override_without_expiry(tmp_path):
     from hub_plugins.quota import QuotaConfig
 
     assert QuotaConfig.from_config(cfg["quotas"]).overrides[0].expires is None
+
+
+def test_root_never_runs_servers_as_root(tmp_path):
+    """A hub running as root with local.system_users: never would run every server as root: it
+    does not start, and says what to set."""
+    from hub_plugins.settings.apply import check_local_backend
+
+    cfg = load(write(tmp_path, {"local": {"system_users": "never"}}))
+    with pytest.raises(ConfigError, match="Set local.system_users: auto"):
+        check_local_backend(cfg, euid=0)
+    assert "local servers" in check_local_backend(cfg, euid=1000)  # not root: allowed, limits said
+    assert check_local_backend(load(write(tmp_path, {"backend": "docker"})), euid=0) == ""
+    off = load(write(tmp_path, {"local": {"limits": "off"}}))
+    assert "NOT held to any limit: local.limits is off" in check_local_backend(off, euid=0)

@@ -17,6 +17,8 @@ from typing import Any
 from docker.types import DeviceRequest
 from escapism import escape
 
+from ...spawn.spec import ServerSpec
+
 # Labels on every container and home volume gpulab creates (the issue's contract: gpulab.user,
 # gpulab.server, gpulab.gpus). gpulab.hub tells apart the hubs that share one engine.
 LABEL_HUB = "gpulab.hub"
@@ -154,24 +156,15 @@ def default_shm(mem_limit: int | None) -> int:
     return max(64 * 2**20, min(mem_limit // 2, 8 * GiB))
 
 
-def cap(profile_value, quota_value):
-    """A profile's limit capped by the user's quota (None: no limit)."""
-    values = [v for v in (profile_value, quota_value) if v is not None]
-    return min(values) if values else None
-
-
 def resources(profile, quota_limits, shm_size: int | None = None) -> Resources:
     """CPU and memory from the profile, capped by the user's quota limits (``Effective.limits``);
     guarantees never above the limits."""
-    cpu = cap(profile.cpu_limit, quota_limits.cpu_limit)
-    mem = cap(profile.mem_limit, quota_limits.mem_limit)
-    return Resources(
-        cpu_limit=cpu,
-        mem_limit=mem,
-        cpu_guarantee=cap(profile.cpu_guarantee, cpu),
-        mem_guarantee=cap(profile.mem_guarantee, mem),
-        shm_size=shm_size or default_shm(mem),
-    )
+    s = ServerSpec.resolve(profile, quota_limits)
+    # Docker reserves what it limits when the profile names no guarantee
+    return Resources(cpu_limit=s.cpu_limit, mem_limit=s.mem_limit,
+                     cpu_guarantee=s.cpu_limit if s.cpu_guarantee is None else s.cpu_guarantee,
+                     mem_guarantee=s.mem_limit if s.mem_guarantee is None else s.mem_guarantee,
+                     shm_size=shm_size or default_shm(s.mem_limit))
 
 
 def host_config(*, volume: str, home: str, gpus, res: Resources, extra_binds: dict | None = None,

@@ -23,7 +23,7 @@ import yaml
 
 from ...spawn.profiles import Catalog, load_dir
 from ...quota.limits import format_bytes
-from ...settings.scopes import BILLING_SCOPES, CULLER_SCOPES
+from ...scopes import BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES
 from ...settings.loader import load
 from .overrides import KubeSettings, option_label, pod_overrides
 
@@ -117,7 +117,8 @@ def services(cfg_path: str) -> tuple[dict, dict]:
     env = {"GPULAB_CONFIG": cfg_path, "PYTHONPATH": PROJECT, "GPULAB_SERVICE_BIND": "0.0.0.0"}
     svc = {
         "billing": {"url": f"http://hub:{SERVICE_PORTS['billing']}", "command": ["python3", "-m", "services.billing"],
-                    "cwd": PROJECT, "environment": env, "display": True, "oauth_no_confirm": True},
+                    "cwd": PROJECT, "environment": env, "display": True, "oauth_no_confirm": True,
+                    "oauth_client_allowed_scopes": ["access:services!service=billing", *BILLING_ALLOWED]},
         "culler": {"command": ["python3", "-m", "services.culler"], "cwd": PROJECT, "environment": env},
         "mlflow": {"url": f"http://hub:{SERVICE_PORTS['mlflow']}",
                    "command": ["python3", "-m", "services.mlflow", "serve", "--state-dir", "/srv/jupyterhub/mlflow"],

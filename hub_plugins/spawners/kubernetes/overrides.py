@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...gpu.devices import kind_of
+from ...spawn.spec import cap
 from .nodes import PRODUCT, resource_for
 
 
@@ -30,25 +31,20 @@ class KubeSettings:
     gpu_tolerations: tuple[dict, ...] = ()
 
 
-def _cap(value, limit):
-    values = [v for v in (value, limit) if v is not None]
-    return min(values) if values else None
-
-
 def pod_overrides(profile, gpu_type: str, count: int, product: str, settings: KubeSettings,
                   cpu_cap: float | None = None, mem_cap: int | None = None, resource: str = "") -> dict:
     """KubeSpawner trait values for one server (a ``kubespawner_override``). ``product``: the
     node label value of the GPU type; ``resource``: the extended resource ('' = by type name)."""
     out: dict = {"image": profile.image, "default_url": profile.default_url}
-    cpu_limit, mem_limit = _cap(profile.cpu_limit, cpu_cap), _cap(profile.mem_limit, mem_cap)
+    cpu_limit, mem_limit = cap(profile.cpu_limit, cpu_cap), cap(profile.mem_limit, mem_cap)
     if cpu_limit is not None:
         out["cpu_limit"] = float(cpu_limit)
     if profile.cpu_guarantee is not None:
-        out["cpu_guarantee"] = float(_cap(profile.cpu_guarantee, cpu_limit))
+        out["cpu_guarantee"] = float(cap(profile.cpu_guarantee, cpu_limit))
     if mem_limit is not None:
         out["mem_limit"] = int(mem_limit)
     if profile.mem_guarantee is not None:
-        out["mem_guarantee"] = int(_cap(profile.mem_guarantee, mem_limit))
+        out["mem_guarantee"] = int(cap(profile.mem_guarantee, mem_limit))
     selector = dict(settings.node_selector)
     if count:
         resource = resource or resource_for(gpu_type)

@@ -2,12 +2,15 @@
 
 Applying an allocation = environment variables: ``CUDA_VISIBLE_DEVICES`` and
 ``NVIDIA_VISIBLE_DEVICES`` list the allocated devices (indices, or MIG UUIDs), empty for a CPU-only
-server. When the hub runs as root each hub user runs as their own system user, created on first
-spawn; otherwise every server runs as the hub's own user and a warning says users are not isolated.
+server, and the kernel's limits (``hub_plugins/isolation``): each server in its own cgroups (or
+systemd scope) with its memory, CPU and GPU device nodes. When the hub runs as root each hub user
+runs as their own system user, created on first spawn; otherwise every server runs as the hub's
+own user and a warning says users are not isolated.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import sys
@@ -15,6 +18,8 @@ import sys
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException, set_user_setuid
 from traitlets import Enum, Unicode, default
 
+from ...isolation import MODES, Enforcer, oom_message
+from ...isolation.plan import cgroup_name
 from ...settings.schema import DEFAULTS
 from ...settings.typed import LocalSettings
 from ..mixin import GPUSpawnerMixin
@@ -47,9 +52,44 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         (not root). Each hub user gets a subdirectory.""",
     )
 
+    limits_mode = Enum(
+        list(MODES),
+        "auto",
+        config=True,
+        help="""How servers are held to their memory, CPU and GPU devices: 'auto' (a transient
+        systemd scope per server where systemd runs the host, else the cgroup filesystem, v2 or
+        v1), 'systemd', 'cgroup', or 'off'. What the host cannot enforce is said at start-up and
+        not promised on the spawn form.""",
+    )
+    device_dir = Unicode(
+        "/dev", config=True,
+        help="Where the GPU device nodes are (nvidia<index>); each server may open only its own.",
+    )
+
     @default("shared_home_root")
     def _default_shared_home_root(self):
         return os.path.join(os.getcwd(), "homes")
+
+    _enforcers: dict = {}
+
+    @property
+    def gpulab_enforcer(self) -> Enforcer:
+        """What this host enforces, found once per process (mode, device dir)."""
+        key = (self.limits_mode, self.device_dir)
+        if key not in self._enforcers:
+            enforcer = LocalGPUSpawner._enforcers[key] = Enforcer.detect(*key)
+            self.log.info("%s", enforcer.summary())
+        return self._enforcers[key]
+
+    def gpulab_enforced_limits(self) -> set[str]:
+        return set(self.gpulab_enforcer.controls)
+
+    @property
+    def gpulab_cgroup(self) -> str:
+        """The server's cgroup / scope name: per (user, server) and per hub (its database), so
+        that two hubs on one host never share, nor clean up, each other's servers."""
+        hub = hashlib.sha256(self.gpulab.db_url.encode()).hexdigest()[:6]
+        return f"{cgroup_name(self.user.name, self.name or '')}-{hub}"
 
     @property
     def local_settings(self) -> LocalSettings:
@@ -82,10 +122,16 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         return True, ""
 
     async def gpulab_apply(self, allocation, profile):
+        if os.geteuid() == 0 and self.system_users == "never":
+            raise SpawnException(
+                "The hub runs as root and local.system_users is 'never', so this server would run as root "
+                "beside the hub's secrets. An admin must set local.system_users: auto.",
+                reason="config", status_code=500)
         exe = self._singleuser(profile)
         self.cmd = [exe, *profile.local_args]
         self.default_url = profile.default_url
         self._gpulab_bin = os.path.dirname(exe)
+        pw = None
         if self.isolated:
             pw = await self.gpulab.run(ensure_user, self.system_user, self.home_root)
             problem = executable_by(exe, pw.pw_uid, groups_of(pw))
@@ -106,17 +152,79 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
                     os.environ.get("USER", os.geteuid()),
                 )
             os.makedirs(self.shared_home, mode=0o700, exist_ok=True)
+        await self.gpulab_hold(allocation, profile, pw)
+
+    async def gpulab_hold(self, allocation, profile, pw) -> None:
+        """Prepare the kernel's limits for this server (its cgroups, or its systemd scope)."""
+        enforcer = self.gpulab_enforcer
+        self._gpulab_limits = None
+        if not enforcer.controls:
+            return
+        quota = await self.gpulab.run(self.gpulab.effective, self.user.name, self.gpulab_groups)
+        placed = all(d.addressable for d in allocation.devices)
+        limits = enforcer.limits(profile, quota.limits, [d.index for d in allocation.devices] if placed else None)
+        await self.gpulab.run(enforcer.prepare, self.gpulab_cgroup, limits)
+        self._gpulab_limits = limits
+        # JupyterHub exports these as MEM_LIMIT/CPU_LIMIT (resource displays in JupyterLab)
+        self.mem_limit, self.cpu_limit = limits.mem_bytes, limits.cpus
+        self.cmd = enforcer.wrap(self.cmd, self.gpulab_cgroup, limits, pw.pw_uid if pw else None,
+                                 pw.pw_gid if pw else None)
+        self.gpulab_event(f"Held to {limits.describe()} ({enforcer.kind})")
 
     # -- running as the right user ---------------------------------------------------------
     def make_preexec_fn(self, name):
-        if self.isolated:
-            return set_user_setuid(self.system_user)
-        home = self.shared_home
+        enforcer = self.gpulab_enforcer
+        join = enforcer.joiner(self.gpulab_cgroup) if getattr(self, "_gpulab_limits", None) else None
+        if self.isolated and enforcer.kind == "systemd":  # systemd-run drops root itself (--uid)
+            home = pwd.getpwnam(self.system_user).pw_dir
+            become = lambda: os.chdir(home)  # noqa: E731
+        elif self.isolated:
+            become = set_user_setuid(self.system_user)
+        else:
+            home = self.shared_home
+            become = lambda: os.chdir(home)  # noqa: E731
 
         def preexec():
-            os.chdir(home)
+            if join is not None:  # into the server's cgroups while still root, before exec
+                join()
+            become()
 
         return preexec
+
+    # -- when it ends: why, and nothing left behind ------------------------------------------
+    async def start(self):
+        try:
+            return await super().start()
+        except SpawnException as e:
+            if e.reason == "exited" and await self._gpulab_memory_killed():
+                raise SpawnException(f"The server was stopped while starting. {self._gpulab_oom_text()}",
+                                     reason="oom", status_code=500) from None
+            raise
+
+    def _gpulab_oom_text(self) -> str:
+        return oom_message(getattr(self, "_gpulab_limits", None))
+
+    async def _gpulab_memory_killed(self) -> bool:
+        enforcer = self.gpulab_enforcer
+        return bool(enforcer.controls) and await self.gpulab.run(enforcer.killed_for_memory, self.gpulab_cgroup)
+
+    async def run_post_stop_hook(self):
+        enforcer = self.gpulab_enforcer
+        if enforcer.controls:
+            name = self.gpulab_cgroup
+            try:
+                if await self._gpulab_memory_killed():
+                    text = self._gpulab_oom_text()
+                    self.log.warning("[gpulab] %s: %s", self._log_name, text)
+                    await self.gpulab.run(self.gpulab.usage.set_pending_reason, self.user.name, self.name or "",
+                                          f"oom: {text}")
+                left = await self.gpulab.run(enforcer.cleanup, name)
+                if left:
+                    self.log.info("[gpulab] %s: stopped %d process(es) the server left behind", self._log_name,
+                                  len(left))
+            except Exception:  # never keep JupyterHub from releasing the server
+                self.log.exception("[gpulab] %s: cleaning up its cgroups failed", self._log_name)
+        await super().run_post_stop_hook()
 
     def user_env(self, env):
         if self.isolated:

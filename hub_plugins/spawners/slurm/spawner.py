@@ -17,7 +17,7 @@ from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Dict, List, Unicode
 
 from ...cluster.fit import never_fits
-from ...spawn.form import cap
+from ...spawn.spec import cap
 from . import cli
 from .batch import SlurmBatchSpawner
 from .jobs import job_comment, orphans

@@ -1,0 +1,34 @@
+"""What the local backend says and refuses at start-up (issue 10): root with system_users never
+does not start; a host whose limits are off says so and the form promises no limits."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.hub.test_form import form_model, login, signup
+from tests.support.hubproc import HubError
+
+pytestmark = pytest.mark.hub
+
+
+def test_root_with_system_users_never_does_not_start(hub_factory, local_backend):
+    if os.geteuid() != 0:
+        pytest.skip("only a hub running as root is refused")
+    hub = hub_factory(start=False, local={**local_backend, "system_users": "never"})
+    with pytest.raises(HubError) as e:
+        hub.start(timeout=30)
+    assert "the hub will not start" in str(e.value) and "Set local.system_users: auto" in str(e.value)
+
+
+def test_without_enforced_limits_the_form_promises_none(hub_factory, local_backend):
+    hub = hub_factory(local={**local_backend, "limits": "off"})
+    assert "local servers are NOT held to any limit: local.limits is off" in hub.log_path.read_text()
+    signup(hub, "admin")  # hub.admin_users are approved at sign-up
+    s, _ = login(hub, "admin")
+    r = s.get(f"{hub.url}/hub/spawn", timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    minimal = {p["name"]: p for p in form_model(r.text)["profiles"]}["minimal"]
+    assert minimal["cpu_limit"] is None and minimal["mem_limit"] is None
+    assert "CPUs" not in r.text.split('id="gpulab-model"')[0]  # "(2 CPUs, 4GB memory)" is gone

@@ -1,0 +1,73 @@
+"""The cgroup filesystem adapter against this host's real cgroups (root, cgroup v1 or v2): a
+process that joins a server's cgroups is held to its memory and CPU, and cleanup leaves nothing."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hub_plugins.isolation import Enforcer
+from hub_plugins.isolation.plan import Limits
+from tests.conftest import require
+
+
+@pytest.fixture
+def enforcer():
+    e = Enforcer.detect("cgroup")
+    require(os.geteuid() == 0 and {"memory", "cpu"} <= e.controls, "root with cgroup memory and cpu controllers")
+    name = f"gpulab-unittest-{os.getpid()}"
+    yield e, name
+    e.cleanup(name)
+
+
+def run(e, name, code):
+    return subprocess.run([sys.executable, "-c", code], preexec_fn=e.joiner(name), capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_memory_limit_stops_the_process_and_is_reported(enforcer):
+    e, name = enforcer
+    e.prepare(name, Limits(mem_bytes=64 * 2**20))
+    assert not e.killed_for_memory(name)
+    done = run(e, name, "x = bytearray(256 * 2**20); print('survived')")
+    assert done.returncode == -9 and "survived" not in done.stdout
+    assert e.killed_for_memory(name)
+    assert run(e, name, "x = bytearray(16 * 2**20); print('fine')").stdout.strip() == "fine"
+
+
+def test_cpu_quota(enforcer):
+    e, name = enforcer
+    e.prepare(name, Limits(cpus=0.2))
+    out = run(e, name, "import time\nt, c = time.time(), time.process_time()\n"
+                       "while time.time() - t < 2: pass\nprint((time.process_time() - c) / (time.time() - t))")
+    assert float(out.stdout) <= 0.2 * 1.2 + 0.02
+
+
+def test_cleanup_stops_what_the_server_left_behind(enforcer):
+    e, name = enforcer
+    e.prepare(name, Limits(mem_bytes=2**30))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=e.joiner(name))
+    time.sleep(0.2)
+    assert child.pid in e.fs.pids(name)
+    assert e.cleanup(name) == [child.pid]
+    assert child.wait(10) == -9
+    assert not any(os.path.exists(d) for d in e.fs.dirs(name).values())
+
+
+def test_a_new_run_starts_with_a_clean_count(enforcer):
+    e, name = enforcer
+    e.prepare(name, Limits(mem_bytes=64 * 2**20))
+    run(e, name, "x = bytearray(256 * 2**20)")
+    assert e.killed_for_memory(name)
+    e.prepare(name, Limits(mem_bytes=64 * 2**20))  # e.g. after a hub that died before cleaning up
+    assert not e.killed_for_memory(name)
+
+
+def test_servers_together_weigh_like_the_hosts_cpus(enforcer):
+    e, _ = enforcer
+    if e.fs.version != 1:
+        pytest.skip("cgroup v1 only")
+    shares = open(os.path.join(e.fs.bases["cpu"], "cpu.shares")).read().strip()
+    assert shares == str(1024 * os.cpu_count())
