@@ -78,7 +78,8 @@ def server_row(f: ServerFacts, held: Held | None, place: Place | None, profiles:
     }
     if held is None:
         asked = f.requested.get("gpus")
-        row["gpus_text"] = f"{asked} GPU{'s' if str(asked) != '1' else ''} asked for" if asked not in (None, 0, "0") else "CPU only"
+        none = asked in (None, 0, "0")
+        row["gpus_text"] = "CPU only" if none else f"{asked} GPU{'s' if str(asked) != '1' else ''} asked for"
         return row
     charge = held.usage.charge(now)
     row.update(

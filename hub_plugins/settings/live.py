@@ -171,7 +171,7 @@ class LiveSettings:
         return self.outcome
 
     def status(self) -> dict:
-        return {"path": self.path, "loaded_at": self.loaded_at.isoformat(),
-                "modified_at": dt.datetime.fromtimestamp(self._mtime, dt.timezone.utc).isoformat() if self._mtime else None,
+        modified = dt.datetime.fromtimestamp(self._mtime, dt.timezone.utc).isoformat() if self._mtime else None
+        return {"path": self.path, "loaded_at": self.loaded_at.isoformat(), "modified_at": modified,
                 "last": self.outcome.as_dict() if self.outcome else None,
                 "reloadable": {k: [f"{k}.{p}" for p in v] for k, v in RELOADABLE.items()}}

@@ -63,6 +63,11 @@ class Base(web.RequestHandler):
         # the shape MLflow's clients print
         self.set_status(code)
         self.set_header("Content-Type", "application/json")
+        h = self.request.headers
+        if h.get("Content-Length", "0") not in ("", "0") or "Transfer-Encoding" in h:
+            # answered before its body was read: tornado closes this connection, so tell the
+            # hub's proxy not to send the next request down it (it would get a reset, a 503)
+            self.set_header("Connection", "close")
         self.finish(json.dumps({"error_code": {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}.get(
             code, "TEMPORARILY_UNAVAILABLE" if code == 503 else "BAD_REQUEST"), "message": message}))
 

@@ -229,8 +229,7 @@ def test_admin_approves_and_grants_then_person_spawns_two_gpus(browser, hub):
     shot(nina, "home")
     # and she stops it there
     nina.click("#gpulab-stop-default")
-    nina.wait_for_selector("#gpulab-servers tr.gpulab-empty", timeout=60_000)
-    assert "Nothing is running" in nina.inner_text("#gpulab-servers")
+    nina.wait_for_selector("#gpulab-servers tr.gpulab-empty:has-text('Nothing is running')", timeout=60_000)
     hub.wait_gone("nina")
 
 
