@@ -10,14 +10,16 @@ CHP := node_modules/.bin/configurable-http-proxy
 GPULAB_CONFIG ?= config/gpulab.yaml
 export GPULAB_CONFIG
 
-.PHONY: run test install bench clean help helm-values images images-ci bench-docker
+.PHONY: run test install bench clean help helm-values images images-ci bench-docker envs gpu-check bench-envs
 
 help:
 	@echo "make run    set up and start the hub (http://127.0.0.1:8000)"
 	@echo "make test   set up and run the whole test suite"
 	@echo "make bench  run the benchmarks in benchmarks/ (prints ratios)"
 	@echo "make helm-values  regenerate helm-values/values.yaml (Kubernetes, z2jh chart)"
+	@echo "make envs   build the profiles' environments for the local backend (PROFILES=pytorch,vscode for some)"
 	@echo "make images build the profile images (docker backend; IMAGES=base,pytorch for some)"
+	@echo "make gpu-check  the real-hardware check on a GPU machine (< 8 min)"
 
 $(STAMP):
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "gpulab needs Python 3.11, found " + sys.version' \
@@ -42,6 +44,18 @@ run: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The profiles' environments (local backend), from their pins in profiles/*.yaml, into
+# environments.dir of gpulab.yaml. Unchanged pins are not rebuilt. `make run` does this in the
+# background for missing ones (the hub's envs service); this is the same, in the foreground.
+PROFILES ?=
+envs: install
+	$(BIN)/python -m hub_plugins.envs $(if $(PROFILES),--profiles $(PROFILES))
+
+# The real-hardware check (tools/gpu_check.py): NVML vs nvidia-smi, a real hub spawning PyTorch and
+# TensorFlow on a GPU, the culler seeing a matmul loop, MIG. Without a GPU it runs its CPU path.
+gpu-check: install
+	$(BIN)/python tools/gpu_check.py $(GPU_CHECK_ARGS)
+
 # z2jh Helm values, generated from profiles/*.yaml and helm-values/gpulab.yaml (a test checks
 # that the committed file is up to date)
 helm-values: install
@@ -63,6 +77,10 @@ images-ci: install
 
 bench-docker: install
 	$(BIN)/python benchmarks/docker_spawn.py
+
+# click-to-ready of the PyTorch profile vs stock JupyterHub (needs `make envs PROFILES=pytorch`)
+bench-envs: install
+	$(BIN)/python benchmarks/env_spawn.py
 
 clean:
 	rm -rf $(VENV) node_modules config/state .pytest_cache

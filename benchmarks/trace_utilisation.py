@@ -60,7 +60,6 @@ Run: ``.venv/bin/python benchmarks/trace_utilisation.py [--load 1.0 --hosts 8 --
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time

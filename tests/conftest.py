@@ -86,3 +86,9 @@ def module_hub_factory(tmp_path_factory, local_backend):
     yield make
     for hub in hubs:
         hub.close()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests on the profiles' real environments run last, so that their builds (started in the
+    background by .ci/run) overlap the rest of the suite; their order among themselves is kept."""
+    items.sort(key=lambda item: item.get_closest_marker("envs") is not None)

@@ -37,6 +37,11 @@ BACKEND_SPAWNERS = {"local": "gpulab-local", "docker": "gpulab-docker", "slurm":
 ROOT = str(Path(__file__).resolve().parents[2])
 PAGE_TEMPLATES = str(Path(__file__).resolve().parents[1] / "pages" / "templates")
 HUB_SERVICE = "gpulab-hub"  # the hub's own token for its REST API (removing refused servers)
+# What the environment builder passes on to uv and npm from the hub's environment: how this
+# machine reaches the package registries.
+REGISTRY_ENV = ("HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "HTTP_PROXY", "HTTPS_PROXY",
+                "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "UV_INDEX_URL", "UV_DEFAULT_INDEX",
+                "UV_CACHE_DIR", "npm_config_registry", "npm_config_cache")
 
 __all__ = ["BACKEND_SPAWNERS", "BILLING_ALLOWED", "BILLING_SCOPES", "CULLER_SCOPES", "QUOTAS_SERVICE_SCOPES",
            "UPDATES", "apply_all", "check_local_backend", "gpulab_db_url", "update_admin_scopes",
@@ -200,6 +205,14 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
     services.append({"name": HUB_SERVICE, "api_token": rt.hub_token})
     roles.append({"name": "gpulab-hub", "description": "gpulab in the hub: remove refused named servers",
                   "scopes": list(HUB_SCOPES), "services": [HUB_SERVICE]})
+    envs = cfg["environments"]
+    if envs["build_missing"] and cfg["backend"] == "local":
+        # the 'envs' service builds missing profile environments in the background (a separate
+        # process: never on the hub's event loop; no URL, no scopes), reaching the registries
+        # the way the hub's environment says (JupyterHub gives services a clean one)
+        svc = _service("envs", cfg, "services.envs")
+        svc["environment"].update({k: os.environ[k] for k in REGISTRY_ENV if os.environ.get(k)})
+        services.append(svc)
     if cfg["mlflow"]["enabled"]:  # MLflow tracking at /services/mlflow/
         services.append(mlflow.service(_service(mlflow.SERVICE, cfg, "services.mlflow"), rt.mlflow_port, rt.mlflow_token))
         user_scopes.append(f"access:services!service={mlflow.SERVICE}")
@@ -336,8 +349,16 @@ def update_mlflow(c: Config, cfg: dict) -> None:
         mlflow.configure_env(c, m, cfg["hub"]["bind_url"], rt.mlflow_port, rt.mlflow_token)
 
 
+def update_environments(c: Config, cfg: dict) -> None:
+    """``environments``: where the spawners find the profiles' environments (the service that
+    builds them is in ``update_services``)."""
+    envs = cfg["environments"]
+    c.Environments.dir = envs["dir"]
+    c.Environments.build_missing = envs["build_missing"]
+
+
 UPDATES = (update_hub, update_auth, update_pages, update_groups, update_spawner, update_gpulab, update_services,
-           update_docker, update_mlflow, update_slurm, update_kubernetes)
+           update_docker, update_mlflow, update_slurm, update_kubernetes, update_environments)
 
 
 def apply_all(c: Config, cfg: dict) -> None:

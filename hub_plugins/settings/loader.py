@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from ..envs.manager import default_dir
 from ..gpu.devices import valid_type_name
 from ..gpu.simulated import SpecError, parse_spec
 from ..spawn.profiles import load_dir
@@ -59,6 +60,11 @@ def load(path: str | os.PathLike, secrets: bool = True) -> dict[str, Any]:
     hub = cfg["hub"]
     hub["state_dir"] = str((base / hub["state_dir"]).resolve())
     cfg["profiles_dir"] = str((base / cfg["profiles_dir"]).resolve() if cfg["profiles_dir"] else SHIPPED_PROFILES)
+    envs = cfg["environments"]
+    if envs["dir"] == "auto":
+        envs["dir"] = default_dir(os.geteuid() == 0, os.path.expanduser("~"))
+    else:
+        envs["dir"] = str((base / os.path.expanduser(envs["dir"])).resolve())
     hub["api_tokens"] = {name: read_secret(tok, f"hub.api_tokens.{name}") if secrets else tok
                          for name, tok in (hub["api_tokens"] or {}).items()}
     quotas = cfg["quotas"]

@@ -70,6 +70,14 @@ SERVICES = _closed({
     }),
 })
 
+ENVIRONMENTS = _closed({
+    "dir": {"type": "string", "minLength": 1,
+            "description": "where the profiles' environments are built (local backend); 'auto' = "
+                           "/opt/gpulab/envs when the hub runs as root, else ~/.local/share/gpulab/envs"},
+    "build_missing": {"type": "boolean",
+                      "description": "the hub builds missing environments in the background (its 'envs' service)"},
+})
+
 GPULAB_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -323,6 +331,7 @@ GPULAB_SCHEMA = {
             },
         },
         "services": SERVICES,
+        "environments": ENVIRONMENTS,
     },
 }
 
@@ -441,6 +450,7 @@ DEFAULTS = {
         "overrides": [],
     },
     "services": {"quotas": {"enabled": True, "url": "auto"}},
+    "environments": {"dir": "auto", "build_missing": True},
 }
 
 GPULAB_SCHEMA["properties"].update(slurm=SLURM, kubernetes=KUBERNETES)

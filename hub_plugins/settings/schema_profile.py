@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+from ..envs.spec import NPM_VERSION, PIN
 from .patterns import GPU_TYPE, SIZE, names_or_all
+
+# The profile's environment, exact pins (hub_plugins/envs/spec.py): the local environment, the
+# Docker image and its tag are all made from it.
+ENVIRONMENT = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["pip", "as_of"],
+    "properties": {
+        "python": {"type": "string", "pattern": r"^3\.[0-9]{1,2}$",
+                   "description": "the system Python (python3.X) the environment is made from"},
+        "as_of": {"type": "string", "format": "date", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                  "description": "dependencies of the pins resolve as the registries stood on this day"},
+        "version_of": {"type": "string", "minLength": 1, "description": "whose version starts the image tag"},
+        "pip": {"type": "array", "minItems": 1, "uniqueItems": True,
+                "items": {"type": "string", "pattern": PIN.pattern},
+                "description": "exact pins, name==version"},
+        "npm": {"type": "object", "propertyNames": {"pattern": r"^(@[a-z0-9-]+/)?[a-z0-9][a-z0-9._-]*$"},
+                "additionalProperties": {"type": "string", "pattern": NPM_VERSION},
+                "description": "npm package -> exact version; 'node' (Node.js from npm) is installed first"},
+    },
+}
 
 PROFILE_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -60,5 +82,6 @@ PROFILE_SCHEMA = {
             "propertyNames": {"pattern": r"^[A-Z_][A-Z0-9_]*$"},
             "additionalProperties": {"type": "string"},
         },
+        "environment": ENVIRONMENT,
     },
 }

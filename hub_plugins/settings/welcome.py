@@ -4,8 +4,23 @@ import os
 import sys
 from pathlib import Path
 
+from hub_plugins.envs.manager import EnvDir, buildable
 from hub_plugins.settings.errors import ConfigError
 from hub_plugins.settings.loader import load
+from hub_plugins.spawn.profiles import load_dir
+
+
+def environments(cfg: dict) -> str:
+    """Which profile environments are missing, and what happens to them."""
+    catalog = load_dir(cfg["profiles_dir"], cfg["default_profile"], cfg["gpus"]["max_per_server"])
+    envdir = EnvDir(cfg["environments"]["dir"])
+    missing = [p.name for p in buildable(catalog, None) if envdir.marker(p.environment) is None]
+    if cfg["backend"] != "local" or not missing:
+        return f"Environments: {envdir.root}"
+    if cfg["environments"]["build_missing"]:
+        return (f"Environments: building {', '.join(missing)} in the background into {envdir.root}\n"
+                "  (the spawn form shows their progress; PyTorch and TensorFlow take a few minutes and 6-7 GB each)")
+    return f"Environments: {', '.join(missing)} not built: run `make envs` (into {envdir.root})"
 
 
 def main() -> int:
@@ -32,6 +47,7 @@ def main() -> int:
   {how}
   Quotas and overrides: {url}/services/quotas/
   GPUs: {cfg['gpus']['inventory']}   config: {path}   Stop with Ctrl-C.
+  {environments(cfg)}
 """
     )
     return 0

@@ -45,6 +45,8 @@ class FormContext:
     avail: list  # TypeAvailability
     groups: list[str]
     profile_available: object = lambda p: (True, "")
+    # the backend's words about a profile's environment (being installed, its size for admins)
+    profile_info: object = lambda p: None
     enforcement: str = "hard"
     user: str = ""
     server_name: str = ""
@@ -85,6 +87,7 @@ def _count_choice(count: int, a, left: Fraction | None, hard: bool, engine_queue
 def _profile(p, ctx: FormContext, left, hard) -> dict:
     lim = ctx.eff.limits
     why = ""
+    info = {}
     if not p.allows_group(ctx.groups):
         why = "not available to your groups"
     elif lim.profiles is not None and p.name not in lim.profiles:
@@ -93,6 +96,7 @@ def _profile(p, ctx: FormContext, left, hard) -> dict:
         ok, reason = ctx.profile_available(p)
         if not ok:
             why = reason
+        info = ctx.profile_info(p) or {}
     types = [a for a in ctx.avail if p.allows_type(a.gpu_type) and (lim.gpu_types is None or a.gpu_type in lim.gpu_types)]
     zero = {"count": 0, "ok": True, "queue_ok": True, "why": ""}
     choices = {a.gpu_type: [_count_choice(c, a, left, hard, ctx.engine_queue) if c else zero for c in p.gpu_counts] for a in types}
@@ -118,6 +122,7 @@ def _profile(p, ctx: FormContext, left, hard) -> dict:
         "gpu_default": p.gpu_default, "types": [a.gpu_type for a in types],
         "any_types": ordered, "choices": {"": any_type, **choices},
         "cpu_limit": cap(p.cpu_limit, lim.cpu_limit), "mem_limit": None if mem is None else format_bytes(mem),
+        "installing": info.get("installing") if why else None, "admin_note": info.get("admin", ""),
     }
 
 
@@ -170,7 +175,7 @@ def form_model(ctx: FormContext) -> dict:
 
 
 def build_model(core, user_id: int, user_name: str, groups: list[str], server_name: str, profile_available,
-                prefill: dict | None = None):
+                profile_info=lambda p: None, prefill: dict | None = None):
     """Gather the live data for :func:`form_model` (database, inventory, prices, budget)."""
     snapshot = core.allocator.snapshot()
     inv = core.inventory()
@@ -190,7 +195,7 @@ def build_model(core, user_id: int, user_name: str, groups: list[str], server_na
                   "retry_at": st.retry_at and st.retry_at.strftime("%Y-%m-%d %H:%M UTC")}
     return form_model(FormContext(
         catalog=core.catalog, eff=eff, usage=list(view.usage),
-        avail=avail, groups=groups, profile_available=profile_available,
+        avail=avail, groups=groups, profile_available=profile_available, profile_info=profile_info,
         enforcement=view.enforcement, user=user_name, server_name=server_name, notes=notes,
         prices={a.gpu_type: round(pricing.device_rate(a.gpu_type, a.weight), 6) for a in avail},
         cpu_price=pricing.cpu_rate, currency=pricing.currency,

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from ..envs.spec import EnvSpec, image_ref
 from ..quota.limits import parse_bytes
 from ..settings.errors import ConfigError
 from ..settings.schema import PROFILE_NAME, PROFILE_SCHEMA
@@ -39,6 +40,7 @@ class Profile:
     groups: frozenset[str] | None = None  # None = everyone
     env: dict[str, str] = field(default_factory=dict)
     path: str = ""
+    environment: EnvSpec | None = None  # the pinned environment (local env, image, its tag)
 
     @property
     def max_gpus(self) -> int:
@@ -84,15 +86,23 @@ def profile_from_dict(name: str, data: dict[str, Any], path: str = "", max_per_s
         raise ConfigError(f"{where}: gpus.default: {default} is not one of gpus.counts {list(counts)}")
     res = data.get("resources") or {}
     local = data.get("local") or {}
+    spec = None
+    if data.get("environment"):
+        try:
+            spec = EnvSpec.from_dict(name, data["environment"])
+        except ValueError as e:
+            raise ConfigError(f"{where}: environment: {e}") from None
+    # a pinned environment is built by gpulab under environments.dir unless 'local' names one
+    prefix = local.get("prefix", f"{{envs}}/{spec.dirname}" if spec else "")
     return Profile(
         name=name,
         display_name=data["display_name"],
-        description=data.get("description", ""),
+        description=describe(data.get("description", ""), spec, where),
         order=data.get("order", 100),
         default=data.get("default", False),
-        image=data.get("image", ""),
+        image=image_ref(data.get("image", ""), spec),
         default_url=data.get("default_url", "/lab"),
-        local_prefix=local.get("prefix", ""),
+        local_prefix=prefix,
         local_args=tuple(local.get("args", ())),
         gpu_counts=counts,
         gpu_default=default,
@@ -104,7 +114,21 @@ def profile_from_dict(name: str, data: dict[str, Any], path: str = "", max_per_s
         groups=_names(data.get("groups", "*")),
         env=dict(data.get("env") or {}),
         path=path,
+        environment=spec,
     )
+
+
+def describe(text: str, spec: EnvSpec | None, where: str) -> str:
+    """A description's ``{package}`` placeholders become the pinned versions, so the form always
+    states what is installed: "PyTorch {torch}" -> "PyTorch 2.15.0"."""
+
+    def version(m: re.Match) -> str:
+        found = spec.version(m[1]) if spec else None
+        if found is None:
+            raise ConfigError(f"{where}: description: {{{m[1]}}} is not a pinned package of its environment")
+        return found
+
+    return re.sub(r"\{([A-Za-z0-9._@/-]+)\}", version, text)
 
 
 class Catalog:

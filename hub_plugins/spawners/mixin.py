@@ -93,6 +93,20 @@ class GPUSpawnerMixin(HasTraits):
     def gpulab(self) -> GPULab:
         return GPULab.instance(config=self.config)
 
+    # A spawn is pending until JupyterHub's own spawn future is done. JupyterHub clears the flag
+    # at the start of the cleanup that follows a failed start (User.stop); if its slow-spawn
+    # timeout fires inside that window (a busy hub: 200 refusals at once took >10 s), the
+    # handler polls, finds no process and reads the still-running future's exception, which
+    # raises InvalidStateError: a 500 instead of our 409. Pending until done gives a 202 there.
+    @property
+    def _spawn_pending(self) -> bool:
+        future = self._spawn_future
+        return self.__dict__.get("_gpulab_spawn_pending", False) or (future is not None and not future.done())
+
+    @_spawn_pending.setter
+    def _spawn_pending(self, value: bool) -> None:
+        self.__dict__["_gpulab_spawn_pending"] = value
+
     # -- backend seam (override in backends) -----------------------------------------------
     def gpulab_apply(self, allocation: Allocation, profile):
         """Apply the allocation and profile to this spawner. May be async."""
@@ -108,6 +122,11 @@ class GPUSpawnerMixin(HasTraits):
         """Which of a profile's limits this backend holds servers to ('cpu', 'memory'): the form
         promises only those."""
         return {"cpu", "memory"}
+
+    def gpulab_profile_info(self, profile) -> dict | None:
+        """Optional words about the profile's environment for the form: ``installing``
+        ({percent, text}: a progress bar while it is built) and ``admin`` (a note for admins)."""
+        return None
 
     # -- helpers ---------------------------------------------------------------------------
     @property
@@ -198,7 +217,7 @@ class GPUSpawnerMixin(HasTraits):
         await self.gpulab_reconcile_if_due()
         model = await self.gpulab.run(
             build_model, self.gpulab, self.user.id, self.user.name, self.gpulab_groups, self.name or "",
-            self.gpulab_profile_available, self.gpulab_prefill(),
+            self.gpulab_profile_available, self.gpulab_profile_info, self.gpulab_prefill(),
         )
         enforced = self.gpulab_enforced_limits()
         for p in model.get("profiles", []):  # never promise a limit the host cannot keep

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import require
 
@@ -29,7 +28,10 @@ from images.engine import DockerEngine, EngineError  # noqa: E402
 
 
 def base_image_tag() -> str:
-    return yaml.safe_load((ROOT / "profiles" / "minimal.yaml").read_text())["image"]
+    """gpulab/base's tag comes from the minimal profile's pins."""
+    from hub_plugins.spawn.profiles import load_dir
+
+    return load_dir(ROOT / "profiles").get("minimal").image
 
 
 @pytest.fixture(scope="session")

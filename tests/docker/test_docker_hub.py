@@ -107,11 +107,9 @@ def test_device_requests_labels_limits(hub, docker_client, docker_engine, prefix
 
 
 def base_image_of(hub):
-    import yaml
+    from tests.docker.conftest import base_image_tag
 
-    from tests.docker.conftest import ROOT
-
-    return yaml.safe_load((ROOT / "profiles" / "minimal.yaml").read_text())["image"]
+    return base_image_tag()
 
 
 def test_cpu_only_server_sees_no_gpu(hub, docker_client, prefix):

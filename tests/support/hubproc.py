@@ -23,6 +23,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+# the profiles' environments the tests build (and reuse across runs): outside the checkout, every
+# user can reach it (servers run as system users under root)
+TEST_ENVS_DIR = os.environ.get("GPULAB_TEST_ENVS_DIR", "/var/tmp/gpulab-test-envs")
 
 
 def free_port() -> int:
@@ -67,6 +70,10 @@ class Hub:
             "billing": {"port": free_port()},
             # MLflow (a service with its own server) only where a test asks for it: extra={"mlflow": ...}
             "mlflow": {"enabled": False},
+            # an empty directory of its own and no background builds: a hub test sees the profiles'
+            # environments as "not installed" even where CI built them beside the suite; the tests
+            # that use the built ones pass extra={"environments": {"dir": TEST_ENVS_DIR}}
+            "environments": {"dir": str(self.dir / "envs"), "build_missing": False},
         }
         for key, value in (extra or {}).items():
             if isinstance(value, dict) and isinstance(self.config.get(key), dict):

@@ -9,7 +9,7 @@ import pytest
 from hub_plugins.quota.limits import Limits
 from hub_plugins.spawners.docker import spec
 from hub_plugins.spawners.docker.reconcile import Found, orphans
-from images.build import PlanError, plan
+from images.build import Entry, PlanError, plan
 
 GiB = 2**30
 
@@ -129,31 +129,49 @@ def test_orphans(c, live, orphan):
     assert bool(orphans([c], live, now=1000, grace=10)) == orphan
 
 
+MINIMAL = {"profile": "minimal", "pip": ["jupyterhub==6.1.1"]}
+TORCH = {"profile": "pytorch", "pip": ["jupyterhub==6.1.1", "torch==2.15.0"]}
+
+
 def test_image_plan_from_profiles():
-    images = {"gpulab/base:0.1.0": ["minimal"], "gpulab/pytorch:2.5.1-cuda12.4": ["pytorch"]}
-    steps = plan(images, {"base", "pytorch"}, "python:3.11-slim-bookworm")
+    images = [Entry("gpulab/base:4.6.6-aaa", ("minimal",), MINIMAL), Entry("gpulab/pytorch:2.15.0-bbb", ("pytorch",), TORCH)]
+    steps = plan(images, {"base", "env"}, "python:3.11-slim-bookworm")
     assert [s.name for s in steps] == ["base", "pytorch"]
-    assert steps[0].build_args == {"VERSION": "0.1.0", "BASE_IMAGE": "python:3.11-slim-bookworm"}
-    assert steps[1].build_args == {"VERSION": "2.5.1-cuda12.4", "GPULAB_BASE": "gpulab/base:0.1.0"}
-    assert [s.name for s in plan(images, {"base", "pytorch"}, "x", only={"base"})] == ["base"]
+    assert steps[0].build_args == {"VERSION": "4.6.6-aaa", "BASE_IMAGE": "python:3.11-slim-bookworm"}
+    assert steps[1].build_args == {"VERSION": "2.15.0-bbb", "GPULAB_BASE": "gpulab/base:4.6.6-aaa"}
+    assert steps[1].dockerfile == "env" and steps[1].spec == TORCH  # no images/pytorch: the generic one
+    assert [s.name for s in plan(images, {"base", "env"}, "x", only={"base"})] == ["base"]
 
 
 @pytest.mark.parametrize("images, why", [
-    ({"gpulab/pytorch:1": ["p"]}, "no profile uses the base image"),
-    ({"gpulab/base:1": ["m"], "gpulab/rust:1": ["r"]}, "no images/rust/Dockerfile"),
-    ({"gpulab/base:1": ["m"], "gpulab/base:2": ["n"]}, "named with two tags"),
-    ({"base": ["m"]}, "must be <repo>/<name>:<tag>"),
+    ([Entry("gpulab/pytorch:1", ("p",), TORCH)], "no profile uses the base image"),
+    ([Entry("gpulab/base:1", ("m",), MINIMAL), Entry("gpulab/rust:1", ("r",))], "no images/rust/Dockerfile and no environment"),
+    ([Entry("gpulab/base:1", ("m",), MINIMAL), Entry("gpulab/base:2", ("n",), MINIMAL)], "named with two tags"),
+    ([Entry("base", ("m",))], "must be <repo>/<name>:<tag>"),
 ])
 def test_image_plan_errors(images, why):
     with pytest.raises(PlanError, match=why):
-        plan(images, {"base", "pytorch"}, "x")
+        plan(images, {"base", "env"}, "x")
 
 
-def test_every_profile_image_has_a_dockerfile():
+def test_every_profile_image_has_a_dockerfile_and_its_pins():
     from pathlib import Path
 
-    from images.build import dockerfiles, profile_images
+    from images.build import context_tar, dockerfiles, profile_images
 
     root = Path(__file__).resolve().parents[2]
     steps = plan(profile_images(root / "profiles"), dockerfiles(), "x")
+    # the tags are the pins' (as in the Helm values and the form); each context carries them
+    from hub_plugins.spawn.profiles import load_dir
+
+    catalog = load_dir(root / "profiles")
+    for s in steps:
+        p = catalog.get(s.profiles[0])
+        assert s.image == p.image and s.spec == p.environment.as_dict()
+        import json
+        import tarfile
+
+        with tarfile.open(fileobj=context_tar(s, None)) as tar:
+            assert json.load(tar.extractfile("env.json")) == p.environment.as_dict()
+            assert {"Dockerfile", "install.py"} <= set(tar.getnames())
     assert {s.name for s in steps} == {"base", "pytorch", "tensorflow", "vscode"}

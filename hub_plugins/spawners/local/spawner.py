@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
-import sys
 
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException, set_user_setuid
 from traitlets import Enum, Unicode, default
 
 from ...isolation import MODES, Enforcer, oom_message
 from ...isolation.plan import cgroup_name
+from ...envs.status import Environments, describe
 from ...settings.schema import DEFAULTS
 from ...settings.typed import LocalSettings
 from ..mixin import GPUSpawnerMixin
@@ -110,12 +110,20 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
 
     # -- the seam --------------------------------------------------------------------------
     def _singleuser(self, profile) -> str:
-        prefix = profile.local_prefix.replace("{hub}", sys.prefix)
+        prefix = Environments.instance(config=self.config).prefix(profile)
         return os.path.join(prefix, "bin", "jupyterhub-singleuser")
+
+    def gpulab_profile_info(self, profile) -> dict:
+        """The environment's state in words (being installed, failed, its size for admins)."""
+        envs = Environments.instance(config=self.config)
+        return describe(envs.state(profile), profile.name, bool(self.user and self.user.admin), envs.build_missing)
 
     def gpulab_profile_available(self, profile):
         if not profile.local_prefix:
             return False, "it has no environment for the local backend (no 'local' section)"
+        info = self.gpulab_profile_info(profile)
+        if not info["ok"]:
+            return False, info["why"]
         exe = self._singleuser(profile)
         if not os.access(exe, os.X_OK):
             return False, f"its environment is not installed ({exe} is missing)"

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 
 from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Dict, List, Unicode
 
 from ...cluster.fit import never_fits
+from ...envs.status import Environments
 from ...spawn.spec import cap
 from . import cli
 from .batch import SlurmBatchSpawner
@@ -60,7 +60,7 @@ class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
 
     # -- the seam --------------------------------------------------------------------------
     def _bin(self, profile) -> str:
-        return os.path.join(profile.local_prefix.replace("{hub}", sys.prefix), "bin")
+        return os.path.join(Environments.instance(config=self.config).prefix(profile), "bin")
 
     def gpulab_profile_available(self, profile):
         if not profile.local_prefix:

@@ -1,0 +1,1 @@
+"""The 'envs' hub service: builds the profiles' missing environments in the background."""
