@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import sys
 
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException, set_user_setuid
 from traitlets import Enum, Unicode, default
