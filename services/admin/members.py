@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from hub_plugins.settings.patterns import NAME
+from hub_plugins.validation import names_list, shown
 
 MAX_ROWS = 5000
 _SPLIT = re.compile(r"[;|\s]+")
@@ -50,11 +51,11 @@ def _plan(rows: list[tuple[str, str, list[str]]]) -> Plan:
     for where, user, names in rows:
         user = user.strip().lower()
         if not valid(user):
-            errors.append(f"{where}: {user!r} is not a user name (letters, digits, '.', '_', '@', '-')")
+            errors.append(f"{where}: {shown(user)} is not a user name (letters, digits, '.', '_', '@', '-')")
             continue
         bad = [g for g in names if not valid(g)]
         if bad:
-            errors.append(f"{where}: {', '.join(map(repr, bad))} is not a group name")
+            errors.append(f"{where}: {names_list(bad)} is not a group name")
             continue
         users[user] = None
         for g in names:
@@ -66,10 +67,10 @@ def plan_group(group: str, text: str) -> Plan:
     """People typed into the page (separated by commas, spaces or lines) for one group."""
     names = [n for n in _NAMES.split(text or "") if n]
     if not valid(group):
-        return Plan((), {}, (f"{group!r} is not a group name",))
+        return Plan((), {}, (f"{shown(group)} is not a group name",))
     if not names:
         return Plan((), {}, ("Name at least one person.",))
-    return _plan([(f"'{n}'", n, [group]) for n in names])
+    return _plan([(shown(n), n, [group]) for n in names])
 
 
 def plan_csv(text: str) -> Plan:

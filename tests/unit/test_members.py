@@ -34,6 +34,8 @@ def test_csv_size_is_bounded():
     ("student", "ann, ben\ncarl", ("ann", "ben", "carl"), ()),
     ("student", "  ", (), ("Name at least one person.",)),
     ("bad group", "ann", (), ("'bad group' is not a group name",)),
+    # names are quoted through the validation layer: bounded, whatever a form sends
+    ("g" * 300, "ann", (), ("'" + "g" * 40 + "'... (300 characters) is not a group name",)),
     ("student", "ann; root?", ("ann",), ("'root?': 'root?' is not a user name (letters, digits, '.', '_', '@', '-')",)),
 ])
 def test_group_form(group, text, users, errors):
