@@ -206,5 +206,7 @@ def build_model(core, user_id: int, user_name: str, groups: list[str], server_na
 
 
 def render(model: dict) -> str:
-    data = json.dumps(model, sort_keys=True).replace("</", "<\\/")
+    # '<', '>' and '&' as JSON escapes: nothing a person typed (a refused choice is shown again)
+    # can end or open markup inside the page's <script> element
+    data = json.dumps(model, sort_keys=True).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return _env.get_template("spawn_form.html").render(m=model, model_json=data)
