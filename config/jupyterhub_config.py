@@ -28,4 +28,10 @@ except ConfigError as e:
     print(f"\ngpulab: the hub will not start, fix {_path} first:\n{e}\n", file=sys.stderr)
     sys.exit(2)
 
+# What really runs is reconciled with gpulab's allocations once the hub is up and before any
+# spawn goes ahead, then every poll interval (JupyterHub has no start-up hook for plugins).
+from hub_plugins.reconcile.supervisor import schedule  # noqa: E402
+
+schedule()
+
 # ---- site-specific JupyterHub settings below this line ----

@@ -10,6 +10,8 @@ Layout (one job per module):
 - ``core``: wires the above together, one per hub process.
 - ``spawners``: the GPU mixin written once, and backends that only apply an allocation.
 - ``settings``: ``gpulab.yaml`` schema, loading and translation into traitlets config.
+- ``reconcile``, ``lifeline``, ``outage``: crash-proofing: what really runs on each backend against
+  what is allocated, the tiny parent process of every local server and service, database outages.
 - ``cluster``, ``slurm``, ``kube``: what the SLURM and Kubernetes backends need beyond the seam
   (capacity readers, batch scripts and job states, pod settings, queue messages, Helm values).
 """

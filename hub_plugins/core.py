@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import importlib
 import logging
 import os
@@ -21,6 +22,7 @@ from fractions import Fraction
 from traitlets import Any, Dict, Enum, Integer, List, Unicode, default, observe, validate
 from traitlets.config import SingletonConfigurable
 
+from . import outage
 from .gpu.availability import TypeAvailability, availability
 from .gpu.choice import auto_candidates
 from .gpu.devices import Inventory
@@ -45,6 +47,8 @@ from .store.overrides import OverrideStore
 from .store.usage import UsageStore
 from .queue.order import Running, Waiting, estimate_start, typical_duration
 from .queue.store import QueueStore
+from .reconcile import gate
+from .reconcile.decide import Known
 
 log = logging.getLogger("gpulab.core")
 
@@ -80,7 +84,15 @@ class GPULab(SingletonConfigurable):
         default, groups, overrides.""",
     )
     reconcile_interval = Integer(
-        300, config=True, help="Seconds between checks that every allocation belongs to a live server."
+        10,
+        config=True,
+        help="""Seconds between reconciles: every allocation checked against what really runs on
+        the backend, orphans stopped (gpulab.yaml: hub.poll_interval).""",
+    )
+    state_dir = Unicode(
+        config=True,
+        help="""The hub's private state directory (gpulab.yaml: hub.state_dir): the local servers'
+        lifeline files and the services' pid files live there.""",
     )
     placement = Enum(
         ["gpulab", "engine"],
@@ -139,6 +151,10 @@ class GPULab(SingletonConfigurable):
     def _default_profiles_dir(self):
         return os.path.join(os.getcwd(), "profiles")
 
+    @default("state_dir")
+    def _default_state_dir(self):
+        return os.path.join(os.getcwd(), "state")
+
     @validate("inventory_spec")
     def _validate_inventory(self, proposal):
         if proposal.value != "auto":
@@ -180,6 +196,7 @@ class GPULab(SingletonConfigurable):
         self.fail_open_count = 0
         self._executor = None
         self._waiters: set = set()
+        self.runtime = None  # the backend adapter (reconcile/runtime.py), set by the supervisor
 
     async def run(self, fn, *args):
         """Run blocking work (database, NVML) on gpulab's own thread pool."""
@@ -204,9 +221,20 @@ class GPULab(SingletonConfigurable):
         with self._lock:
             if self._db is None:
                 db = Database(self.db_url)
+                outage.watch(db.engine)
                 db.upgrade()
                 self._db = db
             return self._db
+
+    @property
+    def hub_id(self) -> str:
+        """Names this hub's servers, containers and jobs on shared machines: a hash of gpulab's
+        database URL, so stable across restarts and different for hubs with their own tables."""
+        return hashlib.sha256(self.db_url.encode()).hexdigest()[:12]
+
+    @property
+    def heartbeat_seconds(self) -> int:
+        return self.settings.billing.heartbeat_seconds
 
     @property
     def allocator(self) -> Allocator:
@@ -435,14 +463,44 @@ class GPULab(SingletonConfigurable):
         key = (spawner.user.id, spawner.name)
         self._spawners.setdefault(key, weakref.WeakSet()).add(spawner)
 
+    def spawners(self) -> list:
+        """The spawners JupyterHub uses now. A spawner a failed spawn left behind is replaced by a
+        new object for the same server, and shares its database row: it would look ready."""
+        out = []
+        for ws in list(self._spawners.values()):
+            for s in list(ws):
+                current = getattr(s.user, "spawners", None)
+                if current is None or current.get(s.name) is s:
+                    out.append(s)
+        return out
+
     def live_owners(self) -> set[tuple[int, str]]:
         """Owners with an active spawner (running, or a start/stop/check pending).
 
         Must be called on the hub's event-loop thread, where spawner state changes."""
-        return {k for k, ws in list(self._spawners.items()) if any(s.active for s in list(ws))}
+        return {(s.user.id, s.name) for s in self.spawners() if s.active}
+
+    def known(self):
+        """What the hub's spawners hold right now (``reconcile.decide.Known``). On the loop."""
+        held, busy, checking, names = set(), set(), set(), set()
+        for s in self.spawners():
+            if not s.active:
+                continue
+            uid, name = s.user.id, s.name
+            # what it holds until its release, even once its state was cleared (a stop in progress)
+            spawn_id = getattr(s, "gpulab_holding", None)
+            if s.pending == "check":
+                checking.add((uid, name))
+                names.add((s.user.name, name))
+            if spawn_id:
+                held.add(spawn_id)
+            else:
+                busy.add((uid, name))  # reserving, being checked or stopped: its rows are its own
+        return Known(frozenset(held), frozenset(busy), frozenset(checking), frozenset(names))
 
     def reconcile(self, live: set[tuple[int, str]] | None = None, before: dt.datetime | None = None):
-        """Free allocations whose server is gone (e.g. after a hub crash)."""
+        """Free allocations whose owner has no active spawner, from the hub's knowledge alone
+        (backends without a runtime adapter; the supervisor does the full reconcile)."""
         live = self.live_owners() if live is None else live
         before = before or utcnow()
         gone = self.allocator.reconcile(lambda r: (r.user_id, r.server_name) in live, before)
@@ -453,9 +511,10 @@ class GPULab(SingletonConfigurable):
         self._reconciled_at = time.monotonic()
         return gone
 
-    def due_for_reconcile(self) -> bool:
-        """First use after start-up, then every ``reconcile_interval`` seconds."""
-        return not self._reconciled_at or time.monotonic() - self._reconciled_at > self.reconcile_interval
+    async def wait_ready(self) -> None:
+        """Until the start-up reconcile is done (at once where no supervisor runs, e.g. tests
+        that drive a spawner directly)."""
+        await gate.wait_open()
 
 
 __all__ = ["GPULab", "NoCapacity", "QuotaRefused", "Owner", "RequestError", "TypeAvailability"]

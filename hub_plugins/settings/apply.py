@@ -24,7 +24,9 @@ from ..isolation import Enforcer
 from ..mlflow import setup as mlflow
 from ..mlflow.provider import PROVIDER
 from ..pages.handlers import HANDLERS as PAGE_HANDLERS
+from ..outage import DatabaseOutage
 from ..quota.limits import parse_bytes
+from ..reconcile.local import LIFELINE
 from ..scopes import (ADMIN_ROLE, ADMIN_SCOPES, BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES, CUSTOM_SCOPES,
                       HUB_SCOPES, QUOTAS_ADMIN_SCOPES, QUOTAS_ALLOWED, QUOTAS_SERVICE_SCOPES)
 from .auth import apply_auth
@@ -156,13 +158,27 @@ def admin_role(cfg: dict) -> dict:
     return role
 
 
+# Services stop this fast when the hub stops them (SIGTERM, then SIGKILL after this many seconds):
+# JupyterHub stops them one after the other, and the hub must be down within 10 s.
+SERVICE_STOP_GRACE = 2
+
+
+def supervised(cfg: dict, name: str, argv: list[str]) -> list[str]:
+    """A service's command run under a lifeline (``hub_plugins/lifeline.py``): it dies with the
+    hub (even a hub killed with SIGKILL), a restarted hub's instance replaces a stale one (pid
+    file in the state dir), and it is down within SERVICE_STOP_GRACE seconds when stopped."""
+    pidfile = _state(cfg, "services", f"{name}.pid")
+    return [sys.executable, "-I", "-S", LIFELINE, "--with-parent", str(os.getpid()), "--pidfile", pidfile,
+            "--grace", str(SERVICE_STOP_GRACE), "--", *argv]
+
+
 def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_scopes=()) -> dict:
     """A JupyterHub-managed gpulab service: same Python, same checkout, and its settings from the
     same gpulab.yaml (``GPULAB_CONFIG``), the one way every service is configured."""
     root = _root(cfg)
     svc = {
         "name": name,
-        "command": [sys.executable, "-m", module],
+        "command": supervised(cfg, name, [sys.executable, "-m", module]),
         "cwd": root,
         "environment": {"GPULAB_CONFIG": cfg["_path"], "PYTHONPATH": root},
     }
@@ -303,6 +319,8 @@ def update_gpulab(c: Config, cfg: dict) -> None:
     c.GPULab.budgets = cfg["budgets"]
     c.GPULab.queue_settings = cfg["queue"]
     c.GPULab.settings_file = cfg["_path"]  # quotas, prices, budgets, queue: reloaded as it changes
+    c.GPULab.state_dir = cfg["hub"]["state_dir"]
+    c.GPULab.reconcile_interval = cfg["hub"]["poll_interval"]
 
 
 def update_pages(c: Config, cfg: dict) -> None:
@@ -357,8 +375,16 @@ def update_environments(c: Config, cfg: dict) -> None:
     c.Environments.build_missing = envs["build_missing"]
 
 
+def update_outage(c: Config, cfg: dict) -> None:
+    """While the database is unreachable, the hub answers 503 saying so instead of 403/500
+    (``hub_plugins/outage.py``: a tornado output transform, added to any configured ones)."""
+    settings = dict(c.JupyterHub.get("tornado_settings", {}))
+    settings["transforms"] = [t for t in settings.get("transforms", []) if t is not DatabaseOutage] + [DatabaseOutage]
+    c.JupyterHub.tornado_settings = settings
+
+
 UPDATES = (update_hub, update_auth, update_pages, update_groups, update_spawner, update_gpulab, update_services,
-           update_docker, update_mlflow, update_slurm, update_kubernetes, update_environments)
+           update_docker, update_mlflow, update_slurm, update_kubernetes, update_environments, update_outage)
 
 
 def apply_all(c: Config, cfg: dict) -> None:

@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import html
-from dataclasses import dataclass
 
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import maybe_future, url_path_join, wait_for_http_server
+from sqlalchemy.exc import DBAPIError
 from traitlets import Bool, HasTraits, default
 
 from ..accounting import stops
 from ..core import GPULab
 from ..pages.cleanup import RefusedServers
+from ..outage import MESSAGE as OUTAGE_MESSAGE
+from ..outage import is_outage, mark_down
+from ..reconcile import gate
 from ..spawn.form import build_model, render
 from ..gpu.devices import format_devices
 from ..spawn.request import STANDARD_EXTRAS, RequestError, SpawnRequest, from_form, parse
@@ -38,25 +41,8 @@ from ..accounting.keeper import BudgetRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
 from ..store.models import utcnow
 from ..validation import InputError, json_body
+from .recovery import HeldGPUs, check_after_restart, heal_hub_session, stop_leftovers
 from .waiting import wait_in_queue
-
-
-@dataclass(frozen=True)
-class HeldGPUs:
-    """What the spawner state remembers (and an admin sees under ``servers[...].state``)."""
-
-    spawn_id: str
-    gpus: tuple[str, ...]
-    gpu_type: str
-    profile: str
-    devices: tuple[str, ...]
-
-    @classmethod
-    def of(cls, alloc: Allocation) -> HeldGPUs:
-        return cls(
-            alloc.spawn_id, tuple(alloc.visible_ids), alloc.gpu_type, alloc.profile,
-            tuple(d.key for d in alloc.devices),
-        )
 
 
 class GPUSpawnerMixin(HasTraits):
@@ -86,6 +72,11 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_last_alive = None
         self._gpulab_last_beat = None
         self._gpulab_requester = None  # who asked for the current stop, where the hub said
+        self._gpulab_checked = False  # the start-up check (adoption) ran
+        # the spawn id this server holds until released (gpulab_held is cleared with the state,
+        # which LocalProcessSpawner does as soon as its process is seen dead)
+        self.gpulab_holding: str | None = None
+        self._gpulab_adopted_url = ""
         if self.user is not None:
             self.gpulab.register(self)
 
@@ -128,6 +119,25 @@ class GPUSpawnerMixin(HasTraits):
         ({percent, text}: a progress bar while it is built) and ``admin`` (a note for admins)."""
         return None
 
+    @classmethod
+    def gpulab_make_runtime(cls, core, config):
+        """The backend's adapter for what really runs (``reconcile/runtime.py``), or None: then
+        allocations are reconciled from the hub's own knowledge only."""
+        return None
+
+    async def gpulab_adopt(self, found) -> bool:
+        """Take over a server this backend runs for this spawner but whose handle or spawn id the
+        spawner's state lacks (a hub died between starting it and recording it): take its
+        handle, and set ``_gpulab_adopted_url`` to where it listens. Return whether it was taken."""
+        return False
+
+    @property
+    def gpulab_runtime(self):
+        core = self.gpulab
+        if core.runtime is None:
+            core.runtime = type(self).gpulab_make_runtime(core, self.config)
+        return core.runtime
+
     # -- helpers ---------------------------------------------------------------------------
     @property
     def _failed(self):
@@ -158,13 +168,6 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_events.append(event)
         self._gpulab_wakeup.set()
         self.log.info("[gpulab] %s: %s", self._log_name, message)
-
-    async def gpulab_reconcile_if_due(self) -> None:
-        core = self.gpulab
-        if core.due_for_reconcile():
-            # live servers are read here, on the loop thread where their state changes
-            live = core.live_owners()
-            await core.run(core.reconcile, live, utcnow())
 
     def gpulab_check_body(self) -> None:
         """A REST spawn's body as sent (JupyterHub has parsed it already, leniently): JSON or no
@@ -214,7 +217,7 @@ class GPUSpawnerMixin(HasTraits):
         return lambda spawner, user_options: None
 
     async def gpulab_options_form(self) -> str:
-        await self.gpulab_reconcile_if_due()
+        await self.gpulab.wait_ready()
         model = await self.gpulab.run(
             build_model, self.gpulab, self.user.id, self.user.name, self.gpulab_groups, self.name or "",
             self.gpulab_profile_available, self.gpulab_profile_info, self.gpulab_prefill(),
@@ -241,14 +244,18 @@ class GPUSpawnerMixin(HasTraits):
         return dict(getattr(self, "_gpulab_refused_options", None) or {})
 
     # -- lifecycle -------------------------------------------------------------------------
+    def gpulab_heal_hub_session(self) -> None:
+        heal_hub_session(self)
+
     async def run_pre_spawn_hook(self):
+        self.gpulab_heal_hub_session()
         self._gpulab_events.clear()
         self._gpulab_starting = False
         self._gpulab_refused = False
         try:
             req = self.gpulab_parse(self.user_options)
             self.gpulab_request = req
-            await self.gpulab_reconcile_if_due()
+            await self.gpulab_wait_for_startup()
             alloc = await self.gpulab_reserve(req)
         except SpawnException as e:
             # refused before anything ran (not a queued request that timed out or was cancelled)
@@ -266,6 +273,14 @@ class GPUSpawnerMixin(HasTraits):
         except BaseException:
             await self.gpulab_release()
             raise
+
+    async def gpulab_wait_for_startup(self) -> None:
+        """A restarted hub first reconciles what the old one left running (see
+        ``reconcile/supervisor.py``): no GPU is handed out before that."""
+        if not gate.is_open():
+            self.gpulab_event("The hub has just restarted and is checking which servers run; "
+                              "your request goes ahead in a moment ...")
+            await self.gpulab.wait_ready()
 
     async def gpulab_reserve(self, req: SpawnRequest) -> Allocation:
         """Reserve what ``req`` asks for, or raise a SpawnException that says why not."""
@@ -293,9 +308,15 @@ class GPUSpawnerMixin(HasTraits):
             self._gpulab_may_hold = False
             message = await core.run(core.refused, "capacity", self.user.name, self.name or "", "", e)
             raise SpawnException(message, reason="capacity", status_code=409) from None
+        except DBAPIError as e:
+            if not is_outage(str(e), bool(getattr(e, "connection_invalidated", False))):
+                raise
+            mark_down(str(e))  # whether a reservation committed is unknown: the reconcile settles it
+            raise SpawnException(OUTAGE_MESSAGE, reason="database", status_code=503) from None
         self.gpulab_allocation = alloc
         self.gpulab_held = HeldGPUs.of(alloc)
         self._gpulab_refused_options = None
+        self.gpulab_holding = alloc.spawn_id
         for w in alloc.warnings:
             self.gpulab_event(w)
         if alloc.devices:
@@ -330,16 +351,21 @@ class GPUSpawnerMixin(HasTraits):
             reason = "crashed"
         else:
             reason = "failed"
-        keys = await self.gpulab.run(self.gpulab.release, self.gpulab_owner, None, reason,
-                                     self._gpulab_last_alive, stopped_by)
+        core, owner = self.gpulab, self.gpulab_owner
+        # never free a device something still uses: see recovery.py
+        spawns, alive = await stop_leftovers(self)
+        keys = await core.run(core.release, owner, None, reason, alive, stopped_by)
+        for spawn_id in spawns:
+            self.gpulab_runtime.forget(spawn_id)  # (spawns is empty without a runtime)
         if reason == "culled":  # by an external culler (gpulab's own counts its culls itself)
-            await self.gpulab.run(self.gpulab.usage.event, "culled", "external", self.user.name,
-                                  self.name or "", f"stopped by {stopped_by}")
+            await core.run(core.usage.event, "culled", "external", self.user.name,
+                           self.name or "", f"stopped by {stopped_by}")
         if keys:
             self.gpulab.notify_released()  # wake requests waiting in the queue
         if keys:
             self.log.info("[gpulab] %s: released %s (%s)", self._log_name, ", ".join(keys), reason)
         self.gpulab_allocation = None
+        self.gpulab_holding = None
         self._gpulab_may_hold = False
         self._gpulab_ready = False
         self._gpulab_stop_requested = False
@@ -353,7 +379,11 @@ class GPUSpawnerMixin(HasTraits):
         return await super().stop(now=now)
 
     async def poll(self):
+        self.gpulab_heal_hub_session()  # JupyterHub commits right after polling (stop, checks)
         status = await super().poll()
+        if self.pending == "check" and not self._gpulab_checked:
+            self._gpulab_checked = True
+            status = await self.gpulab_check_after_restart(status)
         if status is None and self._gpulab_ready:
             now = utcnow()
             self._gpulab_last_alive = now
@@ -366,6 +396,15 @@ class GPUSpawnerMixin(HasTraits):
                 except Exception:
                     self.log.exception("[gpulab] heartbeat failed for %s", self._log_name)
         return status
+
+    async def gpulab_check_after_restart(self, status):
+        """Adopt a server the hub that died started but never recorded (see ``recovery.py``)."""
+        return await check_after_restart(self, status)
+
+    async def get_url(self):
+        if self._gpulab_adopted_url:
+            return self._gpulab_adopted_url
+        return await super().get_url()
 
     async def gpulab_mark_ready(self) -> None:
         self._gpulab_ready = True
@@ -419,6 +458,7 @@ class GPUSpawnerMixin(HasTraits):
         self.gpulab_event("JupyterLab is up", progress=90)
 
     async def run_post_stop_hook(self):
+        self.gpulab_heal_hub_session()
         try:
             await maybe_future(super().run_post_stop_hook())
         finally:
@@ -432,6 +472,7 @@ class GPUSpawnerMixin(HasTraits):
             env.update(req.profile.env)
             env["GPULAB_PROFILE"] = req.profile.name
         env.update(getattr(self, "_gpulab_provided_env", {}))
+        env["GPULAB_HUB_ID"] = self.gpulab.hub_id  # how the reconcile finds this hub's servers
         if alloc is not None:
             env.update(self.gpulab_device_env(alloc))
             env["GPULAB_GPUS"] = ",".join(alloc.visible_ids)
@@ -465,12 +506,14 @@ class GPUSpawnerMixin(HasTraits):
                 state["spawn_id"], tuple(state.get("gpus", ())), state.get("gpu_type", ""),
                 state.get("profile", ""), tuple(state.get("gpu_devices", ())),
             )
+            self.gpulab_holding = state["spawn_id"]
 
     def clear_state(self):
         super().clear_state()
         # The rows in our tables are released by run_post_stop_hook, not here: LocalProcessSpawner
         # clears state from poll() too, before JupyterHub has decided the server is gone.
         self.gpulab_held = None
+        self._gpulab_adopted_url = ""
 
     # -- progress --------------------------------------------------------------------------
     async def progress(self):

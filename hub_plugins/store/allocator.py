@@ -257,18 +257,18 @@ class Allocator:
                           decision.warnings, count)
 
     def release(self, owner: Owner, spawn_id: str | None = None, reason: str = "user",
-                seen_alive_at: dt.datetime | None = None, stopped_by: str = "") -> list[str]:
+                seen_alive_at: dt.datetime | dict[str, dt.datetime] | None = None, stopped_by: str = "") -> list[str]:
         """Free what ``owner`` holds (only ``spawn_id``'s if given) and close its usage record in
         the same transaction. Idempotent. Returns the device keys.
 
         ``reason`` is what the hub saw (user, crashed, failed); a reason a service noted before
         stopping the server wins. A crashed server's record closes at the last moment it was seen
-        alive (``seen_alive_at`` or its last heartbeat), not when the crash was noticed.
-        ``stopped_by`` is who asked for the stop, where the hub said."""
+        alive (``seen_alive_at``, or per spawn id when a dict, or its last heartbeat), not when
+        the crash was noticed. ``stopped_by`` is who asked for the stop, where the hub said."""
         return self.db.retrying(lambda: self._release(owner, spawn_id, reason, seen_alive_at, stopped_by))
 
     def _release(self, owner: Owner, spawn_id: str | None, reason: str = "user",
-                 seen_alive_at: dt.datetime | None = None, stopped_by: str = "") -> list[str]:
+                 seen_alive_at=None, stopped_by: str = "") -> list[str]:
         with self.db.write_conn() as conn:
             now = utcnow()
             for rec in conn.execute(_OPEN_USAGE, {"uid": owner.user_id, "server": owner.server_name}).all():
@@ -277,9 +277,11 @@ class Allocator:
                 end = now
                 why = stop_reason(rec.pending_reason, reason)
                 if why == "crashed":
-                    alive = [t for t in (rec.last_seen_at, seen_alive_at) if t is not None]
+                    seen = seen_alive_at.get(rec.spawn_id) if isinstance(seen_alive_at, dict) else seen_alive_at
+                    alive = [t for t in (rec.last_seen_at, seen) if t is not None]
                     end = min(now, max(alive)) if alive else now
-                conn.execute(sa.update(_U).where(_U.c.id == rec.id).values(
+                # only an open record is closed: a record is closed exactly once, whoever races
+                conn.execute(sa.update(_U).where(_U.c.id == rec.id, _U.c.stopped_at.is_(None)).values(
                     stopped_at=end, stop_reason=why if rec.ready_at or why != "crashed" else "failed",
                     stopped_by=stopped_by[:255]))
             rows = conn.execute(_OWNER_IDS, {"uid": owner.user_id, "server": owner.server_name}).all()
@@ -320,6 +322,16 @@ class Allocator:
         return self.db.retrying(run)
 
     # -- reads -----------------------------------------------------------------------------
+    def spawns_of(self, owner: Owner) -> list[str]:
+        """Spawn ids of the allocations ``owner`` holds (one, unless a stale row is left)."""
+
+        def run():
+            with self.db.read() as s:
+                return list(s.scalars(sa.select(ServerRecord.spawn_id).where(
+                    ServerRecord.user_id == owner.user_id, ServerRecord.server_name == owner.server_name)))
+
+        return self.db.retrying(run)
+
     def snapshot(self) -> Snapshot:
         def run():
             with self.db.read() as s:

@@ -50,6 +50,18 @@ class UsageStore:
         at = naive(at or utcnow())
         self.db.retrying(lambda: self._update(spawn_id, ready_at=at, last_seen_at=at))
 
+    def mark_ready_if_not(self, spawn_id: str, at: dt.datetime | None = None) -> None:
+        """An adopted server: it runs, so it is charged from its start even if the hub that
+        started it died before noting it ready."""
+        at = naive(at or utcnow())
+
+        def run():
+            with self.db.write_conn() as c:
+                c.execute(sa.update(_U).where(_U.c.spawn_id == spawn_id, _U.c.ready_at.is_(None))
+                          .values(ready_at=at))
+
+        self.db.retrying(run)
+
     def heartbeat(self, spawn_ids: Iterable[str], at: dt.datetime | None = None) -> None:
         """Note that these servers are alive now (one statement for many)."""
         ids = list(spawn_ids)
@@ -93,6 +105,35 @@ class UsageStore:
                     r.stopped_at = r.last_seen_at
                     r.stop_reason = "crashed" if r.ready_at else "failed"
                 return gone
+
+        return self.db.retrying(run)
+
+    def close(self, spawn_id: str, alive_at: dt.datetime | None = None) -> bool:
+        """Close one open record whose server is gone, at the last moment it was known alive
+        (``alive_at`` from the backend, or its last heartbeat, whichever is later; never in the
+        future): 'crashed' if it had started, 'failed' (not charged) if not. Only an open record
+        is touched, so a record is closed exactly once."""
+
+        def run():
+            with self.db.write_conn() as c:
+                rec = c.execute(sa.select(_U.c.id, _U.c.last_seen_at, _U.c.ready_at).where(
+                    _U.c.spawn_id == spawn_id, _U.c.stopped_at.is_(None))).first()
+                if rec is None:
+                    return False
+                alive = [t for t in (rec.last_seen_at, naive(alive_at) if alive_at else None) if t is not None]
+                end = min(utcnow(), max(alive)) if alive else utcnow()
+                return bool(c.execute(sa.update(_U).where(_U.c.id == rec.id, _U.c.stopped_at.is_(None)).values(
+                    stopped_at=end, stop_reason="crashed" if rec.ready_at else "failed")).rowcount)
+
+        return self.db.retrying(run)
+
+    def open_records(self) -> list[sa.Row]:
+        """(spawn_id, user_id, user_name, server_name, started_at) of every open record."""
+
+        def run():
+            with self.db.read() as s:
+                return list(s.execute(sa.select(_U.c.spawn_id, _U.c.user_id, _U.c.user_name, _U.c.server_name,
+                                                _U.c.started_at).where(_U.c.stopped_at.is_(None))))
 
         return self.db.retrying(run)
 

@@ -27,6 +27,7 @@ def prefix():
 
 
 BROKEN = "gpulab/broken:1"
+SLOW = "gpulab/slow:1"
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,11 @@ def profiles(tmp_path_factory, docker_client, base_image):
     dockerfile = (f"FROM {base_image}\n"
                   'CMD ["sh", "-c", "echo starting; echo cannot start: broken on purpose >&2; exit 3"]\n')
     docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=BROKEN, rm=True)
+    # a server that takes 6 s before it starts answering (a big image, a slow disk)
+    (d / "slow.yaml").write_text(f"display_name: Slow\nimage: {SLOW}\ngpus: {{counts: [0, 1]}}\n")
+    dockerfile = (f"FROM {base_image}\n"
+                  'CMD ["sh", "-c", "sleep 6; exec jupyterhub-singleuser \\"$@\\"", "slow"]\n')
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=SLOW, rm=True)
     return str(d)
 
 
@@ -184,11 +190,36 @@ def test_hub_restart_reconciles(hub, docker_client, prefix):
     assert names == {f"{prefix}-hank"}, names  # both orphans gone, hank's server kept
     assert ghost.id and held(hub, "ivy") == [] and len(held(hub, "hank")) == 1
     assert hub.server_model("hank")["ready"]
-    assert "removing container" in hub.log_tail(400) and "no running server claims it" in hub.log_tail(400)
+    assert "stopping orphan server ghost" in hub.log_tail(400)  # found by its labels, no server holds it
     # ivy's GPU is free again: only hank's allocation is left
     assert [a["user_name"] for a in hub.allocations()] == ["hank"]
     assert ivy["state"]["gpus"][0] not in held(hub, "hank")
     hub.stop_server("hank")
+
+
+def test_hub_killed_mid_spawn_keeps_its_container(hub, docker_client, prefix):
+    """The hub dies while a container is starting, before it recorded where the server listens:
+    the restarted hub checks it on 127.0.0.1 (not on the machine's host name) and keeps it, with
+    its GPU; nothing is shut down 60 s later."""
+    hub.create_users("kim", "lou")
+    st, _ = hub.spawn("kim", {"profile": "slow", "gpus": 1})
+    assert st in (201, 202)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not docker_client.containers.list(filters={"name": f"{prefix}-kim"}):
+        time.sleep(0.2)
+    before = container(docker_client, f"{prefix}-kim")
+    hub.kill()  # while its server sleeps before answering: JupyterHub has not recorded it
+    hub.start()
+    model = hub.wait_ready("kim", timeout=90)
+    assert container(docker_client, f"{prefix}-kim").id == before.id  # the same container, adopted
+    assert held(hub, "kim") == model["state"]["gpus"] == before.labels["gpulab.gpus"].split(",")
+    assert model["state"]["spawn_id"] == before.labels["gpulab.spawn_id"]
+    lou = hub.start_server("lou", {"gpus": 1})
+    assert lou["state"]["gpus"] != model["state"]["gpus"]
+    r = requests.get(f"{hub.url}/user/kim/api/status", headers={"Authorization": f"token {hub.token}"}, timeout=10)
+    assert r.status_code == 200, r.text  # reachable through the proxy, where the hub now routes it
+    hub.stop_server("kim")
+    hub.stop_server("lou")
 
 
 def test_mlflow_from_inside_a_container(hub, docker_client, prefix):

@@ -50,10 +50,7 @@ class PGServer:
     def start(self) -> PGServer:
         self._run(os.path.join(self.bindir, "initdb"), "-D", self.data, "-A", "trust", "-U", "gpulab",
                   "--no-sync", "-E", "UTF8")
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300 "
-                f"-c fsync={'on' if self.fsync else 'off'} -c shared_buffers=64MB")
-        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-o", opts,
-                  "-l", os.path.join(self.dir, "server.log"), "-w", "start")
+        self.resume()
         return self
 
     def url(self, db: str = "postgres") -> str:
@@ -71,6 +68,16 @@ class PGServer:
         ctl = os.path.join(self.bindir, "pg_ctl")
         # -l: the new postmaster must not inherit our pipes, or run() waits for it forever
         self._run(ctl, "-D", self.data, "-m", "fast", "-l", os.path.join(self.dir, "server.log"), "-w", "restart")
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (a database outage); :meth:`resume` brings it back."""
+        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300 "
+                f"-c fsync={'on' if self.fsync else 'off'} -c shared_buffers=64MB")
+        self._run(os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-o", opts,
+                  "-l", os.path.join(self.dir, "server.log"), "-w", "start")
 
     def stop(self) -> None:
         try:

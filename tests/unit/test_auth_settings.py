@@ -1,7 +1,6 @@
 """The auth and services sections of gpulab.yaml: checks with messages naming the key, and the
 config they produce (down to the authenticator object they configure)."""
 
-import json
 
 import pytest
 import yaml
@@ -180,7 +179,8 @@ def test_quotas_service_least_privilege(tmp_path):
     c = Config()
     apply_all(c, cfg)
     (svc,) = [s for s in c.JupyterHub.services if s["name"] == "quotas"]
-    assert svc["command"][1:] == ["-m", "services.admin"] and svc["cwd"] == str(ROOT)
+    inner = svc["command"][svc["command"].index("--") + 1:]  # run under its lifeline
+    assert inner[1:] == ["-m", "services.admin"] and svc["cwd"] == str(ROOT)
     assert svc["url"].startswith("http://127.0.0.1:") and svc["oauth_no_confirm"] and svc["display"]
     # configured as every service is: the hub's gpulab.yaml, read as typed settings
     settings = load_settings(svc["environment"]["GPULAB_CONFIG"])

@@ -8,7 +8,7 @@ import pytest
 
 from hub_plugins.quota.limits import Limits
 from hub_plugins.spawners.docker import spec
-from hub_plugins.spawners.docker.reconcile import Found, orphans
+from hub_plugins.spawners.docker.reconcile import finished_at, from_api
 from images.build import Entry, PlanError, plan
 
 GiB = 2**30
@@ -109,24 +109,28 @@ def test_host_config_shape():
     assert spec.merge(hc, {"binds": {"/x": {"bind": "/x"}}, "shm_size": 1})["binds"].keys() >= {"/x", "/data"}
 
 
-def found(user_id="1", server="", spawn="s1", age=100, kind="server"):
-    return Found(f"id-{user_id}-{server}-{spawn}", f"c{user_id}", {
-        "gpulab.user_id": user_id, "gpulab.server": server, "gpulab.spawn_id": spawn,
-        "gpulab.user": f"u{user_id}", "gpulab.gpus": "1", "gpulab.kind": kind,
-    }, "running", 1000 - age)
+def listed(kind="server", spawn="s1", server=""):
+    return {"Id": "abc123", "Names": ["/gpulab-ann"], "Labels": {
+        "gpulab.hub": "h", "gpulab.kind": kind, "gpulab.user": "ann", "gpulab.user_id": "1",
+        "gpulab.server": server, "gpulab.spawn_id": spawn, "gpulab.gpus": "1"}}
 
 
-@pytest.mark.parametrize("c, live, orphan", [
-    (found(), {("1", ""): "s1"}, False),                      # its server runs it
-    (found(), {("1", ""): None}, False),                      # a spawn in progress: spawn id unknown yet
-    (found(), {}, True),                                      # nobody claims it
-    (found(server="x"), {("1", ""): "s1"}, True),             # another server of the same user
-    (found(spawn="old"), {("1", ""): "s2"}, True),            # left by an earlier start
-    (found(age=1), {}, False),                                # too young: maybe being created
-    (found(kind="home"), {}, False),                          # volumes are never touched
+def test_containers_as_found_servers():
+    f = from_api(listed(server="exp"))
+    assert (f.spawn_id, f.user_name, f.server_name, f.handle) == ("s1", "ann", "exp", "abc123")
+    assert from_api(listed(kind="home")) is None  # volumes are never servers
+    assert from_api({"Id": "x", "Labels": {}}).spawn_id == ""  # hand-made: no spawn id, an orphan
+
+
+@pytest.mark.parametrize("state, when", [
+    ({"Running": False, "FinishedAt": "2026-11-29T15:01:51.123456789Z"}, "2026-11-29 15:01:51.123456"),
+    ({"Running": True, "FinishedAt": "0001-01-01T00:00:00Z"}, None),
+    ({"Running": False, "FinishedAt": "0001-01-01T00:00:00Z"}, None),  # created, never ran
+    ({}, None),
 ])
-def test_orphans(c, live, orphan):
-    assert bool(orphans([c], live, now=1000, grace=10)) == orphan
+def test_finished_at(state, when):
+    got = finished_at(state)
+    assert (str(got) if got else None) == when
 
 
 MINIMAL = {"profile": "minimal", "pip": ["jupyterhub==6.1.1"]}

@@ -149,7 +149,8 @@ def test_docker_and_mlflow_config_applied(tmp_path):
     assert c.DockerGPUSpawner.pull_policy == "never"
     svc = [s for s in c.JupyterHub.services if s["name"] == "mlflow"][0]
     assert svc["url"] == "http://127.0.0.1:8555" and len(svc["api_token"]) == 64
-    assert svc["command"][1:3] == ["-m", "services.mlflow"]
+    inner = svc["command"][svc["command"].index("--") + 1:]  # run under its lifeline
+    assert inner[1:3] == ["-m", "services.mlflow"]
     assert c.MLflowEnv.service_token == svc["api_token"] and c.MLflowEnv.gpu_metrics is True
     assert c.MLflowEnv.tracking_uri == "http://127.0.0.1:8000/services/mlflow"
     assert "hub_plugins.mlflow.provider:mlflow_env" in c.GPULab.env_providers.get_value([])

@@ -1,91 +1,104 @@
-"""Containers that belong to this hub but to no running server (left by a crash, a hub killed
-mid-spawn, a renamed or hand-made container): found, reported and removed, so the GPUs they hold
-can be given out again. The decision is pure (:func:`orphans`); :class:`Reconciler` does the I/O.
+"""What really runs on the Docker engine, for the reconcile (``reconcile/runtime.py``).
+
+This hub's server containers carry its id (label ``gpulab.hub``) and their spawn id
+(``gpulab.spawn_id``): listed by label, whatever the hub remembers. Stopping one removes it.
+Containers of a crashed server keep their end time (``State.FinishedAt``), which is when their
+usage record is closed. :func:`from_api` is the pure part.
 """
 
 from __future__ import annotations
 
-import asyncio
+import datetime as dt
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from ...reconcile.decide import Found
+from ...reconcile.runtime import Runtime
 from . import spec
 
 
-@dataclass(frozen=True)
-class Found:
-    id: str
-    name: str
-    labels: dict
-    state: str
-    created: float
-
-    @classmethod
-    def from_api(cls, c: dict) -> Found:
-        names = c.get("Names") or [""]
-        return cls(c["Id"], names[0].lstrip("/"), dict(c.get("Labels") or {}), c.get("State", ""),
-                   float(c.get("Created", 0)))
-
-    @property
-    def owner(self) -> tuple[str, str]:
-        return self.labels.get(spec.LABEL_USER_ID, ""), self.labels.get(spec.LABEL_SERVER, "")
-
-    def describe(self) -> str:
-        lab = self.labels
-        who = lab.get(spec.LABEL_USER, "?") + (f":{lab[spec.LABEL_SERVER]}" if lab.get(spec.LABEL_SERVER) else "")
-        gpus = lab.get(spec.LABEL_GPUS) or "none"
-        return f"container {self.name} ({self.id[:12]}, {self.state}) of {who}, GPUs {gpus}"
+def from_api(c: dict) -> Found | None:
+    """A server container from the engine's list answer (volumes and other kinds: None)."""
+    labels = dict(c.get("Labels") or {})
+    if labels.get(spec.LABEL_KIND, "server") != "server":
+        return None
+    names = c.get("Names") or [""]
+    return Found(labels.get(spec.LABEL_SPAWN_ID, ""), labels.get(spec.LABEL_USER, ""),
+                 labels.get(spec.LABEL_SERVER, ""), c["Id"], names[0].lstrip("/"))
 
 
-def orphans(found: list[Found], live: dict[tuple[str, str], str | None], now: float,
-            grace: float) -> list[tuple[Found, str]]:
-    """The containers no live server claims, each with the reason.
-
-    ``live``: (user id, server name) -> the spawn id that server holds (None while unknown, e.g.
-    a spawn that has not reserved yet). A container is kept when its owner is live and, where
-    both are known, its spawn id is the live one; containers younger than ``grace`` are kept."""
-    out = []
-    for f in found:
-        if f.labels.get(spec.LABEL_KIND, "server") != "server" or now - f.created < grace:
-            continue
-        if f.owner not in live:
-            out.append((f, "no running server claims it"))
-            continue
-        held, mine = live[f.owner], f.labels.get(spec.LABEL_SPAWN_ID, "")
-        if held and mine and held != mine:
-            out.append((f, f"left by an earlier start (spawn {mine}; the server now runs spawn {held})"))
-    return out
+def finished_at(state: dict) -> dt.datetime | None:
+    """``State.FinishedAt`` (RFC 3339 with nanoseconds) as naive UTC; None while it runs."""
+    raw = (state or {}).get("FinishedAt") or ""
+    if not raw or raw.startswith("0001-") or state.get("Running"):
+        return None
+    try:
+        return dt.datetime.fromisoformat(raw[:26].rstrip("Z").split("+")[0])
+    except ValueError:
+        return None
 
 
-class Reconciler:
-    def __init__(self, docker_call: Callable, hub_id: str, live: Callable[[], dict], remove: bool = True,
-                 grace: float = 10, log: logging.Logger | logging.LoggerAdapter | None = None):
+class DockerRuntime(Runtime):
+    name = "docker"
+
+    def __init__(self, docker_call: Callable, hub_id: str, remove: bool = True, grace: float = 0,
+                 log: logging.Logger | logging.LoggerAdapter | None = None):
         self.docker = docker_call  # async (method, *args, **kw) -> result, as DockerSpawner.docker
         self.hub_id = hub_id
-        self.live = live
         self.remove = remove
         self.grace = grace
         self.log = log or logging.getLogger("gpulab.docker")
-        self._lock = asyncio.Lock()
-        self.last: list[tuple[Found, str]] = []
+        self.finished: dict[str, dt.datetime] = {}  # spawn id -> when its container died
 
-    async def run(self) -> list[tuple[Found, str]]:
-        async with self._lock:
-            listed = await self.docker("containers", all=True, filters={"label": f"{spec.LABEL_HUB}={self.hub_id}"})
-            # Created is the engine's clock, the same host's as ours (host-local engine)
-            bad = orphans([Found.from_api(c) for c in listed], self.live(), time.time(), self.grace)
-            for f, why in bad:
-                if self.remove:
-                    self.log.warning("[gpulab] docker: removing %s: %s", f.describe(), why)
-                    try:
-                        await self.docker("remove_container", f.id, force=True)
-                    except Exception as e:  # already gone, or being removed
-                        self.log.info("[gpulab] docker: could not remove %s: %s", f.name, e)
-                else:
-                    self.log.warning("[gpulab] docker: orphan %s: %s (docker.remove_orphans is off)", f.describe(), why)
-            if not bad:
-                self.log.info("[gpulab] docker: %d container(s) of this hub, none orphaned", len(listed))
-            self.last = bad
-            return bad
+    async def _containers(self, running_only: bool = True, **labels) -> list[dict]:
+        filters = [f"{spec.LABEL_HUB}={self.hub_id}", *(f"{k}={v}" for k, v in labels.items())]
+        return await self.docker("containers", all=not running_only, filters={"label": filters})
+
+    async def list(self) -> list[Found]:
+        return [f for f in map(from_api, await self._containers()) if f is not None]
+
+    async def find(self, user_name: str, server_name: str) -> list[Found]:
+        listed = await self._containers(**{spec.LABEL_USER: user_name, spec.LABEL_SERVER: server_name})
+        return [f for f in map(from_api, listed) if f is not None]
+
+    async def stop(self, found: Found) -> bool:
+        if not self.remove:
+            self.log.warning("[gpulab] docker: container %s runs but no server holds it; "
+                             "docker.remove_orphans is off, so it and its GPUs stay", found.describe())
+            return False
+        try:
+            info = await self.docker("inspect_container", found.handle)
+            created = dt.datetime.fromisoformat(info.get("Created", "")[:26].rstrip("Z"))
+            if self.grace and (dt.datetime.utcnow() - created).total_seconds() < self.grace:
+                return False  # docker.orphan_grace_seconds: maybe still being set up
+        except Exception:
+            pass
+        try:
+            await self.docker("remove_container", found.handle, force=True)
+        except Exception as e:  # already gone, or being removed
+            self.log.info("[gpulab] docker: could not remove %s: %s", found.handle[:12], e)
+        return True
+
+    async def stop_spawn(self, spawn_id: str) -> int:
+        n = 0
+        for c in await self._containers(running_only=False, **{spec.LABEL_SPAWN_ID: spawn_id}):
+            try:
+                info = await self.docker("inspect_container", c["Id"])
+                ended = finished_at(info.get("State") or {})
+                if ended:
+                    self.note_finished(spawn_id, ended)
+                await self.docker("remove_container", c["Id"], force=True)
+                n += 1 if (info.get("State") or {}).get("Running") else 0
+            except Exception as e:
+                self.log.info("[gpulab] docker: could not remove %s: %s", c["Id"][:12], e)
+        return n
+
+    def note_finished(self, spawn_id: str, when: dt.datetime) -> None:
+        self.finished[spawn_id] = when
+
+    async def last_alive(self, spawn_id: str) -> dt.datetime | None:
+        return self.finished.get(spawn_id)
+
+    def forget(self, spawn_id: str) -> None:
+        self.finished.pop(spawn_id, None)
+

@@ -16,10 +16,9 @@ braces in user names), and a missing image is a message that says to run ``make 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
-import weakref
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlparse
 
 import docker
 from dockerspawner import DockerSpawner
@@ -29,11 +28,10 @@ from tornado.httpclient import AsyncHTTPClient
 from traitlets import Bool, Float, Integer, Unicode, default
 
 from ...settings.schema import DEFAULTS
-from ...store.models import utcnow
 from ..mixin import GPUSpawnerMixin
 from . import spec
 from .images import ImageCache, missing_image_message
-from .reconcile import Reconciler
+from .reconcile import DockerRuntime, finished_at
 
 
 class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
@@ -65,14 +63,14 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
     remove_orphans = Bool(
         True,
         config=True,
-        help="""At hub start and before GPUs are reconciled, remove this hub's containers that no
-        running server claims (left by a crash), so their GPUs can be given out again. False:
-        only report them.""",
+        help="""Remove this hub's containers that no server holds (left by a hub that died while
+        starting them), at start-up and at every reconcile, so their GPUs can be given out
+        again. False: only report them (their GPUs stay allocated).""",
     )
     orphan_grace_seconds = Float(
         DEFAULTS["docker"]["orphan_grace_seconds"],
         config=True,
-        help="Containers younger than this are never treated as orphans (a spawn may be creating them).",
+        help="Containers younger than this are never removed as orphans.",
     )
     docker_threads = Integer(
         8,
@@ -87,15 +85,12 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         10, config=True, help="How long the engine's image list is reused for the spawn form."
     )
 
-    _instances: weakref.WeakSet = weakref.WeakSet()
     _image_cache: ImageCache | None = None
-    _reconciler: Reconciler | None = None
-    _startup_scheduled = False
 
     # -- defaults for DockerSpawner ----------------------------------------------------------
     @default("hub_id")
     def _default_hub_id(self):
-        return hashlib.sha256(self.gpulab.db_url.encode()).hexdigest()[:12]
+        return self.gpulab.hub_id
 
     @default("network_name")
     def _default_network_name(self):
@@ -135,13 +130,6 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         if cls._executor is None:
             cls._executor = ThreadPoolExecutor(self.docker_threads, thread_name_prefix="gpulab-docker")
         return cls._executor
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.user is None:
-            return
-        type(self)._instances.add(self)
-        self._schedule_startup_reconcile()
 
     # -- the seam --------------------------------------------------------------------------
     @property
@@ -316,6 +304,9 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         labels = obj.get("Config", {}).get("Labels") or {}
         if labels.get(spec.LABEL_HUB) != self.hub_id or obj.get("State", {}).get("Running"):
             return
+        ended, runtime = finished_at(obj.get("State") or {}), self.gpulab_runtime
+        if ended and labels.get(spec.LABEL_SPAWN_ID) and runtime is not None:
+            runtime.note_finished(labels[spec.LABEL_SPAWN_ID], ended)  # its usage ends there
         try:
             await self.docker("remove_container", obj["Id"], v=True)
         except docker.errors.APIError as e:  # being removed already
@@ -351,64 +342,29 @@ class DockerGPUSpawner(GPUSpawnerMixin, DockerSpawner):
         if state.get("port"):
             self.port = state["port"]
 
-    # -- reconciliation --------------------------------------------------------------------
-    @property
-    def reconciler(self) -> Reconciler:
-        cls = type(self)
-        if cls._reconciler is None:
-            executor, client = self.executor, self.client  # class-wide; the reconciler outlives spawners
-
-            async def call(method, *args, **kwargs):
-                return await asyncio.wrap_future(executor.submit(getattr(client, method), *args, **kwargs))
-
-            cls._reconciler = Reconciler(
-                docker_call=call, hub_id=self.hub_id, live=self._live_servers,
-                remove=self.remove_orphans, grace=self.orphan_grace_seconds, log=self.log,
-            )
-        return cls._reconciler
-
+    # -- reconciliation (reconcile.py; the loop is reconcile/supervisor.py) ----------------
     @classmethod
-    def _live_servers(cls) -> dict[tuple[str, str], str | None]:
-        """(user id, server name) -> spawn id (None while unknown) of servers JupyterHub runs or
-        is starting/stopping. Read on the event loop, where spawner state changes."""
-        out = {}
-        for s in list(cls._instances):
-            if s.active:
-                held = s.gpulab_held
-                out[(str(s.user.id), s.name or "")] = held.spawn_id if held else None
-        return out
+    def gpulab_make_runtime(cls, core, config):
+        probe = cls(config=config)  # no user: only to read the configured client and settings
+        executor, client = probe.executor, probe.client  # class-wide; the runtime outlives spawners
 
-    def _schedule_startup_reconcile(self) -> None:
-        cls = type(self)
-        if cls._startup_scheduled:
-            return
+        async def call(method, *args, **kwargs):
+            return await asyncio.wrap_future(executor.submit(getattr(client, method), *args, **kwargs))
+
+        return DockerRuntime(call, probe.hub_id, probe.remove_orphans, probe.orphan_grace_seconds, probe.log)
+
+    async def gpulab_adopt(self, found) -> bool:
+        """A container whose start the hub that died never recorded: its port is in its
+        environment (host networking, 127.0.0.1), so JupyterHub checks it where it listens."""
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        cls._startup_scheduled = True
-        loop.create_task(self._startup_reconcile())
-
-    async def _startup_reconcile(self) -> None:
-        """At hub start JupyterHub creates the spawners of running servers and checks them all
-        (``_check_pending``) before it serves; wait for those checks, then clean up."""
-        deadline = time.monotonic() + 600
-        await asyncio.sleep(0)
-        while time.monotonic() < deadline and any(getattr(s, "_check_pending", False) for s in list(self._instances)):
-            await asyncio.sleep(0.5)
-        try:
-            await self.gpulab_docker_reconcile()
-        except Exception:
-            self.log.exception("[gpulab] docker: reconciliation at start-up failed")
-
-    async def gpulab_docker_reconcile(self, free: bool = True) -> None:
-        removed = await self.reconciler.run()
-        if removed and free:
-            # their allocations belong to no live server: free them now
-            await self.gpulab.run(self.gpulab.reconcile, self.gpulab.live_owners(), utcnow())
-
-    async def gpulab_reconcile_if_due(self) -> None:
-        # containers first: GPUs held by an orphan container must not be given out before it is gone
-        if self.gpulab.due_for_reconcile():
-            await self.gpulab_docker_reconcile(free=False)  # super() frees their GPUs next
-        await super().gpulab_reconcile_if_due()
+            info = await self.docker("inspect_container", found.handle)
+        except docker.errors.NotFound:
+            return False
+        env = dict(e.split("=", 1) for e in (info.get("Config", {}).get("Env") or []) if "=" in e)
+        port = urlparse(env.get("JUPYTERHUB_SERVICE_URL", "")).port
+        if not port or not (info.get("State") or {}).get("Running"):
+            return False
+        self.port = port
+        self.object_id = info["Id"]
+        self._gpulab_adopted_url = f"http://{self.ip or '127.0.0.1'}:{port}{self.server.base_url}"
+        return True

@@ -22,6 +22,7 @@ from ...isolation import MODES, Enforcer, oom_message
 from ...isolation.plan import cgroup_name
 from ...envs.status import Environments, describe
 from ...settings.schema import DEFAULTS
+from ...reconcile.local import LocalRuntime, adoption, lifeline_command
 from ...settings.typed import LocalSettings
 from ..mixin import GPUSpawnerMixin
 from .sysusers import ensure_user, executable_by, groups_of, system_username
@@ -200,8 +201,31 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
 
         return preexec
 
+    # -- what really runs (reconcile/local.py) ----------------------------------------------
+    @classmethod
+    def gpulab_make_runtime(cls, core, config):
+        return LocalRuntime(core.hub_id, os.path.join(core.state_dir, "lifelines"))
+
+    async def gpulab_adopt(self, found) -> bool:
+        taken = adoption(self.gpulab_runtime, found)
+        if not taken:
+            return False
+        self.pid, self.api_token = taken["pid"], taken["api_token"] or self.api_token
+        if taken["port"]:
+            self.port = taken["port"]
+        self._gpulab_adopted_url = found.url
+        return True
+
     # -- when it ends: why, and nothing left behind ------------------------------------------
     async def start(self):
+        # the server runs under its lifeline, which writes its heartbeat through this descriptor
+        # (see lifeline.py): a server that dies while the hub is down is charged until it died
+        held, runtime = self.gpulab_held, self.gpulab_runtime
+        fd = runtime.open_lifeline(held.spawn_id) if held and runtime else None
+        cmd, popen = self.cmd, self.popen_kwargs
+        if fd is not None:
+            self.cmd = lifeline_command(fd, self.gpulab.heartbeat_seconds) + list(cmd)
+            self.popen_kwargs = {**popen, "pass_fds": (*popen.get("pass_fds", ()), fd)}
         try:
             return await super().start()
         except SpawnException as e:
@@ -209,6 +233,10 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
                 raise SpawnException(f"The server was stopped while starting. {self._gpulab_oom_text()}",
                                      reason="oom", status_code=500) from None
             raise
+        finally:
+            self.cmd, self.popen_kwargs = cmd, popen
+            if fd is not None:
+                os.close(fd)
 
     def _gpulab_oom_text(self) -> str:
         return oom_message(getattr(self, "_gpulab_limits", None))

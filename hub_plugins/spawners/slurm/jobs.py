@@ -215,3 +215,15 @@ def orphans(lines: list[str], hub_tag: str, held: set[str]) -> list[str]:
                 PENDING_STATES | RUNNING_STATES | PAUSED_STATES):
             out.append(job_id.strip())
     return out
+
+
+def hub_jobs(lines: list[str], hub_tag: str) -> list[tuple[str, str]]:
+    """(job id, spawn id) of this hub's live jobs, from ``squeue -o '%i|%k|%T'`` lines."""
+    out = []
+    prefix = f"gpulab:{hub_tag}:"
+    for line in lines:
+        job_id, _, rest = line.partition("|")
+        comment, _, state = rest.rpartition("|")
+        if comment.startswith(prefix) and state.strip() in (PENDING_STATES | RUNNING_STATES | PAUSED_STATES):
+            out.append((job_id.strip(), comment[len(prefix):]))
+    return out

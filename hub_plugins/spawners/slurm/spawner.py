@@ -18,10 +18,10 @@ from traitlets import Bool, Dict, List, Unicode
 from ...cluster.fit import never_fits
 from ...envs.status import Environments
 from ...spawn.spec import cap
-from . import cli
 from .batch import SlurmBatchSpawner
-from .jobs import job_comment, orphans
+from .jobs import job_comment
 from .nodes import gres_type_for
+from .runtime import SlurmRuntime
 from .sbatch import JobRequest, SbatchError, SlurmSettings, job_name, render_script, sbatch_options
 from ..mixin import GPUSpawnerMixin
 
@@ -114,27 +114,16 @@ class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
         script = render_script(options, [*self.cmd, *self.get_args()], job["bindir"], self.prologue)
         return script, self.settings.partition_for(job["gpus"])
 
-    # -- jobs nobody owns ------------------------------------------------------------------
+    # -- jobs nobody owns (slurm/runtime.py; the loop is reconcile/supervisor.py) ------------
     @property
     def hub_tag(self) -> str:
         """Tells this hub's jobs from another hub's on the same cluster."""
-        return hashlib.sha256(self.gpulab.db_url.encode()).hexdigest()[:8]
+        return self.tag_of(self.gpulab)
 
-    async def gpulab_reconcile_if_due(self):
-        due = self.gpulab.due_for_reconcile()
-        await super().gpulab_reconcile_if_due()
-        if due:
-            await self.gpulab_cancel_orphans()
+    @staticmethod
+    def tag_of(core) -> str:
+        return hashlib.sha256(core.db_url.encode()).hexdigest()[:8]
 
-    async def gpulab_cancel_orphans(self) -> list[str]:
-        """Cancel this hub's jobs whose allocation is gone (after reconcile freed it)."""
-        try:
-            lines = await cli.list_jobs()
-        except cli.SlurmUnavailable:
-            return []
-        snapshot = await self.gpulab.run(self.gpulab.allocator.snapshot)
-        found = orphans(lines, self.hub_tag, {s.spawn_id for s in snapshot.servers})
-        for job_id in found:
-            self.log.warning("[gpulab] cancelling orphaned SLURM job %s (its server is gone)", job_id)
-            await cli.cancel(job_id)
-        return found
+    @classmethod
+    def gpulab_make_runtime(cls, core, config):
+        return SlurmRuntime(cls.tag_of(core))

@@ -1,0 +1,214 @@
+"""The lifeline: a tiny parent process for one single-user server or one hub service.
+
+Run as ``python -I -S lifeline.py [options] -- command ...`` (standard library only, so it
+starts in milliseconds and needs nothing the server's user may not read). It starts the command
+as its child and:
+
+- ``--beat-fd N --every S``: writes "beat <unix time>" into the file open on descriptor N every S
+  seconds while the child lives, and "exit <unix time> <status>" the moment it exits. The hub
+  opens that file in its private state directory and hands over only the descriptor, so the
+  server's user can write its heartbeat without being able to open anything there. This is how
+  a server that dies while the hub is down is charged until it really died (at most S seconds
+  lost if the lifeline itself is killed with SIGKILL).
+- the child gets SIGKILL when the lifeline dies (Linux parent-death signal), so killing the
+  lifeline, whatever the signal, never leaves the server behind.
+- ``--with-parent PID``: the lifeline gets SIGTERM when its parent (the hub) dies, even by
+  SIGKILL; if the parent is already gone it exits at once. Hub services use it: they live and
+  die with the hub.
+- ``--pidfile PATH``: one instance per file: a live lifeline named there (same file, checked in
+  its command line) is stopped first. A restarted hub replaces a stale service holding a port.
+- ``--grace S``: on SIGINT/SIGTERM the signal goes to the child's process group; after S
+  seconds it gets SIGKILL. Services use a short grace so that the hub shuts down quickly.
+
+The exit status is the child's (128 + signal when it was killed by one), as a shell reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import select
+import signal
+import sys
+import time
+
+PR_SET_PDEATHSIG = 1
+LINE = 64  # fixed-width record, rewritten in place
+
+
+def _prctl_pdeathsig(sig: int) -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def write_record(fd: int, text: str) -> None:
+    data = text.encode()[: LINE - 1].ljust(LINE - 1) + b"\n"
+    try:
+        os.pwrite(fd, data, 0)
+    except OSError:
+        pass
+
+
+def read_record(path: str) -> tuple[str, float, int | None] | None:
+    """('beat' | 'exit', unix time, exit status or None) from a lifeline file, or None."""
+    try:
+        with open(path, "rb") as f:
+            parts = f.read(LINE).decode(errors="replace").split()
+    except OSError:
+        return None
+    if len(parts) < 2 or parts[0] not in ("beat", "exit"):
+        return None
+    try:
+        when = float(parts[1])
+        status = int(parts[2]) if parts[0] == "exit" and len(parts) > 2 else None
+    except ValueError:
+        return None
+    return parts[0], when, status
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def replace_stale(pidfile: str, wait: float = 5.0) -> None:
+    """Stop the lifeline a previous hub left behind for the same pidfile, then claim the file."""
+    try:
+        with open(pidfile) as f:
+            old = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        old = 0
+    if old and old != os.getpid():
+        args = _cmdline(old)
+        if "--pidfile" in args and pidfile in args and any(a.endswith("lifeline.py") for a in args):
+            try:
+                os.kill(old, signal.SIGTERM)
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline and _cmdline(old):
+                    time.sleep(0.05)
+                if _cmdline(old):
+                    os.kill(old, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    os.makedirs(os.path.dirname(pidfile) or ".", exist_ok=True)
+    tmp = f"{pidfile}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(tmp, pidfile)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="lifeline", description=__doc__.splitlines()[0])
+    ap.add_argument("--beat-fd", type=int, default=-1)
+    ap.add_argument("--every", type=float, default=60.0)
+    ap.add_argument("--with-parent", type=int, default=0)
+    ap.add_argument("--pidfile", default="")
+    ap.add_argument("--grace", type=float, default=0.0, help="0: the child gets the signal, nothing more")
+    ap.add_argument("command", nargs=argparse.REMAINDER)
+    args = ap.parse_args(argv)
+    cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not cmd:
+        ap.error("no command")
+
+    if args.with_parent:
+        _prctl_pdeathsig(signal.SIGTERM)
+        if os.getppid() != args.with_parent:  # it died before we could ask to follow it
+            return 0
+    caught: list[int] = []
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)  # a signal wakes the select below at once
+
+    def on_signal(sig, _frame):
+        caught.append(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    if args.pidfile:
+        replace_stale(args.pidfile)
+    if caught:  # told to stop before the command even started
+        return 128 + caught[0]
+
+    beat = args.beat_fd if args.beat_fd >= 0 else None
+    me = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the child: default signals, its own process group, dies with us
+        try:
+            signal.set_wakeup_fd(-1)
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(s, signal.SIG_DFL)
+            os.setpgid(0, 0)
+            _prctl_pdeathsig(signal.SIGKILL)
+            if os.getppid() != me:  # we died before the request took effect
+                os._exit(137)
+            for fd in (wake_r, wake_w, *([beat] if beat is not None else [])):
+                os.close(fd)
+            os.execvp(cmd[0], cmd)
+        except BaseException as e:  # exec failed: say why, exit as a shell would
+            try:
+                os.write(2, f"lifeline: cannot run {cmd[0]}: {e}\n".encode())
+            finally:
+                os._exit(127)
+    try:
+        os.setpgid(pid, pid)  # also here: a signal may come before the child got to it
+    except OSError:
+        pass
+    try:
+        pidfd = os.pidfd_open(pid)  # readable when the child exits
+    except (AttributeError, OSError):
+        pidfd = None
+    if beat is not None:
+        write_record(beat, f"beat {time.time():.3f}")
+    next_beat = time.monotonic() + args.every
+    stopping_at = None
+    killed = False
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done, status = pid, 0
+        if done:
+            break
+        now = time.monotonic()
+        if caught:
+            sig = caught.pop(0)
+            if stopping_at is None:
+                stopping_at = now
+            # services (grace > 0) are told to stop with SIGTERM; servers get what the hub sent
+            fwd = signal.SIGTERM if args.grace > 0 else sig
+            try:
+                os.killpg(pid, fwd)
+            except ProcessLookupError:
+                pass
+        if stopping_at is not None and args.grace > 0 and not killed and now - stopping_at >= args.grace:
+            killed = True
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if beat is not None and now >= next_beat:
+            write_record(beat, f"beat {time.time():.3f}")
+            next_beat = now + args.every
+        timeout = max(0.0, next_beat - now) if beat is not None else 5.0
+        if stopping_at is not None and args.grace > 0 and not killed:
+            timeout = min(timeout, max(0.0, args.grace - (now - stopping_at)))
+        if pidfd is None:
+            timeout = min(timeout, 0.05)
+        ready, _, _ = select.select([fd for fd in (pidfd, wake_r) if fd is not None], [], [], timeout)
+        if wake_r in ready:
+            os.read(wake_r, 512)
+    code = os.waitstatus_to_exitcode(status)
+    code = 128 - code if code < 0 else code
+    if beat is not None:
+        write_record(beat, f"exit {time.time():.3f} {code}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

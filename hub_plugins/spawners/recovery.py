@@ -1,0 +1,91 @@
+"""What the mixin does about crashes, on the hub's side of a spawner (part of GPUSpawnerMixin).
+
+- :func:`check_after_restart`: JupyterHub checks, at start-up, every server its database lists.
+  A server the hub that died had started but not yet recorded (its state has no handle or no
+  spawn id) is *adopted* here: found on the backend by its spawn id, it keeps its allocation and
+  usage record, and JupyterHub checks it where it really listens (``get_url``). A server that is
+  really gone leaves its allocation to the stop JupyterHub runs next.
+- :func:`stop_leftovers`: before a release, whatever of the server still runs (helpers that
+  outlived it, or a server whose handle was never recorded) is stopped, so a device is never
+  freed while something uses it; and the backend says when the server was last alive (its
+  lifeline), which is when its usage record closes.
+- :func:`heal_hub_session`: JupyterHub's own database session, after its connection died
+  mid-transaction, refuses every later use until rolled back (see ``outage.heal_session``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..outage import heal_session
+from ..store.allocator import Allocation
+from ..store.models import utcnow
+
+
+@dataclass(frozen=True)
+class HeldGPUs:
+    """What the spawner state remembers (and an admin sees under ``servers[...].state``)."""
+
+    spawn_id: str
+    gpus: tuple[str, ...]
+    gpu_type: str
+    profile: str
+    devices: tuple[str, ...]
+
+    @classmethod
+    def of(cls, alloc: Allocation) -> HeldGPUs:
+        return cls(
+            alloc.spawn_id, tuple(alloc.visible_ids), alloc.gpu_type, alloc.profile,
+            tuple(d.key for d in alloc.devices),
+        )
+
+
+async def check_after_restart(spawner, status):
+    runtime = spawner.gpulab_runtime
+    if runtime is None or spawner.server is None:
+        return status
+    if status is None and spawner.gpulab_held is not None:
+        return status  # recorded and running: nothing to do
+    core = spawner.gpulab
+    mine = await core.run(core.allocator.spawns_of, spawner.gpulab_owner)
+    found = [f for f in await runtime.find(spawner.user.name, spawner.name or "") if f.spawn_id in mine]
+    spawner._gpulab_may_hold = True  # rows may exist for this server: the stop releases them
+    if not found or not await spawner.gpulab_adopt(found[0]):
+        return status
+    f = found[0]
+    holdings = await core.run(core.allocator.holdings)
+    row, devices = holdings[f.spawn_id]
+    spawner.gpulab_held = HeldGPUs(row.spawn_id, tuple(d.visible_id for d in devices), row.gpu_type,
+                                   row.profile, tuple(d.device_key for d in devices))
+    spawner.gpulab_holding = row.spawn_id
+    spawner._gpulab_ready = True
+    spawner._gpulab_last_alive = spawner._gpulab_last_beat = utcnow()
+    await core.run(core.usage.mark_ready_if_not, f.spawn_id, spawner._gpulab_last_alive)
+    spawner.log.warning("[gpulab] %s: adopted its server %s, which the hub that died had started but "
+                        "not recorded (GPUs %s)", spawner._log_name, f.describe(),
+                        ",".join(spawner.gpulab_held.gpus) or "none")
+    return None
+
+
+async def stop_leftovers(spawner) -> tuple[list[str], dict]:
+    """(spawn ids this server holds, spawn id -> last moment known alive)."""
+    core, runtime = spawner.gpulab, spawner.gpulab_runtime
+    if runtime is None:
+        last = spawner._gpulab_last_alive
+        return [], last
+    spawns = await core.run(core.allocator.spawns_of, spawner.gpulab_owner)
+    alive = {}
+    for spawn_id in spawns:
+        if await runtime.stop_spawn(spawn_id):
+            spawner.log.warning("[gpulab] %s: stopped what still ran of spawn %s before releasing it",
+                                spawner._log_name, spawn_id)
+        seen = [t for t in (spawner._gpulab_last_alive, await runtime.last_alive(spawn_id)) if t is not None]
+        if seen:
+            alive[spawn_id] = max(seen)
+    return spawns, alive
+
+
+def heal_hub_session(spawner) -> None:
+    db = getattr(spawner, "db", None)
+    if db is not None:
+        heal_session(db)

@@ -1,0 +1,181 @@
+"""A killed hub forgets nothing and hands nothing out twice; services live and die with the hub;
+a stop is quick. Read from the processes themselves (/proc) and gpulab's tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests.support.hubproc import ROOT
+from tests.support.polling import gpulab_rows, wait_for
+from tests.support.procs import environ, hub_processes, live_servers, parent, service_processes
+from tests.support.profiles import make_profiles
+
+pytestmark = pytest.mark.hub
+
+SLOW = "display_name: Slow\nlocal:\n  prefix: {prefix}\ngpus:\n  counts: [0, 1]\nenv: {{GPULAB_TEST_START_DELAY: '4'}}\n"
+
+
+@pytest.fixture(scope="module")
+def profiles():
+    d = make_profiles()
+    (d / "slow.yaml").write_text(SLOW.format(prefix=d / "patient-env"))
+    yield str(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def lifeline_of(server) -> int:
+    """The server's root process (its lifeline): the one whose parent is not part of it."""
+    return next(p for p in server.pids if parent(p) not in server.pids)
+
+
+def test_server_started_but_not_recorded_is_adopted(hub_factory, profiles):
+    """The hub dies after starting a server and before recording it (the server takes 4 s to
+    answer): the restarted hub adopts it, with its GPU, and never gives that GPU to anyone else."""
+    hub = hub_factory(profiles_dir=profiles, inventory="2xA100-80GB")
+    hub.create_users("ada", "bob", "cyd")
+    st, _ = hub.spawn("ada", {"profile": "slow", "gpus": 1})
+    assert st in (201, 202)
+    wait_for(lambda: live_servers(hub.hub_port), timeout=60, what="ada's server process")
+    (ada,) = live_servers(hub.hub_port).values()
+    hub.kill()
+    hub.start()
+    model = hub.wait_ready("ada", timeout=90)
+    assert model["state"]["spawn_id"] == ada.spawn_id and model["state"]["gpus"] == list(ada.devices)
+    assert lifeline_of(ada) in live_servers(hub.hub_port)[ada.spawn_id].pids  # the same process
+    bob = hub.start_server("bob", {"gpus": 1})
+    assert bob["state"]["gpus"] != list(ada.devices)
+    st, body = hub.spawn("cyd", {"gpus": 1})
+    assert st == 409, body  # both GPUs really are in use
+    (rec,) = [r for r in gpulab_rows(hub, "gpulab_usage", "ada")]
+    assert rec["stopped_at"] is None and rec["ready_at"] is not None  # charged, still running
+
+
+def test_orphans_are_stopped_within_a_poll_interval(hub_factory):
+    """Processes of this hub that no server holds (with or without an allocation row) are
+    stopped by the periodic reconcile; their allocation freed, their usage record closed."""
+    from hub_plugins.gpu.simulated import parse_spec
+    from hub_plugins.store.allocator import Allocator, Owner, UsageTerms
+    from hub_plugins.accounting.pricing import Pricing
+    from hub_plugins.store.db import Database
+
+    hub = hub_factory(inventory="2xA100-80GB")
+    hub.create_users("dan")
+    dan = hub.start_server("dan", {"gpus": 1})
+    (server,) = live_servers(hub.hub_port).values()
+    hub_id = environ(server.pids[0])["GPULAB_HUB_ID"]  # what this hub marks its servers with
+    env = dict(os.environ, GPULAB_HUB_ID=hub_id, JUPYTERHUB_API_URL=f"http://127.0.0.1:{hub.hub_port}/hub/api")
+    # one with an allocation of a server the hub has never heard of, one with no allocation at all
+    db = Database(hub.gpulab_db_url)
+    ghost = Allocator(db).allocate(Owner(4242, "ghost", ""), "minimal", "A100-80GB", 1,
+                                   parse_spec("2xA100-80GB"), usage=UsageTerms(Pricing.from_config({})))
+    db.dispose()
+    procs = [subprocess.Popen(["sleep", "600"], env=dict(env, GPULAB_SPAWN_ID=spawn, JUPYTERHUB_USER=who),
+                              start_new_session=True) for spawn, who in ((ghost.spawn_id, "ghost"), (uuid.uuid4().hex, "nobody"))]
+    t0 = time.monotonic()
+    wait_for(lambda: all(p.poll() is not None for p in procs), timeout=20, what="the orphans to be stopped")
+    took = time.monotonic() - t0
+    assert took < 2 + 5, took  # poll_interval is 2 s in test hubs (slack for a busy machine)
+    # the same round frees the ghost's GPU right after its process is gone
+    wait_for(lambda: [a["user_name"] for a in hub.allocations()] == ["dan"], timeout=5,
+             what="the orphan's allocation to be freed")
+    (rec,) = gpulab_rows(hub, "gpulab_usage", "ghost")
+    assert rec["stopped_at"] is not None and rec["stop_reason"] == "failed"  # never ready: not charged
+    assert hub.wait_ready("dan")["state"]["pid"] == dan["state"]["pid"]  # the real server untouched
+
+
+def test_servers_killed_while_the_hub_is_down_are_charged_until_they_died(hub_factory):
+    hub = hub_factory(inventory="2xA100-80GB", quotas={"default": {"max_gpus": 1, "max_servers": 2}},
+                      extra={"billing": {"heartbeat_seconds": 5}})
+    hub.create_users("eve", "fox")
+    hub.start_server("eve", {"gpus": 1})
+    hub.start_server("fox", {"gpus": 1})
+    servers = {s.user: s for s in live_servers(hub.hub_port).values()}
+    hub.kill()
+    time.sleep(8)  # they keep running while the hub is down
+    eve_root = lifeline_of(servers["eve"])
+    eve_server = next(p for p in servers["eve"].pids if parent(p) == eve_root)
+    os.kill(eve_server, signal.SIGKILL)  # eve's server dies; its lifeline notes the moment
+    t_eve = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    fox_root = lifeline_of(servers["fox"])
+    for pid in servers["fox"].pids:  # fox's whole tree, lifeline included, at once
+        os.kill(pid, signal.SIGKILL)
+    t_fox = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    assert fox_root
+    time.sleep(4)
+    hub.start()
+    wait_for(lambda: all(r["stopped_at"] for r in gpulab_rows(hub, "gpulab_usage")), timeout=60,
+             what="both usage records to close")
+    recs = {r["user_name"]: r for r in gpulab_rows(hub, "gpulab_usage")}
+    assert {r["stop_reason"] for r in recs.values()} == {"crashed"}
+    assert abs((recs["eve"]["stopped_at"] - t_eve).total_seconds()) < 1.5, (recs["eve"]["stopped_at"], t_eve)
+    # its lifeline was killed too: what is known is its last heartbeat, at most 5 s before
+    lost = (t_fox - recs["fox"]["stopped_at"]).total_seconds()
+    assert -1 < lost < 5 + 1.5, (recs["fox"]["stopped_at"], t_fox)
+    assert hub.allocations() == []
+
+
+def test_services_die_with_the_hub_and_a_stale_one_is_replaced(hub_factory):
+    hub = hub_factory()
+    wait_for(lambda: dict(service_processes(hub.hub_port)) == {"billing": 1, "quotas": 1, "culler": 1},
+             timeout=60, what="the services")
+    hub.wait_service("billing")
+    billing = next(p for p, env in _services(hub).items() if env["JUPYTERHUB_SERVICE_NAME"] == "billing"
+                   and parent(p) == hub.proc.pid)
+    cmd = open(f"/proc/{billing}/cmdline", "rb").read().split(b"\0")[:-1]
+    env = open(f"/proc/{billing}/environ", "rb").read().split(b"\0")
+    hub.kill()
+    wait_for(lambda: not service_processes(hub.hub_port), timeout=5, what="the services to follow the hub")
+    # a stale billing service holding the port, as one that did not follow its hub would
+    args = [a.decode() for a in cmd]
+    args[args.index("--with-parent") + 1] = str(os.getpid())
+    stale = subprocess.Popen(args, env=dict(kv.decode().split("=", 1) for kv in env if b"=" in kv), cwd=str(ROOT),
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: service_processes(hub.hub_port).get("billing") == 1, timeout=30, what="the stale billing")
+    wait_for(lambda: listening(hub.config["billing"]["port"]), timeout=60, what="the stale billing on its port")
+    hub.start()
+    wait_for(lambda: stale.poll() is not None, timeout=30, what="the stale billing to be replaced")
+    wait_for(lambda: dict(service_processes(hub.hub_port)) == {"billing": 1, "quotas": 1, "culler": 1},
+             timeout=60, what="one of each service")
+    hub.wait_service("billing")
+    assert "Service billing exited with status" not in hub.log_path.read_text(errors="replace")
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _services(hub):
+    return {p: e for p, e in hub_processes(hub.hub_port).items() if "JUPYTERHUB_SERVICE_NAME" in e}
+
+
+@pytest.mark.slow
+def test_sigterm_stops_hub_and_services_in_under_10_s(hub_factory):
+    """Servers and all four services running (MLflow, whose servers have taken credentials)."""
+    hub = hub_factory(inventory="2xA100-80GB", extra={"mlflow": {"enabled": True}},
+                      quotas={"default": {"max_gpus": 1, "max_servers": 2}})
+    hub.create_users("gil", "hal")
+    hub.wait_service("mlflow", "gpulab/health", timeout=240)
+    hub.start_server("gil", {"gpus": 1})
+    hub.start_server("hal", {"gpus": 1})
+    hub.wait_service("billing")
+    wait_for(lambda: dict(service_processes(hub.hub_port)) == {"billing": 1, "quotas": 1, "culler": 1, "mlflow": 1},
+             timeout=60, what="four services")
+    servers = live_servers(hub.hub_port)
+    t0 = time.monotonic()
+    hub.proc.send_signal(signal.SIGTERM)
+    hub.proc.wait(60)
+    took = time.monotonic() - t0
+    assert took < 10, f"shutdown took {took:.1f} s:\n{hub.log_tail(40)}"
+    wait_for(lambda: not service_processes(hub.hub_port), timeout=5, what="no service process left")
+    assert set(live_servers(hub.hub_port)) == set(servers)  # servers outlive a clean hub stop, by design
+    print(f"SIGTERM shutdown: {took:.2f} s")

@@ -1,0 +1,160 @@
+"""The lifeline (hub_plugins/lifeline.py) and the local runtime adapter, with real processes:
+heartbeats through a passed descriptor, the exact exit time, the child dying with its lifeline,
+services following their parent and replacing a stale instance, and /proc as the truth."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hub_plugins.lifeline import read_record
+from hub_plugins.reconcile.local import LIFELINE, LocalRuntime, kill_all, lifeline_command, scan
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def wait(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def beat(tmp_path):
+    path = tmp_path / "beat"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    yield str(path), fd
+    os.close(fd)
+
+
+def test_heartbeat_and_exact_exit_time(beat):
+    path, fd = beat
+    p = subprocess.Popen(lifeline_command(fd, 0.2) + ["sleep", "30"], pass_fds=[fd], start_new_session=True)
+    assert wait(lambda: read_record(path) is not None)
+    first = read_record(path)[1]
+    assert wait(lambda: read_record(path)[1] > first + 0.15)  # it keeps beating
+    (child,) = children(p.pid)
+    os.kill(child, signal.SIGKILL)  # the server dies; its lifeline notes when
+    t = time.time()
+    assert p.wait(5) == 128 + signal.SIGKILL
+    kind, when, status = read_record(path)
+    assert (kind, status) == ("exit", 137) and abs(when - t) < 0.5
+
+
+def test_the_server_dies_with_its_lifeline(beat):
+    path, fd = beat
+    p = subprocess.Popen(lifeline_command(fd, 60) + ["sleep", "30"], pass_fds=[fd], start_new_session=True)
+    assert wait(lambda: len(children(p.pid)) == 1)
+    (child,) = children(p.pid)
+    p.kill()  # SIGKILL: no code of the lifeline runs, the kernel's parent-death signal does
+    p.wait(5)
+    assert wait(lambda: not alive(child), 5)
+    assert read_record(path)[0] == "beat"  # the last heartbeat is what is known
+
+
+def test_a_stop_signal_reaches_the_server(beat):
+    path, fd = beat
+    p = subprocess.Popen(lifeline_command(fd, 60) + ["sleep", "30"], pass_fds=[fd], start_new_session=True)
+    assert wait(lambda: len(children(p.pid)) == 1)
+    t = time.monotonic()
+    p.send_signal(signal.SIGINT)  # what JupyterHub sends first
+    assert p.wait(5) == 128 + signal.SIGINT and time.monotonic() - t < 1
+    assert read_record(path)[0] == "exit"
+
+
+def service(pidfile, parent=None, prog="import time; time.sleep(60)"):
+    cmd = [sys.executable, "-I", "-S", LIFELINE, "--with-parent", str(parent or os.getpid()), "--pidfile",
+           str(pidfile), "--grace", "0.5", "--", sys.executable, "-c", prog]
+    return subprocess.Popen(cmd, start_new_session=True)
+
+
+def test_service_stops_fast_even_if_it_ignores_signals(tmp_path):
+    ready = tmp_path / "ignoring"
+    stubborn = ("import signal, time\nfor s in (signal.SIGINT, signal.SIGTERM): signal.signal(s, signal.SIG_IGN)\n"
+                f"open({str(ready)!r}, 'w').close()\ntime.sleep(60)")
+    p = service(tmp_path / "svc.pid", prog=stubborn)
+    assert wait(ready.exists)
+    t = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    assert p.wait(5) == 137 and time.monotonic() - t < 1.5  # SIGKILL after the grace
+
+
+def test_a_new_instance_replaces_a_stale_one(tmp_path):
+    first = service(tmp_path / "svc.pid")
+    assert wait(lambda: (tmp_path / "svc.pid").exists() and len(children(first.pid)) == 1)
+    (old_child,) = children(first.pid)
+    second = service(tmp_path / "svc.pid")
+    assert first.wait(10) is not None and wait(lambda: not alive(old_child), 5)
+    assert wait(lambda: (tmp_path / "svc.pid").read_text() == str(second.pid))
+    second.send_signal(signal.SIGTERM)
+    second.wait(5)
+
+
+def test_a_service_follows_its_parent(tmp_path):
+    """The hub killed with SIGKILL: its service gets SIGTERM from the kernel and is gone."""
+    fake_hub = tmp_path / "hub.py"
+    fake_hub.write_text(
+        "import os, subprocess, sys, time\n"
+        f"cmd = [sys.executable, '-I', '-S', {LIFELINE!r}, '--with-parent', str(os.getpid()), '--grace', '0.5',"
+        " '--', 'sleep', '60']\n"
+        "print(subprocess.Popen(cmd).pid, flush=True)\n"
+        "time.sleep(60)\n")
+    hub = subprocess.Popen([sys.executable, str(fake_hub)], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    svc = int(hub.stdout.readline())
+    assert wait(lambda: len(children(svc)) == 1)
+    (grandchild,) = children(svc)
+    hub.kill()
+    hub.wait(5)
+    assert wait(lambda: not alive(svc) and not alive(grandchild), 5)
+
+
+def test_local_runtime_reads_proc(tmp_path):
+    """Servers are found by their environment, helpers grouped with them, all stopped together."""
+    hub_id, other = "hubtest" + os.urandom(3).hex(), "other" + os.urandom(3).hex()
+    rt = LocalRuntime(hub_id, str(tmp_path / "lifelines"), stop_grace=1)
+    fd = rt.open_lifeline("s1")
+    env = dict(os.environ, GPULAB_HUB_ID=hub_id, GPULAB_SPAWN_ID="s1", JUPYTERHUB_USER="ann",
+               JUPYTERHUB_SERVER_NAME="", JUPYTERHUB_SERVICE_URL="http://127.0.0.1:4711/user/ann/")
+    # a server (its lifeline, the server, a helper the server started) and another hub's process
+    p = subprocess.Popen(lifeline_command(fd, 0.2) + ["sh", "-c", "sleep 60 & sleep 60"], pass_fds=[fd],
+                         env=env, start_new_session=True)
+    os.close(fd)
+    q = subprocess.Popen(["sleep", "60"], env=dict(env, GPULAB_HUB_ID=other), start_new_session=True)
+    try:
+        assert wait(lambda: len(scan(hub_id).get("s1", {}).get("pids", [])) == 4)
+        entry = scan(hub_id)["s1"]
+        assert entry["roots"] == [p.pid] and q.pid not in entry["pids"]
+        import asyncio
+
+        (found,) = asyncio.run(rt.list())
+        assert (found.spawn_id, found.user_name, found.handle, found.url) == (
+            "s1", "ann", str(p.pid), "http://127.0.0.1:4711/user/ann/")
+        pids = entry["pids"]
+        assert asyncio.run(rt.stop_spawn("s1")) == 4
+        assert not any(alive(x) for x in pids) and alive(q.pid)
+        p.wait(5)
+        assert asyncio.run(rt.last_alive("s1")) is not None
+        rt.forget("s1")
+        assert asyncio.run(rt.last_alive("s1")) is None
+    finally:
+        kill_all([q.pid], 0.5)
+        q.wait(5)
