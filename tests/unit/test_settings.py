@@ -9,6 +9,7 @@ import pytest
 import yaml
 from traitlets.config import Config
 
+from hub_plugins.outage import DatabaseOutage
 from hub_plugins.settings.apply import apply_all
 from hub_plugins.settings.errors import ConfigError
 from hub_plugins.settings.loader import load
@@ -119,7 +120,8 @@ def test_apply(tmp_path):
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
     assert roles["gpulab-admin"]["scopes"] == list(c.JupyterHub.custom_scopes)
     assert roles["gpulab-admin"]["users"] == ["admin"] and roles["gpulab-admin"]["services"] == ["ci"]
-    assert c.JupyterHub.tornado_settings == {"cookie_options": {"samesite": "Lax"}, "slow_spawn_timeout": 3}
+    assert c.JupyterHub.tornado_settings == {"cookie_options": {"samesite": "Lax"}, "slow_spawn_timeout": 3,
+                                             "transforms": [DatabaseOutage]}
     assert roles["user"]["scopes"] == ["self", "shares!user", "access:services!service=billing",
                                       "access:services!service=quotas", "access:services!service=mlflow"]
     # the hub's own token may only remove (refused) servers
