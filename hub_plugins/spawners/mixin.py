@@ -30,9 +30,9 @@ from traitlets import Bool, HasTraits, default
 
 from ..accounting import stops
 from ..core import GPULab
-from ..pages.cleanup import RefusedServers
 from ..outage import MESSAGE as OUTAGE_MESSAGE
 from ..outage import is_outage, mark_down
+from ..pages.cleanup import RefusedServers
 from ..reconcile import gate
 from ..spawn.form import build_model, render
 from ..gpu.devices import format_devices
