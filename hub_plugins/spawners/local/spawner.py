@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import sys
 
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException, set_user_setuid
 from traitlets import Enum, Unicode, default
@@ -25,6 +26,10 @@ from ...reconcile.local import LocalRuntime, adoption, lifeline_command
 from ...settings.typed import LocalSettings
 from ..mixin import GPUSpawnerMixin
 from .sysusers import ensure_user, executable_by, groups_of, system_username
+
+# enables hub_plugins.lab (GPUs and time left in JupyterLab's title) where gpulab is installed
+LAB_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "lab", "jupyter-config")
 
 _warned_shared = False
 
@@ -275,4 +280,7 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         bindir = getattr(self, "_gpulab_bin", None)
         if bindir:  # the profile's environment first, so terminals and kernels use it
             env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', os.defpath)}"
+        if bindir and os.path.realpath(bindir) == os.path.realpath(os.path.join(sys.prefix, "bin")):
+            # the hub's own environment has gpulab: its JupyterLab shows GPUs and time left
+            env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [LAB_CONFIG, env.get("JUPYTER_CONFIG_PATH")]))
         return env
