@@ -26,7 +26,9 @@ $(STAMP):
 	  || { echo "Install Python 3.11 (Debian: apt-get install python3 python3-venv)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements.txt -e .
+	@# setuptools' one informational note on editable installs ("be careful with folders named
+	@# like your package") is the only thing it would print: silence just that one
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -r requirements.txt -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
 $(CHP): package.json package-lock.json

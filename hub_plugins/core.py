@@ -36,6 +36,7 @@ from .spawn.request import RequestError, SpawnRequest
 from .spawn.messages import capacity_message
 from .settings.errors import ConfigError
 from .settings.schema import DEFAULTS
+from .settings.live import LiveSettings
 from .settings.typed import CoreSettings
 from .accounting.pricing import Pricing
 from .accounting.keeper import BudgetRefused, Budgets
@@ -132,6 +133,13 @@ class GPULab(SingletonConfigurable):
         help="""The queue, as the `queue` section of gpulab.yaml: enabled, default (the form's
         checkbox), max_wait_hours, fair_share_days, backfill, reserve_after_minutes.""",
     )
+    settings_file = Unicode(
+        "",
+        config=True,
+        help="""gpulab.yaml. When set, the quotas, billing, budgets and queue sections are read from
+        it (instead of the traits above) and reloaded while the hub runs, whenever the file
+        changes (see settings/live.py).""",
+    )
     threads = Integer(
         16,
         config=True,
@@ -174,6 +182,13 @@ class GPULab(SingletonConfigurable):
         core._settings = settings.core  # typed once, at load
         return core
 
+    @classmethod
+    def from_live(cls, live: LiveSettings) -> GPULab:
+        """A service's core that follows its running settings as they reload."""
+        core = cls.from_settings(live.current)
+        core._live = live
+        return core
+
     def __init__(self, **kw):
         super().__init__(**kw)
         self._lock = threading.Lock()
@@ -182,6 +197,7 @@ class GPULab(SingletonConfigurable):
         self._db: Database | None = None
         self._catalog: Catalog | None = None
         self._settings: CoreSettings | None = None
+        self._live: LiveSettings | None = None
         self._spawners: dict[tuple[int, str], weakref.WeakSet] = {}
         self._reconciled_at = 0.0
         self.fail_open_count = 0
@@ -242,9 +258,22 @@ class GPULab(SingletonConfigurable):
         return UsageStore(self.db)
 
     @property
+    def live(self) -> LiveSettings | None:
+        """The running settings when they come from a file (``settings_file``), else None."""
+        if self._live is None and self.settings_file:
+            with self._lock:
+                if self._live is None:
+                    self._live = LiveSettings(self.settings_file)
+        return self._live
+
+    @property
     def settings(self) -> CoreSettings:
-        """The ``quotas``, ``billing``, ``budgets`` and ``queue_settings`` sections, typed: built
-        once, again only when one of them is set anew."""
+        """The ``quotas``, ``billing``, ``budgets`` and ``queue_settings`` sections, typed: the
+        running settings' when they come from a file (reloaded as it changes), else built once
+        from the traits, again only when one of them is set anew."""
+        live = self.live
+        if live is not None:
+            return live.current.core
         if self._settings is None:
             self._settings = CoreSettings.from_sections(self.quotas, self.billing, self.budgets, self.queue_settings)
         return self._settings
@@ -439,8 +468,8 @@ class GPULab(SingletonConfigurable):
                 log.exception("could not record the fail-open event either")
 
     def release(self, owner: Owner, spawn_id: str | None = None, reason: str = "user",
-                seen_alive_at: dt.datetime | None = None) -> list[str]:
-        return self.allocator.release(owner, spawn_id, reason, seen_alive_at)
+                seen_alive_at: dt.datetime | None = None, stopped_by: str = "") -> list[str]:
+        return self.allocator.release(owner, spawn_id, reason, seen_alive_at, stopped_by)
 
     def env_provider_functions(self) -> list:
         """``env_providers`` resolved to callables ('module:function' strings imported)."""

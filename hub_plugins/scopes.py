@@ -13,6 +13,7 @@ from __future__ import annotations
 READ_USAGE = "custom:gpulab:read:usage"
 MANAGE_QUEUE = "custom:gpulab:admin:queue"
 MANAGE_OVERRIDES = "custom:gpulab:admin:overrides"
+MANAGE_SETTINGS = "custom:gpulab:admin:settings"
 
 CUSTOM_SCOPES = {
     READ_USAGE: {"description": "Read every user's GPU usage, costs, quotas and budgets, and who holds each GPU "
@@ -20,8 +21,9 @@ CUSTOM_SCOPES = {
     MANAGE_QUEUE: {"description": "Cancel anyone's request waiting in gpulab's GPU queue."},
     MANAGE_OVERRIDES: {"description": "Add and remove quota overrides, read their audit trail and any user's quota "
                                       "(gpulab's quotas service)."},
+    MANAGE_SETTINGS: {"description": "See the running gpulab.yaml and reload it (/hub/gpulab/settings)."},
 }
-ADMIN_SCOPES = (READ_USAGE, MANAGE_QUEUE, MANAGE_OVERRIDES)
+ADMIN_SCOPES = (READ_USAGE, MANAGE_QUEUE, MANAGE_OVERRIDES, MANAGE_SETTINGS)
 ADMIN_ROLE = "gpulab-admin"
 
 
@@ -40,3 +42,9 @@ QUOTAS_SERVICE_SCOPES = ["list:users", "read:users:name", "read:users:groups"]
 # what a person's token for a service may carry beyond access to it (their gpulab admin scopes)
 BILLING_ALLOWED = [READ_USAGE, MANAGE_QUEUE]
 QUOTAS_ALLOWED = [MANAGE_OVERRIDES]
+# what an admin's own token for the quotas service may also carry, to create people who have not
+# signed in yet and put them in groups there (the service acts with the admin's token; the hub
+# checks the admin's rights, the service holds none of them)
+QUOTAS_ADMIN_SCOPES = ("admin:users", "admin:groups")
+# the hub's own token (gpulab in the hub): remove the stopped named servers refused requests leave
+HUB_SCOPES = ("delete:servers",)

@@ -20,24 +20,42 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from hub_plugins.core import GPULab
 from hub_plugins.settings import typed
 from hub_plugins.settings.errors import ConfigError
+from hub_plugins.settings.live import LiveSettings
 from hub_plugins.settings.loader import ENV_VAR
 
 log = logging.getLogger("gpulab.service")
 
 
+def _path() -> str:
+    return os.environ.get(ENV_VAR) or str(Path(__file__).resolve().parents[1] / "config" / "gpulab.yaml")
+
+
 def load_settings() -> typed.Settings:
     """This service's settings: the gpulab.yaml ``GPULAB_CONFIG`` names, as the hub reads it
     (the hub puts the variable in every service's environment)."""
-    path = os.environ.get(ENV_VAR) or str(Path(__file__).resolve().parents[1] / "config" / "gpulab.yaml")
     try:
-        return typed.load_settings(path)
+        return typed.load_settings(_path())
     except ConfigError as e:
-        sys.exit(f"gpulab service: fix {path} first:\n{e}")
+        sys.exit(f"gpulab service: fix {_path()} first:\n{e}")
+
+
+def live_settings() -> LiveSettings:
+    """This service's running settings: as :func:`load_settings`, then reloaded whenever the
+    file changes (quotas, prices, budgets, culler and queue policies; ``settings/live.py``)."""
+    try:
+        return LiveSettings(_path())
+    except ConfigError as e:
+        sys.exit(f"gpulab service: fix {_path()} first:\n{e}")
 
 
 def core_from_settings(settings: typed.Settings) -> GPULab:
     """The same GPU core the hub runs, for reading (services never allocate)."""
     return GPULab.from_settings(settings)
+
+
+def core_from_live(live: LiveSettings) -> GPULab:
+    """The same GPU core the hub runs, following the running settings as they reload."""
+    return GPULab.from_live(live)
 
 
 def listen_host(url) -> str:

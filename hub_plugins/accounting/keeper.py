@@ -62,7 +62,7 @@ class Budgets:
             return
         now = now or dt.datetime.now(UTC)
         if project:
-            st, whose = self.project(project, now), f"Project '{project}''s budget"
+            st, whose = self.project(project, now), f"Project {project}'s budget"
         else:
             st, whose = self.personal(user_name, limit, now), "Your budget"
         if not st.spent:

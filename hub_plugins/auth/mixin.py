@@ -23,6 +23,7 @@ from traitlets.config import LoggingConfigurable
 
 from ..scopes import ADMIN_ROLE
 from .policy import Access, IdentityPolicy, decide
+from .requester import NoteStopRequester
 
 STATE_KEY = "gpulab"  # where the decision is kept in auth_state (admins can inspect it)
 
@@ -35,7 +36,7 @@ class NotAllowed(web.HTTPError):
         super().__init__(403, "%s", message, reason="Not allowed on this hub")
 
 
-class GroupMappingMixin(LoggingConfigurable):
+class GroupMappingMixin(NoteStopRequester, LoggingConfigurable):
     """Map identity-provider groups to hub groups, roles and admin status (``c.GroupMappingMixin``)."""
 
     group_map = Dict(

@@ -10,6 +10,8 @@ import nativeauthenticator
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator import handlers as native_handlers
 
+from .requester import NoteStopRequester
+
 NATIVE_TEMPLATES = os.path.join(os.path.dirname(nativeauthenticator.__file__), "templates")
 
 
@@ -52,7 +54,7 @@ def locked_message(authenticator, username: str | None) -> str:
     )
 
 
-class GPULabNativeAuthenticator(NativeAuthenticator):
+class GPULabNativeAuthenticator(NoteStopRequester, NativeAuthenticator):
     """Built-in accounts: users sign up at /hub/signup, an admin approves them at /hub/authorize;
     users listed in ``admin_users`` are approved when they sign up."""
 

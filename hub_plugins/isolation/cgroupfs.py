@@ -17,7 +17,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from .plan import CONTROLS, DeviceRule, Limits, oom_kills, v1_writes, v2_writes
+from .plan import CONTROLS, DeviceRule, Limits, group_weight, oom_kills, v1_writes, v2_writes
 
 PARENT = "gpulab"  # the directory under the hub's cgroup that holds the servers'
 
@@ -80,13 +80,7 @@ class CgroupFS:
         if v1:
             fs = cls(1, v1)
             fs.controls = frozenset(c for c in v1 if fs._writable(v1[c]))
-            if "cpu" in fs.controls:
-                # CFS weighs a cgroup like one task: the servers together must weigh like the
-                # host's CPUs, or a few busy processes outside would starve all of them
-                try:
-                    _write(os.path.join(v1["cpu"], "cpu.shares"), str(1024 * (os.cpu_count() or 1)))
-                except OSError:
-                    pass
+            fs.reweigh()
             missing = sorted(set(CONTROLS) - fs.controls)
             if missing:
                 fs.problem = f"cgroup v1 without a usable {', '.join(missing)} controller"
@@ -111,6 +105,7 @@ class CgroupFS:
             return cls(problem=f"cgroup v2: the hub's cgroup {hub_dir} does not delegate memory and cpu ({e}); "
                                "run the hub in a systemd unit")
         fs.controls = frozenset(wanted)
+        fs.reweigh()
         fs.problem = "cgroup v2 without systemd: GPU devices are not restricted (v2 controls devices through systemd)"
         return fs
 
@@ -123,6 +118,20 @@ class CgroupFS:
             return True
         except OSError:
             return False
+
+    def reweigh(self) -> None:
+        """Give the servers' parent cgroup its CPU weight for the servers it holds now
+        (``plan.group_weight``): at discovery and whenever a server comes or goes. Two spawns at
+        once may write a count one off; the next one corrects it."""
+        base = self.bases.get("cpu" if self.version == 1 else "unified")
+        if base is None or "cpu" not in self.controls:
+            return
+        try:
+            servers = sum(1 for e in os.scandir(base) if e.is_dir(follow_symlinks=False))
+            fname, value = group_weight(self.version, servers, os.cpu_count() or 1)
+            _write(os.path.join(base, fname), value)
+        except OSError:
+            pass
 
     # -- one server ----------------------------------------------------------------------------
     def dirs(self, name: str) -> dict[str, str]:
@@ -137,6 +146,7 @@ class CgroupFS:
             except OSError:
                 pass
             os.makedirs(d, exist_ok=True)
+        self.reweigh()
         if self.version == 1:
             swap = os.path.exists(os.path.join(dirs.get("memory", "/nonexistent"), "memory.memsw.limit_in_bytes"))
             for controller, fname, value in v1_writes(limits, rules, swap):
@@ -187,6 +197,7 @@ class CgroupFS:
                     if e.errno != errno.EBUSY or time.monotonic() > deadline:
                         break
                     time.sleep(0.02)
+        self.reweigh()
         return killed
 
 

@@ -155,6 +155,17 @@ def v2_writes(limits: Limits) -> list[tuple[str, str]]:
     return out
 
 
+def group_weight(version: int, servers: int, cpus: int) -> tuple[str, str]:
+    """(file, value) of the CPU weight of the cgroup that holds every server. CFS weighs a cgroup
+    like one task of the level it sits in: the servers together weigh like as many tasks as there
+    are servers (what they would weigh without cgroups, as under stock JupyterHub), and at least
+    like the host's CPUs, so that a few busy processes outside never starve all of them."""
+    tasks = max(servers, cpus, 1)
+    if version == 1:
+        return "cpu.shares", str(min(1024 * tasks, 262144))  # the kernel's maximum
+    return "cpu.weight", str(min(100 * tasks, 10000))
+
+
 def systemd_properties(limits: Limits, rules: list[DeviceRule]) -> list[str]:
     """``--property`` values of the server's transient scope."""
     out = []

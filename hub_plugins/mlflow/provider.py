@@ -6,7 +6,8 @@ for the user's credentials for this spawn and returns::
     MLFLOW_TRACKING_URI        the service, through the hub's proxy
     MLFLOW_TRACKING_USERNAME   the hub user
     MLFLOW_TRACKING_PASSWORD   a credential for this spawn (new at each start, expires)
-    MLFLOW_EXPERIMENT_NAME     <user>/<server name or profile>, created ahead, owned by the user
+    MLFLOW_EXPERIMENT_NAME     <user>/notebooks (one per user), created ahead, owned by the user
+    MLFLOW_DISABLE_TELEMETRY   true: MLflow's client sends no usage data from the server
     MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING (+ interval)   when mlflow.gpu_metrics is on
 
 so that ``import mlflow; mlflow.start_run()`` just works; the service tags each run with the
@@ -49,6 +50,7 @@ def env_for(creds: dict, cfg: MLflowEnv) -> dict[str, str]:
         "MLFLOW_TRACKING_USERNAME": creds["username"],
         "MLFLOW_TRACKING_PASSWORD": creds["password"],
         "MLFLOW_EXPERIMENT_NAME": creds["experiment_name"],
+        "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     if cfg.gpu_metrics:
         env["MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"] = "true"

@@ -41,6 +41,11 @@ class Decision:
         return bool(self.warnings)
 
 
+def sentence(text: str) -> str:
+    """``text`` to begin a sentence (first letter only: names keep their case)."""
+    return text[:1].upper() + text[1:]
+
+
 def server_label(name: str) -> str:
     return f"'{name}'" if name else "'default'"
 
@@ -91,9 +96,10 @@ def check(ask: Ask, eff: Effective, usage: list[ServerUse], enforcement: str = "
         problems.append(
             (
                 "servers",
-                f"You already run {len(usage)} server{'s' if len(usage) != 1 else ''} ({names}); "
-                f"{eff.source('max_servers')} allows {lim.max_servers} at a time. "
-                "Stop a server or ask an admin for an override.",
+                (f"You already run {len(usage)} server{'s' if len(usage) != 1 else ''} ({names}); "
+                 f"{eff.source('max_servers')} allows {lim.max_servers} at a time. "
+                 "Stop a server or ask an admin for an override.") if usage else
+                (f"{sentence(eff.source('max_servers'))} allows no servers. Ask an admin for an override."),
             )
         )
     if lim.max_gpus_per_server is not None and ask.equivalents > lim.max_gpus_per_server:
@@ -112,7 +118,8 @@ def check(ask: Ask, eff: Effective, usage: list[ServerUse], enforcement: str = "
                 "gpus",
                 f"You asked for {_ask_text(ask)}; {eff.source('max_gpus')} allows "
                 f"{format_equivalents(lim.max_gpus)} at a time and {_in_use(usage)}. "
-                "Stop a server or ask an admin for an override.",
+                + ("Stop a server or ask an admin for an override." if used else
+                   "Ask for fewer GPUs or ask an admin for an override."),
             )
         )
     if not problems:

@@ -23,11 +23,12 @@ from ..auth import NATIVE_TEMPLATES
 from ..isolation import Enforcer
 from ..mlflow import setup as mlflow
 from ..mlflow.provider import PROVIDER
+from ..pages.handlers import HANDLERS as PAGE_HANDLERS
 from ..outage import DatabaseOutage
 from ..quota.limits import parse_bytes
 from ..reconcile.local import LIFELINE
 from ..scopes import (ADMIN_ROLE, ADMIN_SCOPES, BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES, CUSTOM_SCOPES,
-                      QUOTAS_ALLOWED, QUOTAS_SERVICE_SCOPES)
+                      HUB_SCOPES, QUOTAS_ADMIN_SCOPES, QUOTAS_ALLOWED, QUOTAS_SERVICE_SCOPES)
 from .auth import apply_auth
 from .cluster import update_kubernetes, update_slurm
 from .errors import ConfigError
@@ -36,6 +37,8 @@ from .loader import gpulab_db_url
 BACKEND_SPAWNERS = {"local": "gpulab-local", "docker": "gpulab-docker", "slurm": "gpulab-slurm",
                     "kubernetes": "gpulab-kubernetes"}
 ROOT = str(Path(__file__).resolve().parents[2])
+PAGE_TEMPLATES = str(Path(__file__).resolve().parents[1] / "pages" / "templates")
+HUB_SERVICE = "gpulab-hub"  # the hub's own token for its REST API (removing refused servers)
 # What the environment builder passes on to uv and npm from the hub's environment: how this
 # machine reaches the package registries.
 REGISTRY_ENV = ("HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "NODE_EXTRA_CA_CERTS", "HTTP_PROXY", "HTTPS_PROXY",
@@ -49,18 +52,20 @@ __all__ = ["BACKEND_SPAWNERS", "BILLING_ALLOWED", "BILLING_SCOPES", "CULLER_SCOP
 
 @dataclass(frozen=True)
 class Runtime:
-    """Decided once per start: where the 'auto' services listen and the MLflow service's token
-    (new at each start: with it the hub's env provider proves to the service that the hub asks)."""
+    """Decided once per start: where the 'auto' services listen, the MLflow service's token
+    (new at each start: with it the hub's env provider proves to the service that the hub asks)
+    and the hub's own API token (gpulab's hub side calls the hub's REST API with it)."""
 
     quotas_url: str
     mlflow_port: int
     mlflow_token: str
+    hub_token: str
 
     @classmethod
     def new(cls, cfg: dict) -> Runtime:
         url = cfg["services"]["quotas"]["url"]
         return cls(f"http://127.0.0.1:{random_port()}" if url == "auto" else url,
-                   cfg["mlflow"]["port"] or random_port(), secrets.token_hex(32))
+                   cfg["mlflow"]["port"] or random_port(), secrets.token_hex(32), secrets.token_hex(32))
 
 
 def runtime(cfg: dict) -> Runtime:
@@ -107,6 +112,9 @@ def update_hub(c: Config, cfg: dict) -> None:
     # them to single-user servers): a cross-site POST never carries the session
     settings = dict(c.JupyterHub.get("tornado_settings", {}))
     settings["cookie_options"] = {**settings.get("cookie_options", {}), "samesite": "Lax"}
+    # how long a spawn request waits before answering 202 (REST) or showing the progress page:
+    # a request waiting in the queue answers 202 within this time (JupyterHub's default is 10 s)
+    settings["slow_spawn_timeout"] = h["slow_spawn_seconds"]
     c.JupyterHub.tornado_settings = settings
     # `make run` installs the proxy into the checkout's node_modules; deployments have it on PATH
     local = Path(cfg.get("_project_root", ".")) / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -192,11 +200,15 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
                          BILLING_ALLOWED)]
     roles = [{"name": "gpulab-billing", "description": "gpulab billing: read users, groups",
               "scopes": list(BILLING_SCOPES), "services": ["billing"]}]
-    user_scopes = ["access:services!service=billing"]
+    # people may share their own servers (JupyterHub's shares): the owner is billed and the
+    # owner's quota counts, whoever uses it (docs/billing.md)
+    user_scopes = ["shares!user", "access:services!service=billing"]
     if cfg["services"]["quotas"]["enabled"]:
         # quotas (``services/admin``): everyone sees their own quota; only admins manage overrides
-        services.append({**_service("quotas", cfg, "services.admin", rt.quotas_url, QUOTAS_ALLOWED),
-                         "display": True})
+        # an admin's token for the page may also create people and fill groups: the service
+        # does that with the admin's own token, so the hub checks the admin's rights
+        services.append({**_service("quotas", cfg, "services.admin", rt.quotas_url,
+                                    [*QUOTAS_ALLOWED, *QUOTAS_ADMIN_SCOPES]), "display": True})
         roles.append({"name": "gpulab-quotas-service", "description": "the quotas service: read users and their groups",
                       "scopes": list(QUOTAS_SERVICE_SCOPES), "services": ["quotas"]})
         user_scopes.append("access:services!service=quotas")
@@ -205,6 +217,10 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
         roles.append({"name": "gpulab-culler",
                       "description": "gpulab culler: see activity, stop idle servers, restart queued requests",
                       "scopes": list(CULLER_SCOPES), "services": ["culler"]})
+    # the hub's own token: gpulab removes the stopped named servers refused requests leave
+    services.append({"name": HUB_SERVICE, "api_token": rt.hub_token})
+    roles.append({"name": "gpulab-hub", "description": "gpulab in the hub: remove refused named servers",
+                  "scopes": list(HUB_SCOPES), "services": [HUB_SERVICE]})
     envs = cfg["environments"]
     if envs["build_missing"] and cfg["backend"] == "local":
         # the 'envs' service builds missing profile environments in the background (a separate
@@ -227,6 +243,7 @@ def update_services(c: Config, cfg: dict) -> None:
     services, roles, user_scopes = gpulab_services(cfg)
     c.JupyterHub.services = tokens + services
     c.JupyterHub.custom_scopes = dict(CUSTOM_SCOPES)
+    c.RefusedServers.token = runtime(cfg).hub_token  # the gpulab-hub service's token
     user = {"name": "user", "description": "Standard user privileges, and gpulab's pages", "scopes": ["self"]}
     roles = [*token_roles, admin_role(cfg), *roles, user]
     for scope in user_scopes:
@@ -262,7 +279,6 @@ def update_auth(c: Config, cfg: dict) -> None:
         c.NativeAuthenticator.allow_all = True
         for key, value in auth["native"].items():
             setattr(c.NativeAuthenticator, key, value)
-        c.JupyterHub.template_paths = [NATIVE_TEMPLATES]
     else:  # an identity provider: its class, settings and group mapping (settings/auth.py)
         apply_auth(c, cfg)
 
@@ -303,8 +319,28 @@ def update_gpulab(c: Config, cfg: dict) -> None:
     c.GPULab.billing = cfg["billing"]
     c.GPULab.budgets = cfg["budgets"]
     c.GPULab.queue_settings = cfg["queue"]
+    c.GPULab.settings_file = cfg["_path"]  # quotas, prices, budgets, queue: reloaded as it changes
     c.GPULab.state_dir = cfg["hub"]["state_dir"]
     c.GPULab.reconcile_interval = cfg["hub"]["poll_interval"]
+
+
+def update_pages(c: Config, cfg: dict) -> None:
+    """gpulab's pages in the hub: its templates first (they extend JupyterHub's), then the
+    native sign-in's, and the handlers of ``/hub/api/gpulab/...`` and ``/hub/gpulab/...``."""
+    c.JupyterHub.template_paths = [PAGE_TEMPLATES, *([NATIVE_TEMPLATES] if cfg["auth"]["kind"] == "native" else [])]
+    c.JupyterHub.extra_handlers = list(PAGE_HANDLERS)
+
+
+def update_groups(c: Config, cfg: dict) -> None:
+    """Every quota group exists in the hub from the start, with its listed ``members`` (accounts
+    are created for people who have not signed in yet). JupyterHub's load_groups only adds: a
+    name removed from the file stays in the group until removed on the admin page. With an
+    identity provider the groups are the IdP's (JupyterHub refuses load_groups then)."""
+    if cfg["auth"]["kind"] != "native":
+        return
+    groups = cfg["quotas"]["groups"] or {}
+    c.JupyterHub.load_groups = {name: {"users": list((limits or {}).get("members") or [])}
+                                for name, limits in groups.items()}
 
 
 def update_docker(c: Config, cfg: dict) -> None:
@@ -353,8 +389,8 @@ def update_outage(c: Config, cfg: dict) -> None:
     c.JupyterHub.tornado_settings = settings
 
 
-UPDATES = (update_hub, update_auth, update_spawner, update_gpulab, update_services, update_docker, update_mlflow,
-           update_slurm, update_kubernetes, update_environments, update_outage)
+UPDATES = (update_hub, update_auth, update_pages, update_groups, update_spawner, update_gpulab, update_services,
+           update_docker, update_mlflow, update_slurm, update_kubernetes, update_environments, update_outage)
 
 
 def apply_all(c: Config, cfg: dict) -> None:

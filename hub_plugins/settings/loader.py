@@ -25,6 +25,8 @@ from .secrets import read_secret
 from .validate import validate
 
 ENV_VAR = "GPULAB_CONFIG"
+# the profiles that come with gpulab (profiles_dir: null), wherever the config file lives
+SHIPPED_PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 
 def config_path(config_dir: Path) -> Path:
@@ -58,7 +60,7 @@ def load(path: str | os.PathLike, secrets: bool = True) -> dict[str, Any]:
     cfg["_path"] = str(path)
     hub = cfg["hub"]
     hub["state_dir"] = str((base / hub["state_dir"]).resolve())
-    cfg["profiles_dir"] = str((base / cfg["profiles_dir"]).resolve())
+    cfg["profiles_dir"] = str((base / cfg["profiles_dir"]).resolve() if cfg["profiles_dir"] else SHIPPED_PROFILES)
     envs = cfg["environments"]
     if envs["dir"] == "auto":
         envs["dir"] = default_dir(os.geteuid() == 0, os.path.expanduser("~"))

@@ -32,6 +32,17 @@ LIMITS = {
     },
 }
 
+# a quota group: its limits, and optionally the people in it (JupyterHub's load_groups adds them
+# at start-up, creating accounts that have not signed in yet; it never removes anyone)
+GROUP = {
+    **LIMITS,
+    "properties": {
+        **LIMITS["properties"],
+        "members": {"type": "array", "items": {"type": "string", "pattern": NAME}, "uniqueItems": True,
+                    "description": "hub users put in this group at start-up (native sign-in only)"},
+    },
+}
+
 OVERRIDE = {
     "type": "object",
     "additionalProperties": False,
@@ -98,10 +109,14 @@ GPULAB_SCHEMA = {
                 "poll_interval": {"type": "integer", "minimum": 1, "maximum": 3600},
                 "start_timeout": {"type": "integer", "minimum": 5},
                 "http_timeout": {"type": "integer", "minimum": 5},
+                "slow_spawn_seconds": {"type": "number", "minimum": 0, "maximum": 60,
+                                       "description": "how long a spawn request waits for the server "
+                                                      "before answering 202 / showing the progress page"},
             },
         },
         "backend": {"enum": ["local", "docker", "slurm", "kubernetes"]},
-        "profiles_dir": {"type": "string", "minLength": 1},
+        "profiles_dir": {"type": ["string", "null"], "minLength": 1,
+                         "description": "null: the profiles shipped with gpulab"},
         "default_profile": {"type": "string", "pattern": PROFILE_NAME},
         "gpus": {
             "type": "object",
@@ -243,6 +258,12 @@ GPULAB_SCHEMA = {
                 "warn_at": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
                 "keep_alive_max_hours": {"type": "number", "minimum": 0},
                 "keep_samples_hours": {"type": "number", "exclusiveMinimum": 0},
+                "external_cullers": {
+                    "type": "array", "uniqueItems": True,
+                    "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]*$"},
+                    "description": "hub services that cull idle servers (e.g. the stock "
+                                   "jupyterhub-idle-culler): their stops are recorded as culls",
+                },
                 "webhooks": {
                     "type": "object",
                     "additionalProperties": False,
@@ -341,7 +362,7 @@ GPULAB_SCHEMA = {
                 "groups": {
                     "type": ["object", "null"],
                     "propertyNames": {"pattern": NAME},
-                    "additionalProperties": {"anyOf": [LIMITS, {"type": "null"}]},
+                    "additionalProperties": {"anyOf": [GROUP, {"type": "null"}]},
                 },
                 "overrides": {"type": ["array", "null"], "items": OVERRIDE},
             },
@@ -366,9 +387,10 @@ DEFAULTS = {
         "poll_interval": 10,
         "start_timeout": 120,
         "http_timeout": 60,
+        "slow_spawn_seconds": 3,
     },
     "backend": "local",
-    "profiles_dir": "../profiles",
+    "profiles_dir": None,
     "default_profile": "minimal",
     "gpus": {"inventory": "auto", "max_per_server": 4, "refresh_seconds": 30, "sharing": []},
     "auth": {
@@ -424,6 +446,7 @@ DEFAULTS = {
         "warn_at": [0.8, 0.95],
         "keep_alive_max_hours": 24,
         "keep_samples_hours": 6,
+        "external_cullers": ["idle-culler"],
         "webhooks": {"default": None, "groups": {}, "users": {}},
         "metrics": {"source": "auto", "simulated_file": None, "prometheus_url": None},
     },

@@ -21,6 +21,7 @@ from ..gpu.choice import auto_candidates
 from ..gpu.devices import format_equivalents
 from ..quota import Effective, ServerUse
 from ..quota.limits import format_bytes
+from ..quota.decision import sentence
 from ..quota.view import QuotaView, amount_text
 from .spec import cap
 
@@ -31,6 +32,7 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 RUNTIME_CHOICES_H = (1, 2, 4, 8, 12, 24, 48, 72)
+PREFILL_KEYS = ("profile", "gpus", "gpu_type", "queue", "runtime", "project")  # opt-<key> in a link
 
 
 @dataclass
@@ -57,6 +59,7 @@ class FormContext:
     projects: list[str] = field(default_factory=list)
     budget: dict | None = None  # {"left_text", "limit_text", "spent", "retry_at"}
     engine_queue: bool = False  # a scheduler (SLURM, Kubernetes) places servers and queues them
+    prefill: dict = field(default_factory=dict)  # a link's opt-<key> choices (strings)
 
 
 def _count_choice(count: int, a, left: Fraction | None, hard: bool, engine_queue: bool) -> dict:
@@ -135,6 +138,8 @@ def form_model(ctx: FormContext) -> dict:
         warnings.append(
             f"You already run {len(ctx.usage)} server{'s' if len(ctx.usage) != 1 else ''}; "
             f"{ctx.eff.source('max_servers')} allows {lim.max_servers}. Stop one before starting another."
+            if ctx.usage else
+            f"{sentence(ctx.eff.source('max_servers'))} allows no servers; ask an admin for an override."
         )
     if ctx.budget and ctx.budget.get("spent"):
         retry = f" It refills at {ctx.budget['retry_at']}." if ctx.budget.get("retry_at") else ""
@@ -163,12 +168,14 @@ def form_model(ctx: FormContext) -> dict:
         },
         "warnings": warnings,
         "notes": list(ctx.notes),
+        # a shared link's choice; the page applies what the form offers and ignores the rest
+        "prefill": {k: str(v)[:64] for k, v in ctx.prefill.items() if k in PREFILL_KEYS},
         "generated_at": dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S UTC"),
     }
 
 
 def build_model(core, user_id: int, user_name: str, groups: list[str], server_name: str, profile_available,
-                profile_info=lambda p: None):
+                profile_info=lambda p: None, prefill: dict | None = None):
     """Gather the live data for :func:`form_model` (database, inventory, prices, budget)."""
     snapshot = core.allocator.snapshot()
     inv = core.inventory()
@@ -194,10 +201,12 @@ def build_model(core, user_id: int, user_name: str, groups: list[str], server_na
         cpu_price=pricing.cpu_rate, currency=pricing.currency,
         queue_enabled=core.queue_enabled, queue_default=core.settings.queue.default,
         projects=keeper.projects_of(user_name, groups), budget=budget,
-        engine_queue=core.placement == "engine",
+        engine_queue=core.placement == "engine", prefill=dict(prefill or {}),
     ))
 
 
 def render(model: dict) -> str:
-    data = json.dumps(model, sort_keys=True).replace("</", "<\\/")
+    # '<', '>' and '&' as JSON escapes: nothing a person typed (a refused choice is shown again)
+    # can end or open markup inside the page's <script> element
+    data = json.dumps(model, sort_keys=True).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return _env.get_template("spawn_form.html").render(m=model, model_json=data)

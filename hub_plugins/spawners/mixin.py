@@ -21,15 +21,18 @@ Where JupyterHub calls us (6.x spawn path):
 from __future__ import annotations
 
 import asyncio
+import html
 
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import maybe_future, url_path_join, wait_for_http_server
 from sqlalchemy.exc import DBAPIError
 from traitlets import Bool, HasTraits, default
 
+from ..accounting import stops
 from ..core import GPULab
 from ..outage import MESSAGE as OUTAGE_MESSAGE
 from ..outage import is_outage, mark_down
+from ..pages.cleanup import RefusedServers
 from ..reconcile import gate
 from ..spawn.form import build_model, render
 from ..gpu.devices import format_devices
@@ -69,6 +72,7 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_ready = False
         self._gpulab_last_alive = None
         self._gpulab_last_beat = None
+        self._gpulab_requester = None  # who asked for the current stop, where the hub said
         self._gpulab_checked = False  # the start-up check (adoption) ran
         # the spawn id this server holds until released (gpulab_held is cleared with the state,
         # which LocalProcessSpawner does as soon as its process is seen dead)
@@ -137,6 +141,18 @@ class GPUSpawnerMixin(HasTraits):
 
     # -- helpers ---------------------------------------------------------------------------
     @property
+    def _failed(self):
+        """JupyterHub's "did the last spawn fail" (a private property): False after gpulab refused a
+        request, since nothing ran. JupyterHub 6.1 replaces a failed spawner on the next request
+        (``User.get_spawner(replace_failed=True)``) without keeping the replacement, so a retry
+        of a refused server (e.g. again with ``"queue": true``) spawned on a third object while
+        the API looked at the second and answered 201 although the server was still pending.
+        A refused spawner holds nothing, so it is fit to be used again as it is."""
+        if getattr(self, "_gpulab_refused", False):
+            return False
+        return super()._failed
+
+    @property
     def gpulab_owner(self) -> Owner:
         return Owner(self.user.id, self.user.name, self.name or "")
 
@@ -146,7 +162,8 @@ class GPUSpawnerMixin(HasTraits):
 
     def gpulab_event(self, message: str, progress: int | None = None) -> None:
         """Add a line to the spawn progress page (and the log)."""
-        event = {"message": message}
+        # the marked html_message is how the progress page tells gpulab's lines from the backend's
+        event = {"message": message, "html_message": f'<span class="gpulab-status">{html.escape(message)}</span>'}
         if progress is not None:
             event["progress"] = progress
         self._gpulab_events.append(event)
@@ -204,7 +221,7 @@ class GPUSpawnerMixin(HasTraits):
         await self.gpulab.wait_ready()
         model = await self.gpulab.run(
             build_model, self.gpulab, self.user.id, self.user.name, self.gpulab_groups, self.name or "",
-            self.gpulab_profile_available, self.gpulab_profile_info,
+            self.gpulab_profile_available, self.gpulab_profile_info, self.gpulab_prefill(),
         )
         enforced = self.gpulab_enforced_limits()
         for p in model.get("profiles", []):  # never promise a limit the host cannot keep
@@ -214,6 +231,19 @@ class GPUSpawnerMixin(HasTraits):
                 p["mem_limit"] = None
         return render(model)
 
+    def gpulab_prefill(self) -> dict:
+        """What the form shows chosen: the ``opt-`` query parameters of the spawn page (a shared
+        link; JupyterHub 6 sets ``spawner.handler`` while it renders the form), else the choice
+        gpulab just refused (a link's or the form's own), shown again with the refusal."""
+        handler = getattr(self, "handler", None)
+        request = getattr(handler, "request", None)
+        if request is not None:
+            link = {k[4:]: v[-1].decode("utf8", "replace") for k, v in request.query_arguments.items()
+                    if k.startswith("opt-") and v}
+            if link:
+                return link
+        return dict(getattr(self, "_gpulab_refused_options", None) or {})
+
     # -- lifecycle -------------------------------------------------------------------------
     def gpulab_heal_hub_session(self) -> None:
         heal_hub_session(self)
@@ -222,10 +252,19 @@ class GPUSpawnerMixin(HasTraits):
         self.gpulab_heal_hub_session()
         self._gpulab_events.clear()
         self._gpulab_starting = False
-        req = self.gpulab_parse(self.user_options)
-        self.gpulab_request = req
-        await self.gpulab_wait_for_startup()
-        alloc = await self.gpulab_reserve(req)
+        self._gpulab_refused = False
+        try:
+            req = self.gpulab_parse(self.user_options)
+            self.gpulab_request = req
+            await self.gpulab_wait_for_startup()
+            alloc = await self.gpulab_reserve(req)
+        except SpawnException as e:
+            # refused before anything ran (not a queued request that timed out or was cancelled)
+            self._gpulab_refused = getattr(e, "reason", "") not in ("cancelled", "queue_timeout")
+            self._gpulab_refused_options = dict(self.user_options or {})  # the form shows them again
+            if self.name:  # a refused named server that never ran leaves no row behind
+                RefusedServers.instance(config=self.config).forget_later(self)
+            raise
         try:
             self._gpulab_provided_env = {}
             for provider in self.gpulab.env_provider_functions():
@@ -277,6 +316,7 @@ class GPUSpawnerMixin(HasTraits):
             raise SpawnException(OUTAGE_MESSAGE, reason="database", status_code=503) from None
         self.gpulab_allocation = alloc
         self.gpulab_held = HeldGPUs.of(alloc)
+        self._gpulab_refused_options = None
         self.gpulab_holding = alloc.spawn_id
         for w in alloc.warnings:
             self.gpulab_event(w)
@@ -313,8 +353,10 @@ class GPUSpawnerMixin(HasTraits):
             # GPUs are not a test: clear_state may already have dropped them). A hub that died
             # mid-spawn leaves its rows to the reconcile.
             return []
+        stopped_by = ""
         if self._gpulab_stop_requested:
-            reason = "user"
+            cullers = self.gpulab.live.current.culler["external_cullers"] if self.gpulab.live else ()
+            reason, stopped_by = stops.cause(self._gpulab_requester, self.user.name, cullers)
         elif self._gpulab_ready:
             reason = "crashed"
         else:
@@ -322,9 +364,12 @@ class GPUSpawnerMixin(HasTraits):
         core, owner = self.gpulab, self.gpulab_owner
         # never free a device something still uses: see recovery.py
         spawns, alive = await stop_leftovers(self)
-        keys = await core.run(core.release, owner, None, reason, alive)
+        keys = await core.run(core.release, owner, None, reason, alive, stopped_by)
         for spawn_id in spawns:
             self.gpulab_runtime.forget(spawn_id)  # (spawns is empty without a runtime)
+        if reason == "culled":  # by an external culler (gpulab's own counts its culls itself)
+            await core.run(core.usage.event, "culled", "external", self.user.name,
+                           self.name or "", f"stopped by {stopped_by}")
         if keys:
             self.gpulab.notify_released()  # wake requests waiting in the queue
         if keys:
@@ -334,11 +379,13 @@ class GPUSpawnerMixin(HasTraits):
         self._gpulab_may_hold = False
         self._gpulab_ready = False
         self._gpulab_stop_requested = False
+        self._gpulab_requester = None
         return keys
 
     # -- liveness for accounting -----------------------------------------------------------
     async def stop(self, now=False):
         self._gpulab_stop_requested = True
+        self._gpulab_requester = stops.requester(self.user.name)
         return await super().stop(now=now)
 
     async def poll(self):

@@ -251,24 +251,25 @@ class Allocator:
                 rate_per_hour=terms.pricing.hourly(gpu_type, count, weight),
                 minimum_seconds=terms.pricing.minimum_seconds, runtime_limit_s=terms.runtime_limit_s,
                 queued_seconds=terms.queued_seconds, started_at=now, last_seen_at=now,
-                stop_reason="", pending_reason="", util_sum=0.0, util_samples=0, energy_wh=0.0, warned="",
+                stop_reason="", pending_reason="", stopped_by="", util_sum=0.0, util_samples=0, energy_wh=0.0,
+                warned="",
             ))
         return Allocation(spawn_id, owner, profile, gpu_type if count else "", devices, equivalents,
                           decision.warnings, count)
 
     def release(self, owner: Owner, spawn_id: str | None = None, reason: str = "user",
-                seen_alive_at: dt.datetime | dict[str, dt.datetime] | None = None) -> list[str]:
+                seen_alive_at: dt.datetime | dict[str, dt.datetime] | None = None, stopped_by: str = "") -> list[str]:
         """Free what ``owner`` holds (only ``spawn_id``'s if given) and close its usage record in
         the same transaction. Idempotent. Returns the device keys.
 
         ``reason`` is what the hub saw (user, crashed, failed); a reason a service noted before
         stopping the server wins. A crashed server's record closes at the last moment it was seen
         alive (``seen_alive_at``, or per spawn id when a dict, or its last heartbeat), not when
-        the crash was noticed."""
-        return self.db.retrying(lambda: self._release(owner, spawn_id, reason, seen_alive_at))
+        the crash was noticed. ``stopped_by`` is who asked for the stop, where the hub said."""
+        return self.db.retrying(lambda: self._release(owner, spawn_id, reason, seen_alive_at, stopped_by))
 
     def _release(self, owner: Owner, spawn_id: str | None, reason: str = "user",
-                 seen_alive_at=None) -> list[str]:
+                 seen_alive_at=None, stopped_by: str = "") -> list[str]:
         with self.db.write_conn() as conn:
             now = utcnow()
             for rec in conn.execute(_OPEN_USAGE, {"uid": owner.user_id, "server": owner.server_name}).all():
@@ -282,7 +283,8 @@ class Allocator:
                     end = min(now, max(alive)) if alive else now
                 # only an open record is closed: a record is closed exactly once, whoever races
                 conn.execute(sa.update(_U).where(_U.c.id == rec.id, _U.c.stopped_at.is_(None)).values(
-                    stopped_at=end, stop_reason=why if rec.ready_at or why != "crashed" else "failed"))
+                    stopped_at=end, stop_reason=why if rec.ready_at or why != "crashed" else "failed",
+                    stopped_by=stopped_by[:255]))
             rows = conn.execute(_OWNER_IDS, {"uid": owner.user_id, "server": owner.server_name}).all()
             ids = [r.id for r in rows if not spawn_id or r.spawn_id == spawn_id]
             if not ids:

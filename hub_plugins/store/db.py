@@ -5,7 +5,10 @@ Write transactions that make decisions (allocate, queue) are *serialised* across
 that shares the database:
 
 - SQLite: ``BEGIN IMMEDIATE`` takes the database's write lock when the transaction starts, so
-  the read-decide-write sequence cannot interleave with another writer.
+  the read-decide-write sequence cannot interleave with another writer. Writers of one process
+  queue on a lock of their own first: SQLite's busy handler makes a waiting writer sleep in
+  growing steps (up to 100 ms) however soon the lock is free, which under a burst of spawns
+  costs more than the transactions themselves.
 - PostgreSQL: ``pg_advisory_xact_lock`` on a fixed key, held until commit.
 
 On top of that, unique keys make double allocation impossible even for code that skips the lock.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -50,15 +54,24 @@ def _sqlite_setup(engine: sa.Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+# the SQLite busy timeout (connect_args below) and the longest wait for this process's writers
+WRITER_WAIT_SECONDS = 30
+
+
 class Database:
     """An engine plus the few transaction shapes gpulab uses."""
 
     def __init__(self, url: str, echo: bool = False):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # one process's SQLite writers, in turn (see the module's docstring); re-entrant, so a
+        # nested write waits on SQLite as it always did rather than on itself
+        self._writers = threading.RLock() if self.is_sqlite else None
         if self.is_sqlite:
+            # a connection per worker thread kept open (the core's pool has 16): opening one
+            # costs more than a transaction
             self.engine = sa.create_engine(
-                url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+                url, echo=echo, pool_size=20, connect_args={"check_same_thread": False, "timeout": WRITER_WAIT_SECONDS}
             )
             _sqlite_setup(self.engine)
         else:
@@ -68,6 +81,21 @@ class Database:
         self.engine.dispose()
 
     @contextlib.contextmanager
+    def _in_turn(self):
+        """Wait for this process's other SQLite writers, but never longer than SQLite itself
+        would wait (its busy timeout): past that the transaction goes ahead and SQLite decides,
+        so one stuck writer cannot queue every other one behind it for 30 s each."""
+        if self._writers is None:
+            yield
+            return
+        got = self._writers.acquire(timeout=WRITER_WAIT_SECONDS)
+        try:
+            yield
+        finally:
+            if got:
+                self._writers.release()
+
+    @contextlib.contextmanager
     def read(self):
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
             yield s
@@ -75,7 +103,7 @@ class Database:
     @contextlib.contextmanager
     def write(self, serial: bool = False):
         """A transaction; ``serial=True`` also serialises it against every other serial writer."""
-        with self.engine.connect() as conn:
+        with self._in_turn(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(gpulab_write=True)
             with Session(bind=conn, expire_on_commit=False) as s, s.begin():
@@ -86,7 +114,7 @@ class Database:
     @contextlib.contextmanager
     def write_conn(self, serial: bool = False):
         """Like :meth:`write` but a bare Connection: the allocator's hot path skips the ORM."""
-        with self.engine.connect() as conn:
+        with self._in_turn(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(gpulab_write=True)
             with conn.begin():

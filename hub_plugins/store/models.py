@@ -105,6 +105,8 @@ class UsageRecord(Base):
     # set by a service (culler, budgets, admin) just before it stops the server, so the record
     # says why it ended even though JupyterHub does not tell a spawner who stopped it
     pending_reason: Mapped[str] = mapped_column(String(255), default="")
+    # who asked for the stop, where the hub said ('user:ann', 'admin:ada', 'service:idle-culler')
+    stopped_by: Mapped[str] = mapped_column(String(255), default="")
     # GPU utilisation while allocated (efficiency) and energy, accumulated by the sampler
     util_sum: Mapped[float] = mapped_column(Float, default=0.0)
     util_samples: Mapped[int] = mapped_column(Integer, default=0)

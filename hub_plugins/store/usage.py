@@ -20,8 +20,8 @@ from .models import Event, LedgerEntry, UsageRecord, utcnow
 
 UTC = dt.timezone.utc
 _U = UsageRecord.__table__
-STOP_REASONS = ("user", "admin", "culled", "crashed", "quota", "budget", "runtime", "failed", "cancelled",
-                "oom")  # oom: the kernel stopped it for using more than its memory limit (local backend)
+STOP_REASONS = ("user", "admin", "other_user", "service", "culled", "crashed", "quota", "budget", "runtime", "failed",
+                "cancelled", "oom")  # oom: the kernel stopped it for using more than its memory limit (local backend)
 
 
 def aware(t: dt.datetime | None) -> dt.datetime | None:
@@ -157,6 +157,16 @@ class UsageStore:
                 if open_only:
                     q = q.where(UsageRecord.stopped_at.is_(None))
                 return list(s.scalars(q))
+
+        return self.db.retrying(run)
+
+    def has_history(self, user_name: str, server_name: str) -> bool:
+        """Whether this server ever held a reservation (has any usage record)."""
+
+        def run():
+            with self.db.read() as s:
+                return s.scalar(sa.select(UsageRecord.id).where(
+                    UsageRecord.user_name == user_name, UsageRecord.server_name == server_name).limit(1)) is not None
 
         return self.db.retrying(run)
 

@@ -18,7 +18,7 @@ from urllib.parse import urlparse  # noqa: E402
 from tornado.ioloop import IOLoop, PeriodicCallback  # noqa: E402
 
 from hub_plugins.outage import ServiceOutage  # noqa: E402
-from services.base import core_from_settings, listen_host, load_settings  # noqa: E402
+from services.base import core_from_live, listen_host, live_settings  # noqa: E402
 
 from .app import make_app  # noqa: E402
 from .core import QuotaAdmin  # noqa: E402
@@ -38,7 +38,7 @@ def exit_with_the_hub(hub_pid: int):
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(asctime)s quotas] %(message)s")
-    admin = QuotaAdmin(core_from_settings(load_settings()))
+    admin = QuotaAdmin(core_from_live(live_settings()))  # follows gpulab.yaml as it reloads
     admin.core.db  # create/upgrade gpulab's tables before the first request
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app = make_app(admin)

@@ -5,8 +5,10 @@ hub (HubOAuth); the REST API takes the same cookie or a hub token (``Authorizati
 Everyone with access to the service sees their own quota; only holders of gpulab's overrides scope
 (hub admins, admin automation tokens; ``hub_plugins/scopes.py``) manage overrides.
 
-Pages: ``/`` (your quota), ``/admin`` (overrides, audit). API: ``api/me``, ``api/overrides``
-(GET, POST), ``api/overrides/{id}`` (GET, DELETE), ``api/audit``, ``api/users/{name}``.
+Pages: ``/`` (your quota), ``/admin`` (overrides, audit, people and groups). API: ``api/me``,
+``api/overrides`` (GET, POST), ``api/overrides/{id}`` (GET, DELETE), ``api/audit``,
+``api/users/{name}``, ``api/groups/{name}/users`` (POST: add people, creating accounts),
+``api/import`` (POST: a CSV of people and their groups).
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from hub_plugins.scopes import MANAGE_OVERRIDES, holds
-from hub_plugins.validation import shown
+from hub_plugins.validation import InputError, shown, text
 from services.handlers import COOKIE_OPTIONS, ValidatedArgs
 
+from . import people
 from .core import AdminError, QuotaAdmin, valid_user_name
 from .forms import form_to_override
+from .members import plan_csv, plan_group
 
 IDENT = r"(?:db|config):[0-9]+"  # override ids
+MAX_CSV = 1_000_000  # characters of a CSV of people (members.MAX_ROWS lines)
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")), autoescape=True,
     trim_blocks=True, lstrip_blocks=True,
@@ -42,7 +47,7 @@ class Hub:
     """The few hub API calls the service makes, with its own (least-privilege) token."""
 
     def __init__(self, api_url: str, token: str):
-        self.api_url = api_url.rstrip("/")
+        self.api_url = api_url.rstrip("/")  # also where people.apply calls, with the caller's token
         self.token = token
         self.http = AsyncHTTPClient()
 
@@ -76,6 +81,12 @@ class Base(ValidatedArgs, HubOAuthenticated, web.RequestHandler):
     def is_admin(self) -> bool:
         """Manages overrides: a person or token holding gpulab's overrides scope."""
         return holds(self.current_user, MANAGE_OVERRIDES)
+
+    async def run_async(self, coro):
+        try:
+            return await coro
+        except AdminError as e:
+            raise web.HTTPError(e.status, "%s", e.message) from None
 
     async def run(self, fn, *args, **kw):
         """Database work off the event loop (SQLite waits for the allocator's write lock)."""
@@ -177,6 +188,45 @@ class UserApi(Api):
         self.write_json(await self.run(self.admin.user_view, name, model.get("groups", []), model.get("admin", False)))
 
 
+class PeopleMixin:
+    """People and groups are changed with the caller's own hub token (the hub checks it)."""
+
+    async def apply_plan(self, plan) -> dict:
+        token = self.settings["hub_auth"].get_token(self)
+        return await people.apply(self.settings["hub"].api_url, token, plan)
+
+    def csv_text(self, value) -> str:
+        """A CSV file's text, bounded (a list of people, not a data dump)."""
+        try:
+            return text(value, "csv", MAX_CSV, allow_empty=True)
+        except InputError as e:
+            raise web.HTTPError(e.status, "%s", str(e)) from None
+
+
+class GroupMembersApi(PeopleMixin, Api):
+    async def post(self, group):
+        self.check_admin()
+        body = self.body()
+        users = body.get("users") if isinstance(body, dict) else None
+        if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+            raise web.HTTPError(400, 'Send {"users": ["ann", "ben"]}.')
+        result = await self.run_async(self.apply_plan(plan_group(group, " ".join(users))))
+        self.write_json({**result, "message": people.summary(result)}, people.status(result))
+
+
+class ImportApi(PeopleMixin, Api):
+    async def post(self):
+        """A CSV file: the body as text/csv, or JSON {"csv": "..."}."""
+        self.check_admin()
+        if "csv" in self.request.headers.get("Content-Type", ""):
+            data = self.csv_text(self.request.body.decode("utf-8", "replace"))
+        else:
+            body = self.body()
+            data = self.csv_text(body.get("csv", "") if isinstance(body, dict) else None)
+        result = await self.run_async(self.apply_plan(plan_csv(data)))
+        self.write_json({**result, "message": people.summary(result)}, people.status(result))
+
+
 # -- pages -------------------------------------------------------------------------------------
 class Page(Base):
     def render_page(self, template: str, status: int = 200, **ns):
@@ -208,11 +258,12 @@ class AdminPage(Page):
             raise web.HTTPError(403, "Only hub admins manage quota overrides. Your own quota is on the "
                                      "'Your quota' page.")
 
-    async def show(self, status=200, error="", form=None, done=""):
+    async def show(self, status=200, error="", form=None, done="", people_result=None):
         overrides = await self.run(self.admin.list_overrides, None, False)
         audit = await self.run(self.admin.audit, 30)
         self.render_page("admin.html", status, overrides=overrides, audit=audit, error=error, form=form or {},
-                         done=done, profiles=self.admin.profiles)
+                         done=done, profiles=self.admin.profiles, quota_groups=self.admin.quota_groups,
+                         people=people_result)
 
     @web.authenticated
     async def get(self):
@@ -241,6 +292,25 @@ class AdminPage(Page):
         self.redirect(url_path_join(self.settings["prefix"], "admin") + f"?created={quote(created['id'])}")
 
 
+class PeoplePage(PeopleMixin, AdminPage):
+    """The admin page's two people forms: a group and names, or a CSV file (upload or paste)."""
+
+    @web.authenticated
+    async def post(self, what):
+        self.check_admin()
+        if what == "members":
+            plan = plan_group(self.arg("group").strip(), self.csv_text(self.get_body_argument("users", "")))
+        else:
+            files = self.request.files.get("file") or []
+            data = files[0]["body"].decode("utf-8", "replace") if files else self.get_body_argument("csv", "")
+            plan = plan_csv(self.csv_text(data))
+        try:
+            result = await self.apply_plan(plan)
+        except AdminError as e:
+            return await self.show(e.status, e.message)
+        await self.show(people.status(result), people_result={**result, "message": people.summary(result)})
+
+
 class RemovePage(Page):
     @web.authenticated
     async def post(self, ident):
@@ -266,6 +336,9 @@ def make_app(quota_admin: QuotaAdmin, prefix: str | None = None) -> web.Applicat
             (route("api/overrides/([^/]+)"), OverrideApi),  # any id: a bad one is a 404 that says so
             (route("api/audit"), AuditApi),
             (route("api/users/([^/]+)"), UserApi),
+            (route("api/groups/([^/]+)/users"), GroupMembersApi),
+            (route("api/import"), ImportApi),
+            (route("admin/(members|import)"), PeoplePage),
             (route("admin"), AdminPage),
             (route(f"admin/overrides/{ident}/remove"), RemovePage),
             (prefix, MyQuotaPage),

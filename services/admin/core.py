@@ -107,6 +107,11 @@ class QuotaAdmin:
     def profiles(self) -> list[str]:
         return list(self.core.catalog.names)
 
+    @property
+    def quota_groups(self) -> list[str]:
+        """The groups gpulab.yaml gives quotas (as they run now)."""
+        return sorted(self.core.quota_config.groups)
+
     # -- what a person sees ----------------------------------------------------------------------
     def user_view(self, user: str, groups: list[str], admin: bool = False) -> dict:
         """A user's groups, effective limits (each with where it comes from), usage and active
@@ -154,7 +159,7 @@ class QuotaAdmin:
     def remove_override(self, ident: str, actor: str, reason: str = "") -> dict:
         if ident.startswith("config:"):
             raise AdminError(409, f"Override {ident} is set in gpulab.yaml (quotas.overrides); remove it there "
-                                  "and restart the hub.")
+                                  "(the hub and its services apply the file within seconds of saving it).")
         if len(reason) > MAX_REASON:
             raise AdminError(400, f"'reason' must be at most {MAX_REASON} characters.")
         removed = self.store.remove(ident, actor=actor, reason=reason.strip())

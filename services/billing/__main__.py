@@ -9,7 +9,7 @@ import os
 from tornado import web
 
 from hub_plugins.outage import ServiceOutage
-from services.base import HubAPI, core_from_settings, load_settings, service_address, setup_logging
+from services.base import HubAPI, core_from_live, live_settings, service_address, setup_logging
 
 from .app import make_app
 from .audit import record_config_changes
@@ -20,13 +20,15 @@ log = logging.getLogger("gpulab.billing")
 
 async def main() -> None:
     setup_logging("billing")
-    settings = load_settings()
-    core = core_from_settings(settings)
+    live = live_settings()
+    core = core_from_live(live)
     core.db  # create/upgrade gpulab's tables before serving
-    await asyncio.to_thread(record_config_changes, core, settings)
+    await asyncio.to_thread(record_config_changes, core, live.current)
+    # a reloaded gpulab.yaml is audited too (quotas, budgets and prices: before and after)
+    live.on_change(lambda new: record_config_changes(core, new))
     host, port, prefix = service_address()
     hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/").rstrip("/") + "/hub/"
-    app: web.Application = make_app(BillingData(settings, core, HubAPI()), prefix, hub_prefix)
+    app: web.Application = make_app(BillingData(live, core, HubAPI()), prefix, hub_prefix)
     app.settings["cookie_secret"] = os.urandom(32)
     app.add_transform(ServiceOutage)  # database outages answer 503 (hub_plugins/outage.py)
     app.listen(port, address=host)

@@ -48,7 +48,7 @@ class Base(ValidatedArgs, HubOAuthenticated, web.RequestHandler):
         """The user whose data is asked for (?user=): oneself, or anyone for admins."""
         who = self.arg_user() or self.me["name"]
         if who != self.me["name"] and not self.admin:
-            raise web.HTTPError(403, f"You can only see your own usage, not {who!r}'s.")
+            raise web.HTTPError(403, f"You can only see your own usage, not that of user '{who}'.")
         return who
 
     def now(self) -> dt.datetime:
@@ -66,7 +66,7 @@ class UsageAPI(Base):
     async def get(self):
         who = self.arg_user()
         if who and who != self.me["name"] and not self.admin:
-            raise web.HTTPError(403, f"You can only see your own usage, not {who!r}'s.")
+            raise web.HTTPError(403, f"You can only see your own usage, not that of user '{who}'.")
         if not who and not self.admin:
             who = self.me["name"]  # users see themselves; admins without ?user= see everyone
         now = self.now()

@@ -23,9 +23,13 @@ UTC = dt.timezone.utc
 
 
 class BillingData:
-    def __init__(self, settings, core, hub):
-        self.settings, self.core, self.hub = settings, core, hub
-        self.billing = settings.core.billing
+    def __init__(self, live, core, hub):
+        self.live, self.core, self.hub = live, core, hub
+
+    @property
+    def billing(self):
+        """Prices, currency and energy as they run now (gpulab.yaml reloads)."""
+        return self.core.settings.billing
 
     # -- usage -----------------------------------------------------------------------------
     def usage(self, user: str | None, since: dt.datetime, until: dt.datetime, now: dt.datetime) -> dict:

@@ -96,7 +96,7 @@ class _Collector:
         counts = {}
         for e in core.usage.events("culled"):
             counts[e.reason] = counts.get(e.reason, 0) + 1
-        for reason in sorted(set(counts) | {"gpu_idle", "inactive", "max_age", "runtime", "budget"}):
+        for reason in sorted(set(counts) | {"gpu_idle", "inactive", "max_age", "runtime", "budget", "external"}):
             culls.add_metric([reason], counts.get(reason, 0))
         yield culls
         failed = [r for r in core.usage.records() if r.stop_reason == "failed"]

@@ -33,6 +33,7 @@ class Line:
     ready_at: str | None
     stopped_at: str | None
     stop_reason: str
+    stopped_by: str  # who asked for the stop, where the hub said ('admin:ada', 'service:idle-culler')
     running: bool
     gpu_seconds: float
     gpu_hours: float
@@ -67,7 +68,7 @@ def line(r, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict, gri
         gpu_type=r.gpu_type, gpu_count=r.gpu_count, gpu_equivalents=eq, devices=r.devices,
         started_at=aware(r.started_at).isoformat(), ready_at=r.ready_at and aware(r.ready_at).isoformat(),
         stopped_at=r.stopped_at and aware(r.stopped_at).isoformat(), stop_reason=r.stop_reason,
-        running=r.stopped_at is None, gpu_seconds=round(gpu_hours * 3600, 3), gpu_hours=round(gpu_hours, 6),
+        stopped_by=r.stopped_by, running=r.stopped_at is None, gpu_seconds=round(gpu_hours * 3600, 3), gpu_hours=round(gpu_hours, 6),
         cost=cost, efficiency_pct=(round(r.util_sum / r.util_samples, 1) if r.util_samples else None),
         energy_kwh=round(kwh, 6), energy_measured=measured, co2_kg=round(kwh * grid_g_per_kwh / 1000, 6),
         queued_seconds=round(r.queued_seconds, 1),
@@ -123,7 +124,7 @@ def by_key(lines: list[dict], key) -> list[dict]:
 
 
 CSV_FIELDS = ["user", "server", "profile", "project", "gpu_type", "gpu_count", "gpu_equivalents", "devices",
-              "started_at", "ready_at", "stopped_at", "stop_reason", "running", "gpu_seconds", "gpu_hours",
+              "started_at", "ready_at", "stopped_at", "stop_reason", "stopped_by", "running", "gpu_seconds", "gpu_hours",
               "cost", "efficiency_pct", "energy_kwh", "energy_measured", "co2_kg", "queued_seconds"]
 
 

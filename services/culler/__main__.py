@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.base import HubAPI, core_from_settings, load_settings, setup_logging
+from services.base import HubAPI, core_from_live, live_settings, setup_logging
 
 from .loop import Culler
 
@@ -14,11 +14,11 @@ log = logging.getLogger("gpulab.culler")
 
 async def main() -> None:
     setup_logging("culler")
-    settings = load_settings()
-    core = core_from_settings(settings)
+    live = live_settings()
+    core = core_from_live(live)
     core.db  # tables exist before the first round
-    culler = Culler(settings, core, HubAPI())
-    log.info("culler: every %ss, policies: %s", settings.culler["interval_seconds"],
+    culler = Culler(live, core, HubAPI())
+    log.info("culler: every %ss, policies: %s", live.current.culler["interval_seconds"],
              ", ".join(p.name for p in culler.settings.policies))
     await culler.run_forever()
 

@@ -18,6 +18,7 @@ import time
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from hub_plugins.gpu.metrics import make_reader
+from hub_plugins.settings.live import LiveSettings
 from hub_plugins.settings.typed import Settings, plain
 from hub_plugins.spawners.local.sysusers import system_username
 from hub_plugins.store.samples import Measured, SampleStore
@@ -39,13 +40,12 @@ def parse_time(text):
 
 
 class Culler:
-    def __init__(self, settings: Settings, core, hub):
-        self.core, self.hub = core, hub
+    def __init__(self, live: LiveSettings, core, hub):
+        self.core, self.hub, self.live = core, hub, live
+        settings = live.current
         self.local = settings.local if settings.backend == "local" else None
-        c = self.conf = settings.culler
-        self.settings = CullSettings.from_config(plain(c), plain(settings.raw["budgets"]))
-        self.lost_after = settings.core.queue.policy.stale_after
-        m = c["metrics"]
+        self._policies: tuple[Settings, CullSettings] | None = None
+        m = settings.culler["metrics"]  # the metrics source is read once (a restart changes it)
         self.reader = make_reader(m["source"], settings.inventory,
                                   m["simulated_file"] or os.path.join(settings.state_dir, "simulated-gpu-metrics.json"),
                                   m["prometheus_url"])
@@ -54,12 +54,31 @@ class Culler:
         self.budget_spent: dict[str, dt.datetime] = {}
         self.last_round: float | None = None
 
+    # -- the running settings (gpulab.yaml reloads: policies, thresholds, webhooks, queue) -----
+    @property
+    def conf(self):
+        return self.live.current.culler
+
+    @property
+    def settings(self) -> CullSettings:
+        """The cull policies of the running settings (rebuilt only when they change)."""
+        running = self.live.current
+        if self._policies is None or self._policies[0] is not running:
+            self._policies = (running, CullSettings.from_config(plain(running.culler), plain(running.raw["budgets"])))
+        return self._policies[1]
+
+    @property
+    def lost_after(self):
+        return self.live.current.core.queue.policy.stale_after
+
     # -- one round ---------------------------------------------------------------------------
     async def run_once(self) -> list[Action]:
         now = dt.datetime.now(UTC)
         interval = time.monotonic() - self.last_round if self.last_round else self.conf["interval_seconds"]
         self.last_round = time.monotonic()
         users = await self.hub.users(state="active")
+        if self.cpu is not None:
+            self.cpu.threshold = self.settings.cpu_idle_threshold  # as the running settings say
         servers = await asyncio.to_thread(self._gather, users, now, interval)
         actions = decide(servers, self.settings, now, allocated_fraction(self.core.availability()))
         for a in actions:

@@ -63,6 +63,11 @@ class Base(web.RequestHandler):
         # the shape MLflow's clients print
         self.set_status(code)
         self.set_header("Content-Type", "application/json")
+        h = self.request.headers
+        if h.get("Content-Length", "0") not in ("", "0") or "Transfer-Encoding" in h:
+            # answered before its body was read: tornado closes this connection, so tell the
+            # hub's proxy not to send the next request down it (it would get a reset, a 503)
+            self.set_header("Connection", "close")
         self.finish(json.dumps({"error_code": {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}.get(
             code, "TEMPORARILY_UNAVAILABLE" if code == 503 else "BAD_REQUEST"), "message": message}))
 
@@ -88,9 +93,8 @@ class CredentialsHandler(Base):
         name = policy.experiment_name(claims.user, claims.server, claims.profile)
         try:
             await self.svc.accounts.ensure_user(claims.user, claims.admin)
-            tags = policy.run_tags(claims.user, claims.server, claims.profile, claims.gpus, claims.gpu_type)
-            tags.pop("mlflow.user", None)
-            exp_id = await self.svc.accounts.ensure_experiment(name, claims.user, tags)
+            # one experiment per user: its tags name the user only; each run names its server
+            exp_id = await self.svc.accounts.ensure_experiment(name, claims.user, {"gpulab.user": claims.user})
         except MLflowError as e:
             return self.json_error(502, str(e))
         self.finish({
@@ -207,6 +211,8 @@ class ProxyHandler(HubOAuthenticated, Base):
             await self._feed(None)
             await self._upstream
             return
+        if self.request.method == "GET" and self.upath in policy.UI_PATHS:
+            return await self.forward_ui()
         body = b"".join(self._chunks)
         why = policy.refusal(self.upath, self.request.method, body, self.identity.user, self.identity.admin)
         if why:
@@ -219,6 +225,27 @@ class ProxyHandler(HubOAuthenticated, Base):
         await self.forward(body=body if self.request.method in ("POST", "PUT", "PATCH") else None)
 
     get = head = post = put = patch = delete = options = handle
+
+    async def forward_ui(self):
+        """MLflow's page (small), with gpulab's UI preset put first in its head."""
+        headers = {k: v for k, v in self.request.headers.get_all()
+                   if k.lower() not in HOP and k.lower() != "accept-encoding"}
+        headers["Authorization"] = self.svc.accounts.auth_for(self.identity.user)
+        req = HTTPRequest(self.svc.upstream + self.request.uri[len(self.svc.prefix.rstrip("/")):],
+                          headers=headers, follow_redirects=False, request_timeout=60)
+        try:
+            resp = await AsyncHTTPClient().fetch(req, raise_error=False)
+        except OSError as e:
+            return self.json_error(502, f"MLflow did not answer: {e}")
+        if resp.code == 599:
+            return self.json_error(502, f"MLflow did not answer: {resp.error}")
+        self.set_status(resp.code)
+        self.clear_header("Content-Type")
+        for k, v in resp.headers.get_all():
+            if k.lower() not in RESPONSE_DROP and k.lower() != "content-length":
+                self.add_header(k, v)
+        html = resp.body or b""
+        self.finish(policy.with_preset(html) if "text/html" in resp.headers.get("Content-Type", "") else html)
 
     async def forward(self, body=None, body_producer=None):
         headers = {k: v for k, v in self.request.headers.get_all() if k.lower() not in HOP}

@@ -8,7 +8,10 @@ front adds three rules MLflow cannot know about:
   else may create or rename an experiment into it (so nobody can take a user's default experiment
   name before them); names without '/' are free (and protected by MLflow's permissions);
 - accounts are managed by the hub: users cannot create MLflow users or change passwords;
-- runs created with a spawn's credentials are tagged with the server that made them.
+- runs created with a spawn's credentials are tagged with the server that made them;
+- MLflow's AI assistant is off: its API is refused (MLflow lets it run tools on the host for
+  requests from localhost, and through the front every request comes from localhost), its
+  button is hidden and MLflow's telemetry notice is pre-dismissed (:data:`UI_PRESET`).
 """
 
 from __future__ import annotations
@@ -21,14 +24,40 @@ _CREATE_EXPERIMENT = re.compile(API + r"/experiments/create$")
 _RENAME_EXPERIMENT = re.compile(API + r"/experiments/update$")
 _CREATE_RUN = re.compile(API + r"/runs/create$")
 _ACCOUNTS = re.compile(API + r"/users/(create|create-ui|update-password|update-admin|delete)$|/signup$")
+_ASSISTANT = re.compile(r"/(?:ajax-)?api/[23]\.0/mlflow/assistant(/|$)")
 JSON_PATHS = (_CREATE_EXPERIMENT, _RENAME_EXPERIMENT, _CREATE_RUN)
+UI_PATHS = ("", "/")  # MLflow's single page (index.html)
+
+# Put first in the UI's <head>: the settings MLflow's UI keeps in localStorage (key_v<version>),
+# so that its telemetry notice and UI telemetry are off and its assistant never opens, and the
+# assistant's buttons hidden (its API is refused anyway). The server itself runs with
+# MLFLOW_DISABLE_TELEMETRY and DO_NOT_TRACK (server.py).
+UI_PRESET = (
+    "<script>try{var s=window.localStorage;"
+    "s.setItem('mlflow.telemetry.info.alert.dismissed_v1','true');"
+    "s.setItem('mlflow.settings.telemetry.enabled_v1','false');"
+    "s.setItem('mlflow.assistant.fab.autoOpenedOnFirstLoad_v1','true');"
+    "s.setItem('mlflow.assistant.panelOpen_v1','false');}catch(e){}</script>"
+    "<style>[data-assistant-ui]{display:none!important}</style>"
+)
+
+
+def with_preset(html: bytes) -> bytes:
+    """MLflow's index.html with :data:`UI_PRESET` first in its head."""
+    marker = b"<head>"
+    at = html.find(marker)
+    if at < 0:
+        return html
+    return html[: at + len(marker)] + UI_PRESET.encode() + html[at + len(marker):]
 
 TAG_PREFIX = "gpulab."
 
 
-def experiment_name(user: str, server: str, profile: str) -> str:
-    """``<user>/<server>`` for a named server, ``<user>/<profile>`` for the default one."""
-    return f"{user}/{server or profile or 'default'}"
+def experiment_name(user: str, server: str = "", profile: str = "") -> str:
+    """One experiment per user, ``<user>/notebooks``, whatever the server: named servers come and
+    go, and an experiment each filled MLflow's list. Runs say which server made them (the
+    ``gpulab.server`` and ``gpulab.profile`` tags)."""
+    return f"{user}/notebooks"
 
 
 def needs_body(path: str) -> bool:
@@ -44,6 +73,8 @@ def refusal(path: str, method: str, body: bytes, user: str, admin: bool) -> str 
     """Why the front refuses this request (a message for the user), or None."""
     if _ACCOUNTS.search(path) and not admin:
         return "MLflow accounts are managed by JupyterHub; ask an admin"
+    if _ASSISTANT.search(path):
+        return "MLflow's assistant is turned off on this hub"
     if method == "POST" and (_CREATE_EXPERIMENT.search(path) or _RENAME_EXPERIMENT.search(path)):
         data = _json(body)
         name = data.get("name") if _CREATE_EXPERIMENT.search(path) else data.get("new_name")

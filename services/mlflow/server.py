@@ -128,6 +128,8 @@ class MLflowProcess:
             MLFLOW_AUTH_CONFIG_PATH=str(auth_ini(self.state, s)),
             MLFLOW_FLASK_SERVER_SECRET_KEY=s.flask_secret,
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",  # one process less; no job features used
+            # no usage data leaves the hub (the UI's notice and telemetry: see policy.UI_PRESET)
+            MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true",
         )
         log = open(self.state / "mlflow-server.log", "ab")
         self.proc = subprocess.Popen(self.command(), env=env, stdout=log, stderr=subprocess.STDOUT,

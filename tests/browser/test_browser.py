@@ -1,9 +1,13 @@
 """A person and an admin in a real browser (Debian's Chromium, driven by Playwright).
 
 The story: an admin approves a new user and gives her a 2-GPU override; she signs in, sees the
-spawn form with free GPUs and her quota, starts "Minimal" with 2 GPUs, watches the progress
-page, lands in JupyterLab, and opens her quota page. With an identity provider, a person signs
-in through the provider's page. Screenshots of each page go to docs/screenshots/.
+spawn form with free GPUs and her quota, starts "Minimal" with 2 GPUs for 4 hours, watches the
+progress page (gpulab's own words on its status line), lands in JupyterLab (its tab says her GPUs
+and time left), opens her quota page, sees her server with its GPUs, cost and time left on the
+hub's home page and stops it there. The admin puts people in groups before they sign in (a list
+and a CSV file) and reloads gpulab.yaml from the settings page (a bad file, then a good one).
+With an identity provider, a person signs in through the provider's page. Screenshots of each
+page go to docs/screenshots/.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from hub_plugins.spawners.local.spawner import LAB_CONFIG
 from tests.conftest import require
 from tests.support.hubproc import ROOT, Hub
 from tests.support.idp import OIDCProvider, django_oidc_available
@@ -76,6 +81,9 @@ def slow_profiles():
         data = yaml.safe_load(p.read_text())
         if p.stem == "minimal":
             data["local"]["prefix"] = str(env)
+            # the wrapper runs the hub's own environment: enable gpulab's JupyterLab extension as a
+            # profile whose environment has gpulab installed does (README, Profiles)
+            data["env"] = {**(data.get("env") or {}), "JUPYTER_CONFIG_PATH": LAB_CONFIG}
         (root / p.name).write_text(yaml.safe_dump(data))
     for d in (root, env, env / "bin"):
         d.chmod(0o755)  # servers run as their own system users when the tests run as root
@@ -87,8 +95,8 @@ def slow_profiles():
 def hub(tmp_path_factory, local_backend, slow_profiles):
     hub = Hub(tmp_path_factory.mktemp("hub"), inventory="4xA100-80GB", profiles_dir=str(slow_profiles),
               quotas={"default": {"max_gpus": 1, "max_servers": 2}, "groups": {"researcher": {"max_gpus": 2}}},
-              local=dict(local_backend))
-    hub.start()
+              local=dict(local_backend), extra={"billing": {"rates": {"*": 1.25}}})
+    hub.start(timeout=240)
     yield hub
     hub.close()
 
@@ -166,6 +174,10 @@ def test_admin_approves_and_grants_then_person_spawns_two_gpus(browser, hub):
     nina.select_option("#gpulab-gpu-type", "A100-80GB")
     nina.click("label[for=gpus-2]")
     assert nina.is_checked("#gpus-2")
+    nina.select_option("#gpulab-runtime", "4h")
+    # a link that starts the same choice (JupyterHub 6 spawn links)
+    link = nina.inner_text("#gpulab-link-url")
+    assert "/hub/spawn?opt-profile=minimal&opt-gpus=2&opt-gpu_type=A100-80GB" in link and "opt-runtime=4h" in link
     nina.mouse.move(0, 0)  # no hover highlight in the picture
     nina.locator("body").focus()
     shot(nina, "spawn-form", full_page=True)
@@ -173,15 +185,24 @@ def test_admin_approves_and_grants_then_person_spawns_two_gpus(browser, hub):
     # the progress page, while JupyterLab starts (Minimal takes 11 s more here, see slow_profiles)
     nina.get_by_role("button", name="Start").click()
     nina.wait_for_url(re.compile(r"/hub/spawn-pending/nina"))
-    nina.wait_for_selector("text=Starting JupyterLab (profile 'Minimal') ...", state="attached", timeout=60_000)
-    nina.eval_on_selector("#progress-details", "d => d.open = true")  # the event log, unfolded
-    log = nina.inner_text("#progress-log")
+    # gpulab's latest message is the status line in plain sight; the backend's own ("Spawning
+    # server...") goes to the smaller line below it
+    nina.wait_for_function("document.getElementById('gpulab-detail').textContent.includes('Spawning server')",
+                           timeout=60_000)
+    assert nina.inner_text("#progress-message") == "Starting JupyterLab (profile 'Minimal') ..."
+    assert nina.is_visible("#progress-message") and not nina.eval_on_selector("#progress-details", "d => d.open")
+    log = nina.eval_on_selector("#progress-log", "e => e.textContent")
     assert log.index("Reserved GPUs 0,1 (2 A100-80GB GPUs)") < log.index("Starting JupyterLab (profile 'Minimal')")
     shot(nina, "progress")
 
     nina.wait_for_url(re.compile(r"/user/nina/lab"), timeout=60_000)
     nina.wait_for_selector(".jp-LabShell", timeout=120_000)
     nina.wait_for_selector(".jp-Launcher", timeout=60_000)
+    # JupyterLab's tab says what this server holds and when it stops
+    nina.wait_for_function("document.title.includes('gpulab')", timeout=60_000)
+    # (time left as the server last heard it from the hub: at most a few seconds old here)
+    assert re.match(r"gpulab · 2 A100-80GB GPUs · (3 h 5\d|4 h 00) min left · 2\.50 EUR/h - JupyterLab",
+                    nina.title()), nina.title()
     shot(nina, "jupyterlab")
     server = hub.server_model("nina")
     assert server["ready"] and server["state"]["gpus"] == ["0", "1"]
@@ -196,7 +217,66 @@ def test_admin_approves_and_grants_then_person_spawns_two_gpus(browser, hub):
     shot(nina, "my-quota")
     nina.goto(f"{hub.url}/services/quotas/admin")
     assert "Only hub admins manage quota overrides" in nina.inner_text("body")
-    hub.stop_server("nina")
+
+    # the hub's home page: her server with its profile, GPUs, state, cost so far and time left
+    nina.goto(f"{hub.url}/hub/home")
+    row = nina.locator("#gpulab-servers tr.gpulab-server")
+    row.wait_for()
+    cells = [c.strip() for c in row.locator("td").all_inner_texts()]
+    assert cells[:4] == ["default", "Minimal", "2 A100-80GB GPUs", "Running"], cells
+    assert re.fullmatch(r"\d+\.\d\d EUR", cells[4]) and re.fullmatch(r"3 h 5\d min", cells[5]), cells
+    nina.mouse.move(0, 0)
+    shot(nina, "home")
+    # and she stops it there
+    nina.click("#gpulab-stop-default")
+    nina.wait_for_selector("#gpulab-servers tr.gpulab-empty:has-text('Nothing is running')", timeout=60_000)
+    hub.wait_gone("nina")
+
+
+def test_admin_puts_people_in_groups_and_reloads_settings(browser, hub):
+    if hub.server_model("nina"):  # left by the story above if it failed
+        hub.stop_server("nina")
+    admin = new_page(browser)
+    sign_in(admin, hub, "admin")
+    admin.goto(f"{hub.url}/services/quotas/admin")
+    # people into a quota group before they ever sign in
+    admin.fill("#m-group", "researcher")
+    admin.fill("#m-users", "omar, pia")
+    admin.click("#add-members button[type=submit]")
+    admin.wait_for_selector("#people-result")
+    assert "Created 2 accounts (omar, pia)" in admin.inner_text("#people-result")
+    assert sorted(hub.api("GET", "/groups/researcher")[1]["users"]) == ["omar", "pia"]
+    # a CSV file (pasted here; the page also takes an upload)
+    admin.fill("#i-csv", "user,groups\nquinn,researcher\nrosa,student;researcher\nbad name,student\n")
+    admin.click("#import-csv button[type=submit]")
+    admin.wait_for_selector("#people-result")
+    result = admin.inner_text("#people-result")
+    assert "Created 2 accounts (quinn, rosa)" in result and "line 4: 'bad name' is not a user name" in result
+    assert hub.api("GET", "/users/rosa")[1]["groups"] == ["researcher", "student"]
+    admin.locator("#people").scroll_into_view_if_needed()
+    shot(admin, "admin-people")
+
+    # gpulab.yaml changed with a typo: the settings page says why and nothing changes
+    good = hub.config_path.read_text()
+    hub.config["quotas"]["groups"]["researcher"] = {"max_gpus": 3, "max_gpu": 4}
+    hub.write_config()
+    admin.goto(f"{hub.url}/hub/gpulab/settings")
+    admin.click("#reload")
+    admin.wait_for_selector("#reload-outcome")
+    assert "quotas.groups.researcher: unknown key 'max_gpu'" in admin.inner_text("#reload-outcome")
+    shot(admin, "settings-error")
+    # fixed: applied at once, no restart
+    hub.config["quotas"]["groups"]["researcher"] = {"max_gpus": 3}
+    hub.write_config()
+    admin.click("#reload")
+    admin.wait_for_selector("#reload-outcome.alert-success")
+    assert "Applied: quotas." in admin.inner_text("#reload-outcome")
+    shot(admin, "settings-reload")
+    st, body = hub.spawn("omar", {"profile": "minimal", "gpus": 3})
+    assert st in (201, 202), body
+    hub.wait_ready("omar", timeout=120)
+    hub.stop_server("omar")
+    hub.config_path.write_text(good)
 
 
 def test_sign_in_through_an_identity_provider(browser, tmp_path_factory, local_backend):

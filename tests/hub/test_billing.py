@@ -51,7 +51,8 @@ def test_minimum_charge_then_per_second(hub):
     time.sleep(12)
     hub.stop_server("pam")  # > 10 s: charged per second
     short, long_ = usage_rows(hub, "pam")
-    assert short["stop_reason"] == long_["stop_reason"] == "user"
+    # stopped with the tests' automation token (a service): recorded as such
+    assert short["stop_reason"] == long_["stop_reason"] == "service" and short["stopped_by"] == "service:tests"
     assert (short["stopped_at"] - short["started_at"]).total_seconds() < 10 and charged(short) == 10
     assert charged(long_) > 12
     rep = hub.service("billing", "api/usage?user=pam").json()
@@ -89,7 +90,7 @@ def test_crash_and_restart_lose_and_double_nothing(hub):
     d = usage_rows(hub, "dirk")[0]
     # one continuous charge across the hub's death: nothing lost while the hub was down
     assert (d["stopped_at"] - d["started_at"]).total_seconds() >= 12
-    assert d["stop_reason"] == "user" and dirk["state"]["spawn_id"] == d["spawn_id"]
+    assert d["stop_reason"] == "service" and dirk["state"]["spawn_id"] == d["spawn_id"]
 
 
 def test_budget_refusal_says_when_to_retry(hub):
@@ -129,7 +130,7 @@ def test_csv_export_and_metrics(hub):
     r = hub.service("billing", "api/usage?format=csv&since=2020-01-01")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
-    assert {"user", "gpu_seconds", "cost", "currency", "stop_reason"} <= set(rows[0])
+    assert {"user", "gpu_seconds", "cost", "currency", "stop_reason", "stopped_by"} <= set(rows[0])
     assert any(row["user"] == "pam" for row in rows)
     assert hub.service("billing", "api/usage?since=yesterday").status_code == 400
     m = hub.service("billing", "metrics").text

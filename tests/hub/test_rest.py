@@ -92,7 +92,7 @@ def test_quota_refusal_explains_itself(hub):
     assert st == 403
     assert body["message"] == (
         "You asked for 3 GPUs; the default quota allows 1 GPU at a time and you use none. "
-        "Stop a server or ask an admin for an override."
+        "Ask for fewer GPUs or ask an admin for an override."
     )
     assert hub.server_model("bo") is None and held_by(hub, "bo") == []
 

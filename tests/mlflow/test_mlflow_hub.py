@@ -82,7 +82,8 @@ def test_servers_get_mlflow_env(hub, runs):
     assert env["MLFLOW_TRACKING_URI"] == f"{hub.url}/services/mlflow"
     assert env["MLFLOW_TRACKING_USERNAME"] == "alice"
     assert env["MLFLOW_TRACKING_PASSWORD"].startswith("gl1.")
-    assert env["MLFLOW_EXPERIMENT_NAME"] == "alice/minimal"
+    assert env["MLFLOW_EXPERIMENT_NAME"] == "alice/notebooks"  # one per user, whatever the server
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert runs["envs"]["bob"]["MLFLOW_TRACKING_PASSWORD"] != env["MLFLOW_TRACKING_PASSWORD"]
 
 
@@ -95,6 +96,19 @@ def test_run_is_logged_and_tagged(runs):
     assert tags["gpulab.user"] == tags["mlflow.user"] == "alice"
     assert tags["gpulab.profile"] == "minimal" and tags["gpulab.server"] == ""
     assert tags["gpulab.gpus"] == ",".join(runs["alice"]["state"]["gpus"])
+
+
+def test_named_servers_share_the_users_experiment(hub, runs):
+    """One experiment per user: a named server logs into alice/notebooks too, its runs tagged
+    with the server that made them (named servers no longer multiply experiments)."""
+    named = hub.start_server("alice", {"profile": "minimal", "gpus": 0}, server="exp2", timeout=150)
+    env = mlflow_env(named)
+    assert env["MLFLOW_EXPERIMENT_NAME"] == "alice/notebooks"
+    logged = run_client(LOG_RUN.replace("time.sleep(2.5)", "pass"), env)
+    assert logged["experiment_id"] == runs["run"]["experiment_id"]
+    got = run_client(READ_RUN, env, logged["run_id"])
+    assert got["tags"]["gpulab.server"] == "exp2" and got["tags"]["gpulab.user"] == "alice"
+    hub.stop_server("alice", "exp2")
 
 
 def test_other_user_cannot_read_but_admin_can(runs):
@@ -142,13 +156,18 @@ def test_ui_through_hub_login(hub, runs):
     r = s.get(f"{hub.url}/services/mlflow/", headers={"Accept": "text/html"})
     assert r.status_code == 200 and r.url == f"{hub.url}/services/mlflow/", r.url
     assert "<title>MLflow</title>" in r.text  # MLflow's UI, no second password
+    # no telemetry notice, no assistant: the UI's settings come preset, its assistant API is refused
+    assert "mlflow.telemetry.info.alert.dismissed_v1" in r.text and "[data-assistant-ui]" in r.text
+    r2 = s.get(f"{hub.url}/services/mlflow/ajax-api/3.0/mlflow/assistant/config",
+               headers={"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"})
+    assert r2.status_code == 403 and "assistant is turned off" in r2.json()["message"], r2.text
     assert any("/hub/api/oauth2/authorize" in h.headers.get("Location", "") for h in r.history)
     # the UI's own API calls (same origin, cookie) see alice's experiment, not bob's
     r = s.post(f"{hub.url}/services/mlflow/ajax-api/2.0/mlflow/experiments/search",
                json={"max_results": 100}, headers={"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"})
     assert r.status_code == 200, r.text
     names = {e["name"] for e in r.json().get("experiments", [])}
-    assert "alice/minimal" in names and "bob/mine" not in names
+    assert "alice/notebooks" in names and "bob/mine" not in names
     # a cross-site write with alice's cookie is refused
     r = s.post(f"{hub.url}/services/mlflow/ajax-api/2.0/mlflow/experiments/create", json={"name": "alice/x"},
                headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"})

@@ -20,7 +20,8 @@ def rec(user, start_h, hours, gpus=1, rate=2.0, ready=True, util=None, energy=0.
         user_name=user, server_name="", profile="minimal", project="", gpu_type=gpu_type if gpus else "",
         gpu_count=gpus, equivalents=str(gpus), devices="0", started_at=start,
         ready_at=start if ready else None, stopped_at=None if hours is None else start + dt.timedelta(hours=hours),
-        stop_reason="user", rate_per_hour=rate * gpus, minimum_seconds=60, util_sum=(util or 0) * 10,
+        stop_reason="user", stopped_by="user:" + user, rate_per_hour=rate * gpus, minimum_seconds=60,
+        util_sum=(util or 0) * 10,
         util_samples=10 if util is not None else 0, energy_wh=energy, queued_seconds=0.0)
 
 

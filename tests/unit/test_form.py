@@ -1,6 +1,7 @@
 """The spawn form's model (pure): what a person may pick, and why not."""
 
 import datetime as dt
+import json
 from fractions import Fraction
 
 from hub_plugins.spawn.form import FormContext, form_model, render
@@ -83,3 +84,23 @@ def test_shares_in_the_form():
     html = render(m)
     assert "1/4 of an H200: up to 35 GB, compute shared with 3 others" in html
     assert "H200-141GB:shared (3 of 4 free): 1/4 of an H200" in html  # the type selector says it too
+
+
+def test_a_links_choice_prefills_the_form():
+    """JupyterHub 6 spawn links (?opt-profile=...&opt-gpus=...): the form shows their choice,
+    only for the keys a request has, clipped."""
+    ctx = FormContext(catalog=CATALOG, eff=resolve(QC, "ann", [], NOW), usage=[], avail=availability(INV, set()),
+                      groups=[], prefill={"profile": "minimal", "gpus": "2", "queue": "true", "token": "x",
+                                          "gpu_type": "A" * 500})
+    m = form_model(ctx)
+    assert m["prefill"] == {"profile": "minimal", "gpus": "2", "queue": "true", "gpu_type": "A" * 64}
+    html = render(m)
+    assert "applyPrefill" in html and 'id="gpulab-link-url"' in html
+    # a typed (refused) choice shown again never becomes markup inside the page's <script>
+    ctx.prefill = {"gpu_type": '<script>"x</script><!--'}
+    html = render(form_model(ctx))
+    embedded = html.split('id="gpulab-model">')[1].split("</script>")[0]
+    assert "<" not in embedded and ">" not in embedded
+    assert json.loads(embedded)["prefill"]["gpu_type"] == '<script>"x</script><!--'
+    # the count-selector's words: a count one may queue for is not "unavailable"
+    assert "Busy now, you would wait in the queue for" in html and "(you will queue)" not in html

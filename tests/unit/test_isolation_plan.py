@@ -8,7 +8,7 @@ import pytest
 from hub_plugins.isolation.cgroupfs import parse_mounts, parse_self_cgroup
 from hub_plugins.isolation.plan import (
     BASE_DEVICES, Limits, Node, cgroup_name, char_majors, device_rules, gpu_node_paths, limits_for,
-    nvidia_extra_rules, oom_kills, oom_message, systemd_properties, v1_writes, v2_writes,
+    nvidia_extra_rules, group_weight, oom_kills, oom_message, systemd_properties, v1_writes, v2_writes,
 )
 from hub_plugins.isolation.systemd import run_argv
 
@@ -134,3 +134,16 @@ def test_describe():
     assert Limits(4 * G, 2.0, ((195, 1),), ("/dev/nvidia1",)).describe() == \
         "2 CPUs, 4 GB memory, GPU devices /dev/nvidia1"
     assert Limits(None, 1.0, (), ()).describe() == "1 CPU, no GPU devices"
+
+
+@pytest.mark.parametrize("version,servers,cpus,expected", [
+    (1, 0, 2, ("cpu.shares", "2048")),  # no server yet: like the host's CPUs
+    (1, 1, 2, ("cpu.shares", "2048")),
+    (1, 50, 2, ("cpu.shares", str(50 * 1024))),  # one task per server, as without cgroups
+    (1, 500, 2, ("cpu.shares", "262144")),  # the kernel's maximum
+    (2, 3, 2, ("cpu.weight", "300")),
+    (2, 500, 2, ("cpu.weight", "10000")),
+    (2, 0, 0, ("cpu.weight", "100")),
+])
+def test_group_weight(version, servers, cpus, expected):
+    assert group_weight(version, servers, cpus) == expected

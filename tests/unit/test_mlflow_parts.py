@@ -41,11 +41,12 @@ def test_account_passwords_are_derived_per_user_and_key():
 
 
 @pytest.mark.parametrize("user, server, profile, name", [
-    ("alice", "", "pytorch", "alice/pytorch"),
-    ("alice", "exp1", "pytorch", "alice/exp1"),
-    ("alice", "", "", "alice/default"),
+    ("alice", "", "pytorch", "alice/notebooks"),
+    ("alice", "exp1", "pytorch", "alice/notebooks"),  # named servers do not multiply experiments
+    ("alice", "exp2", "minimal", "alice/notebooks"),
+    ("bob", "", "", "bob/notebooks"),
 ])
-def test_experiment_names(user, server, profile, name):
+def test_one_experiment_per_user(user, server, profile, name):
     assert policy.experiment_name(user, server, profile) == name
 
 
@@ -65,6 +66,10 @@ CREATE = "/api/2.0/mlflow/experiments/create"
     ("/signup", "GET", {}, "bob", False, True),
     ("/api/3.0/mlflow/users/permissions/grant", "POST", {}, "bob", False, False),  # sharing is MLflow's call
     ("/api/2.0/mlflow/runs/create", "POST", {}, "bob", False, False),
+    # MLflow's assistant runs tools on the host for "local" callers: every caller is local here
+    ("/ajax-api/3.0/mlflow/assistant/message", "POST", {}, "bob", False, True),
+    ("/ajax-api/3.0/mlflow/assistant/config", "GET", {}, "root", True, True),
+    ("/ajax-api/3.0/mlflow/assistant-stats", "GET", {}, "bob", False, False),
 ])
 def test_refusals(path, method, body, user, admin, refused):
     why = policy.refusal(path, method, json.dumps(body).encode(), user, admin)
@@ -84,6 +89,15 @@ def test_runs_are_tagged_with_the_spawn():
     assert policy.tag_run(b"not json", tags) is not None
 
 
+def test_the_ui_gets_its_preset_first_in_its_head():
+    page = b'<!doctype html><html lang="en"><head><meta charset="utf-8"/><title>MLflow</title></head><body></body></html>'
+    out = policy.with_preset(page)
+    head = out.split(b"<head>", 1)[1]
+    assert head.startswith(policy.UI_PRESET.encode()) and out.endswith(page[page.index(b"<meta"):])
+    assert b"mlflow.telemetry.info.alert.dismissed_v1" in out and b"[data-assistant-ui]" in out
+    assert policy.with_preset(b"no head here") == b"no head here"
+
+
 def test_needs_body_only_for_small_json_calls():
     assert policy.needs_body("/api/2.0/mlflow/runs/create")
     assert not policy.needs_body("/api/2.0/mlflow-artifacts/artifacts/1/x/model.pkl")
@@ -94,7 +108,8 @@ def test_env_for_a_server():
     creds = {"username": "alice", "password": "gl1.x.y", "experiment_name": "alice/pytorch"}
     env = env_for(creds, cfg)
     assert env == {"MLFLOW_TRACKING_URI": "http://hub/services/mlflow", "MLFLOW_TRACKING_USERNAME": "alice",
-                   "MLFLOW_TRACKING_PASSWORD": "gl1.x.y", "MLFLOW_EXPERIMENT_NAME": "alice/pytorch"}
+                   "MLFLOW_TRACKING_PASSWORD": "gl1.x.y", "MLFLOW_EXPERIMENT_NAME": "alice/pytorch",
+                   "MLFLOW_DISABLE_TELEMETRY": "true"}
     cfg.gpu_metrics = True
     assert env_for(creds, cfg)["MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"] == "true"
 

@@ -177,4 +177,4 @@ def test_migration_is_idempotent(tmp_path):
     with db.engine.connect() as c:
         names = set(sa.inspect(c).get_table_names())
         version = c.execute(sa.text("SELECT version_num FROM gpulab_alembic_version")).scalar()
-    assert {"gpulab_quota_overrides", "gpulab_audit", "gpulab_servers"} <= names and version == "0003"
+    assert {"gpulab_quota_overrides", "gpulab_audit", "gpulab_servers"} <= names and version == "0004"

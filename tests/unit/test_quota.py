@@ -84,7 +84,9 @@ def use(name, n, weight=1):
          "Stop a server or ask an admin for an override."),
         ([], ask(1), [use("", 1)], False, "gpus",
          "You asked for 1 GPU; the default quota allows 1 GPU at a time and you use 1 (server 'default')."),
-        ([], ask(2), [], False, "gpus", "you use none"),
+        ([], ask(2), [], False, "gpus", "you use none. Ask for fewer GPUs or ask an admin for an override."),
+        # nothing running: never told to stop a server
+        ([], ask(1), [use("a", 0)], True, "", ""),
         ([], ask(0), [use("a", 1)], True, "", ""),  # CPU-only servers need no GPU quota
         ([], ask(0), [use("a", 1), use("b", 0)], False, "servers",
          "You already run 2 servers ('a', 'b'); the default quota allows 2 at a time."),
@@ -113,6 +115,12 @@ def test_soft_enforcement_allows_amounts_with_warning_but_not_profiles():
     eff = resolve(CFG, "x", ["student"], NOW)
     d = check(ask(1, profile="tensorflow"), eff, [], enforcement="soft")
     assert not d.allowed and d.reason == "profile"
+
+
+def test_no_server_allowed_is_not_told_to_stop_one():
+    eff = resolve(QuotaConfig.from_config({"default": {"max_servers": 0}}), "ann", [], NOW)
+    d = check(ask(0), eff, [])
+    assert not d.allowed and d.message == "The default quota allows no servers. Ask an admin for an override."
 
 
 def test_headroom():

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from traitlets.config import Config
 
+from hub_plugins.outage import DatabaseOutage
 from hub_plugins.settings.apply import apply_all
 from hub_plugins.settings.errors import ConfigError
 from hub_plugins.settings.loader import load
@@ -113,16 +114,29 @@ def test_apply(tmp_path):
     # admin rights in the services come from gpulab's own scopes, never from list:users
     assert services["billing"]["oauth_client_allowed_scopes"] == [
         "access:services!service=billing", "custom:gpulab:read:usage", "custom:gpulab:admin:queue"]
+    # an admin's own token for the quotas page may also create people and fill groups (the hub
+    # checks those rights, which people do not hold)
     assert services["quotas"]["oauth_client_allowed_scopes"] == [
-        "access:services!service=quotas", "custom:gpulab:admin:overrides"]
+        "access:services!service=quotas", "custom:gpulab:admin:overrides", "admin:users", "admin:groups"]
+    # gpulab's own pages open without an OAuth consent click
+    assert all(services[s]["oauth_no_confirm"] for s in ("billing", "quotas", "mlflow"))
     assert set(c.JupyterHub.custom_scopes) == {"custom:gpulab:read:usage", "custom:gpulab:admin:queue",
-                                               "custom:gpulab:admin:overrides"}
+                                               "custom:gpulab:admin:overrides", "custom:gpulab:admin:settings"}
     roles = {r["name"]: r for r in c.JupyterHub.load_roles}
     assert roles["gpulab-admin"]["scopes"] == list(c.JupyterHub.custom_scopes)
     assert roles["gpulab-admin"]["users"] == ["admin"] and roles["gpulab-admin"]["services"] == ["ci"]
-    assert c.JupyterHub.tornado_settings["cookie_options"] == {"samesite": "Lax"}
-    assert roles["user"]["scopes"] == ["self", "access:services!service=billing", "access:services!service=quotas",
-                                      "access:services!service=mlflow"]
+    assert c.JupyterHub.tornado_settings == {"cookie_options": {"samesite": "Lax"}, "slow_spawn_timeout": 3,
+                                             "transforms": [DatabaseOutage]}
+    assert roles["user"]["scopes"] == ["self", "shares!user", "access:services!service=billing",
+                                      "access:services!service=quotas", "access:services!service=mlflow"]
+    # the hub's own token may only remove (refused) servers
+    assert roles["gpulab-hub"]["scopes"] == ["delete:servers"] and roles["gpulab-hub"]["services"] == ["gpulab-hub"]
+    assert services["gpulab-hub"]["api_token"] == c.RefusedServers.token and len(c.RefusedServers.token) == 64
+    # quota groups exist at start-up, with their listed members; the pages extend JupyterHub's
+    assert c.JupyterHub.load_groups == {"r": {"users": []}}
+    assert c.JupyterHub.template_paths[0].endswith("hub_plugins/pages/templates")
+    assert ("/api/gpulab/users/([^/]+)/servers" in {h[0] for h in c.JupyterHub.extra_handlers})
+    assert c.GPULab.settings_file == cfg["_path"]
     # least privilege: the billing service only reads; the culler may stop (and restart) servers
     assert roles["gpulab-billing"]["scopes"] == ["list:users", "read:users:groups", "list:groups", "read:groups"]
     assert "admin:users" not in roles["gpulab-culler"]["scopes"] and "servers" in roles["gpulab-culler"]["scopes"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 
-from ...settings.apply import update_admin_scopes, update_api_tokens, update_auth, update_gpulab, update_spawner
+from ...settings.apply import (update_admin_scopes, update_api_tokens, update_auth, update_gpulab, update_pages,
+                               update_spawner)
 from ...settings.cluster import update_kubernetes
 from ...settings.loader import load
 
@@ -27,7 +28,7 @@ def configure(c, path: str | None = None) -> dict:
     c.Authenticator.admin_users = set(h["admin_users"])
     c.Spawner.poll_interval = h["poll_interval"]
     c.Spawner.http_timeout = h["http_timeout"]
-    for update in (update_api_tokens, update_admin_scopes, update_auth, update_spawner, update_gpulab,
+    for update in (update_api_tokens, update_admin_scopes, update_auth, update_pages, update_spawner, update_gpulab,
                    update_kubernetes):
         update(c, cfg)
     db_url = c.JupyterHub.get("db_url")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import sys
 
 from jupyterhub.spawner import LocalProcessSpawner, SpawnException, set_user_setuid
 from traitlets import Enum, Unicode, default
@@ -25,6 +26,10 @@ from ...reconcile.local import LocalRuntime, adoption, lifeline_command
 from ...settings.typed import LocalSettings
 from ..mixin import GPUSpawnerMixin
 from .sysusers import ensure_user, executable_by, groups_of, system_username
+
+# enables hub_plugins.lab (GPUs and time left in JupyterLab's title) where gpulab is installed
+LAB_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                          "lab", "jupyter-config")
 
 _warned_shared = False
 
@@ -51,7 +56,7 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
 
     limits_mode = Enum(
         list(MODES),
-        "auto",
+        DEFAULTS["local"]["limits"],
         config=True,
         help="""How servers are held to their memory, CPU and GPU devices: 'auto' (a transient
         systemd scope per server where systemd runs the host, else the cgroup filesystem, v2 or
@@ -244,13 +249,17 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         enforcer = self.gpulab_enforcer
         if enforcer.controls:
             name = self.gpulab_cgroup
+
+            def end() -> tuple[bool, list[int]]:  # one trip to the worker threads per stop
+                return enforcer.killed_for_memory(name), enforcer.cleanup(name)
+
             try:
-                if await self._gpulab_memory_killed():
+                oom, left = await self.gpulab.run(end)
+                if oom:
                     text = self._gpulab_oom_text()
                     self.log.warning("[gpulab] %s: %s", self._log_name, text)
                     await self.gpulab.run(self.gpulab.usage.set_pending_reason, self.user.name, self.name or "",
                                           f"oom: {text}")
-                left = await self.gpulab.run(enforcer.cleanup, name)
                 if left:
                     self.log.info("[gpulab] %s: stopped %d process(es) the server left behind", self._log_name,
                                   len(left))
@@ -271,4 +280,7 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         bindir = getattr(self, "_gpulab_bin", None)
         if bindir:  # the profile's environment first, so terminals and kernels use it
             env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', os.defpath)}"
+        if bindir and os.path.realpath(bindir) == os.path.realpath(os.path.join(sys.prefix, "bin")):
+            # the hub's own environment has gpulab: its JupyterLab shows GPUs and time left
+            env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [LAB_CONFIG, env.get("JUPYTER_CONFIG_PATH")]))
         return env
