@@ -32,8 +32,14 @@ def expressions() -> list[str]:
 
 @pytest.fixture
 def hub(tmp_path_factory, local_backend):
-    hub = Hub(tmp_path_factory.mktemp("hub"), inventory="1xA100-80GB", local=dict(local_backend),
-              quotas={"default": {"max_gpus": 1, "max_servers": 2}}, extra={"billing": {"rates": {"*": 3.6}}})
+    # one whole GPU and one shared by two servers (the dashboard's sharing panels); the culler
+    # samples the simulated GPUs every second (the efficiency panel), all busy
+    hub = Hub(tmp_path_factory.mktemp("hub"), inventory="2xA100-80GB", local=dict(local_backend),
+              quotas={"default": {"max_gpus": 1, "max_servers": 2}},
+              extra={"billing": {"rates": {"*": 3.6}}, "gpus": {"sharing": [{"gpus": [1], "shares": 2}]},
+                     "culler": {"interval_seconds": 1}})
+    hub.state_dir.mkdir(parents=True, exist_ok=True)
+    (hub.state_dir / "simulated-gpu-metrics.json").write_text(json.dumps({"*": {"util": 50, "power_w": 200}}))
     hub.start(timeout=240)
     hub.wait_service("billing")
     yield hub
@@ -84,10 +90,12 @@ def test_prometheus_scrapes_and_the_dashboard_has_data(hub, prometheus):
     url, log = prometheus
     wait_for(lambda: query(url, 'up{job="gpulab"}') and query(url, 'up{job="gpulab"}')[0]["value"][1] == "1",
              60, f"Prometheus to scrape the billing service:\n{log.read_text()[-2000:]}")
-    hub.create_users("ann", "bob")
-    hub.start_server("ann", {"gpus": 1})  # GPU-seconds and cost grow while it runs
+    hub.create_users("ann", "bob", "cat", "dan")
+    hub.start_server("ann", {"gpus": 1, "gpu_type": "A100-80GB"})  # GPU-seconds and cost grow while it runs
+    for who in ("cat", "dan"):  # the two shares of GPU 1
+        hub.start_server(who, {"gpus": 1, "gpu_type": "A100-80GB:shared"})
     assert hub.spawn("bob", {"gpus": 2})[0] == 403  # a refusal (quota)
-    assert hub.spawn("bob", {"gpus": 1, "queue": True})[0] == 202  # waits for ann's GPU
+    assert hub.spawn("bob", {"gpus": 1, "gpu_type": "A100-80GB", "queue": True})[0] == 202  # waits for ann's GPU
     time.sleep(4)
     hub.stop_server("ann")  # bob's request starts: a queue wait is recorded
     hub.wait_ready("bob", timeout=120)
@@ -102,9 +110,12 @@ def test_prometheus_scrapes_and_the_dashboard_has_data(hub, prometheus):
     assert not empty and not not_finite, (empty, not_finite)
     # and the values mean what they say
     assert float(query(url, "sum(gpulab_gpus_allocated) / sum(gpulab_gpus_total)")[0]["value"][1]) == 1.0
-    assert {s["metric"]["user"] for s in query(url, "gpulab_cost_total")} == {"ann", "bob"}
+    assert {s["metric"]["user"] for s in query(url, "gpulab_cost_total")} == {"ann", "bob", "cat", "dan"}
+    assert float(query(url, "sum(gpulab_gpu_equivalents_allocated) / sum(gpulab_gpu_equivalents_total)")
+                 [0]["value"][1]) == 1.0
     wait = float(query(url, 'histogram_quantile(0.5, sum(rate(gpulab_queue_wait_seconds_bucket[1h])) by (le))')
                  [0]["value"][1])
     assert 0 < wait <= 60
     assert float(query(url, 'gpulab_spawn_refusals_total{reason="quota"}')[0]["value"][1]) == 1
-    hub.stop_server("bob")
+    for who in ("bob", "cat", "dan"):
+        hub.stop_server(who)
