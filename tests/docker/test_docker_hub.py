@@ -236,7 +236,7 @@ def test_mlflow_from_inside_a_container(hub, docker_client, prefix):
     import json
 
     got = json.loads(res.output.decode().strip().splitlines()[-1])
-    assert got["exp"] == "mona/minimal"
+    assert got["exp"] == "mona/notebooks"  # one experiment per user (docs/mlflow.md)
     assert got["tags"]["gpulab.user"] == "mona" and got["tags"]["gpulab.gpus"] == server["state"]["gpus"][0]
     hub.stop_server("mona")
 

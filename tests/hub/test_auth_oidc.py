@@ -46,7 +46,7 @@ def hub(tmp_path_factory, local_backend, idp):
         "allowed_groups": ["ds-researchers", "ds-students"],
         "admin_groups": ["ds-admins"],
         "refresh_seconds": 300,  # and before every spawn
-        "roles": {"premium": {"description": "may share their servers", "scopes": ["shares!user"],
+        "roles": {"premium": {"description": "may read the hub's metrics", "scopes": ["read:metrics"],
                               "idp_groups": ["ds-premium"]}},
     }
     quotas = {"default": {"max_gpus": 1, "max_servers": 2},
@@ -125,14 +125,15 @@ def test_role_follows_idp_group(hub, idp):
     oidc_login(hub, "dave", "dave-pass-1")
     roles = user_model(hub, "dave")["roles"]
     assert set(roles) == {"user", "premium"}, roles
-    assert "shares!user=dave" in token_scopes(hub, "dave")  # the role's scope, on his own things
+    # the role's scope (every user may share their own servers: 'shares!user' is in the user role)
+    assert "read:metrics" in token_scopes(hub, "dave")
     idp.set_groups("dave", ["ds-students"])
     oidc_login(hub, "dave", "dave-pass-1")
     assert user_model(hub, "dave")["roles"] == ["user"]
-    assert "shares!user=dave" not in token_scopes(hub, "dave")
+    assert "read:metrics" not in token_scopes(hub, "dave")
     idp.set_groups("dave", ["ds-students", "ds-premium"])  # granted again: the role kept its scopes
     oidc_login(hub, "dave", "dave-pass-1")
-    assert "shares!user=dave" in token_scopes(hub, "dave")
+    assert "read:metrics" in token_scopes(hub, "dave")
 
 
 def token_scopes(hub, name) -> list[str]:
