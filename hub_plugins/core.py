@@ -17,45 +17,41 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from fractions import Fraction
 
 from traitlets import Any, Dict, Enum, Integer, List, Unicode, default, observe, validate
 from traitlets.config import SingletonConfigurable
 
 from . import outage
 from .gpu.availability import TypeAvailability, availability
-from .gpu.choice import auto_candidates
 from .gpu.devices import Inventory
 from .gpu.nvml import discover
 from .gpu.sharing import apply_sharing, rules_from_config
 from .gpu.simulated import SpecError, parse_spec
 from .spawn.profiles import Catalog, load_dir
-from .quota import Ask, Effective, Override, QuotaConfig, check, resolve
+from .quota import Effective, Override, QuotaConfig, resolve
 from .quota.view import QuotaView
-from .spawn.request import RequestError, SpawnRequest
+from .spawn.request import RequestError
 from .spawn.messages import capacity_message
 from .settings.errors import ConfigError
 from .settings.schema import DEFAULTS
 from .settings.live import LiveSettings
 from .settings.typed import CoreSettings
 from .accounting.pricing import Pricing
-from .accounting.keeper import BudgetRefused, Budgets
-from .store.allocator import (Allocation, Allocator, NoCapacity, Owner, QuotaRefused, ReservationPlan, Snapshot,
-                              UsageTerms)
+from .accounting.keeper import Budgets
+from .store.allocator import Allocator, NoCapacity, Owner, QuotaRefused, Snapshot
 from .store.db import Database
-from .store.models import utcnow
 from .store.overrides import OverrideStore
 from .store.usage import UsageStore
-from .queue.order import Running, Waiting, estimate_start, typical_duration
-from .queue.store import QueueStore
-from .reconcile import gate
-from .reconcile.decide import Known
+from .core_alloc import Allocating
+from .core_live import LiveSpawners
 
 log = logging.getLogger("gpulab.core")
 
 
-class GPULab(SingletonConfigurable):
-    """Configuration and state of gpulab's GPU core (``c.GPULab.*``)."""
+class GPULab(Allocating, LiveSpawners, SingletonConfigurable):
+    """Configuration and state of gpulab's GPU core (``c.GPULab.*``). Reserving and the queue
+    are in ``core_alloc.py``, the live spawners and the reconcile in ``core_live.py``; the
+    traits stay here, so that ``c.GPULab.*`` configures them all."""
 
     inventory_spec = Unicode(
         "auto",
@@ -346,131 +342,6 @@ class GPULab(SingletonConfigurable):
         snapshot = snapshot or self.allocator.snapshot()
         return availability(self.inventory(), snapshot.taken)
 
-    def candidate_types(self, req: SpawnRequest, eff: Effective, inv: Inventory) -> list[str]:
-        """The GPU types this request may get, in order of preference (see ``gpu/choice.py``)."""
-        if req.gpu_type:
-            return [req.gpu_type]
-        weights = {t: inv.of_type(t)[0].weight for t in inv.types}
-        types = auto_candidates(inv.types, weights, req.profile.allows_type, eff.limits.gpu_types)
-        if not types:
-            raise RequestError(
-                f"Profile '{req.profile.name}' runs on none of the GPU types you may use on this hub; "
-                "ask for 0 GPUs or name a 'gpu_type'."
-            )
-        return types
-
-    # -- allocation ------------------------------------------------------------------------
-    def plan(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> ReservationPlan:
-        """Everything a reservation of ``req`` needs, after the checks that need no lock
-        (membership of the project, the runtime limit, the budget). Raises RequestError or
-        BudgetRefused."""
-        inv = self.inventory()
-        eff = self.effective(owner.user_name, groups)
-        types = self.candidate_types(req, eff, inv) if req.gpus else []
-        project = req.extra("project", "") or ""
-        if project and not self.budget_keeper.may_use_project(project, owner.user_name, groups):
-            raise RequestError(f"You are not a member of project '{project}'.")
-        runtime = req.extra("runtime")
-        limit = eff.limits.max_runtime_hours
-        if runtime and limit is not None and runtime > limit * 3600:
-            raise RequestError(
-                f"You asked for a runtime of {runtime / 3600:g} h; {eff.source('max_runtime_hours')} "
-                f"allows at most {limit:g} h."
-            )
-        if not runtime and limit is not None:
-            runtime = limit * 3600  # no runtime asked for (e.g. a REST call): the limit applies
-        self.check_budget(owner.user_name, eff, req, project)
-        enforcement = self.quota_config.enforcement
-
-        def quota_check(usage, gpu_type):
-            weight = inv.of_type(gpu_type)[0].weight if gpu_type else Fraction(0)
-            ask = Ask(owner.server_name, req.profile.name, gpu_type, req.gpus, weight * req.gpus)
-            return check(ask, eff, usage, enforcement)
-
-        terms = UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds)
-        return ReservationPlan(req.profile.name, tuple(types), req.gpus, inv, quota_check,
-                               reserve=self.placement == "gpulab", terms=terms)
-
-    def allocate(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> Allocation:
-        """Budget check, then type choice + quota check + placement + the usage record, in one
-        serialised transaction.
-
-        Raises RequestError, QuotaRefused, BudgetRefused or NoCapacity."""
-        return self.allocator.reserve(owner, self.plan(owner, req, groups, queued_seconds))
-
-    @property
-    def queue_enabled(self) -> bool:
-        return self.settings.queue.enabled and self.placement == "gpulab"
-
-    def waiter(self):
-        """An asyncio.Event set whenever GPUs are released in this hub (queue wake-ups)."""
-        event = asyncio.Event()
-        self._waiters.add(event)
-        return event
-
-    def forget_waiter(self, event) -> None:
-        self._waiters.discard(event)
-
-    def notify_released(self) -> None:
-        for event in list(self._waiters):
-            event.set()
-
-    def queue_estimate(self, outcome, types: list[str], count: int):
-        """About when a waiting request starts (see ``queue/order.py``)."""
-        now = dt.datetime.now(dt.timezone.utc)
-        records = self.usage.records(since=now - dt.timedelta(days=30))
-        running, past = [], []
-        for r in records:
-            if r.gpu_type not in types or not r.ready_at:
-                continue
-            if r.stopped_at is None:
-                limit = dt.timedelta(seconds=r.runtime_limit_s) if r.runtime_limit_s else None
-                running.append(Running(r.gpu_type, r.gpu_count, r.started_at.replace(tzinfo=dt.timezone.utc), limit))
-            else:
-                past.append(r.stopped_at - r.started_at)
-        me = Waiting(0, "", now, count, tuple(types))
-        return estimate_start(me, outcome.ahead, running, outcome.free, typical_duration(past), now)
-
-    @property
-    def queue(self) -> QueueStore:
-        return QueueStore(self.db, self.allocator, self.settings.queue.policy)
-
-    def queue_try_start(self, entry_id: int, owner: Owner, req: SpawnRequest, groups, queued_seconds: float):
-        """One look at the queue for a waiting request: start it if it is its turn and its GPUs
-        are free (see ``queue/store.py``)."""
-        return self.queue.try_start(entry_id, owner, self.plan(owner, req, groups, queued_seconds))
-
-    def check_budget(self, user_name: str, eff: Effective, req: SpawnRequest, project: str) -> None:
-        """Refuse a spawn whose budget is spent. If usage cannot be read, follow
-        ``billing.on_accounting_failure``: 'open' lets the spawn go (and counts it), 'closed'
-        refuses it."""
-        keeper = self.budget_keeper
-        if keeper.config.unit == "money":
-            consumes = bool(req.gpus) or self.pricing.cpu_rate > 0
-        else:
-            consumes = bool(req.gpus)
-        try:
-            keeper.check_spawn(user_name, eff.limits.budget, consumes, project)
-        except BudgetRefused:
-            raise
-        except Exception as e:  # accounting unavailable: the rule decides, and it is counted
-            policy = self.settings.billing.on_accounting_failure
-            log.error("accounting unavailable for %s's spawn (%s): failing %s", user_name, e, policy)
-            if policy == "closed":
-                raise BudgetRefused(
-                    "Usage accounting is unavailable right now, so no budget can be checked and "
-                    "this hub does not start servers without it. Try again in a few minutes."
-                ) from None
-            self.fail_open_count += 1
-            try:
-                self.usage.event("fail_open", "accounting", user_name, detail=str(e)[:500])
-            except Exception:
-                log.exception("could not record the fail-open event either")
-
-    def release(self, owner: Owner, spawn_id: str | None = None, reason: str = "user",
-                seen_alive_at: dt.datetime | None = None, stopped_by: str = "") -> list[str]:
-        return self.allocator.release(owner, spawn_id, reason, seen_alive_at, stopped_by)
-
     def env_provider_functions(self) -> list:
         """``env_providers`` resolved to callables ('module:function' strings imported)."""
         out = []
@@ -480,65 +351,6 @@ class GPULab(SingletonConfigurable):
                 p = getattr(importlib.import_module(module), name)
             out.append(p)
         return out
-
-    # -- reconciliation --------------------------------------------------------------------
-    def register(self, spawner) -> None:
-        """Spawners register themselves so reconciliation knows which servers are alive."""
-        key = (spawner.user.id, spawner.name)
-        self._spawners.setdefault(key, weakref.WeakSet()).add(spawner)
-
-    def spawners(self) -> list:
-        """The spawners JupyterHub uses now. A spawner a failed spawn left behind is replaced by a
-        new object for the same server, and shares its database row: it would look ready."""
-        out = []
-        for ws in list(self._spawners.values()):
-            for s in list(ws):
-                current = getattr(s.user, "spawners", None)
-                if current is None or current.get(s.name) is s:
-                    out.append(s)
-        return out
-
-    def live_owners(self) -> set[tuple[int, str]]:
-        """Owners with an active spawner (running, or a start/stop/check pending).
-
-        Must be called on the hub's event-loop thread, where spawner state changes."""
-        return {(s.user.id, s.name) for s in self.spawners() if s.active}
-
-    def known(self):
-        """What the hub's spawners hold right now (``reconcile.decide.Known``). On the loop."""
-        held, busy, checking, names = set(), set(), set(), set()
-        for s in self.spawners():
-            if not s.active:
-                continue
-            uid, name = s.user.id, s.name
-            # what it holds until its release, even once its state was cleared (a stop in progress)
-            spawn_id = getattr(s, "gpulab_holding", None)
-            if s.pending == "check":
-                checking.add((uid, name))
-                names.add((s.user.name, name))
-            if spawn_id:
-                held.add(spawn_id)
-            else:
-                busy.add((uid, name))  # reserving, being checked or stopped: its rows are its own
-        return Known(frozenset(held), frozenset(busy), frozenset(checking), frozenset(names))
-
-    def reconcile(self, live: set[tuple[int, str]] | None = None, before: dt.datetime | None = None):
-        """Free allocations whose owner has no active spawner, from the hub's knowledge alone
-        (backends without a runtime adapter; the supervisor does the full reconcile)."""
-        live = self.live_owners() if live is None else live
-        before = before or utcnow()
-        gone = self.allocator.reconcile(lambda r: (r.user_id, r.server_name) in live, before)
-        closed = self.usage.close_orphans(live, before)
-        for r in closed:
-            log.warning("reconcile: closed the usage record of %s:%s at %s (last seen alive)",
-                        r.user_name, r.server_name, r.stopped_at)
-        self._reconciled_at = time.monotonic()
-        return gone
-
-    async def wait_ready(self) -> None:
-        """Until the start-up reconcile is done (at once where no supervisor runs, e.g. tests
-        that drive a spawner directly)."""
-        await gate.wait_open()
 
 
 __all__ = ["GPULab", "NoCapacity", "QuotaRefused", "Owner", "RequestError", "TypeAvailability"]

@@ -1,0 +1,94 @@
+"""Liveness for accounting: part of ``GPUSpawnerMixin``.
+
+Who asked for a stop, the heartbeat that says a server is alive while it is polled, the start-up
+check of a restarted hub, the moment a server is ready (charging starts) and the release that
+closes its usage record with why it ended.
+"""
+
+from __future__ import annotations
+
+from traitlets import HasTraits
+
+from ..accounting import stops
+from ..store.models import utcnow
+from .recovery import check_after_restart, stop_leftovers
+
+
+class GPULivenessMixin(HasTraits):
+    """Release, stop, poll and readiness (a base of ``GPUSpawnerMixin``; its state is created by
+    ``GPUSpawnerMixin.__init__``)."""
+
+    async def gpulab_release(self) -> list[str]:
+        """Free the GPUs and close the usage record, with why the server ended: a stop someone
+        asked for ('user', unless a service noted culled/budget/runtime/admin first), a server
+        found dead ('crashed', closed at the last moment it was seen alive) or one that never
+        came up ('failed', not charged)."""
+        if not self._gpulab_may_hold:
+            # nothing was reserved (a refused request) and nothing restored from state (held
+            # GPUs are not a test: clear_state may already have dropped them). A hub that died
+            # mid-spawn leaves its rows to the reconcile.
+            return []
+        stopped_by = ""
+        if self._gpulab_stop_requested:
+            cullers = self.gpulab.live.current.culler["external_cullers"] if self.gpulab.live else ()
+            reason, stopped_by = stops.cause(self._gpulab_requester, self.user.name, cullers)
+        elif self._gpulab_ready:
+            reason = "crashed"
+        else:
+            reason = "failed"
+        core, owner = self.gpulab, self.gpulab_owner
+        # never free a device something still uses: see recovery.py
+        spawns, alive = await stop_leftovers(self)
+        keys = await core.run(core.release, owner, None, reason, alive, stopped_by)
+        for spawn_id in spawns:
+            self.gpulab_runtime.forget(spawn_id)  # (spawns is empty without a runtime)
+        if reason == "culled":  # by an external culler (gpulab's own counts its culls itself)
+            await core.run(core.usage.event, "culled", "external", self.user.name,
+                           self.name or "", f"stopped by {stopped_by}")
+        if keys:
+            self.gpulab.notify_released()  # wake requests waiting in the queue
+        if keys:
+            self.log.info("[gpulab] %s: released %s (%s)", self._log_name, ", ".join(keys), reason)
+        self.gpulab_allocation = None
+        self.gpulab_holding = None
+        self._gpulab_may_hold = False
+        self._gpulab_ready = False
+        self._gpulab_stop_requested = False
+        self._gpulab_requester = None
+        return keys
+
+    # -- liveness for accounting -----------------------------------------------------------
+    async def stop(self, now=False):
+        self._gpulab_stop_requested = True
+        self._gpulab_requester = stops.requester(self.user.name)
+        return await super().stop(now=now)
+
+    async def poll(self):
+        self.gpulab_heal_hub_session()  # JupyterHub commits right after polling (stop, checks)
+        status = await super().poll()
+        if self.pending == "check" and not self._gpulab_checked:
+            self._gpulab_checked = True
+            status = await self.gpulab_check_after_restart(status)
+        if status is None and self._gpulab_ready:
+            now = utcnow()
+            self._gpulab_last_alive = now
+            beat = self.gpulab.settings.billing.heartbeat_seconds
+            held = self.gpulab_held
+            if held and (self._gpulab_last_beat is None or (now - self._gpulab_last_beat).total_seconds() >= beat):
+                self._gpulab_last_beat = now
+                try:
+                    await self.gpulab.run(self.gpulab.usage.heartbeat, [held.spawn_id], now)
+                except Exception:
+                    self.log.exception("[gpulab] heartbeat failed for %s", self._log_name)
+        return status
+
+    async def gpulab_check_after_restart(self, status):
+        """Adopt a server the hub that died started but never recorded (see ``recovery.py``)."""
+        return await check_after_restart(self, status)
+
+    async def gpulab_mark_ready(self) -> None:
+        self._gpulab_ready = True
+        self._gpulab_last_alive = self._gpulab_last_beat = utcnow()
+        if self.gpulab_held:
+            await self.gpulab.run(self.gpulab.usage.mark_ready, self.gpulab_held.spawn_id,
+                                  self._gpulab_last_alive)
