@@ -23,7 +23,6 @@ class _Collector:
 
     def collect(self):
         core, now = self.data.core, self.now
-        inv = core.inventory()
         snap = core.allocator.snapshot()
         total = GaugeMetricFamily("gpulab_gpus_total", "Allocatable devices by GPU type", labels=["gpu_type"])
         alloc = GaugeMetricFamily("gpulab_gpus_allocated", "Allocated devices by GPU type", labels=["gpu_type"])
