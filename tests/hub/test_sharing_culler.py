@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from hub_plugins.gpu.metrics import NVMLReader
-from hub_plugins.settings.typed import load_settings
-from services.base import HubAPI, core_from_settings
+from hub_plugins.settings.live import LiveSettings
+from services.base import HubAPI, core_from_live
 from services.culler.loop import Culler
 from tests.support.fakenvml import FakeNVML
 from tests.support.polling import gpulab_rows, wait_for
@@ -66,8 +66,8 @@ async def test_a_busy_sharer_does_not_keep_an_idle_one_alive(hub_factory):
     nvml = FakeNVML([{"name": "NVIDIA H200", "uuid": "GPU-0", "memory_mib": 143771, "util": 45, "power_w": 500,
                       "processes": [{"pid": k_busy, "memory_mib": 9000, "sm": 45},
                                     {"pid": k_idle, "memory_mib": 700, "sm": None}]}])
-    settings = load_settings(hub.config_path)
-    culler = Culler(settings, core_from_settings(settings), HubAPI(f"{hub.url}/hub/api", hub.token))
+    live = LiveSettings(hub.config_path)  # as the culler service reads gpulab.yaml
+    culler = Culler(live, core_from_live(live), HubAPI(f"{hub.url}/hub/api", hub.token))
     culler.reader = NVMLReader(nvml)  # the hardware edge; /proc and everything else are real
 
     await culler.run_once()
