@@ -42,6 +42,7 @@ from hub_plugins.spawn.profiles import load_dir  # noqa: E402
 from tests.support.hubproc import Hub  # noqa: E402
 from tests.support.kernel import Kernel  # noqa: E402
 from tools.gpu_check_sharing import run_check as check_shared_gpu  # noqa: E402
+from tools.gpu_check_sharing import share_samples as samples  # noqa: E402
 
 RESULTS: list[dict] = []
 SMI_LINE = re.compile(r"^\s*(GPU|MIG)\b.*\(UUID: (?P<uuid>[^)]+)\)")
@@ -124,22 +125,6 @@ import json, os, tensorflow as tf
 print(json.dumps({"gpus": [d.name for d in tf.config.list_physical_devices("GPU")], "tf": tf.__version__,
                   "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}))
 """
-
-
-def samples(hub: Hub, key: str, since: float) -> list[float]:
-    import datetime as dt
-
-    import sqlalchemy as sa
-
-    eng = sa.create_engine(hub.gpulab_db_url)
-    try:
-        with eng.connect() as c:
-            rows = c.execute(sa.text("SELECT at, util FROM gpulab_gpu_samples WHERE device_key = :k ORDER BY at"),
-                             {"k": key}).all()
-    finally:
-        eng.dispose()
-    start = dt.datetime.fromtimestamp(since, dt.timezone.utc).replace(tzinfo=None)
-    return [u for at, u in rows if at >= start]
 
 
 def wait_sample(hub, key, since, pred, timeout) -> list[float]:
