@@ -34,7 +34,8 @@ def _environ_spawn_id(pid: int, proc: str) -> str | None:
 def parent_of(pid: int, proc: str = "/proc") -> int | None:
     """The parent pid from ``/proc/<pid>/stat`` (the command name may hold spaces and ')')."""
     try:
-        stat = open(os.path.join(proc, str(pid), "stat"), "rb").read()
+        with open(os.path.join(proc, str(pid), "stat"), "rb") as f:
+            stat = f.read()
     except OSError:
         return None
     fields = stat[stat.rfind(b")") + 2:].split()

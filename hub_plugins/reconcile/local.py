@@ -22,6 +22,7 @@ import sys
 import time
 from urllib.parse import urlparse
 
+from ..gpu.procs import parent_of
 from ..lifeline import read_record
 from .decide import Found
 from .runtime import Runtime
@@ -53,16 +54,6 @@ def cmdline(pid: int) -> list[str]:
             return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
     except OSError:
         return []
-
-
-def parent_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        # the command name may contain spaces and parentheses: fields follow the last ')'
-        return int(stat[stat.rindex(b")") + 2:].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def is_zombie(pid: int) -> bool:
