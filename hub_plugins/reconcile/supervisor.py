@@ -101,6 +101,10 @@ async def _wait_for_hub(app) -> None:
         await asyncio.sleep(0.1)
 
 
+def _being_checked(spawner) -> bool:
+    return spawner.pending == "check" and not getattr(spawner, "_gpulab_check_released", False)
+
+
 class Supervisor:
     def __init__(self, core, check_timeout: float = 60):
         self.core = core
@@ -111,8 +115,13 @@ class Supervisor:
     async def startup(self) -> None:
         t0 = time.monotonic()
         deadline = t0 + self.check_timeout + 30
-        # JupyterHub checks known servers (polls them, waits until they answer): adoption happens there
-        while time.monotonic() < deadline and any(s.pending == "check" for s in self.core.spawners()):
+        # JupyterHub checks known servers (polls them, waits until they answer): adoption happens
+        # there. One that dies meanwhile has its GPUs released here (see wedged.py), not waited on.
+        last_sweep = 0.0
+        while time.monotonic() < deadline and any(_being_checked(s) for s in self.core.spawners()):
+            if time.monotonic() - last_sweep >= 1:
+                last_sweep = time.monotonic()
+                await self.sweeper.run(self.core.spawners(), log)
             await asyncio.sleep(0.1)
         try:
             plan = await self.reconcile()

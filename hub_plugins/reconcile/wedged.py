@@ -8,6 +8,13 @@ Nothing in JupyterHub looks at them again until it restarts. Each reconcile roun
 servers' backends whether they still run; one found dead in consecutive rounds (so not one that
 JupyterHub's own polling is about to handle) is stopped again through JupyterHub's own
 ``User.stop``, which cleans it up as any stop does (and releases its GPUs).
+
+A third kind: after a restart JupyterHub checks every server it knows by polling it once and then
+waiting for its URL, up to ``http_timeout``, without polling again. A server that dies in that
+window (a server that started while the hub was down exits when it cannot reach the hub for
+30 s) would hold its GPUs, unbilled but unusable, until that timeout. Its GPUs are released as
+soon as it is found dead twice; JupyterHub's check ends with its own stop, which finds nothing
+left to release.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import logging
 
 log = logging.getLogger("gpulab.reconcile")
 
-ROUNDS = {"ready": 2, "stop": 3}  # consecutive rounds found dead before acting
+ROUNDS = {"ready": 2, "stop": 3, "check": 2}  # consecutive rounds found dead before acting
 
 
 class Sweeper:
@@ -29,7 +36,12 @@ class Sweeper:
         suspects: dict[int, tuple[str, int]] = {}
         acted = []
         for s in spawners:
-            if s.ready and not getattr(s, "_gpulab_ready", True):
+            if s.pending == "check":
+                # only once JupyterHub's own poll has run (it adopts what the dead hub started)
+                if not getattr(s, "_gpulab_checked", False) or not getattr(s, "_gpulab_may_hold", False):
+                    continue
+                kind = "check"
+            elif s.ready and not getattr(s, "_gpulab_ready", True):
                 kind = "ready"  # JupyterHub says ready, but its start never completed
             elif s.pending == "stop":
                 kind = "stop"
@@ -48,6 +60,9 @@ class Sweeper:
                 del suspects[id(s)]
                 self.swept += 1
                 acted.append(s._log_name)
+                if kind == "check":
+                    await _release(s, log)
+                    continue
                 log.warning("gpulab: %s is %s but its server is gone and nothing finishes it (a database "
                             "error cut JupyterHub short); stopping it cleanly", s._log_name,
                             "ready" if kind == "ready" else "pending stop")
@@ -61,3 +76,13 @@ async def _stop(spawner, log) -> None:
         await spawner.user.stop(spawner.name)
     except Exception:
         log.exception("gpulab: stopping %s failed; trying again next round", spawner._log_name)
+
+
+async def _release(spawner, log) -> None:
+    log.warning("gpulab: %s died while JupyterHub was still checking it after a restart; releasing "
+                "its GPUs now rather than when that check times out", spawner._log_name)
+    try:
+        await spawner.gpulab_release()
+        spawner._gpulab_check_released = True  # nothing left for the start-up reconcile to wait on
+    except Exception:
+        log.exception("gpulab: releasing %s failed; trying again next round", spawner._log_name)

@@ -84,10 +84,11 @@ class FakeSpawner:
     """Just what the sweeper looks at: JupyterHub's view (ready, pending), gpulab's (started?),
     the backend's (poll) and JupyterHub's own way to stop (user.stop)."""
 
-    def __init__(self, name, ready=False, pending=None, started=True, dead=True):
+    def __init__(self, name, ready=False, pending=None, started=True, dead=True, checked=True, holds=True):
         self._log_name, self.name = name, ""
         self.ready, self.pending, self._gpulab_ready, self.dead = ready, pending, started, dead
-        self.stops = 0
+        self._gpulab_checked, self._gpulab_may_hold = checked, holds
+        self.stops = self.releases = 0
         outer = self
 
         class User:
@@ -99,6 +100,10 @@ class FakeSpawner:
 
     async def poll(self):
         return 0 if self.dead else None
+
+    async def gpulab_release(self):
+        self.releases += 1
+        self._gpulab_may_hold = False
 
 
 async def test_the_sweeper_stops_only_what_stays_wedged():
@@ -119,3 +124,20 @@ async def test_the_sweeper_stops_only_what_stays_wedged():
     await asyncio.sleep(0)
     assert (ghost.stops, stuck.stops, running.stops, dying.stops, starting.stops) == (1, 1, 0, 0, 0)
     assert await sweeper.run(everyone) == []  # both cleaned up
+
+
+async def test_a_server_that_dies_while_jupyterhub_checks_it_releases_its_gpus_without_a_stop():
+    from hub_plugins.reconcile.wedged import Sweeper
+
+    died = FakeSpawner("died", pending="check")  # polled alive by JupyterHub, then exited
+    alive = FakeSpawner("alive", pending="check", dead=False)
+    unpolled = FakeSpawner("unpolled", pending="check", checked=False)  # JupyterHub's poll (adoption) first
+    no_gpus = FakeSpawner("no-gpus", pending="check", holds=False)
+    sweeper = Sweeper()
+    everyone = [died, alive, unpolled, no_gpus]
+    assert await sweeper.run(everyone) == []
+    assert await sweeper.run(everyone) == ["died"]
+    assert [s.releases for s in everyone] == [1, 0, 0, 0]
+    assert [s.stops for s in everyone] == [0, 0, 0, 0]  # JupyterHub's check still ends it, as usual
+    assert died._gpulab_check_released
+    assert await sweeper.run(everyone) == []  # released once
