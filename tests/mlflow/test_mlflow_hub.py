@@ -117,6 +117,13 @@ def test_other_user_cannot_read_but_admin_can(runs):
     assert run_client(READ_RUN, runs["envs"]["admin"], runs["run"]["run_id"])["ok"]
 
 
+def why(r, hub) -> str:
+    """What an unexpected answer was, with what the hub and its proxy logged around it (a 503
+    from the proxy comes with the hub's error page, which says nothing)."""
+    lines = [ln for ln in hub.log_tail(400).splitlines() if "mlflow" in ln.lower() or "ConfigProxy" in ln]
+    return f"{r.status_code} {r.headers} {r.text[:300]}\n" + "\n".join(lines[-30:])
+
+
 def basic(env):
     raw = f"{env['MLFLOW_TRACKING_USERNAME']}:{env['MLFLOW_TRACKING_PASSWORD']}".encode()
     return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
@@ -132,9 +139,9 @@ def test_namespaces_and_credentials_are_enforced(hub, runs):
     # bob's credential does not work as alice; a forged or absent one does not work at all
     forged = {**bob, "MLFLOW_TRACKING_USERNAME": "alice"}
     r = requests.get(f"{api}/experiments/search", headers=basic(forged))
-    assert r.status_code == 401 and "invalid or expired" in r.text, r.text
+    assert r.status_code == 401 and "invalid or expired" in r.text, why(r, hub)
     r = requests.get(f"{api}/experiments/search")
-    assert r.status_code == 401, r.text
+    assert r.status_code == 401, why(r, hub)
     r = requests.post(f"{api}/users/create", json={"username": "x", "password": "y" * 12}, headers=basic(bob))
     assert r.status_code == 403 and "managed by JupyterHub" in r.json()["message"], r.text
 
