@@ -127,7 +127,7 @@ class GPULab(Allocating, LiveSpawners, SingletonConfigurable):
     queue_settings = Dict(
         config=True,
         help="""The queue, as the `queue` section of gpulab.yaml: enabled, default (the form's
-        checkbox), max_wait_hours, fair_share_days, backfill, reserve_after_minutes.""",
+        checkbox), max_wait_hours, fair_share_days, backfill, age_after_hours.""",
     )
     settings_file = Unicode(
         "",

@@ -76,8 +76,14 @@ class Allocating:
         """Budget check, then type choice + quota check + placement + the usage record, in one
         serialised transaction.
 
+        While requests wait in the queue, a fresh spawn goes through the queue's discipline too
+        (it may not take GPUs an earlier request could use): raises QueueAhead when it must wait.
+
         Raises RequestError, QuotaRefused, BudgetRefused or NoCapacity."""
-        return self.allocator.reserve(owner, self.plan(owner, req, groups, queued_seconds))
+        plan = self.plan(owner, req, groups, queued_seconds)
+        if self.queue_enabled:
+            return self.queue.admit(owner, plan)
+        return self.allocator.reserve(owner, plan)
 
     @property
     def queue_enabled(self) -> bool:
@@ -109,6 +115,8 @@ class Allocating:
                 running.append(Running(r.gpu_type, r.gpu_count, r.started_at.replace(tzinfo=dt.timezone.utc), limit))
             else:
                 past.append(r.stopped_at - r.started_at)
+        if outcome.estimate is not None:  # the head's reservation: the discipline's own estimate
+            return outcome.estimate.replace(tzinfo=dt.timezone.utc)
         me = Waiting(0, "", now, count, tuple(types))
         return estimate_start(me, outcome.ahead, running, outcome.free, typical_duration(past), now)
 

@@ -1,13 +1,8 @@
-"""Queue decisions (pure): in what order waiting requests start, which may start now, and about
-when a waiting request will start.
+"""About when a waiting request will start (pure), for a request that holds no reservation (the
+head's estimate is its reservation's, ``discipline.py``), and the queue as pages list it.
 
-Order: first-come-first-served within fair share. Requests of users with less recent GPU use
-(GPU-hours over the last ``fair_share_days``) go first; among equals, the earlier request first.
-
-Who may start: the first request in that order that fits the free GPUs starts. With backfill
-(the default), a later request that fits may start while earlier ones do not fit, so small
-requests are not stuck behind a 4-GPU one; once the first request has waited longer than
-``reserve_after``, backfill stops until it has started, so it cannot be starved.
+Who starts, and in what order, is the discipline's (``discipline.py``): one decision for a fresh
+spawn and a waiting request alike.
 """
 
 from __future__ import annotations
@@ -25,38 +20,6 @@ class Waiting:
     count: int
     types: tuple[str, ...]
     recent_gpu_hours: float = 0.0  # the user's fair-share weight
-
-    @property
-    def key(self):
-        return (round(self.recent_gpu_hours, 6), self.created_at, self.id)
-
-
-def order(items: list[Waiting]) -> list[Waiting]:
-    return sorted(items, key=lambda w: w.key)
-
-
-def may_start(item_id: int, ordered: list[Waiting], fits, now: dt.datetime, backfill: bool = True,
-              reserve_after: dt.timedelta = dt.timedelta(minutes=10)) -> bool:
-    """Whether ``item_id`` may start now. ``fits(item)`` says whether it fits the free GPUs."""
-    if not ordered:
-        return False
-    head = ordered[0]
-    for item in ordered:
-        if item.id == item_id:
-            return fits(item)
-        if not backfill or now - head.created_at > reserve_after:
-            return False  # strict order, or the head is protected from starvation
-        if fits(item):
-            return False  # an earlier request that fits goes first
-    return False
-
-
-def position(item_id: int, ordered: list[Waiting]) -> int:
-    """1-based place in the queue (0 if not waiting)."""
-    for n, item in enumerate(ordered, 1):
-        if item.id == item_id:
-            return n
-    return 0
 
 
 @dataclass(frozen=True)

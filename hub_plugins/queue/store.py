@@ -1,6 +1,11 @@
 """The queue's database side: waiting requests persist in ``gpulab_queue`` (so they survive a
 hub restart) and a request leaves the queue in the same serialised transaction that allocates
 its GPUs, so two waiting requests can never both take the GPUs one of them freed.
+
+Every request for GPUs goes through the one discipline (``discipline.py``) while anyone waits: a
+fresh spawn (:meth:`QueueStore.admit`) as well as a waiting request that woke up
+(:meth:`QueueStore.try_start`), so a newcomer never takes GPUs an earlier request could use or
+that are held for the head of the queue. With nobody waiting, a fresh spawn is placed directly.
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from ..accounting.budgets import gpu_hours_since
-from ..gpu.choice import pick_type
 from ..settings.defaults import section
-from ..store.allocator import Allocation, Allocator, Owner, ReservationPlan
+from ..store.allocator import Allocation, Allocator, NoCapacity, Owner, ReservationPlan
 from ..store.db import Database
 from ..store.models import DeviceAllocation, QueueEntry, UsageRecord, utcnow
 from ..store.usage import as_usage, aware, naive
-from .order import Waiting, may_start, order, position
+from . import discipline, snapshot
+from .order import Waiting
 
 _Q = QueueEntry.__table__
 _U = UsageRecord.__table__
@@ -33,23 +38,34 @@ class Outcome:
     ahead: list[Waiting] = field(default_factory=list)
     waiting: int = 0
     free: dict[str, int] = field(default_factory=dict)
+    estimate: dt.datetime | None = None  # the head's reservation: its estimated start (naive UTC)
+    reason: str = ""  # why it waits (a key of discipline.WHY)
+
+
+class QueueAhead(NoCapacity):
+    """A fresh spawn whose GPUs may be free but are not its to take: requests wait before it."""
+
+    def __init__(self, gpu_type: str, count: int, free: int, total: int, waiting: int, reason: str):
+        super().__init__(gpu_type, count, free, total)
+        self.waiting, self.reason = waiting, reason
 
 
 @dataclass(frozen=True)
 class QueuePolicy:
     backfill: bool
-    reserve_after: dt.timedelta
     fair_share_days: int
     stale_after: dt.timedelta  # nobody waits on it (hub restarted)
+    age_after: dt.timedelta | None = dt.timedelta(hours=6)  # waited this long: before fair share
 
     @classmethod
     def from_config(cls, data: dict | None) -> QueuePolicy:
         data = section("queue", data)
+        age = data["age_after_hours"]
         return cls(
             backfill=bool(data["backfill"]),
-            reserve_after=dt.timedelta(minutes=float(data["reserve_after_minutes"])),
             fair_share_days=int(data["fair_share_days"]),
             stale_after=dt.timedelta(seconds=float(data["lost_after_seconds"])),
+            age_after=dt.timedelta(hours=float(age)) if age else None,
         )
 
 
@@ -93,10 +109,9 @@ class QueueStore:
         return self.db.retrying(run)
 
     def try_start(self, entry_id: int, owner: Owner, plan: ReservationPlan) -> Outcome:
-        """Start ``entry_id`` now if the queue's order allows it and its GPUs are free, reserving
-        by ``plan`` in the same transaction. QuotaRefused propagates (the entry is removed: the
-        request no longer fits the user's quota, waiting will not change that)."""
-        inventory = plan.inventory
+        """Start ``entry_id`` now if the discipline gives it devices, reserving them by ``plan``
+        in the same transaction. QuotaRefused propagates (the entry is removed: the request no
+        longer fits the user's quota, waiting will not change that)."""
 
         def run():
             with self.db.write_conn(serial=True) as c:
@@ -109,31 +124,69 @@ class QueueStore:
                     c.execute(sa.delete(_Q).where(_Q.c.id == entry_id))
                     return Outcome("cancelled")
                 c.execute(sa.update(_Q).where(_Q.c.id == entry_id).values(heartbeat_at=now))
-                fresh = [r for r in rows if r.state == "waiting"
-                         and (r.id == entry_id or now - r.heartbeat_at < self.policy.stale_after)]
-                weights = recent_gpu_hours(c, now - dt.timedelta(days=self.policy.fair_share_days), now)
-                items = order([Waiting(r.id, r.user_name, r.created_at, r.gpu_count,
-                                       tuple(t for t in r.gpu_types.split(",") if t), weights.get(r.user_name, 0.0))
-                               for r in fresh])
-                taken = set(c.execute(sa.select(_A.c.device_key)).scalars())
-                free = inventory.free(taken)
-
-                def fits(item: Waiting) -> bool:
-                    return bool(item.types) and pick_type(list(item.types), free, item.count)[1]
-
-                if may_start(entry_id, items, fits, now, self.policy.backfill, self.policy.reserve_after):
+                weights = self._weights(c, now)
+                me = snapshot.request_of(mine, weights, _runtime(plan))
+                outcome = self._decide(c, me, self._waiting(rows, now, entry_id), plan, weights, now)
+                if outcome.state == "started":
                     try:
-                        alloc = self.allocator.allocate_in(c, owner, plan)
+                        outcome.allocation = self.allocator.allocate_in(c, owner, plan, outcome.allocation)
                     finally:
                         c.execute(sa.delete(_Q).where(_Q.c.id == entry_id))
-                    return Outcome("started", alloc)
-                free_by_type: dict[str, int] = {}
-                for d in free:
-                    free_by_type[d.gpu_type] = free_by_type.get(d.gpu_type, 0) + 1
-                pos = position(entry_id, items)
-                return Outcome("waiting", None, pos, items[: pos - 1], len(items), free_by_type)
+                return outcome
 
         return self.db.retrying(run)
+
+    def admit(self, owner: Owner, plan: ReservationPlan) -> Allocation:
+        """A fresh spawn: placed at once when nobody waits; otherwise only where the discipline
+        lets it start (raises :class:`QueueAhead` when it must wait; NoCapacity, QuotaRefused as
+        the allocator does)."""
+
+        def run():
+            with self.db.write_conn(serial=True) as c:
+                now = utcnow()
+                rows = self._waiting(c.execute(sa.select(_Q).where(_Q.c.state == "waiting")).all(), now)
+                if not plan.count or not plan.reserve or not rows:
+                    return self.allocator.allocate_in(c, owner, plan)
+                weights = self._weights(c, now)
+                me = discipline.Request("new", owner.user_name, now, plan.count, plan.types,
+                                        weights.get(owner.user_name, 0.0), True, _runtime(plan))
+                outcome = self._decide(c, me, rows, plan, weights, now)
+                if outcome.state == "started":
+                    return self.allocator.allocate_in(c, owner, plan, outcome.allocation)
+                if outcome.reason == "never":
+                    return self.allocator.allocate_in(c, owner, plan)  # its NoCapacity says why
+                gpu_type = plan.types[0]
+                raise QueueAhead(gpu_type, plan.count, outcome.free.get(gpu_type, 0),
+                                 len(plan.inventory.of_type(gpu_type)), outcome.waiting - 1, outcome.reason)
+
+        return self.db.retrying(run)
+
+    # -- one decision, inside the caller's serialised transaction ----------------------------
+    def _waiting(self, rows, now: dt.datetime, keep: int | None = None) -> list:
+        """Waiting rows someone still waits on (a stale one lost its spawn to a hub restart)."""
+        return [r for r in rows if r.state == "waiting"
+                and (r.id == keep or now - r.heartbeat_at < self.policy.stale_after)]
+
+    def _weights(self, c, now: dt.datetime) -> dict[str, float]:
+        if self.policy.fair_share_days <= 0:
+            return {}
+        return recent_gpu_hours(c, now - dt.timedelta(days=self.policy.fair_share_days), now)
+
+    def _decide(self, c, me: discipline.Request, rows, plan: ReservationPlan, weights, now) -> Outcome:
+        """The discipline's answer for ``me``. A start carries the chosen (type, devices) in
+        ``Outcome.allocation`` for the allocator to take."""
+        inventory = plan.inventory
+        free = inventory.free(set(c.execute(sa.select(_A.c.device_key)).scalars()))
+        waiting = [snapshot.request_of(r, weights) for r in rows if r.id != me.id]
+        d = discipline.decide(me, waiting, free, snapshot.running(c, inventory), now,
+                              snapshot.rules(self.policy), snapshot.typical(c))
+        if d.start:
+            return Outcome("started", (d.gpu_type, d.devices))
+        free_by_type: dict[str, int] = {}
+        for dev in free:
+            free_by_type[dev.gpu_type] = free_by_type.get(dev.gpu_type, 0) + 1
+        ahead = [Waiting(r.id, r.user, r.created_at, r.count, r.types, r.usage) for r in d.ahead]
+        return Outcome("waiting", None, d.position, ahead, d.waiting, free_by_type, d.estimate, d.reason)
 
     def heartbeat(self, entry_id: int) -> None:
         def run():
@@ -174,15 +227,20 @@ class QueueStore:
         return self.db.retrying(run)
 
     def ordered(self) -> list[Waiting]:
-        """The queue in the order requests will start (for pages, the API and metrics)."""
+        """The queue in the discipline's order (for pages, the API and metrics)."""
 
         def run():
             with self.db.read() as s:
                 now = utcnow()
                 rows = list(s.scalars(sa.select(QueueEntry).where(QueueEntry.state == "waiting")))
-                weights = recent_gpu_hours(s.connection(), now - dt.timedelta(days=self.policy.fair_share_days), now)
-                return order([Waiting(r.id, r.user_name, r.created_at, r.gpu_count,
-                                      tuple(t for t in r.gpu_types.split(",") if t), weights.get(r.user_name, 0.0))
-                              for r in rows])
+                weights = self._weights(s.connection(), now)
+                ordered = discipline.order([snapshot.request_of(r, weights) for r in rows],
+                                           snapshot.rules(self.policy), now)
+                return [Waiting(r.id, r.user, r.created_at, r.count, r.types, r.usage) for r in ordered]
 
         return self.db.retrying(run)
+
+
+def _runtime(plan: ReservationPlan) -> dt.timedelta | None:
+    seconds = plan.terms.runtime_limit_s if plan.terms is not None else None
+    return dt.timedelta(seconds=seconds) if seconds else None

@@ -293,7 +293,12 @@ GPULAB_SCHEMA = {
                 "max_wait_hours": {"type": "number", "exclusiveMinimum": 0},
                 "fair_share_days": {"type": "integer", "minimum": 0},
                 "backfill": {"type": "boolean"},
-                "reserve_after_minutes": {"type": "number", "minimum": 0},
+                "reserve_after_minutes": {"type": "number", "minimum": 0,
+                                          "description": "no longer used: the head of the queue holds a "
+                                                         "reservation at once (accepted for old files)"},
+                "age_after_hours": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                                    "description": "a request that has waited this long goes before fair "
+                                                   "share (oldest first); null: fair share alone"},
                 "lost_after_seconds": {"type": "number", "minimum": 1,
                                        "description": "a waiting request nobody looked at for this long lost its "
                                                       "spawn (hub restart): the culler starts it again"},
@@ -457,6 +462,7 @@ DEFAULTS = {
         "fair_share_days": 7,
         "backfill": True,
         "reserve_after_minutes": 10,
+        "age_after_hours": 6,
         "lost_after_seconds": 120,
     },
     "docker": {

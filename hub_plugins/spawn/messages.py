@@ -14,6 +14,14 @@ def free_now(avail) -> str:
 def capacity_message(err, avail) -> str:
     """Refusal for a request that fits the quota but not the free capacity."""
     want = format_devices(err.gpu_type, err.count)
+    ahead = getattr(err, "waiting", None)  # queue.store.QueueAhead: others wait before it
+    if ahead is not None:
+        held = " (the free ones are held for the request at the head of the queue)" if err.free else ""
+        return (
+            f"{ahead} request(s) are waiting for GPUs before yours{held}, and requests start in "
+            f"the queue's order. Tick 'Wait in the queue' (REST: \"queue\": true) to wait your "
+            f"turn for {want} without holding a GPU, or ask for another type."
+        )
     mine = next((a for a in avail if a.gpu_type == err.gpu_type), None)
     if mine is not None and mine.free >= err.count and mine.largest < err.count:
         where = f"{mine.free} of {mine.total} are free, but at most {mine.largest} on one machine"

@@ -23,6 +23,13 @@ from ..store.allocator import Allocation, NoCapacity
 
 LOOK_EVERY = 5.0  # seconds between looks when nothing was released
 REPORT_EVERY = 60.0  # repeat the position line at least this often
+# why a request waits (the discipline's reasons, queue/discipline.py), told to its user
+WHY = {
+    "no_room": "not enough GPUs of your type are free on one machine",
+    "reserved": "you are next: GPUs that free up are held for you",
+    "held": "the free GPUs are held for a request ahead of yours",
+    "behind": "requests ahead of yours wait (strict order)",
+}
 
 
 def _eta_text(eta: dt.datetime | None, now: dt.datetime) -> str:
@@ -57,9 +64,12 @@ async def wait_in_queue(spawner, req, first: NoCapacity) -> Allocation:
     t0 = time.monotonic()
     # a request resumed after a hub restart keeps its place and its time in the queue
     waited_before = max(0.0, (dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - created).total_seconds())
+    ahead = getattr(first, "waiting", None)  # QueueAhead: its GPUs may be free, but not its turn
+    why = (f"{ahead} request(s) wait before yours" if ahead is not None
+           else f"No room for {format_devices(first.gpu_type, first.count)} right now")
     spawner.gpulab_event(
-        f"No room for {format_devices(first.gpu_type, first.count)} right now: waiting in the queue "
-        "(you hold no GPU while you wait; stop the server to cancel)", progress=10)
+        f"{why}: waiting in the queue (you hold no GPU while you wait; stop the server to cancel)",
+        progress=10)
     await core.run(core.usage.event, "queued", "capacity", owner.user_name, owner.server_name,
                    f"{req.gpus} x {first.gpu_type}")
     wakeup = core.waiter()
@@ -87,9 +97,10 @@ async def wait_in_queue(spawner, req, first: NoCapacity) -> Allocation:
             if outcome.position != last[0] or now_mono - last[1] > REPORT_EVERY:
                 eta = await core.run(core.queue_estimate, outcome, types, req.gpus)
                 now = dt.datetime.now(dt.timezone.utc)
+                why = WHY.get(outcome.reason, "")
                 spawner.gpulab_event(
                     f"Queue position {outcome.position} of {outcome.waiting}: {_eta_text(eta, now)} "
-                    f"(waiting {waited / 60:.0f} min)")
+                    f"(waiting {waited / 60:.0f} min{'; ' + why if why else ''})")
                 last = (outcome.position, now_mono)
             wakeup.clear()
             try:

@@ -180,9 +180,11 @@ class Allocator:
 
         return self.db.retrying(run)
 
-    def allocate_in(self, conn, owner: Owner, plan: ReservationPlan) -> Allocation:
+    def allocate_in(self, conn, owner: Owner, plan: ReservationPlan,
+                    chosen: tuple[str, tuple[Device, ...]] | None = None) -> Allocation:
         """:meth:`reserve` inside a serialised transaction the caller holds (the queue decides
-        and allocates in one transaction)."""
+        and allocates in one transaction). ``chosen``: the type and devices the queue's
+        discipline picked on this transaction's state, taken as they are."""
         profile, types, count, inventory = plan.profile, list(plan.types), plan.count, plan.inventory
         quota_check, reserve, terms = plan.quota_check, plan.reserve, plan.terms
         # Core statements on a bare connection: this runs for every spawn and every queue
@@ -201,7 +203,9 @@ class Allocator:
             for r in mine if r.server_name != owner.server_name
         ]
         gpu_type, free = "", []
-        if count:
+        if count and chosen is not None:
+            gpu_type, free = chosen[0], list(chosen[1])
+        elif count:
             # the type is chosen on the same snapshot the devices are placed on
             free = inventory.free(set(conn.execute(_TAKEN).scalars()))
             gpu_type, _fits = pick_type(types, free, count)

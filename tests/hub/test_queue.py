@@ -154,3 +154,32 @@ def test_queued_request_survives_a_hub_restart(hub):
     hub.stop_server("ann")
     bob = hub.wait_ready("bob", timeout=30)
     assert sorted(bob["state"]["gpus"]) == ["0", "1"]
+
+
+def test_a_newcomer_does_not_jump_a_waiting_multi_gpu_request(hub_factory):
+    """Issue 12's scenario: 4 GPUs held by four 1-GPU servers, a 4-GPU request waits; when one
+    server stops, its GPU is held for the 4-GPU request, so a new 1-GPU request waits behind it
+    (202) or, without the queue box, is told why (409); the 4-GPU request starts when the others
+    stop, and the newcomer only after it."""
+    h = hub_factory(start=False, inventory="4xA100-80GB", quotas={"default": {"max_gpus": 4, "max_servers": 1}})
+    h.start(extra_args=FAST)
+    small = ["s0", "s1", "s2", "s3"]
+    h.create_users(*small, "big", "late", "rude")
+    for u in small:
+        h.start_server(u, {"gpus": 1})
+    assert h.spawn("big", {"gpus": 4, "queue": True})[0] == 202
+    wait_for(lambda: [r["user_name"] for r in queue_rows(h)] == ["big"], what="big queued")
+    h.stop_server("s0")  # one GPU free, held for big
+    st, body = h.spawn("rude", {"gpus": 1})
+    assert st == 409 and "waiting for GPUs before yours" in body["message"], body
+    assert h.spawn("late", {"gpus": 1, "queue": True})[0] == 202
+    wait_for(lambda: [r["user_name"] for r in queue_rows(h)] == ["big", "late"], what="late queued behind big")
+    time.sleep(3)  # several looks at the queue: late still waits although a GPU is free
+    assert pending(h, "late") and pending(h, "big")
+    for u in small[1:]:
+        h.stop_server(u)
+    big = h.wait_ready("big", timeout=60)
+    assert sorted(big["state"]["gpus"]) == ["0", "1", "2", "3"]
+    assert pending(h, "late")
+    h.stop_server("big")
+    assert h.wait_ready("late", timeout=60)["state"]["gpus"]
