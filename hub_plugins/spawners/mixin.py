@@ -5,7 +5,9 @@ It validates the request, checks the quota, reserves devices, reports progress i
 reads, persists what it holds in the spawner state and frees it whenever the server ends. A
 backend only says how to *apply* an allocation:
 
-- ``gpulab_apply(allocation, profile)``: configure itself (command, image, limits, requests).
+- ``gpulab_apply(allocation, spec)``: configure itself (command, image, limits, requests) from the
+  server's :class:`~hub_plugins.spawn.spec.ServerSpec`, resolved once here (the profile, the user's
+  effective limits, CPU and memory capped by them): backends do no quota work of their own.
 - ``gpulab_device_env(allocation)``: the environment that selects the devices.
 - ``gpulab_profile_available(profile)``: whether it can run a profile at all, and why not.
 
@@ -37,6 +39,7 @@ from ..pages.cleanup import RefusedServers
 from ..reconcile import gate
 from ..gpu.devices import format_devices
 from ..spawn.request import RequestError, SpawnRequest
+from ..spawn.spec import ServerSpec
 from ..accounting.keeper import BudgetRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
 from .environment import GPUEnvironmentMixin
@@ -63,6 +66,7 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.gpulab_request: SpawnRequest | None = None
+        self.gpulab_spec: ServerSpec | None = None  # resolved once per spawn, before reserving
         self.gpulab_allocation: Allocation | None = None
         self.gpulab_held: HeldGPUs | None = None
         self._gpulab_events: list[dict] = []
@@ -103,8 +107,8 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         self.__dict__["_gpulab_spawn_pending"] = value
 
     # -- backend seam (override in backends) -----------------------------------------------
-    def gpulab_apply(self, allocation: Allocation, profile):
-        """Apply the allocation and profile to this spawner. May be async."""
+    def gpulab_apply(self, allocation: Allocation, spec: ServerSpec):
+        """Apply the allocation and the resolved spec to this spawner. May be async."""
 
     def gpulab_device_env(self, allocation: Allocation) -> dict[str, str]:
         ids = ",".join(allocation.visible_ids)
@@ -188,11 +192,17 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
             self._gpulab_provided_env = {}
             for provider in self.gpulab.env_provider_functions():
                 self._gpulab_provided_env.update(await maybe_future(provider(self, alloc, req.profile)) or {})
-            await maybe_future(self.gpulab_apply(alloc, req.profile))
+            await maybe_future(self.gpulab_apply(alloc, self.gpulab_spec))
             await maybe_future(super().run_pre_spawn_hook())
         except BaseException:
             await self.gpulab_release()
             raise
+
+    async def gpulab_resolve(self, req: SpawnRequest) -> ServerSpec:
+        """The server's spec, resolved once before anything is reserved."""
+        core = self.gpulab
+        eff = await core.run(core.effective, self.user.name, self.gpulab_groups)
+        return ServerSpec.resolve(req.profile, eff.limits)
 
     async def gpulab_wait_for_startup(self) -> None:
         """A restarted hub first reconciles what the old one left running (see
@@ -208,6 +218,7 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         self._gpulab_may_hold = True
         try:
             try:
+                self.gpulab_spec = await self.gpulab_resolve(req)
                 alloc = await core.run(core.allocate, self.gpulab_owner, req, self.gpulab_groups)
             except NoCapacity as e:
                 if not (req.extra("queue") and core.queue_enabled):

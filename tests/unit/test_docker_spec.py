@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from hub_plugins.quota.limits import Limits
+from hub_plugins.spawn.spec import ServerSpec
 from hub_plugins.spawners.docker import spec
 from hub_plugins.spawners.docker.reconcile import finished_at, from_api
 from images.build import Entry, PlanError, plan
@@ -85,7 +86,7 @@ def profile(**kw):
     (profile(cpu_limit=None, mem_limit=None), Limits(), None, None),
 ])
 def test_limits_from_profile_capped_by_quota(prof, quota, cpu, mem):
-    res = spec.resources(prof, quota)
+    res = spec.resources(ServerSpec.resolve(prof, quota))
     assert (res.cpu_limit, res.mem_limit) == (cpu, mem)
     hc = res.host_config()
     assert hc.get("nano_cpus") == (int(cpu * 1e9) if cpu else None)
@@ -93,11 +94,12 @@ def test_limits_from_profile_capped_by_quota(prof, quota, cpu, mem):
 
 
 def test_guarantees_never_exceed_limits_and_shm_follows_memory():
-    res = spec.resources(profile(cpu_guarantee=16, mem_guarantee=64 * GiB), Limits(cpu_limit=4, mem_limit=8 * GiB))
+    res = spec.resources(ServerSpec.resolve(profile(cpu_guarantee=16, mem_guarantee=64 * GiB),
+                                            Limits(cpu_limit=4, mem_limit=8 * GiB)))
     assert res.cpu_guarantee == 4 and res.mem_guarantee == 8 * GiB
     assert res.shm_size == 4 * GiB
     assert spec.default_shm(None) == GiB and spec.default_shm(64 * GiB) == 8 * GiB
-    assert spec.resources(profile(), Limits(), shm_size=123).shm_size == 123
+    assert spec.resources(ServerSpec.resolve(profile(), Limits()), shm_size=123).shm_size == 123
 
 
 def test_host_config_shape():

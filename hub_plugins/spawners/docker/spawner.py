@@ -167,17 +167,16 @@ class DockerGPUSpawner(DockerSharing, GPUSpawnerMixin, DockerSpawner):
     def gpulab_device_env(self, allocation):
         return spec.device_env(allocation.visible_ids)
 
-    async def gpulab_apply(self, allocation, profile):
+    async def gpulab_apply(self, allocation, server):
         if any(not d.addressable for d in allocation.devices):
             raise SpawnException(
                 "The Docker backend places GPUs itself and needs an inventory of addressable "
                 "devices; this hub's inventory comes from a cluster scheduler. Ask an admin.",
                 reason="config", status_code=500,
             )
-        self.image = profile.image
-        self.default_url = profile.default_url
-        limits = await self.gpulab.run(self.gpulab.effective, self.user.name, self.gpulab_groups)
-        res = spec.resources(profile, limits.limits, self.shm_size or None)
+        self.image = server.image
+        self.default_url = server.default_url
+        res = spec.resources(server, self.shm_size or None)
         self._gpulab_resources = res
         # Spawner traits too: JupyterHub exports them as MEM_LIMIT/CPU_LIMIT (resource displays)
         self.mem_limit = res.mem_limit

@@ -156,10 +156,9 @@ def default_shm(mem_limit: int | None) -> int:
     return max(64 * 2**20, min(mem_limit // 2, 8 * GiB))
 
 
-def resources(profile, quota_limits, shm_size: int | None = None) -> Resources:
-    """CPU and memory from the profile, capped by the user's quota limits (``Effective.limits``);
-    guarantees never above the limits."""
-    s = ServerSpec.resolve(profile, quota_limits)
+def resources(s: ServerSpec, shm_size: int | None = None) -> Resources:
+    """CPU and memory of the server's resolved spec (the profile's, capped by the user's quota;
+    guarantees never above the limits)."""
     # Docker reserves what it limits when the profile names no guarantee
     return Resources(cpu_limit=s.cpu_limit, mem_limit=s.mem_limit,
                      cpu_guarantee=s.cpu_limit if s.cpu_guarantee is None else s.cpu_guarantee,

@@ -58,7 +58,7 @@ class KubeGPUSpawner(GPUSpawnerMixin, QueueAwareKubeSpawner):
                     return t.get("product", "")
         return ""
 
-    async def gpulab_apply(self, allocation, profile):
+    async def gpulab_apply(self, allocation, spec):
         base = self.configured
         inv = self.gpulab.inventory()
         why = never_fits(inv, allocation.gpu_type, allocation.count)
@@ -66,9 +66,9 @@ class KubeGPUSpawner(GPUSpawnerMixin, QueueAwareKubeSpawner):
             raise SpawnException(why, reason="never_fits", status_code=409)
         # the type's nodes as the cluster shows them (a simulated inventory has no node labels)
         devices = inv.of_type(allocation.gpu_type) if allocation.count and inv.source == "kubernetes" else []
-        lim = self.gpulab.effective(self.user.name, self.gpulab_groups).limits
+        lim = spec.limits
         overrides = pod_overrides(
-            profile, allocation.gpu_type, allocation.count, self.gpulab_product(devices, allocation.gpu_type),
+            spec.profile, allocation.gpu_type, allocation.count, self.gpulab_product(devices, allocation.gpu_type),
             self.kube_settings, lim.cpu_limit, lim.mem_limit, resource_of(devices[0]) if devices else "",
         )
         for key, value in overrides.items():

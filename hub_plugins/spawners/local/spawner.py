@@ -131,7 +131,8 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
             return False, f"its environment is not installed ({exe} is missing)"
         return True, ""
 
-    async def gpulab_apply(self, allocation, profile):
+    async def gpulab_apply(self, allocation, spec):
+        profile = spec.profile
         if os.geteuid() == 0 and self.system_users == "never":
             raise SpawnException(
                 "The hub runs as root and local.system_users is 'never', so this server would run as root "
@@ -162,17 +163,16 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
                     os.environ.get("USER", os.geteuid()),
                 )
             os.makedirs(self.shared_home, mode=0o700, exist_ok=True)
-        await self.gpulab_hold(allocation, profile, pw)
+        await self.gpulab_hold(allocation, spec, pw)
 
-    async def gpulab_hold(self, allocation, profile, pw) -> None:
+    async def gpulab_hold(self, allocation, spec, pw) -> None:
         """Prepare the kernel's limits for this server (its cgroups, or its systemd scope)."""
         enforcer = self.gpulab_enforcer
         self._gpulab_limits = None
         if not enforcer.controls:
             return
-        quota = await self.gpulab.run(self.gpulab.effective, self.user.name, self.gpulab_groups)
         placed = all(d.addressable for d in allocation.devices)
-        limits = enforcer.limits(profile, quota.limits, [d.index for d in allocation.devices] if placed else None)
+        limits = enforcer.limits(spec.profile, spec.limits, [d.index for d in allocation.devices] if placed else None)
         await self.gpulab.run(enforcer.prepare, self.gpulab_cgroup, limits)
         self._gpulab_limits = limits
         # JupyterHub exports these as MEM_LIMIT/CPU_LIMIT (resource displays in JupyterLab)

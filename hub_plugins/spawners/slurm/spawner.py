@@ -18,7 +18,6 @@ from traitlets import Bool, Dict, List, Unicode
 from ...cluster.fit import never_fits
 from ...envs.status import Environments
 from ...gpu.devices import kind_of
-from ...spawn.spec import cap
 from .batch import SlurmBatchSpawner
 from .jobs import job_comment
 from .nodes import gres_type_for
@@ -78,13 +77,13 @@ class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
     def gpulab_device_env(self, allocation):
         return {}  # SLURM sets CUDA_VISIBLE_DEVICES in the job, to the GPUs it chose
 
-    async def gpulab_apply(self, allocation, profile):
+    async def gpulab_apply(self, allocation, spec):
+        profile = spec.profile
         inv = self.gpulab.inventory()
         why = never_fits(inv, allocation.gpu_type, allocation.count)
         if why:
             raise SpawnException(why, reason="never_fits", status_code=409)
         gres_type = gres_type_for(allocation.gpu_type, inv, self.gres_types, self.untyped_gpu_type) if allocation.count else ""
-        lim = self.gpulab.effective(self.user.name, self.gpulab_groups).limits
         bindir = self._bin(profile)
         self.cmd = [os.path.join(bindir, "batchspawner-singleuser"), os.path.join(bindir, "jupyterhub-singleuser"),
                     *profile.local_args]
@@ -93,7 +92,7 @@ class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
             gpus=allocation.count, gres_type=gres_type,
             # a share of a shared GPU is a SLURM shard (the GPU stays SLURM's to pick)
             gres_name="shard" if kind_of(allocation.gpu_type) == "shared" else "gpu",
-            cpus=cap(profile.cpu_limit, lim.cpu_limit), mem_bytes=cap(profile.mem_limit, lim.mem_limit),
+            cpus=spec.cpu_limit, mem_bytes=spec.mem_limit,
             bindir=bindir, comment=job_comment(self.hub_tag, allocation.spawn_id),
         )
         try:  # fail now, with the reason, rather than in sbatch
