@@ -19,6 +19,11 @@ as its child and:
   its command line) is stopped first. A restarted hub replaces a stale service holding a port.
 - ``--grace S``: on SIGINT/SIGTERM the signal goes to the child's process group; after S
   seconds it gets SIGKILL. Services use a short grace so that the hub shuts down quickly.
+- ``--prebind``: binds the port of ``$JUPYTERHUB_SERVICE_URL`` before starting the command and
+  hands the listening socket to it (descriptor ``$GPULAB_LISTEN_FD``, see ``services/base.py``).
+  JupyterHub waits for each of its services in turn before it answers, polling with growing
+  pauses; a port bound within milliseconds lets its first look connect and get the answer the
+  moment the service is ready.
 
 The exit status is the child's (128 + signal when it was killed by one), as a shell reports it.
 """
@@ -30,8 +35,10 @@ import ctypes
 import os
 import select
 import signal
+import socket
 import sys
 import time
+from urllib.parse import urlparse
 
 PR_SET_PDEATHSIG = 1
 LINE = 64  # fixed-width record, rewritten in place
@@ -103,6 +110,26 @@ def replace_stale(pidfile: str, wait: float = 5.0) -> None:
     os.replace(tmp, pidfile)
 
 
+def prebind() -> socket.socket | None:
+    """A listening socket on the service's port, on the host the service itself would listen on
+    (``services/base.py`` ``listen_host``); None when that fails (the service then binds itself
+    and says why)."""
+    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", ""))
+    if not url.port:
+        return None
+    host = os.environ.get("GPULAB_SERVICE_BIND") or url.hostname or "127.0.0.1"
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, url.port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError:
+        return None
+    return sock
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="lifeline", description=__doc__.splitlines()[0])
     ap.add_argument("--beat-fd", type=int, default=-1)
@@ -110,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--with-parent", type=int, default=0)
     ap.add_argument("--pidfile", default="")
     ap.add_argument("--grace", type=float, default=0.0, help="0: the child gets the signal, nothing more")
+    ap.add_argument("--prebind", action="store_true", help="bind $JUPYTERHUB_SERVICE_URL's port for the command")
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -136,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + caught[0]
 
     beat = args.beat_fd if args.beat_fd >= 0 else None
+    listening = prebind() if args.prebind else None
     me = os.getpid()
     pid = os.fork()
     if pid == 0:  # the child: default signals, its own process group, dies with us
@@ -149,12 +178,17 @@ def main(argv: list[str] | None = None) -> int:
                 os._exit(137)
             for fd in (wake_r, wake_w, *([beat] if beat is not None else [])):
                 os.close(fd)
+            if listening is not None:
+                os.set_inheritable(listening.fileno(), True)
+                os.environ["GPULAB_LISTEN_FD"] = str(listening.fileno())
             os.execvp(cmd[0], cmd)
         except BaseException as e:  # exec failed: say why, exit as a shell would
             try:
                 os.write(2, f"lifeline: cannot run {cmd[0]}: {e}\n".encode())
             finally:
                 os._exit(127)
+    if listening is not None:
+        listening.close()  # the service's now: connections must fail if it dies, not hang here
     try:
         os.setpgid(pid, pid)  # also here: a signal may come before the child got to it
     except OSError:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpserver import HTTPServer
 
 from hub_plugins.core import GPULab
 from hub_plugins.settings import typed
@@ -64,6 +66,21 @@ def listen_host(url) -> str:
     bind, so the Helm values set GPULAB_SERVICE_BIND=0.0.0.0 (the chart's network policy limits
     who reaches the port)."""
     return os.environ.get("GPULAB_SERVICE_BIND") or url.hostname or "127.0.0.1"
+
+
+def serve(app, port: int, host: str, **server_options) -> HTTPServer:
+    """Serve ``app`` (a tornado Application) where JupyterHub expects this service: on the socket
+    the lifeline bound for it at start (``GPULAB_LISTEN_FD``, see ``hub_plugins/lifeline.py``),
+    else on ``host:port``."""
+    server = HTTPServer(app, **server_options)
+    fd = os.environ.pop("GPULAB_LISTEN_FD", None)  # not for the service's own children
+    if fd:
+        sock = socket.socket(fileno=int(fd))
+        sock.setblocking(False)
+        server.add_sockets([sock])
+    else:
+        server.listen(port, host)
+    return server
 
 
 def service_address() -> tuple[str, int, str]:

@@ -163,22 +163,24 @@ def admin_role(cfg: dict) -> dict:
 SERVICE_STOP_GRACE = 2
 
 
-def supervised(cfg: dict, name: str, argv: list[str]) -> list[str]:
+def supervised(cfg: dict, name: str, argv: list[str], prebind: bool = False) -> list[str]:
     """A service's command run under a lifeline (``hub_plugins/lifeline.py``): it dies with the
     hub (even a hub killed with SIGKILL), a restarted hub's instance replaces a stale one (pid
-    file in the state dir), and it is down within SERVICE_STOP_GRACE seconds when stopped."""
+    file in the state dir), and it is down within SERVICE_STOP_GRACE seconds when stopped.
+    ``prebind``: its port is bound at once (a service with a URL JupyterHub waits for)."""
     pidfile = _state(cfg, "services", f"{name}.pid")
     return [sys.executable, "-I", "-S", LIFELINE, "--with-parent", str(os.getpid()), "--pidfile", pidfile,
-            "--grace", str(SERVICE_STOP_GRACE), "--", *argv]
+            "--grace", str(SERVICE_STOP_GRACE), *(["--prebind"] if prebind else []), "--", *argv]
 
 
-def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_scopes=()) -> dict:
+def _service(name: str, cfg: dict, module: str, url: str | None = None, allowed_scopes=(),
+             listens: bool = False) -> dict:
     """A JupyterHub-managed gpulab service: same Python, same checkout, and its settings from the
     same gpulab.yaml (``GPULAB_CONFIG``), the one way every service is configured."""
     root = _root(cfg)
     svc = {
         "name": name,
-        "command": supervised(cfg, name, [sys.executable, "-m", module]),
+        "command": supervised(cfg, name, [sys.executable, "-m", module], prebind=listens or url is not None),
         "cwd": root,
         "environment": {"GPULAB_CONFIG": cfg["_path"], "PYTHONPATH": root},
     }
@@ -230,7 +232,7 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
         svc["environment"].update({k: os.environ[k] for k in REGISTRY_ENV if os.environ.get(k)})
         services.append(svc)
     if cfg["mlflow"]["enabled"]:  # MLflow tracking at /services/mlflow/
-        services.append(mlflow.service(_service(mlflow.SERVICE, cfg, "services.mlflow"), rt.mlflow_port, rt.mlflow_token))
+        services.append(mlflow.service(_service(mlflow.SERVICE, cfg, "services.mlflow", listens=True), rt.mlflow_port, rt.mlflow_token))
         user_scopes.append(f"access:services!service={mlflow.SERVICE}")
     return services, roles, user_scopes
 

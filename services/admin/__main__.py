@@ -18,7 +18,7 @@ from urllib.parse import urlparse  # noqa: E402
 from tornado.ioloop import IOLoop, PeriodicCallback  # noqa: E402
 
 from hub_plugins.outage import ServiceOutage  # noqa: E402
-from services.base import core_from_live, listen_host, live_settings  # noqa: E402
+from services.base import core_from_live, listen_host, live_settings, serve  # noqa: E402
 
 from .app import make_app  # noqa: E402
 from .core import QuotaAdmin  # noqa: E402
@@ -43,7 +43,7 @@ def main() -> int:
     url = urlparse(os.environ["JUPYTERHUB_SERVICE_URL"])
     app = make_app(admin)
     app.add_transform(ServiceOutage)  # database outages answer 503 (hub_plugins/outage.py)
-    app.listen(url.port, listen_host(url))
+    serve(app, url.port, listen_host(url))
     logging.info("listening on %s, prefix %s", url.geturl(), os.environ.get("JUPYTERHUB_SERVICE_PREFIX"))
     PeriodicCallback(exit_with_the_hub(os.getppid()), 5000).start()
     IOLoop.current().start()

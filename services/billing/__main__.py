@@ -9,7 +9,7 @@ import os
 from tornado import web
 
 from hub_plugins.outage import ServiceOutage
-from services.base import HubAPI, core_from_live, live_settings, service_address, setup_logging
+from services.base import HubAPI, core_from_live, live_settings, serve, service_address, setup_logging
 
 from .app import make_app
 from .audit import record_config_changes
@@ -31,7 +31,7 @@ async def main() -> None:
     app: web.Application = make_app(BillingData(live, core, HubAPI()), prefix, hub_prefix)
     app.settings["cookie_secret"] = os.urandom(32)
     app.add_transform(ServiceOutage)  # database outages answer 503 (hub_plugins/outage.py)
-    app.listen(port, address=host)
+    serve(app, port, host)
     log.info("billing service at http://%s:%d%s", host, port, prefix)
     await asyncio.Event().wait()
 

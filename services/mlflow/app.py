@@ -32,10 +32,9 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated,
 from jupyterhub.utils import random_port
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
-from services.base import listen_host, load_settings
+from services.base import listen_host, load_settings, serve
 
 from . import policy, tokens
 from .accounts import Accounts, MLflowError
@@ -358,8 +357,7 @@ def main(argv=None) -> None:
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/mlflow/")
     service = Service(state, settings.mlflow, prefix, os.environ.get("JUPYTERHUB_API_TOKEN", ""))
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8090"))
-    server = HTTPServer(make_app(service), max_body_size=service.max_body, idle_connection_timeout=3600)
-    server.listen(url.port, listen_host(url))
+    serve(make_app(service), url.port, listen_host(url), max_body_size=service.max_body, idle_connection_timeout=3600)
     loop = IOLoop.current()
 
     def stop(*_):

@@ -158,3 +158,39 @@ def test_local_runtime_reads_proc(tmp_path):
     finally:
         kill_all([q.pid], 0.5)
         q.wait(5)
+
+
+def test_prebind_hands_a_bound_port_to_the_service_and_keeps_no_copy(tmp_path):
+    """The port is bound before the (slow) service starts: a client that connects early waits in
+    the backlog and gets the service's answer; once the service is gone, connecting fails at once
+    (the lifeline does not hold the socket)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    service = ("import os, socket, time; time.sleep(1.0); "
+               "s = socket.socket(fileno=int(os.environ['GPULAB_LISTEN_FD'])); c, _ = s.accept(); "
+               "c.sendall(os.environ.get('GPULAB_LISTEN_FD', '').encode()); c.close()")
+    env = dict(os.environ, JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{port}")
+    p = subprocess.Popen([sys.executable, "-I", "-S", LIFELINE, "--prebind", "--", sys.executable, "-c", service],
+                         env=env)
+    try:
+        deadline = time.monotonic() + 5
+        while True:  # bound within milliseconds of the lifeline's start, long before the service answers
+            try:
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, "the port was never bound"
+                time.sleep(0.01)
+        t0 = time.monotonic()
+        with client:
+            assert client.recv(16).isdigit()  # the service's answer, on the descriptor it was given
+        assert time.monotonic() - t0 > 0.3  # it connected before the service was listening
+        assert p.wait(10) == 0
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+    finally:
+        if p.poll() is None:
+            p.kill()
