@@ -40,6 +40,8 @@ from ..reconcile import gate
 from ..gpu.devices import format_devices
 from ..spawn.request import RequestError, SpawnRequest
 from ..spawn.spec import ServerSpec
+from ..cluster.fit import never_fits
+from ..gpu.choice import pick_type
 from ..accounting.keeper import BudgetRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
 from .environment import GPUEnvironmentMixin
@@ -199,10 +201,26 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
             raise
 
     async def gpulab_resolve(self, req: SpawnRequest) -> ServerSpec:
-        """The server's spec, resolved once before anything is reserved."""
+        """The server's spec, resolved once before anything is reserved. Where a cluster's
+        scheduler places the GPUs (SLURM, Kubernetes), a request no node could ever hold is
+        refused here, before a reservation is written (gpulab's own placement says so itself)."""
         core = self.gpulab
-        eff = await core.run(core.effective, self.user.name, self.gpulab_groups)
-        return ServerSpec.resolve(req.profile, eff.limits)
+
+        def resolve():
+            eff = core.effective(self.user.name, self.gpulab_groups)
+            why = None
+            if req.gpus and core.placement != "gpulab":
+                inv = core.inventory()
+                # the type the allocation would pick, counting every device: ever, not now
+                gpu_type, _fits = pick_type(core.candidate_types(req, eff, inv), inv.devices, req.gpus)
+                why = never_fits(inv, gpu_type, req.gpus)
+            return ServerSpec.resolve(req.profile, eff.limits), why
+
+        spec, why = await core.run(resolve)
+        if why:
+            self._gpulab_may_hold = False
+            raise SpawnException(why, reason="never_fits", status_code=409)
+        return spec
 
     async def gpulab_wait_for_startup(self) -> None:
         """A restarted hub first reconciles what the old one left running (see

@@ -125,3 +125,21 @@ async def test_env_providers_add_to_every_backend(config):
     env = s.gpulab_env()
     assert env["EXTRA_TOKEN"] == "for-dee" and env["SYNC"] == "1" and env["GPULAB_GPU_COUNT"] == "1"
     assert seen == [("dee", 1, "minimal")]
+
+
+async def test_a_cluster_request_no_node_could_hold_is_refused_before_anything_is_reserved(config):
+    """Where the scheduler places GPUs, the never-fits check runs while the spec is resolved:
+    before a reservation is written, the same for every engine backend."""
+    config.GPULab.placement = "engine"
+    config.GPULab.inventory_spec = "2xA100-80GB@n1, 2xA100-80GB@n2"
+    config.GPULab.quotas = {"default": {"max_gpus": 4}}
+    s = make(config, 5, "eve")
+    s.user_options = {"gpus": 3}
+    with pytest.raises(SpawnException) as e:
+        await s.run_pre_spawn_hook()
+    assert e.value.status_code == 409 and "No node of the cluster has 3 A100-80GB GPUs" in e.value.message
+    assert "Ask for 2 or fewer" in e.value.message
+    assert GPULab.instance(config=config).allocator.snapshot().servers == []
+    s.user_options = {"gpus": 2}
+    await s.run_pre_spawn_hook()
+    assert s.gpulab_spec.name == "minimal" and s.gpulab_allocation.count == 2

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import copy
 
-from jupyterhub.spawner import SpawnException
 
-from ...cluster.fit import never_fits
 from .nodes import resource_of
 from .overrides import KubeSettings, pod_overrides
 from .kubespawner import QueueAwareKubeSpawner
@@ -61,9 +59,6 @@ class KubeGPUSpawner(GPUSpawnerMixin, QueueAwareKubeSpawner):
     async def gpulab_apply(self, allocation, spec):
         base = self.configured
         inv = self.gpulab.inventory()
-        why = never_fits(inv, allocation.gpu_type, allocation.count)
-        if why:
-            raise SpawnException(why, reason="never_fits", status_code=409)
         # the type's nodes as the cluster shows them (a simulated inventory has no node labels)
         devices = inv.of_type(allocation.gpu_type) if allocation.count and inv.source == "kubernetes" else []
         lim = spec.limits

@@ -15,7 +15,6 @@ import os
 from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Dict, List, Unicode
 
-from ...cluster.fit import never_fits
 from ...envs.status import Environments
 from ...gpu.devices import kind_of
 from .batch import SlurmBatchSpawner
@@ -80,9 +79,6 @@ class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
     async def gpulab_apply(self, allocation, spec):
         profile = spec.profile
         inv = self.gpulab.inventory()
-        why = never_fits(inv, allocation.gpu_type, allocation.count)
-        if why:
-            raise SpawnException(why, reason="never_fits", status_code=409)
         gres_type = gres_type_for(allocation.gpu_type, inv, self.gres_types, self.untyped_gpu_type) if allocation.count else ""
         bindir = self._bin(profile)
         self.cmd = [os.path.join(bindir, "batchspawner-singleuser"), os.path.join(bindir, "jupyterhub-singleuser"),
