@@ -64,6 +64,7 @@ helm-values: install
 bench: install
 	$(BIN)/python benchmarks/allocator.py
 	$(BIN)/python benchmarks/spawn_overhead.py
+	$(BIN)/python benchmarks/startstop.py
 	$(BIN)/python benchmarks/trace_utilisation.py
 
 # Profile images for the Docker backend, tags from profiles/*.yaml (images/build.py --help).
