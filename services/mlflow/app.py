@@ -62,11 +62,6 @@ class Base(web.RequestHandler):
         # the shape MLflow's clients print
         self.set_status(code)
         self.set_header("Content-Type", "application/json")
-        h = self.request.headers
-        if h.get("Content-Length", "0") not in ("", "0") or "Transfer-Encoding" in h:
-            # answered before its body was read: tornado closes this connection, so tell the
-            # hub's proxy not to send the next request down it (it would get a reset, a 503)
-            self.set_header("Connection", "close")
         self.finish(json.dumps({"error_code": {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}.get(
             code, "TEMPORARILY_UNAVAILABLE" if code == 503 else "BAD_REQUEST"), "message": message}))
 
@@ -147,6 +142,8 @@ class ProxyHandler(HubOAuthenticated, Base):
             return None
         return Identity(model["name"], bool(model.get("admin")))
 
+    _request_read = False
+
     async def prepare(self):
         self.request.connection.set_max_body_size(self.svc.max_body)
         self._chunks: list[bytes] = []
@@ -203,7 +200,17 @@ class ProxyHandler(HubOAuthenticated, Base):
         while (chunk := await self._queue.get()) is not None:
             await write(chunk)
 
+    def flush(self, include_footers: bool = False):
+        # An answer before the request was read to its end (a refusal from prepare, or MLflow
+        # answering an upload early): tornado closes the connection after it, even for a request
+        # without a body, so say so. Otherwise the hub's proxy, which keeps connections alive,
+        # may send the next request down the closing socket and answer it 503 ("socket hang up").
+        if not self._headers_written and not self._request_read:
+            self.set_header("Connection", "close")
+        return super().flush(include_footers)
+
     async def handle(self):
+        self._request_read = True  # tornado calls the method once the whole body has arrived
         if self._finished:
             return
         if self._upstream is not None:
