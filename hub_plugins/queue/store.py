@@ -40,6 +40,7 @@ class Outcome:
     free: dict[str, int] = field(default_factory=dict)
     estimate: dt.datetime | None = None  # the head's reservation: its estimated start (naive UTC)
     reason: str = ""  # why it waits (a key of discipline.WHY)
+    chosen: tuple | None = None  # (type, devices) the discipline picked, for the allocator to take
 
 
 class QueueAhead(NoCapacity):
@@ -129,7 +130,7 @@ class QueueStore:
                 outcome = self._decide(c, me, self._waiting(rows, now, entry_id), plan, weights, now)
                 if outcome.state == "started":
                     try:
-                        outcome.allocation = self.allocator.allocate_in(c, owner, plan, outcome.allocation)
+                        outcome.allocation = self.allocator.allocate_in(c, owner, plan, outcome.chosen)
                     finally:
                         c.execute(sa.delete(_Q).where(_Q.c.id == entry_id))
                 return outcome
@@ -152,7 +153,7 @@ class QueueStore:
                                         weights.get(owner.user_name, 0.0), True, _runtime(plan))
                 outcome = self._decide(c, me, rows, plan, weights, now)
                 if outcome.state == "started":
-                    return self.allocator.allocate_in(c, owner, plan, outcome.allocation)
+                    return self.allocator.allocate_in(c, owner, plan, outcome.chosen)
                 if outcome.reason == "never":
                     return self.allocator.allocate_in(c, owner, plan)  # its NoCapacity says why
                 gpu_type = plan.types[0]
@@ -173,15 +174,14 @@ class QueueStore:
         return recent_gpu_hours(c, now - dt.timedelta(days=self.policy.fair_share_days), now)
 
     def _decide(self, c, me: discipline.Request, rows, plan: ReservationPlan, weights, now) -> Outcome:
-        """The discipline's answer for ``me``. A start carries the chosen (type, devices) in
-        ``Outcome.allocation`` for the allocator to take."""
+        """The discipline's answer for ``me``; a start carries the (type, devices) it chose."""
         inventory = plan.inventory
         free = inventory.free(set(c.execute(sa.select(_A.c.device_key)).scalars()))
         waiting = [snapshot.request_of(r, weights) for r in rows if r.id != me.id]
         d = discipline.decide(me, waiting, free, snapshot.running(c, inventory), now,
                               snapshot.rules(self.policy), snapshot.typical(c))
         if d.start:
-            return Outcome("started", (d.gpu_type, d.devices))
+            return Outcome("started", chosen=(d.gpu_type, d.devices))
         free_by_type: dict[str, int] = {}
         for dev in free:
             free_by_type[dev.gpu_type] = free_by_type.get(dev.gpu_type, 0) + 1
