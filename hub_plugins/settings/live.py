@@ -37,6 +37,7 @@ RELOADABLE: dict[str, tuple[str, ...]] = {
     "budgets": (),
     "culler": ("enabled", "metrics"),
     "queue": (),
+    "notifications": (),  # read by the notifier at each look
 }
 CHECK_EVERY = 5.0  # seconds between looks at the file's modification time
 

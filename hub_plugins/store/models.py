@@ -177,3 +177,24 @@ class QueueEntry(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
     state: Mapped[str] = mapped_column(String(16), default="waiting")  # waiting | cancelled
     heartbeat_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)  # a spawner is waiting on it
+
+
+class NotifyPrefs(Base):
+    """How a person wants to be told (their own choice, on their usage page): one row per user."""
+
+    __tablename__ = "gpulab_notify_prefs"
+
+    user_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), default="")  # "" = no email
+    events: Mapped[str] = mapped_column(String(255), default="")  # comma-separated notify.compose.EVENTS
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class NotifyCursor(Base):
+    """The last ``gpulab_events`` row the notifier has handled (one row): events are told once,
+    and a notifier that starts for the first time does not tell the whole history."""
+
+    __tablename__ = "gpulab_notify_cursor"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_id: Mapped[int] = mapped_column(Integer, default=0)

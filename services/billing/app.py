@@ -18,6 +18,8 @@ from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuth
 from jupyterhub.utils import url_path_join
 from tornado import web
 
+from hub_plugins.notify.compose import EVENTS, valid_email, valid_events
+from hub_plugins.notify.prefs import PrefsStore
 from hub_plugins.scopes import MANAGE_QUEUE, READ_USAGE, holds
 from services.handlers import COOKIE_OPTIONS, ValidatedArgs
 
@@ -120,6 +122,43 @@ class QueueAPI(Base):
         self.finish({"cancelled": n})
 
 
+class NotifyAPI(Base):
+    """A person's notification choice: GET it (admins: ?user=), PUT {"email", "events"} (one's own)."""
+
+    @property
+    def prefs(self):
+        return self.settings["notify_prefs"]
+
+    def mine(self) -> str:
+        who = self.arg_user() or self.me["name"]
+        if who != self.me["name"]:
+            raise web.HTTPError(403, "You can only change your own notifications.")
+        return who
+
+    def choice(self, body) -> tuple[str, list[str]]:
+        if not isinstance(body, dict):
+            raise web.HTTPError(400, 'Send {"email": "ann@example.org", "events": [...]}.')
+        unknown = sorted(set(body) - {"email", "events"})
+        if unknown:
+            raise web.HTTPError(400, "%s", f"Unknown field '{unknown[0][:40]}': send 'email' and 'events'.")
+        email = body.get("email", "")
+        if not isinstance(email, str):
+            raise web.HTTPError(400, "'email' must be text (an address, or empty for no email).")
+        try:
+            return valid_email(email), valid_events(body.get("events", list(EVENTS)))
+        except ValueError as e:
+            raise web.HTTPError(400, "%s", str(e)) from None
+
+    @web.authenticated
+    async def get(self):
+        self.finish({**await asyncio.to_thread(self.prefs.get, self.target()), "choices": EVENTS})
+
+    @web.authenticated
+    async def put(self):
+        email, events = self.choice(self.json())
+        self.finish(await asyncio.to_thread(self.prefs.set, self.mine(), email, events))
+
+
 class Metrics(Base):
     """Prometheus text format. Needs an admin, or a token with the read:metrics scope."""
 
@@ -161,8 +200,10 @@ class MyUsagePage(Page):
         daily = await asyncio.to_thread(self.data.per_day, who, since, now)
         quota = await asyncio.to_thread(self.data.quota, who, None, groups, now)
         queue = [q for q in await asyncio.to_thread(self.data.queue, who, False, now) if q["user"] == who]
+        notify = await asyncio.to_thread(self.settings["notify_prefs"].get, who)
         self.render_page("usage.html", who=who, days=days, rep=rep, daily=daily, quota=quota, queue=queue,
-                         chart=bar_chart(daily))
+                         chart=bar_chart(daily), notify=notify, choices=EVENTS,
+                         email_on=data_notify_on(self.data))
 
 
 class QueueCancelPage(Page):
@@ -171,6 +212,21 @@ class QueueCancelPage(Page):
         server = self.arg("server")
         await asyncio.to_thread(self.data.core.queue.cancel, self.me["name"], server)
         self.redirect(self.settings["service_prefix"])
+
+
+class NotifyPage(NotifyAPI, Page):
+    """The form on one's usage page."""
+
+    @web.authenticated
+    async def get(self):
+        self.redirect(self.settings["service_prefix"] + "#notifications")
+
+    @web.authenticated
+    async def post(self):
+        events = [e for e in self.get_arguments("events") if e in EVENTS]
+        email, events = self.choice({"email": self.arg("email"), "events": events})
+        await asyncio.to_thread(self.prefs.set, self.mine(), email, events)
+        self.redirect(self.settings["service_prefix"] + "#notifications")
 
 
 class AdminPage(Page):
@@ -197,6 +253,12 @@ class GPUsPage(Page):
     async def get(self):
         self.render_page("gpus.html", g=await asyncio.to_thread(self.data.gpus, self.me["name"], self.admin,
                                                                 self.now()))
+
+
+def data_notify_on(data) -> bool:
+    """Whether this hub sends email at all (the page says so instead of offering a dead form)."""
+    conf = data.live.current.raw["notifications"]
+    return bool(conf["enabled"] and conf["smtp"]["host"])
 
 
 def bar_chart(daily: list[dict], width: int = 720, height: int = 160) -> dict:
@@ -226,6 +288,8 @@ def make_app(data: BillingData, prefix: str, hub_prefix: str = "/hub/") -> web.A
             (p("api/queue"), QueueAPI),
             (p(r"api/queue/([^/]+)"), QueueAPI),
             (p(r"api/queue/([^/]+)/([^/]+)"), QueueAPI),
+            (p("api/notifications"), NotifyAPI),
+            (p("notifications"), NotifyPage),
             (p("metrics"), Metrics),
             (p("oauth_callback"), HubOAuthCallbackHandler),
             (p("queue/cancel"), QueueCancelPage),
@@ -234,6 +298,7 @@ def make_app(data: BillingData, prefix: str, hub_prefix: str = "/hub/") -> web.A
             (prefix.rstrip("/") + "/?", MyUsagePage),
         ],
         billing_data=data,
+        notify_prefs=PrefsStore(data.core.db),
         service_prefix=prefix,
         hub_prefix=hub_prefix,
         cookie_secret=None,

@@ -8,6 +8,7 @@ import logging
 from services.base import HubAPI, core_from_live, live_settings, setup_logging
 
 from .loop import Culler
+from .notify import Notifier
 
 log = logging.getLogger("gpulab.culler")
 
@@ -20,7 +21,8 @@ async def main() -> None:
     culler = Culler(live, core, HubAPI())
     log.info("culler: every %ss, policies: %s", live.current.culler["interval_seconds"],
              ", ".join(p.name for p in culler.settings.policies))
-    await culler.run_forever()
+    # people's emails go out beside the cull rounds, more often than they run
+    await asyncio.gather(culler.run_forever(), Notifier(live, core.db).run_forever())
 
 
 if __name__ == "__main__":

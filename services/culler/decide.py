@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from hub_plugins.accounting.budgets import BudgetConfig
 from hub_plugins.settings.defaults import cull_policy, section
+from hub_plugins.notify.compose import in_minutes
 from hub_plugins.settings.schema import CULL_POLICY_DEFAULTS as _POLICY
 from hub_plugins.settings.schema import DEFAULTS
 
@@ -188,7 +189,7 @@ def decide(servers: list[Server], settings: Settings, now: dt.datetime, allocate
         due = [w for w in settings.warn_at if frac >= w]
         if due and s.warned != f"{c.reason}:{max(due):g}":
             out.append(Action(s.user, s.name, "warn", c.reason,
-                              f"{label} will be stopped in {left:.0f} min: {_text(c.reason, c.limit)}. "
+                              f"{label} will be stopped {in_minutes(left)}: {_text(c.reason, c.limit)}. "
                               + ("Use your GPUs or stop the server to free them." if c.reason == "gpu_idle"
                                  else "Save your work."),
                               max(due), left))

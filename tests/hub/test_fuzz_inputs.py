@@ -129,7 +129,8 @@ def test_spawn_form(hub, admin_session, fields):
     stop_if_started(hub, "admin", "form", 202 if r.status_code == 302 else r.status_code)
 
 
-BILLING_PATHS = ["api/usage", "api/quota", "api/gpus", "api/queue", "", "admin", "gpus", "metrics"]
+BILLING_PATHS = ["api/usage", "api/quota", "api/gpus", "api/queue", "api/notifications", "", "admin", "gpus",
+                 "metrics"]
 params = st.dictionaries(st.sampled_from(["user", "since", "until", "format", "days", "server"]) | st.text(max_size=5),
                          form_values, max_size=4)
 
@@ -153,6 +154,30 @@ def test_billing_queue_cancel(hub, user, server, admin):
     if r.status_code == 404 and "application/json" not in r.headers.get("Content-Type", ""):
         return  # an empty name segment matches no route: tornado's plain 404
     refused_with_message(r, path)
+
+
+notify_bodies = st.one_of(
+    st.fixed_dictionaries({}, optional={
+        "email": st.sampled_from(["ann@example.org", "", "ann@example.org\r\nBcc: x@y.org", "\u0661@x.org", 5, None,
+                                  "a" * 300 + "@x.org", ["ann@example.org"], "ann@example.org, bob@example.org"]),
+        "events": st.sampled_from([[], ["stopped"], ["nope"], "stopped", [1], None, ["stopped"] * 1000]),
+    }).map(encode),
+    st.dictionaries(st.text(max_size=6), values, max_size=3).map(encode),
+    st.sampled_from(RAW_BODIES))
+
+
+@FUZZ
+@given(body=notify_bodies, content_type=st.sampled_from(CONTENT_TYPES))
+def test_notification_choices(hub, body, content_type):
+    headers = {"Authorization": f"token {hub.ann}"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    r = requests.put(f"{hub.url}/services/billing/api/notifications", data=body, headers=headers, timeout=60)
+    refused_with_message(r, (body[:300], content_type))
+    if r.status_code == 200:  # what was stored is one plain address and known events
+        stored = r.json()
+        assert stored["email"] in ("", "ann@example.org") and set(stored["events"]) <= {
+            "queue_started", "stop_warning", "stopped"}, stored
 
 
 overrides = st.one_of(
@@ -206,6 +231,8 @@ def test_ten_megabytes_are_refused_cleanly(hub):
     for url in (f"{hub.url}/hub/api/users/ann/servers/big", f"{hub.url}/services/quotas/api/overrides"):
         r = requests.post(url, data=big, headers=headers, timeout=120)
         assert r.status_code == 413 and "at most 65,536 are accepted" in r.json()["message"], (url, r.text[:300])
+    r = requests.put(f"{hub.url}/services/billing/api/notifications", data=big, headers=headers, timeout=120)
+    assert r.status_code == 413 and "at most 65,536 are accepted" in r.json()["message"], r.text[:300]
     # (the proxy itself refuses URLs past 16 KB, before any of gpulab is asked)
     r = requests.get(f"{hub.url}/services/billing/api/usage", params={"user": "x" * 4000},
                      headers={"Authorization": f"token {hub.token}"}, timeout=60)

@@ -9,6 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from hub_plugins.store.db import VERSION_TABLE, Database
+import hub_plugins.store.overrides  # noqa: F401 - its tables are in Base too (alone, this test saw them missing)
 from hub_plugins.store.models import Base
 
 

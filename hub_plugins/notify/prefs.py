@@ -1,0 +1,79 @@
+"""People's notification choices (``gpulab_notify_prefs``) and the notifier's place in
+``gpulab_events`` (``gpulab_notify_cursor``)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from ..store.db import Database
+from ..store.models import Event, NotifyCursor, NotifyPrefs, utcnow
+from .compose import EVENTS, KIND_TO_EVENT
+
+CURSOR = "email"
+
+
+class PrefsStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def get(self, user: str) -> dict:
+        """A person's choice; someone who never chose gets no email and every event ticked, so
+        that typing an address is all it takes."""
+
+        def run():
+            with self.db.read() as s:
+                row = s.get(NotifyPrefs, user)
+                if row is None:
+                    return {"user": user, "email": "", "events": list(EVENTS), "updated_at": None}
+                return {"user": user, "email": row.email, "events": [e for e in row.events.split(",") if e],
+                        "updated_at": row.updated_at.isoformat() + "Z"}
+
+        return self.db.retrying(run)
+
+    def set(self, user: str, email: str, events: list[str]) -> dict:
+        def run():
+            with self.db.write() as s:
+                row = s.get(NotifyPrefs, user) or NotifyPrefs(user_name=user)
+                row.email, row.events, row.updated_at = email, ",".join(events), utcnow()
+                s.add(row)
+
+        self.db.retrying(run)
+        return self.get(user)
+
+    def all(self) -> dict[str, tuple[str, str]]:
+        """user -> (email, events csv) for everyone with an address."""
+
+        def run():
+            with self.db.read() as s:
+                return {r.user_name: (r.email, r.events)
+                        for r in s.scalars(sa.select(NotifyPrefs).where(NotifyPrefs.email != ""))}
+
+        return self.db.retrying(run)
+
+    # -- the notifier's place ----------------------------------------------------------------
+    def pending(self, limit: int = 200) -> list[Event]:
+        """Events after the cursor that people may be told about, oldest first. The first call
+        ever puts the cursor at the newest event: history is not mailed out."""
+
+        def run():
+            with self.db.write() as s:
+                cur = s.get(NotifyCursor, CURSOR)
+                if cur is None:
+                    newest = s.scalar(sa.select(sa.func.max(Event.id))) or 0
+                    s.add(NotifyCursor(name=CURSOR, last_id=newest))
+                    return []
+                q = (sa.select(Event).where(Event.id > cur.last_id, Event.kind.in_(list(KIND_TO_EVENT)))
+                     .order_by(Event.id).limit(limit))
+                rows = list(s.scalars(q))
+                return rows
+
+        return self.db.retrying(run)
+
+    def advance(self, last_id: int) -> None:
+        def run():
+            with self.db.write() as s:
+                cur = s.get(NotifyCursor, CURSOR)
+                if cur is not None and last_id > cur.last_id:
+                    cur.last_id = last_id
+
+        self.db.retrying(run)
