@@ -24,6 +24,7 @@ from hub_plugins.spawners.local.spawner import LAB_CONFIG
 from tests.conftest import require
 from tests.support.hubproc import ROOT, Hub
 from tests.support.idp import OIDCProvider, django_oidc_available
+from tests.support.polling import gpulab_rows
 
 pytestmark = [pytest.mark.browser, pytest.mark.hub]
 
@@ -95,7 +96,9 @@ def slow_profiles():
 def hub(tmp_path_factory, local_backend, slow_profiles):
     hub = Hub(tmp_path_factory.mktemp("hub"), inventory="4xA100-80GB", profiles_dir=str(slow_profiles),
               quotas={"default": {"max_gpus": 1, "max_servers": 2}, "groups": {"researcher": {"max_gpus": 2}}},
-              local=dict(local_backend), extra={"billing": {"rates": {"*": 1.25}}})
+              local=dict(local_backend), extra={"billing": {"rates": {"*": 1.25}},
+                                                # the form is offered once a mail server is set
+                                                "notifications": {"smtp": {"host": "127.0.0.1", "port": 2525}}})
     hub.start(timeout=240)
     yield hub
     hub.close()
@@ -231,6 +234,32 @@ def test_admin_approves_and_grants_then_person_spawns_two_gpus(browser, hub):
     nina.click("#gpulab-stop-default")
     nina.wait_for_selector("#gpulab-servers tr.gpulab-empty:has-text('Nothing is running')", timeout=60_000)
     hub.wait_gone("nina")
+
+
+def test_a_person_chooses_email_notifications_on_the_usage_page(browser, hub):
+    page = new_page(browser)
+    sign_up(page, hub, "admin")  # (already there when the test above ran: then this is refused)
+    sign_in(page, hub, "admin")
+    page.goto(f"{hub.url}/services/billing/")
+    page.wait_for_selector("#notifications")
+    page.fill("input[name=email]", "ada@lab.example")
+    page.uncheck("input[name=events][value=stopped]")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_url(re.compile(r"/services/billing/#notifications"))
+    assert page.input_value("input[name=email]") == "ada@lab.example"
+    assert page.is_checked("input[name=events][value=queue_started]")
+    assert not page.is_checked("input[name=events][value=stopped]")
+    assert "saved" in page.inner_text("form[action$=notifications]")
+    shot(page, "notifications")
+    rows = {r["user_name"]: r for r in gpulab_rows(hub, "gpulab_notify_prefs", order_by=None)}
+    assert rows["admin"]["email"] == "ada@lab.example" and rows["admin"]["events"] == "queue_started,stop_warning"
+    # a bad address is refused with what to change, and the saved one stays
+    page.fill("input[name=email]", "ada at lab")
+    page.evaluate("document.querySelector('input[name=email]').type = 'text'")  # past the browser's own check
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_load_state()
+    assert "must be one address like" in page.inner_text("body")
+    assert {r["user_name"]: r for r in gpulab_rows(hub, "gpulab_notify_prefs", order_by=None)}["admin"]["email"] == "ada@lab.example"
 
 
 def test_admin_puts_people_in_groups_and_reloads_settings(browser, hub):

@@ -17,12 +17,12 @@ def wait_for(cond, timeout: float = 60, what: str = "condition", every: float = 
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def gpulab_rows(hub, table: str, user: str | None = None, order_by: str = "id") -> list[dict]:
-    """Rows of one of gpulab's tables (``gpulab_usage``, ``gpulab_events``, ``gpulab_queue``)."""
+def gpulab_rows(hub, table: str, user: str | None = None, order_by: str | None = "id") -> list[dict]:
+    """Rows of one of gpulab's tables (``gpulab_usage``, ``gpulab_events``, ``gpulab_queue``, ...)."""
     from hub_plugins.store import models
 
-    t = {m.__tablename__: m.__table__ for m in (models.UsageRecord, models.Event, models.QueueEntry)}[table]
-    q = sa.select(t).order_by(t.c[order_by])
+    t = models.Base.metadata.tables[table]
+    q = sa.select(t).order_by(t.c[order_by]) if order_by else sa.select(t)
     if user is not None:
         q = q.where(t.c.user_name == user)
     eng = sa.create_engine(hub.gpulab_db_url)
