@@ -1,13 +1,15 @@
 """Which of gpulab's events people are told about, and what the message says (pure: tested with
 tables in ``tests/unit/test_notify.py``).
 
-The events are rows of ``gpulab_events`` that other parts already write: ``dequeued`` (a queued
-request got its GPUs: its server is starting), ``warned`` and ``culled`` (the culler's warning
-before a stop, and the stop). Nothing is written twice for notifications' sake.
+The events are rows of ``gpulab_events`` that other parts write: ``dequeued`` (a queued request
+got its GPUs: its server is starting), ``warned`` and ``culled`` (the culler's warning before a
+stop, and the stop), ``budget_low`` (the culler saw most of a personal budget spent, once per
+budget window: :func:`budget_due`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 
@@ -16,8 +18,10 @@ EVENTS = {
     "queue_started": "your queued request got its GPUs and the server is starting",
     "stop_warning": "your server will be stopped soon (idle, run time, budget)",
     "stopped": "your server was stopped by gpulab",
+    "budget_warning": "most of your budget is spent (notifications.budget_warn_at, 80 % by default)",
 }
-KIND_TO_EVENT = {"dequeued": "queue_started", "warned": "stop_warning", "culled": "stopped"}
+KIND_TO_EVENT = {"dequeued": "queue_started", "warned": "stop_warning", "culled": "stopped",
+                 "budget_low": "budget_warning"}
 # a keep-alive file holds off only the idle clocks (services/culler/decide.py)
 IDLE_REASONS = ("gpu_idle", "inactive")
 
@@ -39,6 +43,16 @@ def in_minutes(minutes: float) -> str:
     """'in 5 min'; under a minute, not 'in 0 min' (which reads as: now). The culler's warning
     and the email say the same."""
     return f"in {minutes:.0f} min" if minutes >= 1 else "in less than a minute"
+
+
+def budget_due(used: float, limit: float | None, warn_at: float | None, window_start: dt.datetime | None,
+               last_warned: dt.datetime | None, now: dt.datetime) -> bool:
+    """Whether to tell someone that ``warn_at`` of their budget is spent: once per budget window
+    (a fixed period's, or a rolling window's start), once a day for regenerating credits."""
+    if warn_at is None or limit is None or limit <= 0 or used < warn_at * limit:
+        return False
+    since = window_start if window_start is not None else now - dt.timedelta(days=1)
+    return last_warned is None or last_warned < since
 
 
 def valid_email(text: str) -> str:
@@ -92,5 +106,8 @@ def compose(kind: str, reason: str, user: str, server: str, detail: str, value: 
             keep = "Save your work before then."
         return Note(user, event, f"gpulab: your {label} will be stopped {in_minutes(value)}",
                     f"Hello {user},\n\n{detail}\n\n{keep}\n\nYour servers: {link}\n")
+    if event == "budget_warning":
+        return Note(user, event, f"gpulab: {value:.0f}% of your budget is spent",
+                    f"Hello {user},\n\n{detail}\n\nYour usage: {hub_url.rstrip('/')}/services/billing/\n")
     return Note(user, event, f"gpulab: your {label} was stopped",
                 f"Hello {user},\n\n{detail}\n\nStart it again when you need it: {link}\n")

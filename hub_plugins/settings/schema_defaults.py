@@ -133,6 +133,7 @@ DEFAULTS = {
         "poll_seconds": 5,
         "hub_url": None,
         "give_up_after_minutes": 60,
+        "budget_warn_at": 0.8,
         "smtp": {"host": None, "port": 25, "ssl": False, "starttls": False, "username": None,
                  "password_file": None, "sender": "gpulab <gpulab@localhost>", "timeout_seconds": 10},
     },

@@ -11,6 +11,8 @@ NOTIFICATIONS = _closed({
                      "description": "how often the notifier looks for new events"},
     "hub_url": {"description": "the address people open, for links in messages; null: hub.bind_url",
                 "anyOf": [{"type": "null"}, _URL]},
+    "budget_warn_at": {"anyOf": [{"type": "null"}, {"type": "number", "exclusiveMinimum": 0, "maximum": 1}],
+                       "description": "tell people when this share of their personal budget is spent; null: never"},
     "give_up_after_minutes": {"type": "number", "minimum": 1, "maximum": 10080,
                               "description": "a message that could not be sent for this long is dropped"},
     "smtp": _closed({

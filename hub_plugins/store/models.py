@@ -122,7 +122,7 @@ class Event(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
-    kind: Mapped[str] = mapped_column(String(32), index=True)  # refused | culled | warned | fail_open | queued
+    kind: Mapped[str] = mapped_column(String(32), index=True)  # refused | culled | warned | fail_open | queued | dequeued | budget_low
     reason: Mapped[str] = mapped_column(String(64), default="")
     user_name: Mapped[str] = mapped_column(String(255), default="")
     server_name: Mapped[str] = mapped_column(String(255), default="")

@@ -2,8 +2,8 @@
 (``decide``) what each measurement means and what to do, act through the hub's API, and write
 only through the store (``store/samples.py``, ``store/usage.py``).
 
-Each round it also records utilisation, efficiency and energy on the usage records, and runs the
-queue's keeper (``keeper.py``).
+Each round it also records utilisation, efficiency and energy on the usage records, runs the
+queue's keeper (``keeper.py``) and notes budgets nearly spent (``budget_notes.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from hub_plugins.store.usage import aware
 from services.base import HubAPIError
 
 from . import keeper
+from .budget_notes import budget_notes
 from .cpu import CpuTracker
 from .decide import Action, Server
 from .decide import Settings as CullSettings
@@ -84,6 +85,7 @@ class Culler:
         for a in actions:
             await self._act(a, users)
         await keeper.restart_lost(self.hub, self.core.queue, users, now, self.lost_after)
+        await budget_notes(self.core, self.live, users, now)
         await asyncio.to_thread(self.samples.prune, now - dt.timedelta(hours=float(self.conf["keep_samples_hours"])))
         return actions
 

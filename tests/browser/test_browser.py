@@ -252,7 +252,8 @@ def test_a_person_chooses_email_notifications_on_the_usage_page(browser, hub):
     assert "saved" in page.inner_text("form[action$=notifications]")
     shot(page, "notifications")
     rows = {r["user_name"]: r for r in gpulab_rows(hub, "gpulab_notify_prefs", order_by=None)}
-    assert rows["admin"]["email"] == "ada@lab.example" and rows["admin"]["events"] == "queue_started,stop_warning"
+    assert rows["admin"]["email"] == "ada@lab.example"
+    assert rows["admin"]["events"] == "queue_started,stop_warning,budget_warning"
     # a bad address is refused with what to change, and the saved one stays
     page.fill("input[name=email]", "ada at lab")
     page.evaluate("document.querySelector('input[name=email]').type = 'text'")  # past the browser's own check

@@ -177,7 +177,7 @@ def test_notification_choices(hub, body, content_type):
     if r.status_code == 200:  # what was stored is one plain address and known events
         stored = r.json()
         assert stored["email"] in ("", "ann@example.org") and set(stored["events"]) <= {
-            "queue_started", "stop_warning", "stopped"}, stored
+            "queue_started", "stop_warning", "stopped", "budget_warning"}, stored
 
 
 overrides = st.one_of(

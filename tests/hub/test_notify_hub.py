@@ -1,6 +1,7 @@
 """Notifications through a real hub, its culler and billing services and a real SMTP server:
 people choose on their usage page (or its API), and an email arrives for each event they chose:
-a warning before an idle stop (not at the stop), the stop, and a queued request's start."""
+a warning before an idle stop (not at the stop), the stop, a queued request's start, and most
+of a budget spent."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def smtp():
 
 
 def test_warned_stopped_and_queued_start_arrive_by_email(hub_factory, smtp):
-    hub = hub_factory(start=False, inventory="2xA100-80GB", quotas={"default": {"max_gpus": 2, "max_servers": 1}},
+    hub = hub_factory(start=False, inventory="2xA100-80GB", quotas={"default": {"max_gpus": 2, "max_servers": 1, "budget": 0.04}},
                       extra={"culler": {
                           "interval_seconds": 1,
                           "policies": [{"name": "gpu", "match": {"gpu": True}, "gpu_idle_minutes": 0.5,
@@ -43,7 +44,7 @@ def test_warned_stopped_and_queued_start_arrive_by_email(hub_factory, smtp):
 
     # the choice: someone who never chose has no address and every event ticked
     first = prefs(ann).json()
-    assert first["email"] == "" and first["events"] == ["queue_started", "stop_warning", "stopped"]
+    assert first["email"] == "" and first["events"] == ["queue_started", "stop_warning", "stopped", "budget_warning"]
     assert prefs(ann, json.dumps({"email": "ann@example.org"})).json()["email"] == "ann@example.org"
     assert prefs(bob, json.dumps({"email": "bob@example.org", "events": ["queue_started"]})).status_code == 200
     assert prefs(cal, json.dumps({"email": "cal@example.org", "events": []})).status_code == 200
@@ -65,7 +66,8 @@ def test_warned_stopped_and_queued_start_arrive_by_email(hub_factory, smtp):
     page = hub.service("billing", "", token=ann).text
     assert 'id="notifications"' in page and 'value="ann@example.org"' in page
 
-    # ann holds both GPUs and lets them idle; bob's request waits for them
+    # ann holds both GPUs and lets them idle; bob's request waits for them. Her minimum charge
+    # (2 GPUs x 60 s) is 83 % of her 0.04 GPU-hours: she is told that too
     hub.start_server("ann", {"gpus": 2})
     assert hub.spawn("bob", {"gpus": 1, "queue": True})[0] == 202
     warn = smtp.inbox.wait_for("ann@example.org", "will be stopped", timeout=60)
@@ -81,7 +83,10 @@ def test_warned_stopped_and_queued_start_arrive_by_email(hub_factory, smtp):
               if e["user_name"] == "ann" and e["kind"] in ("warned", "culled")}
     assert (events["culled"]["at"] - events["warned"]["at"]).total_seconds() >= 5
     # each once, and only what each chose: bob chose queue starts only, cal nothing
-    assert [m["Subject"] for m in smtp.inbox.to("ann@example.org")] == [
-        "gpulab: your server will be stopped in less than a minute", "gpulab: your server was stopped"]
+    budget = smtp.inbox.wait_for("ann@example.org", "of your budget is spent", timeout=30)
+    assert "You have used 0.033 GPU-hours of your budget of 0.04 GPU-hours" in budget.get_payload()
+    assert sorted(m["Subject"] for m in smtp.inbox.to("ann@example.org")) == [
+        "gpulab: 83% of your budget is spent", "gpulab: your server was stopped",
+        "gpulab: your server will be stopped in less than a minute"]
     assert [m["Subject"] for m in smtp.inbox.to("bob@example.org")] == ["gpulab: your server is starting"]
     assert smtp.inbox.to("cal@example.org") == []

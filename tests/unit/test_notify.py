@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from hub_plugins.notify.compose import EVENTS, compose, valid_email, valid_events, wants
+from hub_plugins.notify.compose import EVENTS, budget_due, compose, valid_email, valid_events, wants
 from hub_plugins.notify.prefs import PrefsStore
 from hub_plugins.settings.schema import DEFAULTS
 from hub_plugins.store.db import Database
@@ -42,6 +42,8 @@ HUB = "https://hub.example.org"
     ("warned", "budget", "", "x", -2.0, None, "gpulab: your server will be stopped in less than a minute", [], []),
     ("culled", "gpu_idle", "", "Stopped ann: GPUs idle for 30 min.", 0.0, 24.0, "gpulab: your server was stopped",
      ["Stopped ann: GPUs idle", "Start it again"], []),
+    ("budget_low", "budget", "", "You have used 8 GPU-hours of your budget of 10 GPU-hours.", 80.4, None,
+     "gpulab: 80% of your budget is spent", ["used 8 GPU-hours", "https://hub.example.org/services/billing/"], []),
     ("refused", "quota", "", "x", 0.0, None, None, [], []),
     ("queued", "capacity", "", "x", 0.0, None, None, [], []),
 ])
@@ -77,6 +79,26 @@ def test_valid_events():
         with pytest.raises(ValueError):
             valid_events(bad)
     assert wants("queue_started,stopped", "stopped") and not wants("", "stopped") and not wants("stopped", "stop")
+
+
+NOW = dt.datetime(2026, 11, 30, 12, tzinfo=dt.timezone.utc)
+MONTH = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize("used, limit, warn_at, window, last, due", [
+    (8.0, 10.0, 0.8, MONTH, None, True),  # reached: told
+    (7.9, 10.0, 0.8, MONTH, None, False),  # not yet
+    (12.0, 10.0, 0.8, MONTH, None, True),  # spent past it in one go: still told
+    (9.0, 10.0, 0.8, MONTH, MONTH + dt.timedelta(days=3), False),  # told in this window already
+    (9.0, 10.0, 0.8, MONTH, MONTH - dt.timedelta(days=3), True),  # told last month: a new window
+    (9.0, 10.0, None, MONTH, None, False),  # switched off
+    (9.0, None, 0.8, MONTH, None, False),  # no budget
+    (0.0, 0.0, 0.8, MONTH, None, False),  # a zero budget refuses at once; nothing to warn of
+    (9.0, 10.0, 0.8, None, NOW - dt.timedelta(hours=5), False),  # credits: at most once a day
+    (9.0, 10.0, 0.8, None, NOW - dt.timedelta(hours=25), True),
+])
+def test_budget_due(used, limit, warn_at, window, last, due):
+    assert budget_due(used, limit, warn_at, window, last, NOW) is due
 
 
 # -- the notifier, with a real SMTP server and database --------------------------------------------
