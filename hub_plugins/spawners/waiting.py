@@ -94,14 +94,15 @@ async def wait_in_queue(spawner, req, first: NoCapacity) -> Allocation:
                     "queue. Try again later, ask for fewer GPUs or another type.",
                     reason="queue_timeout", status_code=409)
             now_mono = time.monotonic()
-            if outcome.position != last[0] or now_mono - last[1] > REPORT_EVERY:
+            # a new line when the position or the queue's length changes (not only once a minute)
+            if (outcome.position, outcome.waiting) != last[0] or now_mono - last[1] > REPORT_EVERY:
                 eta = await core.run(core.queue_estimate, outcome, types, req.gpus)
                 now = dt.datetime.now(dt.timezone.utc)
                 why = WHY.get(outcome.reason, "")
                 spawner.gpulab_event(
                     f"Queue position {outcome.position} of {outcome.waiting}: {_eta_text(eta, now)} "
                     f"(waiting {waited / 60:.0f} min{'; ' + why if why else ''})")
-                last = (outcome.position, now_mono)
+                last = ((outcome.position, outcome.waiting), now_mono)
             wakeup.clear()
             try:
                 await asyncio.wait_for(wakeup.wait(), timeout=LOOK_EVERY)
