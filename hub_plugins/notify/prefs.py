@@ -55,19 +55,24 @@ class PrefsStore:
         """Events after the cursor that people may be told about, oldest first. The first call
         ever puts the cursor at the newest event: history is not mailed out."""
 
-        def run():
-            with self.db.write() as s:
+        def read():
+            with self.db.read() as s:
                 cur = s.get(NotifyCursor, CURSOR)
                 if cur is None:
-                    newest = s.scalar(sa.select(sa.func.max(Event.id))) or 0
-                    s.add(NotifyCursor(name=CURSOR, last_id=newest))
-                    return []
-                q = (sa.select(Event).where(Event.id > cur.last_id, Event.kind.in_(list(KIND_TO_EVENT)))
-                     .order_by(Event.id).limit(limit))
-                rows = list(s.scalars(q))
-                return rows
+                    return None
+                return list(s.scalars(sa.select(Event).where(
+                    Event.id > cur.last_id, Event.kind.in_(list(KIND_TO_EVENT))).order_by(Event.id).limit(limit)))
 
-        return self.db.retrying(run)
+        def place():
+            with self.db.write() as s:
+                if s.get(NotifyCursor, CURSOR) is None:
+                    s.add(NotifyCursor(name=CURSOR, last_id=s.scalar(sa.select(sa.func.max(Event.id))) or 0))
+
+        rows = self.db.retrying(read)  # every few seconds: a read, no write lock
+        if rows is None:
+            self.db.retrying(place)
+            return []
+        return rows
 
     def advance(self, last_id: int) -> None:
         def run():
