@@ -203,7 +203,7 @@ class MyUsagePage(Page):
         notify = await asyncio.to_thread(self.settings["notify_prefs"].get, who)
         self.render_page("usage.html", who=who, days=days, rep=rep, daily=daily, quota=quota, queue=queue,
                          chart=bar_chart(daily), notify=notify, choices=EVENTS,
-                         email_on=data_notify_on(self.data))
+                         email_on=email_enabled(self.data))
 
 
 class QueueCancelPage(Page):
@@ -255,7 +255,7 @@ class GPUsPage(Page):
                                                                 self.now()))
 
 
-def data_notify_on(data) -> bool:
+def email_enabled(data) -> bool:
     """Whether this hub sends email at all (the page says so instead of offering a dead form)."""
     conf = data.live.current.raw["notifications"]
     return bool(conf["enabled"] and conf["smtp"]["host"])
