@@ -35,13 +35,13 @@ def http_error(e: InputError) -> web.HTTPError:
 class ValidatedArgs:
     """Mix into a tornado handler: arguments and bodies checked by the shared validation layer."""
 
-    def arg(self, name: str, default: str = "") -> str:
+    def arg(self, name: str, default: str = "", max_len: int = MAX_ARG) -> str:
         try:
             value = self.get_argument(name, default)
         except web.HTTPError:  # tornado refuses undecodable arguments with a bare 400
             raise web.HTTPError(400, "%s", f"'{name}' must be UTF-8 text.") from None
         try:
-            return text(value, name, MAX_ARG, allow_empty=True)
+            return text(value, name, max_len, allow_empty=True)
         except InputError as e:
             raise http_error(e) from None
 

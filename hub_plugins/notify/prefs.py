@@ -1,5 +1,5 @@
-"""People's notification choices (``gpulab_notify_prefs``) and the notifier's place in
-``gpulab_events`` (``gpulab_notify_cursor``)."""
+"""People's notification choices (``gpulab_notify_prefs``) and the notifier's places in
+``gpulab_events``: email's in ``gpulab_notify_cursor``, each person's webhook's in their row."""
 
 from __future__ import annotations
 
@@ -24,17 +24,25 @@ class PrefsStore:
             with self.db.read() as s:
                 row = s.get(NotifyPrefs, user)
                 if row is None:
-                    return {"user": user, "email": "", "events": list(EVENTS), "updated_at": None}
-                return {"user": user, "email": row.email, "events": [e for e in row.events.split(",") if e],
+                    return {"user": user, "email": "", "webhook": "", "events": list(EVENTS), "updated_at": None}
+                return {"user": user, "email": row.email, "webhook": row.webhook,
+                        "events": [e for e in row.events.split(",") if e],
                         "updated_at": row.updated_at.isoformat() + "Z"}
 
         return self.db.retrying(run)
 
-    def set(self, user: str, email: str, events: list[str]) -> dict:
+    def set(self, user: str, email: str, events: list[str], webhook: str | None = None) -> dict:
+        """Store a choice; ``webhook`` None keeps the one stored (scripts written before webhooks
+        existed send only email and events)."""
+
         def run():
             with self.db.write() as s:
-                row = s.get(NotifyPrefs, user) or NotifyPrefs(user_name=user)
+                row = s.get(NotifyPrefs, user) or NotifyPrefs(user_name=user, webhook="", webhook_last_id=0)
                 row.email, row.events, row.updated_at = email, ",".join(events), utcnow()
+                if webhook is not None:
+                    if webhook and not row.webhook:  # a new webhook starts now: history is not posted
+                        row.webhook_last_id = s.scalar(sa.select(sa.func.max(Event.id))) or 0
+                    row.webhook = webhook
                 s.add(row)
 
         self.db.retrying(run)
@@ -80,5 +88,30 @@ class PrefsStore:
                 cur = s.get(NotifyCursor, CURSOR)
                 if cur is not None and last_id > cur.last_id:
                     cur.last_id = last_id
+
+        self.db.retrying(run)
+
+    # -- each person's webhook's place ---------------------------------------------------------
+    def webhook_pending(self, limit: int = 200) -> list[tuple[Event, str, str]]:
+        """(event, webhook, events csv) after each person's own place, oldest first, for everyone
+        with a webhook."""
+
+        def run():
+            with self.db.read() as s:
+                q = (sa.select(Event, NotifyPrefs.webhook, NotifyPrefs.events)
+                     .join(NotifyPrefs, sa.and_(Event.user_name == NotifyPrefs.user_name,
+                                                Event.id > NotifyPrefs.webhook_last_id))
+                     .where(NotifyPrefs.webhook != "", Event.kind.in_(list(KIND_TO_EVENT)))
+                     .order_by(Event.id).limit(limit))
+                return [(e, hook, chosen) for e, hook, chosen in s.execute(q)]
+
+        return self.db.retrying(run)
+
+    def advance_webhook(self, user: str, last_id: int) -> None:
+        def run():
+            with self.db.write() as s:
+                row = s.get(NotifyPrefs, user)
+                if row is not None and last_id > row.webhook_last_id:
+                    row.webhook_last_id = last_id
 
         self.db.retrying(run)

@@ -136,6 +136,7 @@ DEFAULTS = {
         "budget_warn_at": 0.8,
         "smtp": {"host": None, "port": 25, "ssl": False, "starttls": False, "username": None,
                  "password_file": None, "sender": "gpulab <gpulab@localhost>", "timeout_seconds": 10},
+        "webhooks": {"allowed_hosts": [], "require_https": True, "timeout_seconds": 10},
     },
 }
 

@@ -1,9 +1,13 @@
-"""The ``notifications`` section of ``gpulab.yaml``: how gpulab sends email (people choose on
-their usage page whether and what to receive; defaults in ``schema_defaults.py``)."""
+"""The ``notifications`` section of ``gpulab.yaml``: how gpulab sends email and which chat
+servers people's webhooks may reach (people choose on their usage page whether and what to
+receive; defaults in ``schema_defaults.py``)."""
 
 from __future__ import annotations
 
 from .schema_auth import _URL, _closed
+
+# a host name or an IPv4 address, or an IPv6 one in brackets, with an optional port
+_HOST = r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$"
 
 NOTIFICATIONS = _closed({
     "enabled": {"type": "boolean", "description": "send notifications at all (email needs smtp.host too)"},
@@ -27,5 +31,16 @@ NOTIFICATIONS = _closed({
         "sender": {"type": "string", "minLength": 3, "maxLength": 254, "pattern": r"^[^\r\n]+$",
                    "description": "the From line, e.g. 'gpulab <gpulab@example.org>'"},
         "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 300},
+    }),
+    # people type webhook URLs; only these hosts are ever called (hub_plugins/notify/webhook.py)
+    "webhooks": _closed({
+        "allowed_hosts": {"type": "array", "maxItems": 100, "uniqueItems": True,
+                          "items": {"type": "string", "pattern": _HOST},
+                          "description": "the chat servers people's webhooks may go to, e.g. hooks.slack.com or "
+                                         "chat.example.org:8065 (exact names; a port other than the scheme's "
+                                         "own must be given); empty: no webhooks"},
+        "require_https": {"type": "boolean", "description": "refuse http:// webhooks (keep true outside tests)"},
+        "timeout_seconds": {"type": "number", "minimum": 1, "maximum": 60,
+                            "description": "how long one POST may take before it is tried again later"},
     }),
 })

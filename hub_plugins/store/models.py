@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, Float, ForeignKey, Integer, MetaData, String, UniqueConstraint
+from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, MetaData, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -129,6 +129,9 @@ class Event(Base):
     detail: Mapped[str] = mapped_column(String(2048), default="")
     value: Mapped[float] = mapped_column(Float, default=0.0)
 
+    # the webhook notifier reads each person's events after their own place
+    __table_args__ = (Index("ix_gpulab_events_user_name_id", "user_name", "id"),)
+
 
 class LedgerEntry(Base):
     """Audit ledger: every change to a budget, a credit balance or an override (who, why,
@@ -188,6 +191,10 @@ class NotifyPrefs(Base):
     email: Mapped[str] = mapped_column(String(254), default="")  # "" = no email
     events: Mapped[str] = mapped_column(String(255), default="")  # comma-separated notify.compose.EVENTS
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    webhook: Mapped[str] = mapped_column(String(2000), default="")  # "" = none
+    # the last event this person's webhook was told or skipped: each person's own place, so that
+    # one chat server that is down holds back only its owner's messages (docs/notifications.md)
+    webhook_last_id: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class NotifyCursor(Base):

@@ -20,6 +20,7 @@ from tornado import web
 
 from hub_plugins.notify.compose import EVENTS, valid_email, valid_events
 from hub_plugins.notify.prefs import PrefsStore
+from hub_plugins.notify.webhook import MAX_LENGTH, shown, valid_webhook
 from hub_plugins.scopes import MANAGE_QUEUE, READ_USAGE, holds
 from services.handlers import COOKIE_OPTIONS, ValidatedArgs
 
@@ -123,7 +124,8 @@ class QueueAPI(Base):
 
 
 class NotifyAPI(Base):
-    """A person's notification choice: GET it (admins: ?user=), PUT {"email", "events"} (one's own)."""
+    """A person's notification choice: GET it (admins: ?user=), PUT {"email", "webhook", "events"}
+    (one's own; "webhook" left out keeps the stored one, as scripts from before webhooks expect)."""
 
     @property
     def prefs(self):
@@ -135,28 +137,37 @@ class NotifyAPI(Base):
             raise web.HTTPError(403, "You can only change your own notifications.")
         return who
 
-    def choice(self, body) -> tuple[str, list[str]]:
+    def choice(self, body) -> tuple[str, list[str], str | None]:
         if not isinstance(body, dict):
-            raise web.HTTPError(400, 'Send {"email": "ann@example.org", "events": [...]}.')
-        unknown = sorted(set(body) - {"email", "events"})
+            raise web.HTTPError(400, 'Send {"email": "ann@example.org", "webhook": "", "events": [...]}.')
+        unknown = sorted(set(body) - {"email", "webhook", "events"})
         if unknown:
-            raise web.HTTPError(400, "%s", f"Unknown field '{unknown[0][:40]}': send 'email' and 'events'.")
+            raise web.HTTPError(400, "%s", f"Unknown field '{unknown[0][:40]}': send 'email', 'webhook' and "
+                                           "'events'.")
         email = body.get("email", "")
         if not isinstance(email, str):
             raise web.HTTPError(400, "'email' must be text (an address, or empty for no email).")
+        hooks = self.data.live.current.raw["notifications"]["webhooks"]
         try:
-            return valid_email(email), valid_events(body.get("events", list(EVENTS)))
+            webhook = body.get("webhook")
+            if webhook is not None:
+                webhook = valid_webhook(webhook, hooks["allowed_hosts"], hooks["require_https"])
+            return valid_email(email), valid_events(body.get("events", list(EVENTS))), webhook
         except ValueError as e:
             raise web.HTTPError(400, "%s", str(e)) from None
 
     @web.authenticated
     async def get(self):
-        self.finish({**await asyncio.to_thread(self.prefs.get, self.target()), "choices": EVENTS})
+        who = self.target()
+        got = await asyncio.to_thread(self.prefs.get, who)
+        if who != self.me["name"]:  # the URL's path is the webhook's secret: its owner's alone
+            got["webhook"] = shown(got["webhook"])
+        self.finish({**got, "choices": EVENTS})
 
     @web.authenticated
     async def put(self):
-        email, events = self.choice(self.json())
-        self.finish(await asyncio.to_thread(self.prefs.set, self.mine(), email, events))
+        email, events, webhook = self.choice(self.json())
+        self.finish(await asyncio.to_thread(self.prefs.set, self.mine(), email, events, webhook))
 
 
 class Metrics(Base):
@@ -203,7 +214,7 @@ class MyUsagePage(Page):
         notify = await asyncio.to_thread(self.settings["notify_prefs"].get, who)
         self.render_page("usage.html", who=who, days=days, rep=rep, daily=daily, quota=quota, queue=queue,
                          chart=bar_chart(daily), notify=notify, choices=EVENTS,
-                         email_on=email_enabled(self.data))
+                         email_on=email_enabled(self.data), webhook_hosts=webhook_hosts(self.data))
 
 
 class QueueCancelPage(Page):
@@ -224,8 +235,11 @@ class NotifyPage(NotifyAPI, Page):
     @web.authenticated
     async def post(self):
         events = [e for e in self.get_arguments("events") if e in EVENTS]
-        email, events = self.choice({"email": self.arg("email"), "events": events})
-        await asyncio.to_thread(self.prefs.set, self.mine(), email, events)
+        # a field the page did not show (email or webhooks off) keeps what is stored
+        shown_fields = {k: self.arg(k, max_len=MAX_LENGTH) for k in ("email", "webhook") if k in self.request.arguments}
+        stored = await asyncio.to_thread(self.prefs.get, self.me["name"])
+        email, events, webhook = self.choice({"email": stored["email"], **shown_fields, "events": events})
+        await asyncio.to_thread(self.prefs.set, self.mine(), email, events, webhook)
         self.redirect(self.settings["service_prefix"] + "#notifications")
 
 
@@ -259,6 +273,12 @@ def email_enabled(data) -> bool:
     """Whether this hub sends email at all (the page says so instead of offering a dead form)."""
     conf = data.live.current.raw["notifications"]
     return bool(conf["enabled"] and conf["smtp"]["host"])
+
+
+def webhook_hosts(data) -> list[str]:
+    """The chat servers people may give a webhook for; none: the page says an admin must allow them."""
+    conf = data.live.current.raw["notifications"]
+    return list(conf["webhooks"]["allowed_hosts"]) if conf["enabled"] else []
 
 
 def bar_chart(daily: list[dict], width: int = 720, height: int = 160) -> dict:
