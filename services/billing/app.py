@@ -149,9 +149,9 @@ class NotifyAPI(Base):
             raise web.HTTPError(400, "'email' must be text (an address, or empty for no email).")
         hooks = self.data.live.current.raw["notifications"]["webhooks"]
         try:
-            webhook = body.get("webhook")
-            if webhook is not None:
-                webhook = valid_webhook(webhook, hooks["allowed_hosts"], hooks["require_https"])
+            webhook = None  # left out: the stored one stays
+            if "webhook" in body:
+                webhook = valid_webhook(body["webhook"], hooks["allowed_hosts"], hooks["require_https"])
             return valid_email(email), valid_events(body.get("events", list(EVENTS))), webhook
         except ValueError as e:
             raise web.HTTPError(400, "%s", str(e)) from None

@@ -63,7 +63,8 @@ bodies = st.one_of(spawn_options.map(encode), st.sampled_from(RAW_BODIES))
 @pytest.fixture(scope="module")
 def hub(module_hub_factory):
     h = module_hub_factory(inventory="2xA100-80GB", quotas={"default": {"max_gpus": 1, "max_servers": 2}},
-                           extra={"culler": {"enabled": False}})
+                           extra={"culler": {"enabled": False},
+                                  "notifications": {"webhooks": {"allowed_hosts": ["hooks.example.org"]}}})
     h.wait_service("billing")
     h.wait_service("quotas", "api/me")
     h.create_users("ann", groups={"lab": ["ann"]})
@@ -156,11 +157,17 @@ def test_billing_queue_cancel(hub, user, server, admin):
     refused_with_message(r, path)
 
 
+HOOK = "https://hooks.example.org/services/T0/B0/x"
 notify_bodies = st.one_of(
     st.fixed_dictionaries({}, optional={
         "email": st.sampled_from(["ann@example.org", "", "ann@example.org\r\nBcc: x@y.org", "\u0661@x.org", 5, None,
                                   "a" * 300 + "@x.org", ["ann@example.org"], "ann@example.org, bob@example.org"]),
         "events": st.sampled_from([[], ["stopped"], ["nope"], "stopped", [1], None, ["stopped"] * 1000]),
+        "webhook": st.sampled_from([HOOK, "", " ", HOOK.replace("https", "http"), "https://evil@hooks.example.org/x",
+                                    "https://hooks.example.org.evil.com/x", "https://HOOKS.example.org:8443/x",
+                                    "https://[::1]/x", "https://169.254.169.254/", HOOK + "\r\nX-Evil: 1",
+                                    "https://hooks.\u0435xample.org/x", HOOK + "x" * 3000, "file:///etc/passwd",
+                                    5, None, [HOOK], {"url": HOOK}]),
     }).map(encode),
     st.dictionaries(st.text(max_size=6), values, max_size=3).map(encode),
     st.sampled_from(RAW_BODIES))
@@ -178,6 +185,7 @@ def test_notification_choices(hub, body, content_type):
         stored = r.json()
         assert stored["email"] in ("", "ann@example.org") and set(stored["events"]) <= {
             "queue_started", "stop_warning", "stopped", "budget_warning"}, stored
+        assert stored["webhook"] in ("", HOOK), stored  # only the allowed host, never another
 
 
 overrides = st.one_of(
