@@ -99,7 +99,8 @@ def hub(tmp_path_factory, local_backend, slow_profiles):
               quotas={"default": {"max_gpus": 1, "max_servers": 2}, "groups": {"researcher": {"max_gpus": 2}}},
               local=dict(local_backend), extra={"billing": {"rates": {"*": 1.25}},
                                                 # the form is offered once a mail server is set
-                                                "notifications": {"smtp": {"host": "127.0.0.1", "port": 2525}}})
+                                                "notifications": {"smtp": {"host": "127.0.0.1", "port": 2525},
+                                                                  "webhooks": {"allowed_hosts": ["hooks.example.org"]}}})
     hub.start(timeout=240)
     yield hub
     hub.close()
@@ -237,13 +238,15 @@ def test_admin_approves_and_grants_then_person_spawns_two_gpus(browser, hub):
     hub.wait_gone("nina")
 
 
-def test_a_person_chooses_email_notifications_on_the_usage_page(browser, hub):
+def test_a_person_chooses_email_and_webhook_notifications_on_the_usage_page(browser, hub):
     page = new_page(browser)
     sign_up(page, hub, "admin")  # (already there when the test above ran: then this is refused)
     sign_in(page, hub, "admin")
     page.goto(f"{hub.url}/services/billing/")
     page.wait_for_selector("#notifications")
     page.fill("input[name=email]", "ada@lab.example")
+    assert "hooks.example.org" in page.inner_text("form[action$=notifications]")  # where a webhook may go
+    page.fill("input[name=webhook]", "https://hooks.example.org/services/T0/B0/ada")
     page.uncheck("input[name=events][value=stopped]")
     page.get_by_role("button", name="Save").click()
     page.wait_for_url(re.compile(r"/services/billing/#notifications"))
@@ -255,6 +258,14 @@ def test_a_person_chooses_email_notifications_on_the_usage_page(browser, hub):
     rows = {r["user_name"]: r for r in gpulab_rows(hub, "gpulab_notify_prefs", order_by=None)}
     assert rows["admin"]["email"] == "ada@lab.example"
     assert rows["admin"]["events"] == "queue_started,stop_warning,budget_warning"
+    assert rows["admin"]["webhook"] == "https://hooks.example.org/services/T0/B0/ada"
+    # a webhook to a host the admin did not allow is refused with what to change
+    page.fill("input[name=webhook]", "https://hooks.example.org.evil.com/x")
+    page.get_by_role("button", name="Save").click()
+    page.wait_for_load_state()
+    assert "must go to a host this hub allows: hooks.example.org" in page.inner_text("body")
+    page.goto(f"{hub.url}/services/billing/")
+    assert page.input_value("input[name=webhook]") == "https://hooks.example.org/services/T0/B0/ada"  # kept
     # a bad address is refused with what to change, and the saved one stays
     page.fill("input[name=email]", "ada at lab")
     page.evaluate("document.querySelector('input[name=email]').type = 'text'")  # past the browser's own check
