@@ -94,4 +94,3 @@ def verdict(code: int) -> str:
     if code in (408, 429) or code >= 500:
         return "retry"
     return "drop"
-
