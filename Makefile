@@ -10,7 +10,7 @@ CHP := node_modules/.bin/configurable-http-proxy
 GPULAB_CONFIG ?= config/gpulab.yaml
 export GPULAB_CONFIG
 
-.PHONY: run test install bench clean help helm-values images images-ci bench-docker envs gpu-check bench-envs
+.PHONY: run test install bench clean help helm-values images images-ci bench-docker envs gpu-check bench-envs bench-scale
 
 help:
 	@echo "make run    set up and start the hub (http://127.0.0.1:8000)"
@@ -66,6 +66,7 @@ bench: install
 	$(BIN)/python benchmarks/spawn_overhead.py
 	$(BIN)/python benchmarks/startstop.py
 	$(BIN)/python benchmarks/trace_utilisation.py
+	$(BIN)/python benchmarks/scale.py
 
 # Profile images for the Docker backend, tags from profiles/*.yaml (images/build.py --help).
 # images-ci: no registry; the base comes from a debootstrap rootfs (root + debootstrap needed).
@@ -75,6 +76,10 @@ images: install
 
 images-ci: install
 	$(BIN)/python images/build.py --rootfs $(if $(IMAGES),--only $(IMAGES))
+
+# a lab's scale: 200 people, 500 running servers, a year of usage (about 10 minutes)
+bench-scale: install
+	$(BIN)/python benchmarks/scale.py
 
 bench-docker: install
 	$(BIN)/python benchmarks/docker_spawn.py

@@ -113,6 +113,14 @@ class UsageRecord(Base):
     energy_wh: Mapped[float] = mapped_column(Float, default=0.0)
     idle_since: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     warned: Mapped[str] = mapped_column(String(255), default="")  # latest cull/budget warning
+    # a closed record's whole charge, computed once by the charging rule after it closed
+    # (UsageStore.settle), so that the database can sum a year of history; null while it runs
+    # and until settled (readers then apply the same rule themselves)
+    charged_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    charged_gpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    charged_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (Index("ix_gpulab_usage_user_started", "user_name", "started_at"),)
 
 
 class Event(Base):

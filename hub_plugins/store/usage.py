@@ -41,6 +41,22 @@ def as_usage(r: UsageRecord | sa.Row) -> Usage:
     )
 
 
+def settled(r) -> dict:
+    """A closed record's whole charge, by the charging rule (``Usage.charge``): what
+    :meth:`UsageStore.settle` stores, so that sums over history need no Python per record."""
+    u = as_usage(r)
+    ch = u.charge(u.end)
+    return {"charged_until": naive(u.charged_end(u.end)), "charged_gpu_seconds": ch.gpu_seconds,
+            "charged_cost": ch.cost}
+
+
+def wholly_inside(r, lo: dt.datetime, hi: dt.datetime) -> bool:
+    """Whether a settled record's whole charge falls in [lo, hi) (then its stored charge is
+    what the overlap rule would give)."""
+    until = getattr(r, "charged_until", None)
+    return until is not None and r.started_at >= naive(lo) and until <= naive(hi)
+
+
 class UsageStore:
     def __init__(self, db: Database):
         self.db = db
@@ -57,8 +73,9 @@ class UsageStore:
 
         def run():
             with self.db.write_conn() as c:
+                # a record closed as 'failed' meanwhile is charged now: its settled charge is redone
                 c.execute(sa.update(_U).where(_U.c.spawn_id == spawn_id, _U.c.ready_at.is_(None))
-                          .values(ready_at=at))
+                          .values(ready_at=at, charged_until=None, charged_gpu_seconds=None, charged_cost=None))
 
         self.db.retrying(run)
 
@@ -127,6 +144,30 @@ class UsageStore:
 
         return self.db.retrying(run)
 
+    def settle(self, limit: int = 5000) -> int:
+        """Store the charge of up to ``limit`` closed records that do not have it yet; how many.
+        Closed records do not change (every close and heartbeat touches open ones only), so a
+        settled charge stays right; readers apply the rule themselves to the rest."""
+
+        def run():
+            with self.db.write_conn() as c:
+                rows = c.execute(sa.select(_U.c.id, _U.c.started_at, _U.c.stopped_at, _U.c.ready_at, _U.c.equivalents,
+                                           _U.c.rate_per_hour, _U.c.minimum_seconds)
+                                 .where(_U.c.charged_until.is_(None), _U.c.stopped_at.is_not(None))
+                                 .limit(limit)).all()
+                if rows:
+                    params = []
+                    for r in rows:
+                        v = settled(r)
+                        params.append({"rid": r.id, "until": v["charged_until"], "gpu_s": v["charged_gpu_seconds"],
+                                       "cost": v["charged_cost"]})
+                    c.execute(sa.update(_U).where(_U.c.id == sa.bindparam("rid"), _U.c.stopped_at.is_not(None))
+                              .values(charged_until=sa.bindparam("until"), charged_gpu_seconds=sa.bindparam("gpu_s"),
+                                      charged_cost=sa.bindparam("cost")), params)
+                return len(rows)
+
+        return self.db.retrying(run)
+
     def open_records(self) -> list[sa.Row]:
         """(spawn_id, user_id, user_name, server_name, started_at) of every open record."""
 
@@ -157,6 +198,68 @@ class UsageStore:
                 if open_only:
                     q = q.where(UsageRecord.stopped_at.is_(None))
                 return list(s.scalars(q))
+
+        return self.db.retrying(run)
+
+    def page(self, user_name: str | None, since: dt.datetime, until: dt.datetime,
+             after: tuple[dt.datetime, int] | None, limit: int) -> list[sa.Row]:
+        """Like :meth:`records` (by start, then id), ``limit`` at a time after the (started_at,
+        id) ``after``: a long export reads in short transactions and never holds a year at once."""
+
+        def run():
+            with self.db.read() as s:
+                q = (sa.select(_U).where(sa.or_(_U.c.stopped_at.is_(None), _U.c.stopped_at >= naive(since)),
+                                         _U.c.started_at < naive(until))
+                     .order_by(_U.c.started_at, _U.c.id).limit(limit))
+                if user_name is not None:
+                    q = q.where(_U.c.user_name == user_name)
+                if after is not None:
+                    q = q.where(sa.tuple_(_U.c.started_at, _U.c.id) > sa.tuple_(*after))
+                return list(s.execute(q))
+
+        return self.db.retrying(run)
+
+    def charged_by_user(self) -> tuple[dict[str, tuple[float, float]], list[sa.Row]]:
+        """Everyone's whole charge so far: settled records summed by the database, per user
+        (GPU-seconds, cost), and the records it cannot sum (running, or not settled yet)."""
+
+        def run():
+            with self.db.read() as s:
+                sums = s.execute(sa.select(_U.c.user_name, sa.func.sum(_U.c.charged_gpu_seconds),
+                                           sa.func.sum(_U.c.charged_cost))
+                                 .where(_U.c.charged_until.is_not(None)).group_by(_U.c.user_name)).all()
+                rest = s.execute(sa.select(_U).where(_U.c.charged_until.is_(None))).all()
+                return {u: (g or 0.0, c or 0.0) for u, g, c in sums}, list(rest)
+
+        return self.db.retrying(run)
+
+    def settled_sums(self, since: dt.datetime, until: dt.datetime) -> tuple[list[sa.Row], list[sa.Row]]:
+        """Sums, by the database, of the settled records wholly inside [since, until) that were
+        charged, per (user, GPU type, holds GPUs, power measured); and every other record that
+        overlaps the range (which the caller works out record by record)."""
+        lo, hi = naive(since), naive(until)
+        inside = sa.and_(_U.c.charged_until.is_not(None), _U.c.started_at >= lo, _U.c.charged_until <= hi)
+        has_gpu = (_U.c.gpu_count > 0).label("has_gpu")
+        # as report.line: measured energy counts in proportion to GPU-seconds (none: none)
+        measured = sa.and_(_U.c.energy_wh > 0, _U.c.charged_gpu_seconds > 0).label("measured")
+        with_util = _U.c.util_samples > 0
+        eff = sa.case((with_util, _U.c.util_sum / _U.c.util_samples * _U.c.charged_gpu_seconds), else_=0.0)
+
+        def run():
+            with self.db.read() as s:
+                sums = s.execute(
+                    sa.select(_U.c.user_name, _U.c.gpu_type, has_gpu, measured, sa.func.count().label("n"),
+                              sa.func.sum(_U.c.charged_gpu_seconds).label("gpu_seconds"),
+                              sa.func.sum(_U.c.charged_cost).label("cost"),
+                              sa.func.sum(_U.c.energy_wh).label("energy_wh"),
+                              sa.func.sum(eff).label("eff_gpu_seconds"),
+                              sa.func.sum(sa.case((with_util, _U.c.charged_gpu_seconds), else_=0.0)).label("eff_weight"))
+                    .where(inside, sa.or_(_U.c.charged_gpu_seconds > 0, _U.c.charged_cost > 0))
+                    .group_by(_U.c.user_name, _U.c.gpu_type, has_gpu, measured)).all()
+                rest = s.execute(sa.select(_U).where(
+                    sa.not_(inside), sa.or_(_U.c.stopped_at.is_(None), _U.c.stopped_at >= lo),
+                    _U.c.started_at < hi)).all()
+                return list(sums), list(rest)
 
         return self.db.retrying(run)
 
@@ -196,6 +299,31 @@ class UsageStore:
                 if since:
                     q = q.where(Event.at >= naive(since))
                 return list(s.scalars(q))
+
+        return self.db.retrying(run)
+
+    def event_counts(self, kind: str) -> dict[str, int]:
+        """How many events of ``kind`` there are, per reason (counted by the database)."""
+
+        def run():
+            with self.db.read() as s:
+                rows = s.execute(sa.select(Event.reason, sa.func.count()).where(Event.kind == kind)
+                                 .group_by(Event.reason)).all()
+                return {reason: n for reason, n in rows}
+
+        return self.db.retrying(run)
+
+    def event_values(self, kind: str) -> list[float]:
+        def run():
+            with self.db.read() as s:
+                return list(s.scalars(sa.select(Event.value).where(Event.kind == kind)))
+
+        return self.db.retrying(run)
+
+    def count_stopped(self, reason: str) -> int:
+        def run():
+            with self.db.read() as s:
+                return s.scalar(sa.select(sa.func.count()).select_from(_U).where(_U.c.stop_reason == reason)) or 0
 
         return self.db.retrying(run)
 

@@ -33,7 +33,24 @@ async def main() -> None:
     app.add_transform(ServiceOutage)  # database outages answer 503 (hub_plugins/outage.py)
     serve(app, port, host)
     log.info("billing service at http://%s:%d%s", host, port, prefix)
+    await settle_history(core)
     await asyncio.Event().wait()
+
+
+async def settle_history(core, batch: int = 2000) -> None:
+    """Settle the charges of every closed record not settled yet (after an upgrade: all of
+    them), in small batches, so that the hub's own writes wait at most one batch for the
+    database (SQLite has one writer); the pages settle what closes later as they go."""
+    total = 0
+    try:
+        while n := await asyncio.to_thread(core.usage.settle, batch):
+            total += n
+            await asyncio.sleep(0.05)
+    except Exception:  # a database outage: the pages settle as they go, nothing depends on this
+        log.exception("settling closed usage records stopped after %d", total)
+        return
+    if total:
+        log.info("settled the charges of %d closed usage records", total)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from hub_plugins.notify.webhook import MAX_LENGTH, shown, valid_webhook
 from hub_plugins.scopes import MANAGE_QUEUE, READ_USAGE, holds
 from services.handlers import COOKIE_OPTIONS, ValidatedArgs
 
-from . import report
 from .data import BillingData
 from .metrics import metrics_text
 
@@ -78,13 +77,18 @@ class UsageAPI(Base):
         if until <= since:
             raise web.HTTPError(400, "'until' must be after 'since'")
         fmt = self.arg_choice("format", "json", ("json", "csv"))
-        rep = await asyncio.to_thread(self.data.usage, who or None, since, until, now)
         if fmt == "csv":
             self.set_header("Content-Type", "text/csv; charset=utf-8")
             name = f"gpulab-usage-{who or 'all'}-{since.date()}-{until.date()}.csv"
             self.set_header("Content-Disposition", f'attachment; filename="{name}"')
-            self.finish(report.to_csv(rep))
-        elif fmt == "json":
+            # streamed: a year of everyone's records is sent as it is read, in flat memory
+            chunks = self.data.csv_chunks(who or None, since, until, now)
+            while (text := await asyncio.to_thread(next, chunks, None)) is not None:
+                self.write(text)
+                await self.flush()
+            self.finish()
+        else:
+            rep = await asyncio.to_thread(self.data.usage, who or None, since, until, now)
             self.finish({"user": who or None, **rep})
 
 
@@ -251,14 +255,12 @@ class AdminPage(Page):
         now = self.now()
         days = self.arg_int("days", 30, 1, 366)
         since = now - dt.timedelta(days=days)
-        rep = await asyncio.to_thread(self.data.usage, None, since, now, now)
         members: dict[str, list[str]] = {}
         for g in await self.data.hub.groups():
             for u in g.get("users", []):
                 members.setdefault(u, []).append(g["name"])
-        by_user = report.by_key(rep["records"], lambda ln: [ln["user"]])
-        by_group = report.by_key(rep["records"], lambda ln: members.get(ln["user"]) or ["(no group)"])
-        self.render_page("admin.html", rep=rep, days=days, by_user=by_user, by_group=by_group,
+        rep = await asyncio.to_thread(self.data.summary, since, now, lambda u: members.get(u) or ["(no group)"])
+        self.render_page("admin.html", rep=rep, days=days, by_user=rep["by_user"], by_group=rep["by_group"],
                          since=since.date().isoformat())
 
 

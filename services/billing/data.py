@@ -42,6 +42,39 @@ class BillingData:
         rep["until"] = min(until, now).isoformat()
         return rep
 
+    def summary(self, since: dt.datetime, now: dt.datetime, groups_of) -> dict:
+        """Everyone's usage since ``since``, summed (the admin page): the database sums settled
+        records, the rest are worked out one by one, both by the same rule."""
+        self.settle()
+        b = self.billing
+        sums, rest = self.core.usage.settled_sums(since, now + dt.timedelta(days=1))
+        lines = report.charged_lines(rest, since, now + dt.timedelta(days=1), now, b.nominal_power_watts,
+                                     b.grid_intensity_g_per_kwh)
+        parts = [report.part_of_sum(r, b.nominal_power_watts, b.grid_intensity_g_per_kwh) for r in sums]
+        return {"currency": b.pricing.currency, **report.summary(parts + [report.part_of(ln) for ln in lines], groups_of)}
+
+    def csv_chunks(self, user: str | None, since: dt.datetime, until: dt.datetime, now: dt.datetime,
+                   size: int = 5000):
+        """The CSV of :meth:`usage`, in pieces of ``size`` records: each read is one short
+        transaction, and memory stays flat however long the range. A generator of blocking
+        calls: the caller runs each ``next`` in a thread."""
+        self.settle()
+        b = self.billing
+        hi = until if until < now else now + dt.timedelta(days=1)
+        after = None
+        yield report.csv_header()
+        while True:
+            rows = self.core.usage.page(user, since, until, after, size)
+            if not rows:
+                return
+            after = (rows[-1].started_at, rows[-1].id)
+            lines = report.charged_lines(rows, since, hi, now, b.nominal_power_watts, b.grid_intensity_g_per_kwh)
+            yield report.csv_rows([vars(ln) | {"cost": round(ln.cost, 6)} for ln in lines], b.pricing.currency)
+
+    def settle(self, limit: int = 5000) -> int:
+        """Settle the charges of records closed since the last call (a few, after the first)."""
+        return self.core.usage.settle(limit)
+
     def per_day(self, user: str | None, since: dt.datetime, now: dt.datetime) -> list[dict]:
         return report.per_day(self.core.usage.records(user, since, now), since, now)
 

@@ -58,9 +58,13 @@ class _Collector:
                 eff.add_metric([r.user_name, r.server_name, r.gpu_type], r.util_sum / r.util_samples)
         yield eff
 
-        seconds: dict[str, float] = {}
-        cost: dict[str, float] = {}
-        for r in core.usage.records():
+        # settled records are summed by the database; running (and not yet settled) ones here,
+        # by the same rule: a scrape does not read a year of records
+        self.data.settle()
+        sums, rest = core.usage.charged_by_user()
+        seconds = {user: g for user, (g, _c) in sums.items()}
+        cost = {user: c for user, (_g, c) in sums.items()}
+        for r in rest:
             ch = as_usage(r).charge(now)
             seconds[r.user_name] = seconds.get(r.user_name, 0.0) + ch.gpu_seconds
             cost[r.user_name] = cost.get(r.user_name, 0.0) + ch.cost
@@ -75,7 +79,7 @@ class _Collector:
 
         queue = core.queue.ordered()
         yield GaugeMetricFamily("gpulab_queue_length", "Requests waiting for GPUs", value=len(queue))
-        waits = [e.value for e in core.usage.events("dequeued")]
+        waits = core.usage.event_values("dequeued")
         buckets, acc = [], 0
         for b in WAIT_BUCKETS:
             acc = sum(1 for w in waits if w <= b)
@@ -85,24 +89,20 @@ class _Collector:
                                     buckets=buckets, sum_value=sum(waits))
 
         refused = CounterMetricFamily("gpulab_spawn_refusals", "Spawns refused, by reason", labels=["reason"])
-        counts: dict[str, int] = {}
-        for e in core.usage.events("refused"):
-            counts[e.reason] = counts.get(e.reason, 0) + 1
+        counts = core.usage.event_counts("refused")
         for reason in ("quota", "capacity", "budget"):
             refused.add_metric([reason], counts.get(reason, 0))
         yield refused
         culls = CounterMetricFamily("gpulab_culls", "Servers stopped by the culler, by reason", labels=["reason"])
-        counts = {}
-        for e in core.usage.events("culled"):
-            counts[e.reason] = counts.get(e.reason, 0) + 1
+        counts = core.usage.event_counts("culled")
         for reason in sorted(set(counts) | {"gpu_idle", "inactive", "max_age", "runtime", "budget", "external"}):
             culls.add_metric([reason], counts.get(reason, 0))
         yield culls
-        failed = [r for r in core.usage.records() if r.stop_reason == "failed"]
-        yield CounterMetricFamily("gpulab_spawn_failures", "Servers that failed to start", value=len(failed))
+        yield CounterMetricFamily("gpulab_spawn_failures", "Servers that failed to start",
+                                  value=core.usage.count_stopped("failed"))
         yield CounterMetricFamily("gpulab_accounting_fail_open",
                                   "Spawns let through while accounting was unavailable",
-                                  value=len(core.usage.events("fail_open")))
+                                  value=sum(core.usage.event_counts("fail_open").values()))
 
 
 def metrics_text(data, now: dt.datetime) -> bytes:

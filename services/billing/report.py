@@ -9,12 +9,12 @@ import csv
 import datetime as dt
 import io
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 
 from hub_plugins.accounting.budgets import by_day
 from hub_plugins.accounting.pricing import money
-from hub_plugins.store.usage import as_usage, aware
+from hub_plugins.store.usage import as_usage, aware, wholly_inside
 
 UTC = dt.timezone.utc
 
@@ -51,13 +51,21 @@ def nominal_watts(power: dict, gpu_type: str) -> float:
 
 
 def line(r, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict, grid_g_per_kwh: float) -> Line:
-    u = as_usage(r)
-    gpu_hours = u.amount("gpu_hours", lo, hi, now)
-    cost = u.amount("money", lo, hi, now)
+    if wholly_inside(r, lo, hi):
+        # its whole charge, settled once by the same rule (store/usage.py settle): a year's
+        # export reads it instead of working it out again for every record
+        gpu_hours = total = r.charged_gpu_seconds / 3600
+        cost = r.charged_cost
+    else:
+        u = as_usage(r)
+        gpu_hours = u.amount("gpu_hours", lo, hi, now)
+        cost = u.amount("money", lo, hi, now)
+        total = None
     eq = float(Fraction(r.equivalents))
     if r.energy_wh > 0:
         # measured power covers the whole life; count the share inside the range
-        total = u.charge(now).gpu_seconds / 3600
+        if total is None:
+            total = u.charge(now).gpu_seconds / 3600
         kwh = r.energy_wh / 1000 * (gpu_hours / total if total else 0.0)
         measured = True
     else:
@@ -75,13 +83,20 @@ def line(r, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict, gri
     )
 
 
+def charged_lines(records, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict,
+                  grid_g_per_kwh: float) -> list[Line]:
+    """The lines of the records charged in [lo, hi), and of every running server."""
+    lines = [line(r, lo, hi, now, power, grid_g_per_kwh) for r in records]
+    return [ln for ln in lines if ln.gpu_seconds > 0 or ln.cost > 0 or ln.running]
+
+
 def report(records, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict,
            grid_g_per_kwh: float, currency: str) -> dict:
-    lines = [line(r, lo, hi, now, power, grid_g_per_kwh) for r in records]
-    lines = [ln for ln in lines if ln.gpu_seconds > 0 or ln.cost > 0 or ln.running]
+    lines = charged_lines(records, lo, hi, now, power, grid_g_per_kwh)
     return {
         "since": lo.isoformat(), "until": hi.isoformat(), "currency": currency,
-        "records": [asdict(ln) | {"cost": round(ln.cost, 6)} for ln in lines],
+        # vars(), not asdict(): the lines are flat, and asdict's deep copy was half a year's export
+        "records": [vars(ln) | {"cost": round(ln.cost, 6)} for ln in lines],
         "totals": totals(lines),
     }
 
@@ -117,10 +132,63 @@ def by_key(lines: list[dict], key) -> list[dict]:
             a["gpu_hours"] += ln["gpu_hours"]
             a["cost"] += ln["cost"]
             a["co2_kg"] += ln["co2_kg"]
-            a["servers"] += 1
+            a["servers"] += ln.get("servers", 1)
     out = [{"name": k, "gpu_hours": round(v["gpu_hours"], 4), "cost": money(v["cost"]),
             "co2_kg": round(v["co2_kg"], 4), "servers": v["servers"]} for k, v in acc.items()]
     return sorted(out, key=lambda x: (-x["gpu_hours"], x["name"]))
+
+
+@dataclass
+class Part:
+    """A sum of report lines of one user: one line, or the database's sum of many settled ones
+    (``UsageStore.settled_sums``). The admin page adds parts, so a year of everyone's records
+    is summed without a line each."""
+
+    user: str
+    servers: int
+    gpu_hours: float
+    cost: float
+    energy_kwh: float
+    co2_kg: float
+    eff_gpu_hours: float  # sum of efficiency x GPU-hours, over the lines that have one
+    eff_weight: float  # their GPU-hours
+
+
+def part_of(ln: Line) -> Part:
+    has = ln.efficiency_pct is not None
+    return Part(ln.user, 1, ln.gpu_hours, ln.cost, ln.energy_kwh, ln.co2_kg,
+                ln.efficiency_pct * ln.gpu_hours if has else 0.0, ln.gpu_hours if has else 0.0)
+
+
+def part_of_sum(row, power: dict, grid_g_per_kwh: float) -> Part:
+    """A row of ``settled_sums``: its energy as :func:`line` counts it (measured, or nominal power
+    of the GPU type while it held GPUs)."""
+    gpu_hours = row.gpu_seconds / 3600
+    if row.measured:
+        kwh = row.energy_wh / 1000
+    else:
+        kwh = nominal_watts(power, row.gpu_type) * gpu_hours / 1000 if row.has_gpu else 0.0
+    return Part(row.user_name, row.n, gpu_hours, row.cost, kwh, kwh * grid_g_per_kwh / 1000,
+                row.eff_gpu_seconds / 3600, row.eff_weight / 3600)
+
+
+def summary(parts: list[Part], groups_of) -> dict:
+    """Totals, and sums per user and per group (``groups_of(user)``), largest first: what the
+    admin page shows."""
+    weight = sum(p.eff_weight for p in parts)
+    totals = {
+        "servers": sum(p.servers for p in parts),
+        "gpu_seconds": round(sum(p.gpu_hours for p in parts) * 3600, 3),
+        "gpu_hours": round(sum(p.gpu_hours for p in parts), 4),
+        "cost": money(sum(p.cost for p in parts)),
+        "energy_kwh": round(sum(p.energy_kwh for p in parts), 4),
+        "co2_kg": round(sum(p.co2_kg for p in parts), 4),
+        "efficiency_pct": round(sum(p.eff_gpu_hours for p in parts) / weight, 1) if weight else None,
+    }
+    lines = [{"user": p.user, "gpu_hours": p.gpu_hours, "cost": p.cost, "co2_kg": p.co2_kg, "servers": p.servers}
+             for p in parts]
+    return {"totals": totals, "by_user": by_key(lines, lambda ln: [ln["user"]]),
+            "by_group": by_key(lines, lambda ln: groups_of(ln["user"]))}
 
 
 CSV_FIELDS = ["user", "server", "profile", "project", "gpu_type", "gpu_count", "gpu_equivalents", "devices",
@@ -129,11 +197,20 @@ CSV_FIELDS = ["user", "server", "profile", "project", "gpu_type", "gpu_count", "
 
 
 def to_csv(rep: dict) -> str:
+    return csv_header() + csv_rows(rep["records"], rep["currency"])
+
+
+def csv_header() -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS + ["currency"], extrasaction="ignore")
-    w.writeheader()
-    for ln in rep["records"]:
-        w.writerow({**ln, "currency": rep["currency"], "cost": f"{ln['cost']:.6f}"})
+    csv.writer(buf).writerow(CSV_FIELDS + ["currency"])
+    return buf.getvalue()
+
+
+def csv_rows(records: list[dict], currency: str) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    for ln in records:
+        w.writerow([f"{ln['cost']:.6f}" if k == "cost" else ln[k] for k in CSV_FIELDS] + [currency])
     return buf.getvalue()
 
 

@@ -200,7 +200,9 @@ class Culler:
         while True:
             t0 = time.monotonic()
             try:
-                await self.run_once()
+                actions = await self.run_once()
+                # one line a round: how long it took is what an admin (and benchmarks/scale.py) reads
+                log.info("cull round: %d actions in %.0f ms", len(actions), (time.monotonic() - t0) * 1000)
             except Exception:
                 log.exception("cull round failed; trying again next round")
             await asyncio.sleep(max(0.5, self.conf["interval_seconds"] - (time.monotonic() - t0)))

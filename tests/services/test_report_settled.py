@@ -1,0 +1,167 @@
+"""Settled charges (a closed record's charge stored once, summed by the database) give exactly
+what the charging rule gives record by record: per line, in the admin page's sums and in the
+metrics' per-user totals, on SQLite and PostgreSQL, for random records and ranges (a record
+inside, across either end, running, failed, with measured power or without)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import pytest
+
+from hub_plugins.store.db import Database
+from hub_plugins.store.models import UsageRecord
+from hub_plugins.store.usage import UsageStore, as_usage, settled, wholly_inside
+from services.billing import report
+
+UTC = dt.timezone.utc
+NOW = dt.datetime(2026, 11, 30, 12, tzinfo=UTC)
+POWER = {"A100-80GB": 400, "*": 300}
+GRID = 350
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/u.sqlite"
+    else:
+        url = request.getfixturevalue("pg").create_db(f"settle_{random.getrandbits(40):x}")
+    db = Database(url)
+    db.upgrade()
+    yield UsageStore(db)
+    db.dispose()
+
+
+def random_record(rng: random.Random, i: int) -> dict:
+    start = (NOW - dt.timedelta(days=rng.uniform(0, 20))).replace(tzinfo=None, microsecond=rng.randrange(10**6))
+    running = rng.random() < 0.1
+    ready = rng.random() > 0.1
+    gpus = rng.choice((0, 1, 2, 4))
+    stop = None if running else start + dt.timedelta(seconds=rng.choice((5, 59.5, 61, rng.uniform(60, 3 * 86400))))
+    return dict(
+        spawn_id=f"s{i}", user_id=0, user_name=rng.choice(("ann", "bob", "cat")), server_name="",
+        profile="p", project="", gpu_type=rng.choice(("A100-80GB", "H200")) if gpus else "", gpu_count=gpus,
+        equivalents=rng.choice(("1", "1/2", "2")) if gpus else "0", devices="", device_keys="", host="",
+        rate_per_hour=rng.choice((0.0, 1.5, 2.0)), minimum_seconds=rng.choice((0, 60, 300)), runtime_limit_s=None,
+        queued_seconds=0.0, started_at=start, ready_at=start if ready else None, last_seen_at=stop or start,
+        stopped_at=stop, stop_reason="user" if ready else "failed", pending_reason="", stopped_by="",
+        util_sum=rng.uniform(0, 1000), util_samples=rng.choice((0, 10)),
+        energy_wh=rng.choice((0.0, rng.uniform(1, 500))), idle_since=None, warned="")
+
+
+def fill(store: UsageStore, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with store.db.write() as s:
+        s.add_all(UsageRecord(**random_record(rng, i)) for i in range(n))
+
+
+def all_rows(store: UsageStore):
+    return store.records()
+
+
+def test_a_settled_line_is_the_rule_s_line():
+    rng = random.Random(7)
+    for i in range(2000):
+        fields = random_record(rng, i)
+        if fields["stopped_at"] is None:
+            continue
+        r = UsageRecord(**fields)
+        s = UsageRecord(**fields, **settled(r))
+        lo = NOW - dt.timedelta(days=rng.uniform(0, 25))
+        hi = lo + dt.timedelta(days=rng.uniform(0.01, 30))
+        _same(report.line(s, lo, hi, NOW, POWER, GRID), report.line(r, lo, hi, NOW, POWER, GRID))
+
+
+def _same(a: report.Line, b: report.Line) -> None:
+    for k, v in vars(a).items():
+        w = getattr(b, k)
+        assert (v == pytest.approx(w, rel=1e-9, abs=1e-6)) if isinstance(v, float) else v == w, (k, v, w)
+
+
+def test_settle_stores_the_rule_once_and_only_for_closed_records(store):
+    fill(store, 300, seed=1)
+    assert store.settle(limit=100) == 100
+    assert store.settle() == sum(1 for r in all_rows(store) if r.stopped_at is not None) - 100
+    assert store.settle() == 0  # nothing left: a scrape after the first settles nothing
+    for r in all_rows(store):
+        if r.stopped_at is None:
+            assert r.charged_until is None  # a running server's charge is still growing
+        else:
+            want = settled(r)
+            assert r.charged_until == want["charged_until"]
+            assert r.charged_gpu_seconds == pytest.approx(want["charged_gpu_seconds"])
+            assert r.charged_cost == pytest.approx(want["charged_cost"])
+            assert as_usage(r).charge(NOW).gpu_seconds == pytest.approx(r.charged_gpu_seconds)
+
+
+@pytest.mark.parametrize("days", [1, 7, 30])
+def test_the_database_s_sums_are_the_lines_sums(store, days):
+    fill(store, 400, seed=days)
+    store.settle(limit=250)  # some settled, some not: both paths in one sum
+    since, hi = NOW - dt.timedelta(days=days), NOW + dt.timedelta(days=1)
+    sums, rest = store.settled_sums(since, hi)
+    assert sums and rest
+    parts = [report.part_of_sum(r, POWER, GRID) for r in sums]
+    parts += [report.part_of(ln) for ln in report.charged_lines(rest, since, hi, NOW, POWER, GRID)]
+    got = report.summary(parts, lambda u: ["g-" + u])
+    lines = report.charged_lines(all_rows(store), since, hi, NOW, POWER, GRID)
+    want_totals = report.totals(lines)
+    for k, v in want_totals.items():
+        # lines round their GPU-hours to 6 places (3.6 ms); the sums are at least as exact
+        assert got["totals"][k] == pytest.approx(v, rel=1e-6, abs=0.11 if k == "efficiency_pct" else 0.011), k
+    want_users = report.by_key([vars(ln) for ln in lines], lambda ln: [ln["user"]])
+    assert [(u["name"], u["servers"]) for u in got["by_user"]] == [(u["name"], u["servers"]) for u in want_users]
+    for a, b in zip(got["by_user"], want_users):
+        assert a["gpu_hours"] == pytest.approx(b["gpu_hours"], abs=1e-3) and a["cost"] == pytest.approx(b["cost"], abs=0.011)
+        assert a["co2_kg"] == pytest.approx(b["co2_kg"], abs=1e-3)
+    assert [g["name"] for g in got["by_group"]] == ["g-" + u["name"] for u in want_users]
+    # and the settled records the sums used were wholly inside the range, as the rule requires
+    assert all(not wholly_inside(r, since, hi) for r in rest)
+
+
+def test_per_user_totals_are_the_rule_s(store):
+    fill(store, 300, seed=5)
+    store.settle(limit=120)
+    sums, rest = store.charged_by_user()
+    got: dict[str, list[float]] = {u: [g, c] for u, (g, c) in sums.items()}
+    for r in rest:
+        ch = as_usage(r).charge(NOW)
+        got.setdefault(r.user_name, [0.0, 0.0])
+        got[r.user_name][0] += ch.gpu_seconds
+        got[r.user_name][1] += ch.cost
+    want: dict[str, list[float]] = {}
+    for r in all_rows(store):
+        ch = as_usage(r).charge(NOW)
+        want.setdefault(r.user_name, [0.0, 0.0])
+        want[r.user_name][0] += ch.gpu_seconds
+        want[r.user_name][1] += ch.cost
+    assert got.keys() == want.keys()
+    for u in want:
+        assert got[u] == pytest.approx(want[u])
+
+
+def test_a_failed_start_adopted_later_is_settled_again(store):
+    """The one change a closed record can see: a server closed as 'failed' that a restarted hub
+    finds running is charged from its start (``mark_ready_if_not``); its stored charge is redone."""
+    start = (NOW - dt.timedelta(hours=2)).replace(tzinfo=None)
+    with store.db.write() as s:
+        s.add(UsageRecord(**{**random_record(random.Random(1), 0), "spawn_id": "late", "ready_at": None,
+                             "started_at": start, "stopped_at": start + dt.timedelta(hours=1),
+                             "equivalents": "1", "gpu_count": 1, "rate_per_hour": 2.0, "minimum_seconds": 60}))
+    store.settle()
+    assert store.records()[0].charged_gpu_seconds == 0  # a failed start is not charged
+    store.mark_ready_if_not("late", NOW)
+    store.settle()
+    assert store.records()[0].charged_gpu_seconds == pytest.approx(3600)
+
+
+def test_pages_of_an_export_cover_the_range_once_in_order(store):
+    fill(store, 333, seed=9)
+    since, until = NOW - dt.timedelta(days=10), NOW
+    whole = [r.id for r in store.records(None, since, until)]
+    paged, after = [], None
+    while rows := store.page(None, since, until, after, 50):
+        paged += [r.id for r in rows]
+        after = (rows[-1].started_at, rows[-1].id)
+    assert paged == whole and len(whole) > 100
