@@ -20,13 +20,13 @@ from ..accounting.budgets import gpu_hours_since
 from ..settings.defaults import section
 from ..store.allocator import Allocation, Allocator, NoCapacity, Owner, ReservationPlan
 from ..store.db import Database
-from ..store.models import DeviceAllocation, QueueEntry, UsageRecord, utcnow
-from ..store.usage import as_usage, aware, naive
+from ..store.models import DeviceAllocation, QueueEntry, utcnow
+from ..store.settled import gpu_seconds_in
+from ..store.usage import as_usage, aware
 from . import discipline, snapshot
 from .order import Waiting
 
 _Q = QueueEntry.__table__
-_U = UsageRecord.__table__
 _A = DeviceAllocation.__table__
 
 
@@ -71,16 +71,18 @@ class QueuePolicy:
 
 
 def recent_gpu_hours(conn, since: dt.datetime, now: dt.datetime) -> dict[str, float]:
-    """GPU-hours per user since ``since`` (the fair-share weight), charged as budgets charge."""
-    rows = conn.execute(sa.select(_U.c.user_name, _U.c.started_at, _U.c.stopped_at, _U.c.ready_at, _U.c.equivalents,
-                                  _U.c.rate_per_hour, _U.c.minimum_seconds)
-                        .where(sa.or_(_U.c.stopped_at.is_(None), _U.c.stopped_at >= naive(since)),
-                               _U.c.ready_at.is_not(None))).all()
+    """GPU-hours per user since ``since`` (the fair-share weight), charged as budgets charge
+    (``gpu_hours_since``): settled records summed by the database, the rest one by one."""
+    hi = aware(now) + dt.timedelta(days=1)  # as gpu_hours_since: a charge incurred counts whole
+    sums, rest = gpu_seconds_in(conn, since, hi)
     by_user: dict[str, list] = {}
-    for r in rows:
+    for r in rest:
         by_user.setdefault(r.user_name, []).append(as_usage(r))
     since, now = aware(since), aware(now)
-    return {user: gpu_hours_since(usages, since, now) for user, usages in by_user.items()}
+    out = {user: g / 3600 for user, g in sums.items()}
+    for user, usages in by_user.items():
+        out[user] = out.get(user, 0.0) + gpu_hours_since(usages, since, now)
+    return out
 
 
 class QueueStore:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, Float, ForeignKey, Index, Integer, MetaData, String, UniqueConstraint
+from sqlalchemy import (Boolean, Date, DateTime, Float, ForeignKey, Index, Integer, MetaData, String,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -125,10 +126,38 @@ class UsageRecord(Base):
         # sums over a range read settled records by where their charge ends, checking the start
         # in the index itself
         Index("ix_gpulab_usage_charged", "charged_until", "started_at"),
-        # a scrape's per-user totals read this index alone, not a year of rows
-        Index("ix_gpulab_usage_user_charged", "user_name", "charged_until", "charged_gpu_seconds", "charged_cost"),
         Index("ix_gpulab_usage_stop_reason", "stop_reason"),
     )
+
+
+class UsageDaily(Base):
+    """Settled charges summed per day a server started, per user, GPU type and kind (written by
+    ``settled.settle`` in the transaction that settles the records): the admin page's sums over
+    a range read a row per user and day instead of every record."""
+
+    __tablename__ = "gpulab_usage_daily"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    gpu_type: Mapped[str] = mapped_column(String(128), primary_key=True)
+    has_gpu: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    measured: Mapped[bool] = mapped_column(Boolean, primary_key=True)  # power measured, not nominal
+    n: Mapped[int] = mapped_column(Integer, default=0)  # charged records
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    energy_wh: Mapped[float] = mapped_column(Float, default=0.0)
+    eff_gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # efficiency x GPU-seconds
+    eff_weight: Mapped[float] = mapped_column(Float, default=0.0)  # GPU-seconds of records with one
+
+
+class UsageTotal(Base):
+    """Each user's settled charges since the beginning (the metrics' counters)."""
+
+    __tablename__ = "gpulab_usage_totals"
+
+    user_name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    gpu_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class Event(Base):

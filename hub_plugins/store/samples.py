@@ -41,7 +41,10 @@ class SampleStore:
                         s.add(GPUSample(device_key=key, at=naive(now), util=smp.util,
                                         memory_used_mib=smp.memory_used_mib or 0.0, power_w=smp.power_w))
                 for m in measured:
-                    s.execute(sa.update(UsageRecord).where(UsageRecord.id == m.record_id).values(
+                    # not a record settled meanwhile (closed between the round's look and now):
+                    # its charge and energy are summed already (settled.py)
+                    s.execute(sa.update(UsageRecord).where(UsageRecord.id == m.record_id,
+                                                           UsageRecord.charged_until.is_(None)).values(
                         util_sum=UsageRecord.util_sum + m.util, util_samples=UsageRecord.util_samples + 1,
                         energy_wh=UsageRecord.energy_wh + m.energy_wh,
                         idle_since=naive(m.idle_since) if m.idle_since else None))

@@ -26,7 +26,6 @@ _REPORTED = [_U.c[name] for name in (
     "id", "user_name", "server_name", "profile", "project", "gpu_type", "gpu_count", "equivalents", "devices",
     "started_at", "ready_at", "stopped_at", "stop_reason", "stopped_by", "util_sum", "util_samples", "energy_wh",
     "queued_seconds", "rate_per_hour", "minimum_seconds", "charged_until", "charged_gpu_seconds", "charged_cost")]
-_FAR = dt.datetime(9999, 1, 1)  # an upper bound for ranges that have none (see settled_sums)
 STOP_REASONS = ("user", "admin", "other_user", "service", "culled", "crashed", "quota", "budget", "runtime", "failed",
                 "cancelled", "oom")  # oom: the kernel stopped it for using more than its memory limit (local backend)
 
@@ -48,26 +47,6 @@ def as_usage(r: UsageRecord | sa.Row) -> Usage:
     )
 
 
-def settled(r) -> dict:
-    """A closed record's whole charge, by the charging rule (``Usage.charge``): what
-    :meth:`UsageStore.settle` stores, so that sums over history need no Python per record."""
-    u = as_usage(r)
-    ch = u.charge(u.end)
-    return {"charged_until": naive(u.charged_end(u.end)), "charged_gpu_seconds": ch.gpu_seconds,
-            "charged_cost": ch.cost}
-
-
-def wholly_inside(r, lo: dt.datetime, hi: dt.datetime,
-                  naive_range: tuple[dt.datetime, dt.datetime] | None = None) -> bool:
-    """Whether a settled record's whole charge falls in [lo, hi) (then its stored charge is
-    what the overlap rule would give)."""
-    until = getattr(r, "charged_until", None)
-    if until is None:
-        return False
-    nlo, nhi = naive_range or (naive(lo), naive(hi))
-    return r.started_at >= nlo and until <= nhi
-
-
 class UsageStore:
     def __init__(self, db: Database):
         self.db = db
@@ -84,9 +63,9 @@ class UsageStore:
 
         def run():
             with self.db.write_conn() as c:
-                # a record closed as 'failed' meanwhile is charged now: its settled charge is redone
-                c.execute(sa.update(_U).where(_U.c.spawn_id == spawn_id, _U.c.ready_at.is_(None))
-                          .values(ready_at=at, charged_until=None, charged_gpu_seconds=None, charged_cost=None))
+                # an open record only: a closed one is final (its charge is settled: settled.py)
+                c.execute(sa.update(_U).where(_U.c.spawn_id == spawn_id, _U.c.ready_at.is_(None),
+                                              _U.c.stopped_at.is_(None)).values(ready_at=at))
 
         self.db.retrying(run)
 
@@ -155,30 +134,6 @@ class UsageStore:
 
         return self.db.retrying(run)
 
-    def settle(self, limit: int = 5000) -> int:
-        """Store the charge of up to ``limit`` closed records that do not have it yet; how many.
-        Closed records do not change (every close and heartbeat touches open ones only), so a
-        settled charge stays right; readers apply the rule themselves to the rest."""
-
-        def run():
-            with self.db.write_conn() as c:
-                rows = c.execute(sa.select(_U.c.id, _U.c.started_at, _U.c.stopped_at, _U.c.ready_at, _U.c.equivalents,
-                                           _U.c.rate_per_hour, _U.c.minimum_seconds)
-                                 .where(_U.c.charged_until.is_(None), _U.c.stopped_at.is_not(None))
-                                 .limit(limit)).all()
-                if rows:
-                    params = []
-                    for r in rows:
-                        v = settled(r)
-                        params.append({"rid": r.id, "until": v["charged_until"], "gpu_s": v["charged_gpu_seconds"],
-                                       "cost": v["charged_cost"]})
-                    c.execute(sa.update(_U).where(_U.c.id == sa.bindparam("rid"), _U.c.stopped_at.is_not(None))
-                              .values(charged_until=sa.bindparam("until"), charged_gpu_seconds=sa.bindparam("gpu_s"),
-                                      charged_cost=sa.bindparam("cost")), params)
-                return len(rows)
-
-        return self.db.retrying(run)
-
     def open_records(self) -> list[sa.Row]:
         """(spawn_id, user_id, user_name, server_name, started_at) of every open record."""
 
@@ -227,55 +182,6 @@ class UsageStore:
                 if after is not None:
                     q = q.where(sa.tuple_(_U.c.started_at, _U.c.id) > sa.tuple_(*after))
                 return list(s.execute(q))
-
-        return self.db.retrying(run)
-
-    def charged_by_user(self) -> tuple[dict[str, tuple[float, float]], list[sa.Row]]:
-        """Everyone's whole charge so far: settled records summed by the database, per user
-        (GPU-seconds, cost), and the records it cannot sum (running, or not settled yet)."""
-
-        def run():
-            with self.db.read() as s:
-                sums = s.execute(sa.select(_U.c.user_name, sa.func.sum(_U.c.charged_gpu_seconds),
-                                           sa.func.sum(_U.c.charged_cost))
-                                 .where(_U.c.charged_until.is_not(None)).group_by(_U.c.user_name)).all()
-                rest = s.execute(sa.select(_U).where(_U.c.charged_until.is_(None))).all()
-                return {u: (g or 0.0, c or 0.0) for u, g, c in sums}, list(rest)
-
-        return self.db.retrying(run)
-
-    def settled_sums(self, since: dt.datetime, until: dt.datetime) -> tuple[list[sa.Row], list[sa.Row]]:
-        """Sums, by the database, of the settled records wholly inside [since, until) that were
-        charged, per (user, GPU type, holds GPUs, power measured); and every other record whose
-        charge may fall in the range (which the caller works out record by record)."""
-        lo, hi = naive(since), naive(until)
-        # each query bounds charged_until on both sides, so that the planner walks
-        # ix_gpulab_usage_charged (the range's records) rather than every record started before
-        # ``until`` (SQLite takes a two-sided range as the narrower)
-        inside = sa.and_(_U.c.charged_until.between(lo, hi), _U.c.started_at >= lo)
-        crossing = sa.and_(_U.c.charged_until.between(lo, _FAR), _U.c.charged_until > lo, _U.c.started_at < hi,
-                           sa.or_(_U.c.started_at < lo, _U.c.charged_until > hi))
-        unsettled = sa.and_(_U.c.charged_until.is_(None), _U.c.started_at < hi,
-                            sa.or_(_U.c.stopped_at.is_(None), _U.c.stopped_at >= lo))
-        has_gpu = (_U.c.gpu_count > 0).label("has_gpu")
-        # as report.line: measured energy counts in proportion to GPU-seconds (none: none)
-        measured = sa.and_(_U.c.energy_wh > 0, _U.c.charged_gpu_seconds > 0).label("measured")
-        with_util = _U.c.util_samples > 0
-        eff = sa.case((with_util, _U.c.util_sum / _U.c.util_samples * _U.c.charged_gpu_seconds), else_=0.0)
-
-        def run():
-            with self.db.read() as s:
-                sums = s.execute(
-                    sa.select(_U.c.user_name, _U.c.gpu_type, has_gpu, measured, sa.func.count().label("n"),
-                              sa.func.sum(_U.c.charged_gpu_seconds).label("gpu_seconds"),
-                              sa.func.sum(_U.c.charged_cost).label("cost"),
-                              sa.func.sum(_U.c.energy_wh).label("energy_wh"),
-                              sa.func.sum(eff).label("eff_gpu_seconds"),
-                              sa.func.sum(sa.case((with_util, _U.c.charged_gpu_seconds), else_=0.0)).label("eff_weight"))
-                    .where(inside, sa.or_(_U.c.charged_gpu_seconds > 0, _U.c.charged_cost > 0))
-                    .group_by(_U.c.user_name, _U.c.gpu_type, has_gpu, measured)).all()
-                rest = s.execute(sa.select(_U).where(crossing)).all() + s.execute(sa.select(_U).where(unsettled)).all()
-                return list(sums), rest
 
         return self.db.retrying(run)
 

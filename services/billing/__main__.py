@@ -9,6 +9,7 @@ import os
 from tornado import web
 
 from hub_plugins.outage import ServiceOutage
+from hub_plugins.store import settled
 from services.base import HubAPI, core_from_live, live_settings, serve, service_address, setup_logging
 
 from .app import make_app
@@ -43,7 +44,7 @@ async def settle_history(core, batch: int = 2000) -> None:
     database (SQLite has one writer); the pages settle what closes later as they go."""
     total = 0
     try:
-        while n := await asyncio.to_thread(core.usage.settle, batch):
+        while n := await asyncio.to_thread(settled.settle, core.db, batch):
             total += n
             await asyncio.sleep(0.05)
     except Exception:  # a database outage: the pages settle as they go, nothing depends on this

@@ -13,6 +13,7 @@ from tornado import web
 
 from hub_plugins.accounting.budgets import fmt_amount
 from hub_plugins.quota.decision import server_label
+from hub_plugins.store import settled
 from hub_plugins.store.allocator import server_use
 from hub_plugins.store.usage import aware
 from services.base import HubAPIError
@@ -47,7 +48,7 @@ class BillingData:
         records, the rest are worked out one by one, both by the same rule."""
         self.settle()
         b = self.billing
-        sums, rest = self.core.usage.settled_sums(since, now + dt.timedelta(days=1))
+        sums, rest = settled.settled_sums(self.core.db, since, now)
         lines = report.charged_lines(rest, since, now + dt.timedelta(days=1), now, b.nominal_power_watts,
                                      b.grid_intensity_g_per_kwh)
         parts = [report.part_of_sum(r, b.nominal_power_watts, b.grid_intensity_g_per_kwh) for r in sums]
@@ -73,7 +74,7 @@ class BillingData:
 
     def settle(self, limit: int = 5000) -> int:
         """Settle the charges of records closed since the last call (a few, after the first)."""
-        return self.core.usage.settle(limit)
+        return settled.settle(self.core.db, limit)
 
     def per_day(self, user: str | None, since: dt.datetime, now: dt.datetime) -> list[dict]:
         return report.per_day(self.core.usage.records(user, since, now), since, now)

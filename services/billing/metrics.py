@@ -12,6 +12,7 @@ from fractions import Fraction
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from hub_plugins.store import settled
 from hub_plugins.store.usage import as_usage
 
 WAIT_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
@@ -61,7 +62,7 @@ class _Collector:
         # settled records are summed by the database; running (and not yet settled) ones here,
         # by the same rule: a scrape does not read a year of records
         self.data.settle()
-        sums, rest = core.usage.charged_by_user()
+        sums, rest = settled.charged_by_user(core.db)
         seconds = {user: g for user, (g, _c) in sums.items()}
         cost = {user: c for user, (_g, c) in sums.items()}
         for r in rest:

@@ -15,7 +15,8 @@ from fractions import Fraction
 
 from hub_plugins.accounting.budgets import by_day
 from hub_plugins.accounting.pricing import money
-from hub_plugins.store.usage import as_usage, aware, naive, wholly_inside
+from hub_plugins.store.settled import wholly_inside
+from hub_plugins.store.usage import as_usage, aware, naive
 
 UTC = dt.timezone.utc
 

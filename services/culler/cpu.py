@@ -51,7 +51,7 @@ class CpuTracker:
                     self.busy[key] = now
         self.last, self.last_at = current, t
 
-    def busy_at(self, user: str, server: str, now: dt.datetime) -> dt.datetime | None:
-        if self.last_at is None or time.monotonic() - self.last_at > 1:
-            self.sample(now)
+    def busy_at(self, user: str, server: str) -> dt.datetime | None:
+        """As of the last :meth:`sample` (the round takes one, before it looks at any server: a
+        sample reads every process on the host, and one per server was most of a round)."""
         return self.busy.get((user, server))

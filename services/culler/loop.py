@@ -21,6 +21,7 @@ from hub_plugins.gpu.metrics import make_reader
 from hub_plugins.settings.live import LiveSettings
 from hub_plugins.settings.typed import Settings, plain
 from hub_plugins.spawners.local.sysusers import system_username
+from hub_plugins.store import settled
 from hub_plugins.store.samples import Measured, SampleStore
 from hub_plugins.store.usage import aware
 from services.base import HubAPIError
@@ -87,6 +88,9 @@ class Culler:
         await keeper.restart_lost(self.hub, self.core.queue, users, now, self.lost_after)
         await budget_notes(self.core, self.live, users, now)
         await asyncio.to_thread(self.samples.prune, now - dt.timedelta(hours=float(self.conf["keep_samples_hours"])))
+        # the charges of records closed since (the billing service settles too; this keeps the
+        # queue's fair share and the sums quick on a hub whose billing pages nobody opens)
+        await asyncio.to_thread(settled.settle, self.core.db)
         return actions
 
     def _gather(self, users, now, interval) -> list[Server]:
@@ -98,6 +102,8 @@ class Culler:
         # who holds each device: a shared GPU's shares are measured per holder, not per GPU
         holders = {d.device_key: sid for sid, devs in devices_of.items() for d in devs}
         samples = self.reader.read(held, holders) if held else {}
+        if self.cpu is not None:
+            self.cpu.sample(now)  # once a round: it reads every process on the host
         servers, measured = [], []
         for u in users:
             for name, s in (u.get("servers") or {}).items():
@@ -117,7 +123,7 @@ class Culler:
                     gpu_count=rec.gpu_count if rec else 0,
                     ready_at=aware(rec.ready_at) if rec and rec.ready_at else parse_time(s.get("started")),
                     last_activity=parse_time(s.get("last_activity")),
-                    cpu_busy_at=self.cpu.busy_at(u["name"], name, now) if self.cpu else None,
+                    cpu_busy_at=self.cpu.busy_at(u["name"], name) if self.cpu else None,
                     gpu_idle_since=idle_since, gpu_samples=known,
                     keep_alive_at=self._keep_alive(u["name"]),
                     runtime_limit=dt.timedelta(seconds=rec.runtime_limit_s) if rec and rec.runtime_limit_s else None,

@@ -9,11 +9,12 @@ import datetime as dt
 import random
 
 import pytest
-import sqlalchemy as sa
 
 from hub_plugins.store.db import Database
 from hub_plugins.store.models import UsageRecord
-from hub_plugins.store.usage import UsageStore, as_usage, settled, wholly_inside
+from hub_plugins.store import settled as settling
+from hub_plugins.store.settled import settled, wholly_inside
+from hub_plugins.store.usage import UsageStore, as_usage
 from services.billing import report
 
 UTC = dt.timezone.utc
@@ -40,6 +41,7 @@ def random_record(rng: random.Random, i: int) -> dict:
     ready = rng.random() > 0.1
     gpus = rng.choice((0, 1, 2, 4))
     stop = None if running else start + dt.timedelta(seconds=rng.choice((5, 59.5, 61, rng.uniform(60, 3 * 86400))))
+    stop = stop and min(stop, NOW.replace(tzinfo=None))  # nothing stops in the future
     return dict(
         spawn_id=f"s{i}", user_id=0, user_name=rng.choice(("ann", "bob", "cat")), server_name="",
         profile="p", project="", gpu_type=rng.choice(("A100-80GB", "H200")) if gpus else "", gpu_count=gpus,
@@ -51,22 +53,21 @@ def random_record(rng: random.Random, i: int) -> dict:
         energy_wh=rng.choice((0.0, rng.uniform(1, 500))), idle_since=None, warned="")
 
 
-def fill(store: UsageStore, n: int, seed: int) -> None:
+def fill(store: UsageStore, n: int, seed: int, first: int = 0) -> None:
     rng = random.Random(seed)
     with store.db.write() as s:
-        s.add_all(UsageRecord(**random_record(rng, i)) for i in range(n))
+        s.add_all(UsageRecord(**random_record(rng, i)) for i in range(first, first + n))
 
 
 def all_rows(store: UsageStore):
     return store.records()
 
 
-def settle_some(store: UsageStore) -> None:
-    """Every third record left unsettled (as those closed since the last settle are)."""
-    store.settle(limit=10**6)
-    with store.db.write_conn() as c:
-        c.execute(sa.update(UsageRecord.__table__).where(UsageRecord.__table__.c.id % 3 == 0)
-                  .values(charged_until=None, charged_gpu_seconds=None, charged_cost=None))
+def fill_and_settle_some(store: UsageStore, n: int, seed: int) -> None:
+    """Two thirds of ``n`` records settled, the rest closed (or started) since the last settle."""
+    fill(store, 2 * n // 3, seed)
+    settling.settle(store.db, limit=10**6)
+    fill(store, n - 2 * n // 3, seed + 1000, first=n)
 
 
 def test_a_settled_line_is_the_rule_s_line():
@@ -90,9 +91,9 @@ def _same(a: report.Line, b: report.Line) -> None:
 
 def test_settle_stores_the_rule_once_and_only_for_closed_records(store):
     fill(store, 300, seed=1)
-    assert store.settle(limit=100) == 100
-    assert store.settle() == sum(1 for r in all_rows(store) if r.stopped_at is not None) - 100
-    assert store.settle() == 0  # nothing left: a scrape after the first settles nothing
+    assert settling.settle(store.db, limit=100) == 100
+    assert settling.settle(store.db) == sum(1 for r in all_rows(store) if r.stopped_at is not None) - 100
+    assert settling.settle(store.db) == 0  # nothing left: a scrape after the first settles nothing
     for r in all_rows(store):
         if r.stopped_at is None:
             assert r.charged_until is None  # a running server's charge is still growing
@@ -106,10 +107,9 @@ def test_settle_stores_the_rule_once_and_only_for_closed_records(store):
 
 @pytest.mark.parametrize("days", [1, 7, 30])
 def test_the_database_s_sums_are_the_lines_sums(store, days):
-    fill(store, 400, seed=days)
-    settle_some(store)  # some settled, some not: both paths in one sum
-    since, hi = NOW - dt.timedelta(days=days), NOW + dt.timedelta(days=1)
-    sums, rest = store.settled_sums(since, hi)
+    fill_and_settle_some(store, 400, seed=days)  # some settled, some not: both paths in one sum
+    since, hi = NOW - dt.timedelta(days=days, hours=5.5), NOW + dt.timedelta(days=1)  # not at midnight
+    sums, rest = settling.settled_sums(store.db, since, NOW)
     assert sums and rest
     parts = [report.part_of_sum(r, POWER, GRID) for r in sums]
     parts += [report.part_of(ln) for ln in report.charged_lines(rest, since, hi, NOW, POWER, GRID)]
@@ -130,9 +130,8 @@ def test_the_database_s_sums_are_the_lines_sums(store, days):
 
 
 def test_per_user_totals_are_the_rule_s(store):
-    fill(store, 300, seed=5)
-    settle_some(store)
-    sums, rest = store.charged_by_user()
+    fill_and_settle_some(store, 300, seed=5)
+    sums, rest = settling.charged_by_user(store.db)
     got: dict[str, list[float]] = {u: [g, c] for u, (g, c) in sums.items()}
     for r in rest:
         ch = as_usage(r).charge(NOW)
@@ -150,19 +149,37 @@ def test_per_user_totals_are_the_rule_s(store):
         assert got[u] == pytest.approx(want[u])
 
 
-def test_a_failed_start_adopted_later_is_settled_again(store):
-    """The one change a closed record can see: a server closed as 'failed' that a restarted hub
-    finds running is charged from its start (``mark_ready_if_not``); its stored charge is redone."""
+def test_a_closed_record_is_final(store):
+    """What settling relies on: a start recorded as failed stays failed (not charged) even if a
+    restarted hub then marks that spawn ready, and samples no longer add to a settled record."""
+    from hub_plugins.store.samples import Measured, SampleStore
+
     start = (NOW - dt.timedelta(hours=2)).replace(tzinfo=None)
     with store.db.write() as s:
         s.add(UsageRecord(**{**random_record(random.Random(1), 0), "spawn_id": "late", "ready_at": None,
-                             "started_at": start, "stopped_at": start + dt.timedelta(hours=1),
+                             "started_at": start, "stopped_at": start + dt.timedelta(hours=1), "energy_wh": 0.0,
                              "equivalents": "1", "gpu_count": 1, "rate_per_hour": 2.0, "minimum_seconds": 60}))
-    store.settle()
-    assert store.records()[0].charged_gpu_seconds == 0  # a failed start is not charged
+    settling.settle(store.db)
     store.mark_ready_if_not("late", NOW)
-    store.settle()
-    assert store.records()[0].charged_gpu_seconds == pytest.approx(3600)
+    rec = store.records()[0]
+    assert rec.ready_at is None and rec.charged_gpu_seconds == 0  # a failed start is not charged
+    SampleStore(store.db).record({}, [Measured(rec.id, 90.0, None, 5.0)], NOW)
+    assert store.records()[0].energy_wh == 0.0
+
+
+def test_settling_at_once_from_many_threads_adds_each_record_once(store):
+    """The billing service and the culler both settle: their sums must not count a record twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fill(store, 400, seed=3)
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda _: [settling.settle(store.db, limit=37) for _ in range(20)], range(6)))
+    sums, rest = settling.charged_by_user(store.db)
+    assert all(r.stopped_at is None for r in rest)
+    for user in sums:
+        want = sum(settled(r)["charged_gpu_seconds"] for r in all_rows(store)
+                   if r.user_name == user and r.stopped_at is not None)
+        assert sums[user][0] == pytest.approx(want)
 
 
 def test_pages_of_an_export_cover_the_range_once_in_order(store):
@@ -183,12 +200,32 @@ def test_the_streamed_csv_is_the_report_s_csv(store):
 
     from services.billing.data import BillingData
 
-    fill(store, 250, seed=11)
-    settle_some(store)
+    fill_and_settle_some(store, 250, seed=11)
     billing = SimpleNamespace(nominal_power_watts=POWER, grid_intensity_g_per_kwh=GRID,
                               pricing=SimpleNamespace(currency="EUR"))
-    data = BillingData(None, SimpleNamespace(usage=store, settings=SimpleNamespace(billing=billing)), None)
+    data = BillingData(None, SimpleNamespace(usage=store, db=store.db, settings=SimpleNamespace(billing=billing)), None)
     for since, until in ((NOW - dt.timedelta(days=30), NOW), (NOW - dt.timedelta(days=9), NOW - dt.timedelta(days=2))):
         streamed = "".join(data.csv_chunks(None, since, until, NOW, size=17))
         whole = report.to_csv(data.usage(None, since, until, NOW))
         assert streamed == whole and whole.count("\n") > 50
+
+
+@pytest.mark.parametrize("days", [1, 7])
+def test_the_queue_s_fair_share_is_the_rule_s(store, days):
+    """The queue's weights (GPU-hours per user over ``queue.fair_share_days``) from settled sums
+    and the rest equal ``gpu_hours_since`` over every record."""
+    from hub_plugins.accounting.budgets import gpu_hours_since
+    from hub_plugins.queue.store import recent_gpu_hours
+
+    fill_and_settle_some(store, 300, seed=20 + days)
+    since = NOW - dt.timedelta(days=days)
+    with store.db.read() as s:
+        got = recent_gpu_hours(s.connection(), since, NOW)
+    want: dict[str, list] = {}
+    for r in all_rows(store):
+        if r.ready_at is not None and (r.stopped_at is None or r.stopped_at >= since.replace(tzinfo=None)):
+            want.setdefault(r.user_name, []).append(as_usage(r))
+    want_hours = {u: gpu_hours_since(us, since, NOW) for u, us in want.items()}
+    assert {u for u, h in got.items() if h > 1e-9} == {u for u, h in want_hours.items() if h > 1e-9}
+    for u, h in want_hours.items():
+        assert got.get(u, 0.0) == pytest.approx(h, rel=1e-9, abs=1e-9), u

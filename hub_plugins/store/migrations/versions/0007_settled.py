@@ -23,13 +23,35 @@ def upgrade():
     # a person's history by time (their billing page, budgets) without a scan of everyone's
     op.create_index("ix_gpulab_usage_user_started", "gpulab_usage", ["user_name", "started_at"])
     op.create_index("ix_gpulab_usage_charged", "gpulab_usage", ["charged_until", "started_at"])
-    op.create_index("ix_gpulab_usage_user_charged", "gpulab_usage",
-                    ["user_name", "charged_until", "charged_gpu_seconds", "charged_cost"])
     op.create_index("ix_gpulab_usage_stop_reason", "gpulab_usage", ["stop_reason"])
+    op.create_table(
+        "gpulab_usage_daily",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("user_name", sa.String(255), nullable=False),
+        sa.Column("gpu_type", sa.String(128), nullable=False),
+        sa.Column("has_gpu", sa.Boolean(), nullable=False),
+        sa.Column("measured", sa.Boolean(), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.Column("gpu_seconds", sa.Float(), nullable=False),
+        sa.Column("cost", sa.Float(), nullable=False),
+        sa.Column("energy_wh", sa.Float(), nullable=False),
+        sa.Column("eff_gpu_seconds", sa.Float(), nullable=False),
+        sa.Column("eff_weight", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("day", "user_name", "gpu_type", "has_gpu", "measured", name="pk_gpulab_usage_daily"),
+    )
+    op.create_table(
+        "gpulab_usage_totals",
+        sa.Column("user_name", sa.String(255), nullable=False),
+        sa.Column("gpu_seconds", sa.Float(), nullable=False),
+        sa.Column("cost", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("user_name", name="pk_gpulab_usage_totals"),
+    )
 
 
 def downgrade():
-    for name in ("ix_gpulab_usage_stop_reason", "ix_gpulab_usage_user_charged", "ix_gpulab_usage_charged",
+    op.drop_table("gpulab_usage_totals")
+    op.drop_table("gpulab_usage_daily")
+    for name in ("ix_gpulab_usage_stop_reason", "ix_gpulab_usage_charged",
                  "ix_gpulab_usage_user_started"):
         op.drop_index(name, table_name="gpulab_usage")
     with op.batch_alter_table("gpulab_usage") as batch:
