@@ -98,12 +98,18 @@ class PrefsStore:
 
         def run():
             with self.db.read() as s:
-                q = (sa.select(Event, NotifyPrefs.webhook, NotifyPrefs.events)
-                     .join(NotifyPrefs, sa.and_(Event.user_name == NotifyPrefs.user_name,
-                                                Event.id > NotifyPrefs.webhook_last_id))
-                     .where(NotifyPrefs.webhook != "", Event.kind.in_(list(KIND_TO_EVENT)))
-                     .order_by(Event.id).limit(limit))
-                return [(e, hook, chosen) for e, hook, chosen in s.execute(q)]
+                # person by person, each from their place (ix_gpulab_events_user_name_id): a join
+                # from the events' side walked a year of everyone's events every poll
+                people = s.execute(sa.select(NotifyPrefs.user_name, NotifyPrefs.webhook, NotifyPrefs.events,
+                                             NotifyPrefs.webhook_last_id).where(NotifyPrefs.webhook != "")).all()
+                out = []
+                for p in people:
+                    q = (sa.select(Event).where(Event.user_name == p.user_name, Event.id > p.webhook_last_id,
+                                                Event.kind.in_(list(KIND_TO_EVENT)))
+                         .order_by(Event.id).limit(limit))
+                    out += [(e, p.webhook, p.events) for e in s.scalars(q)]
+                out.sort(key=lambda item: item[0].id)
+                return out[:limit]
 
         return self.db.retrying(run)
 
