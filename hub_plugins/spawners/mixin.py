@@ -248,7 +248,7 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
             raise SpawnException(str(e), reason="invalid_options", status_code=400) from None
         except BorrowRefused as e:
             self._gpulab_may_hold = False
-            await core.run(core.refused, "quota", self.user.name, self.name or "", str(e))
+            await core.run(core.refused, "borrow", self.user.name, self.name or "", str(e))
             raise SpawnException(str(e), reason="borrow", status_code=403) from None
         except QuotaRefused as e:
             self._gpulab_may_hold = False

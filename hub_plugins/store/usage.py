@@ -21,7 +21,8 @@ from .models import Event, LedgerEntry, UsageRecord, utcnow
 UTC = dt.timezone.utc
 _U = UsageRecord.__table__
 STOP_REASONS = ("user", "admin", "other_user", "service", "culled", "crashed", "quota", "budget", "runtime", "failed",
-                "cancelled", "oom")  # oom: the kernel stopped it for using more than its memory limit (local backend)
+                "cancelled", "oom",  # oom: the kernel stopped it for using more than its memory limit (local backend)
+                "reclaimed")  # a borrowed server taken back for a request within quota (queue/reclaim_store.py)
 
 
 def aware(t: dt.datetime | None) -> dt.datetime | None:
