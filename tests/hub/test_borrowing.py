@@ -45,6 +45,14 @@ def test_a_borrowed_server_is_reclaimed_for_a_request_within_quota(hub):
     assert [usage(hub, "ann", s)["borrowed"] for s in ("", "b1", "b2")] == [False, True, True]
     assert usage(hub, "ann", "b1")["rate_per_hour"] == 1.0  # 2.0 x rate_factor 0.5
 
+    # marked apart: the quota API counts them in no amount, metrics and the CSV export show them
+    q = hub.service("billing", "api/quota?user=ann").json()
+    assert q["in_use"]["gpus"] == 1.0
+    assert sorted(s["label"] for s in q["in_use"]["servers"] if s["borrowed"]) == ["'b1'", "'b2'"]
+    assert 'gpulab_gpus_borrowed{gpu_type="A100-80GB"} 2.0' in hub.service("billing", "metrics").text
+    csv_text = hub.service("billing", "api/usage?user=ann&format=csv").text
+    assert csv_text.splitlines()[0].endswith("queued_seconds,preemptible,currency") and ",True," in csv_text
+
     st, body = hub.spawn("cal", {"gpus": 1, "preemptible": True})
     assert st == 403 and "Only members of 'borrowers'" in body["message"], body
     st, body = hub.spawn("ann", {"gpus": 1, "preemptible": "yes"}, server="b3")
