@@ -51,7 +51,7 @@ class Allocating:
         eff = self.effective(owner.user_name, groups)
         borrowed = bool(req.extra("preemptible"))
         if borrowed:
-            why = self.borrowing.refusal(groups, self.queue_enabled)
+            why = self.borrowing.refusal(groups, self.placement == "gpulab", self.settings.queue.enabled)
             if why:
                 raise BorrowRefused(why)
             # beyond quota: the GPU total and the server count are what borrowing lends

@@ -50,18 +50,23 @@ class Borrowing:
                    dt.timedelta(minutes=float(b["reclaim_after_minutes"])))
 
     def allows(self, groups: Iterable[str]) -> bool:
+        """Whether the groups may borrow, as far as this setting goes (see :meth:`refusal`)."""
         return self.enabled and bool(self.groups & set(groups))
 
-    def refusal(self, groups: Iterable[str], placed_here: bool = True) -> str | None:
+    def refusal(self, groups: Iterable[str], placed_here: bool = True, queue_on: bool = True) -> str | None:
         """Why this user may not borrow (None: they may). ``placed_here``: gpulab places the
         GPUs (local, docker); on SLURM and Kubernetes the scheduler does, and has its own
-        preemption."""
+        preemption. ``queue_on``: without gpulab's queue nobody within quota ever waits, so
+        nothing borrowed could be taken back: borrowing would be a way round quotas."""
         if not self.enabled:
             return ("Borrowing GPUs beyond your quota ('preemptible') is switched off on this hub. "
                     "Leave 'preemptible' out to start within your quota, or ask an admin.")
         if not placed_here:
             return ("Borrowing GPUs ('preemptible') works only where gpulab places the GPUs (local and "
                     "docker backends); here the cluster's scheduler does. Leave 'preemptible' out.")
+        if not queue_on:
+            return ("Borrowing GPUs ('preemptible') needs the queue, which is switched off on this hub "
+                    "(queue.enabled). Leave 'preemptible' out to start within your quota.")
         if not self.groups & set(groups):
             allowed = ", ".join(f"'{g}'" for g in sorted(self.groups)) or "no group"
             return (f"Only members of {allowed} may borrow GPUs beyond their quota ('preemptible'), and "

@@ -11,6 +11,7 @@ from traitlets.config import Config
 from hub_plugins.core import GPULab
 from hub_plugins.queue.borrowing import Borrowing, BorrowRefused
 from hub_plugins.queue.store import QueueAhead
+from hub_plugins.spawn.form import build_model
 from hub_plugins.spawn.request import RequestError, SpawnRequest, from_form, parse_preemptible
 from hub_plugins.store.allocator import NoCapacity, Owner, QuotaRefused
 from hub_plugins.store.models import ServerRecord, UsageRecord
@@ -41,6 +42,7 @@ def test_borrowing_settings_from_config():
     assert (b.rate_factor, b.grace, b.reclaim_after) == (0.5, dt.timedelta(seconds=6), dt.timedelta(0))
     assert Borrowing.from_config(None) == Borrowing()  # the defaults: off, nobody, full price
     assert "scheduler" in Borrowing(True, frozenset({"g"})).refusal(["g"], placed_here=False)
+    assert "needs the queue" in Borrowing(True, frozenset({"g"})).refusal(["g"], queue_on=False)
 
 
 @pytest.mark.parametrize("value", ["yes", "true", "on", 1, 0, None, [], {}, 1.0])
@@ -120,3 +122,14 @@ def test_a_borrower_does_not_start_on_gpus_a_request_within_quota_waits_for(core
     ann = Owner(1, "ann", "b1")
     core.queue.enqueue(ann, {"gpus": 1, "preemptible": True}, [GPU], 1)
     assert [w.user for w in core.queue.ordered()] == ["bob", "ann"]
+
+
+def test_the_form_offers_borrowing_only_to_those_who_may(core):
+    core.allocate(Owner(1, "ann", ""), ask(core, 1), ["borrowers"])
+    core.allocate(Owner(1, "ann", "b1"), ask(core, 1, preemptible=True), ["borrowers"])
+    ann = build_model(core, 1, "ann", ["borrowers"], "new", lambda p: (True, ""))
+    assert ann["borrow"]["rate_factor"] == 0.5 and "may be stopped" in ann["borrow"]["note"]
+    assert ann["quota"]["in_use"] == 1.0 and ann["quota"]["borrowed"] == [{"name": "b1", "gpus": "1 GPU"}]
+    one = next(c for c in ann["profiles"][0]["choices"][GPU] if c["count"] == 1)
+    assert not one["ok"] and one["borrow_ok"]  # over her quota, free: she may borrow it
+    assert build_model(core, 2, "bob", ["student"], "", lambda p: (True, ""))["borrow"] is None
