@@ -260,7 +260,8 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
             raise SpawnException(str(e), reason="budget", status_code=403) from None
         except NoCapacity as e:
             self._gpulab_may_hold = False
-            message = await core.run(core.refused, "capacity", self.user.name, self.name or "", "", e)
+            message = await core.run(core.refused, "capacity", self.user.name, self.name or "", "", e,
+                                     not req.extra("preemptible"))
             raise SpawnException(message, reason="capacity", status_code=409) from None
         except DBAPIError as e:
             if not is_outage(str(e), bool(getattr(e, "connection_invalidated", False))):

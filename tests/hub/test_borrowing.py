@@ -58,6 +58,8 @@ def test_a_borrowed_server_is_reclaimed_for_a_request_within_quota(hub):
     st, body = hub.spawn("ann", {"gpus": 1, "preemptible": "yes"}, server="b3")
     assert st == 400 and "'preemptible' must be true or false" in body["message"], body
 
+    st, body = hub.spawn("bob", {"gpus": 2})  # 1 GPU free; without the queue he is told why to wait
+    assert st == 409 and "2 of the busy ones are borrowed beyond quota: wait in the queue" in body["message"], body
     st, body = hub.spawn("bob", {"gpus": 2, "queue": True})  # 1 GPU free: he waits
     assert st == 202, body
     t0 = time.monotonic()

@@ -133,3 +133,16 @@ def test_the_form_offers_borrowing_only_to_those_who_may(core):
     one = next(c for c in ann["profiles"][0]["choices"][GPU] if c["count"] == 1)
     assert not one["ok"] and one["borrow_ok"]  # over her quota, free: she may borrow it
     assert build_model(core, 2, "bob", ["student"], "", lambda p: (True, ""))["borrow"] is None
+
+
+def test_a_refusal_within_quota_says_that_waiting_takes_borrowed_gpus_back(core):
+    for i in range(3):
+        core.allocate(Owner(1, "ann", f"b{i}"), ask(core, 1, preemptible=True), ["borrowers"])
+    core.quotas = {"default": {"max_gpus": 2, "max_servers": 1}}
+    with pytest.raises(NoCapacity) as refused:
+        core.allocate(Owner(2, "bob", ""), ask(core, 2), [])
+    said = core.refused("capacity", "bob", "", "", refused.value)
+    assert said.endswith("3 of the busy ones are borrowed beyond quota: wait in the queue (REST: \"queue\": "
+                         "true) and borrowed GPUs are taken back for you after 10 min."), said
+    # a borrower is not told to wait for other borrowers' GPUs
+    assert "borrowed" not in core.refused("capacity", "ann", "b9", "", refused.value, within_quota=False)
