@@ -119,7 +119,7 @@ class UsageRecord(Base):
     # a closed record's whole charge, computed once by the charging rule after it closed
     # (UsageStore.settle), so that the database can sum a year of history; null while it runs
     # and until settled (readers then apply the same rule themselves)
-    charged_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, index=True)
+    charged_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     charged_gpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     charged_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
     # a borrowed server (priced at queue.borrowing.rate_factor) and, once the culler chose to
@@ -127,7 +127,15 @@ class UsageRecord(Base):
     borrowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     reclaim_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
-    __table_args__ = (Index("ix_gpulab_usage_user_started", "user_name", "started_at"),)
+    __table_args__ = (
+        Index("ix_gpulab_usage_user_started", "user_name", "started_at"),
+        # sums over a range read settled records by where their charge ends, checking the start
+        # in the index itself
+        Index("ix_gpulab_usage_charged", "charged_until", "started_at"),
+        # a scrape's per-user totals read this index alone, not a year of rows
+        Index("ix_gpulab_usage_user_charged", "user_name", "charged_until", "charged_gpu_seconds", "charged_cost"),
+        Index("ix_gpulab_usage_stop_reason", "stop_reason"),
+    )
 
 
 class Event(Base):

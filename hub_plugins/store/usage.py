@@ -20,6 +20,13 @@ from .models import Event, LedgerEntry, UsageRecord, utcnow
 
 UTC = dt.timezone.utc
 _U = UsageRecord.__table__
+# what a report line reads of a record (services/billing/report.py line, as_usage): an export
+# fetches these alone, not the timestamps and keys it never shows
+_REPORTED = [_U.c[name] for name in (
+    "id", "user_name", "server_name", "profile", "project", "gpu_type", "gpu_count", "equivalents", "devices",
+    "started_at", "ready_at", "stopped_at", "stop_reason", "stopped_by", "util_sum", "util_samples", "energy_wh",
+    "queued_seconds", "rate_per_hour", "minimum_seconds", "charged_until", "charged_gpu_seconds", "charged_cost")]
+_FAR = dt.datetime(9999, 1, 1)  # an upper bound for ranges that have none (see settled_sums)
 STOP_REASONS = ("user", "admin", "other_user", "service", "culled", "crashed", "quota", "budget", "runtime", "failed",
                 "cancelled", "oom",  # oom: the kernel stopped it for using more than its memory limit (local backend)
                 "reclaimed")  # a borrowed server taken back for a request within quota (queue/reclaim_store.py)
@@ -51,11 +58,15 @@ def settled(r) -> dict:
             "charged_cost": ch.cost}
 
 
-def wholly_inside(r, lo: dt.datetime, hi: dt.datetime) -> bool:
+def wholly_inside(r, lo: dt.datetime, hi: dt.datetime,
+                  naive_range: tuple[dt.datetime, dt.datetime] | None = None) -> bool:
     """Whether a settled record's whole charge falls in [lo, hi) (then its stored charge is
     what the overlap rule would give)."""
     until = getattr(r, "charged_until", None)
-    return until is not None and r.started_at >= naive(lo) and until <= naive(hi)
+    if until is None:
+        return False
+    nlo, nhi = naive_range or (naive(lo), naive(hi))
+    return r.started_at >= nlo and until <= nhi
 
 
 class UsageStore:
@@ -209,7 +220,7 @@ class UsageStore:
 
         def run():
             with self.db.read() as s:
-                q = (sa.select(_U).where(sa.or_(_U.c.stopped_at.is_(None), _U.c.stopped_at >= naive(since)),
+                q = (sa.select(*_REPORTED).where(sa.or_(_U.c.stopped_at.is_(None), _U.c.stopped_at >= naive(since)),
                                          _U.c.started_at < naive(until))
                      .order_by(_U.c.started_at, _U.c.id).limit(limit))
                 if user_name is not None:
@@ -236,10 +247,17 @@ class UsageStore:
 
     def settled_sums(self, since: dt.datetime, until: dt.datetime) -> tuple[list[sa.Row], list[sa.Row]]:
         """Sums, by the database, of the settled records wholly inside [since, until) that were
-        charged, per (user, GPU type, holds GPUs, power measured); and every other record that
-        overlaps the range (which the caller works out record by record)."""
+        charged, per (user, GPU type, holds GPUs, power measured); and every other record whose
+        charge may fall in the range (which the caller works out record by record)."""
         lo, hi = naive(since), naive(until)
-        inside = sa.and_(_U.c.charged_until.is_not(None), _U.c.started_at >= lo, _U.c.charged_until <= hi)
+        # each query bounds charged_until on both sides, so that the planner walks
+        # ix_gpulab_usage_charged (the range's records) rather than every record started before
+        # ``until`` (SQLite takes a two-sided range as the narrower)
+        inside = sa.and_(_U.c.charged_until.between(lo, hi), _U.c.started_at >= lo)
+        crossing = sa.and_(_U.c.charged_until.between(lo, _FAR), _U.c.charged_until > lo, _U.c.started_at < hi,
+                           sa.or_(_U.c.started_at < lo, _U.c.charged_until > hi))
+        unsettled = sa.and_(_U.c.charged_until.is_(None), _U.c.started_at < hi,
+                            sa.or_(_U.c.stopped_at.is_(None), _U.c.stopped_at >= lo))
         has_gpu = (_U.c.gpu_count > 0).label("has_gpu")
         # as report.line: measured energy counts in proportion to GPU-seconds (none: none)
         measured = sa.and_(_U.c.energy_wh > 0, _U.c.charged_gpu_seconds > 0).label("measured")
@@ -257,10 +275,8 @@ class UsageStore:
                               sa.func.sum(sa.case((with_util, _U.c.charged_gpu_seconds), else_=0.0)).label("eff_weight"))
                     .where(inside, sa.or_(_U.c.charged_gpu_seconds > 0, _U.c.charged_cost > 0))
                     .group_by(_U.c.user_name, _U.c.gpu_type, has_gpu, measured)).all()
-                rest = s.execute(sa.select(_U).where(
-                    sa.not_(inside), sa.or_(_U.c.stopped_at.is_(None), _U.c.stopped_at >= lo),
-                    _U.c.started_at < hi)).all()
-                return list(sums), list(rest)
+                rest = s.execute(sa.select(_U).where(crossing)).all() + s.execute(sa.select(_U).where(unsettled)).all()
+                return list(sums), rest
 
         return self.db.retrying(run)
 

@@ -69,7 +69,7 @@ class BillingData:
                 return
             after = (rows[-1].started_at, rows[-1].id)
             lines = report.charged_lines(rows, since, hi, now, b.nominal_power_watts, b.grid_intensity_g_per_kwh)
-            yield report.csv_rows([vars(ln) | {"cost": round(ln.cost, 6)} for ln in lines], b.pricing.currency)
+            yield report.csv_rows([vars(ln) for ln in lines], b.pricing.currency)
 
     def settle(self, limit: int = 5000) -> int:
         """Settle the charges of records closed since the last call (a few, after the first)."""

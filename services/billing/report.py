@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import io
 from collections import defaultdict
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from fractions import Fraction
 
 from hub_plugins.accounting.budgets import by_day
 from hub_plugins.accounting.pricing import money
-from hub_plugins.store.usage import as_usage, aware, wholly_inside
+from hub_plugins.store.usage import as_usage, aware, naive, wholly_inside
 
 UTC = dt.timezone.utc
 
@@ -51,8 +52,25 @@ def nominal_watts(power: dict, gpu_type: str) -> float:
     return float(power.get(gpu_type, power.get(base, power.get("*", 0.0))))
 
 
-def line(r, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict, grid_g_per_kwh: float) -> Line:
-    if wholly_inside(r, lo, hi):
+@functools.lru_cache(maxsize=1024)
+def _equivalents(text: str) -> float:
+    return float(Fraction(text))
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    """As ``aware(t).isoformat()`` for the database's naive UTC times, without a new object per
+    field (a year's export formats a million of them)."""
+    if t is None:
+        return None
+    return t.isoformat() if t.tzinfo else t.isoformat() + "+00:00"
+
+
+def line(r, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict, grid_g_per_kwh: float,
+         naive_range: tuple[dt.datetime, dt.datetime] | None = None) -> Line:
+    """One record's report line for [lo, hi) (``naive_range``: the same range as the database's
+    naive UTC, when the caller has it for many records)."""
+    u = None
+    if wholly_inside(r, lo, hi, naive_range):
         # its whole charge, settled once by the same rule (store/usage.py settle): a year's
         # export reads it instead of working it out again for every record
         gpu_hours = total = r.charged_gpu_seconds / 3600
@@ -62,7 +80,6 @@ def line(r, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict, gri
         gpu_hours = u.amount("gpu_hours", lo, hi, now)
         cost = u.amount("money", lo, hi, now)
         total = None
-    eq = float(Fraction(r.equivalents))
     if r.energy_wh > 0:
         # measured power covers the whole life; count the share inside the range
         if total is None:
@@ -74,10 +91,10 @@ def line(r, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict, gri
         measured = False
     return Line(
         user=r.user_name, server=r.server_name, profile=r.profile, project=r.project,
-        gpu_type=r.gpu_type, gpu_count=r.gpu_count, gpu_equivalents=eq, devices=r.devices,
-        started_at=aware(r.started_at).isoformat(), ready_at=r.ready_at and aware(r.ready_at).isoformat(),
-        stopped_at=r.stopped_at and aware(r.stopped_at).isoformat(), stop_reason=r.stop_reason,
-        stopped_by=r.stopped_by, running=r.stopped_at is None, gpu_seconds=round(gpu_hours * 3600, 3), gpu_hours=round(gpu_hours, 6),
+        gpu_type=r.gpu_type, gpu_count=r.gpu_count, gpu_equivalents=_equivalents(r.equivalents), devices=r.devices,
+        started_at=_iso(r.started_at), ready_at=_iso(r.ready_at), stopped_at=_iso(r.stopped_at),
+        stop_reason=r.stop_reason, stopped_by=r.stopped_by, running=r.stopped_at is None,
+        gpu_seconds=round(gpu_hours * 3600, 3), gpu_hours=round(gpu_hours, 6),
         cost=cost, efficiency_pct=(round(r.util_sum / r.util_samples, 1) if r.util_samples else None),
         energy_kwh=round(kwh, 6), energy_measured=measured, co2_kg=round(kwh * grid_g_per_kwh / 1000, 6),
         queued_seconds=round(r.queued_seconds, 1), preemptible=bool(r.borrowed),
@@ -87,7 +104,8 @@ def line(r, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict, gri
 def charged_lines(records, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict,
                   grid_g_per_kwh: float) -> list[Line]:
     """The lines of the records charged in [lo, hi), and of every running server."""
-    lines = [line(r, lo, hi, now, power, grid_g_per_kwh) for r in records]
+    bounds = (naive(lo), naive(hi))
+    lines = [line(r, lo, hi, now, power, grid_g_per_kwh, bounds) for r in records]
     return [ln for ln in lines if ln.gpu_seconds > 0 or ln.cost > 0 or ln.running]
 
 
@@ -207,11 +225,15 @@ def csv_header() -> str:
     return buf.getvalue()
 
 
+_BEFORE_COST = CSV_FIELDS[:CSV_FIELDS.index("cost")]
+_AFTER_COST = CSV_FIELDS[CSV_FIELDS.index("cost") + 1:]
+
+
 def csv_rows(records: list[dict], currency: str) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf)
-    for ln in records:
-        w.writerow([f"{ln['cost']:.6f}" if k == "cost" else ln[k] for k in CSV_FIELDS] + [currency])
+    csv.writer(buf).writerows(
+        [*[ln[k] for k in _BEFORE_COST], f"{round(ln['cost'], 6):.6f}", *[ln[k] for k in _AFTER_COST], currency]
+        for ln in records)
     return buf.getvalue()
 
 

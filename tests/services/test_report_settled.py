@@ -9,6 +9,7 @@ import datetime as dt
 import random
 
 import pytest
+import sqlalchemy as sa
 
 from hub_plugins.store.db import Database
 from hub_plugins.store.models import UsageRecord
@@ -60,6 +61,14 @@ def all_rows(store: UsageStore):
     return store.records()
 
 
+def settle_some(store: UsageStore) -> None:
+    """Every third record left unsettled (as those closed since the last settle are)."""
+    store.settle(limit=10**6)
+    with store.db.write_conn() as c:
+        c.execute(sa.update(UsageRecord.__table__).where(UsageRecord.__table__.c.id % 3 == 0)
+                  .values(charged_until=None, charged_gpu_seconds=None, charged_cost=None))
+
+
 def test_a_settled_line_is_the_rule_s_line():
     rng = random.Random(7)
     for i in range(2000):
@@ -98,7 +107,7 @@ def test_settle_stores_the_rule_once_and_only_for_closed_records(store):
 @pytest.mark.parametrize("days", [1, 7, 30])
 def test_the_database_s_sums_are_the_lines_sums(store, days):
     fill(store, 400, seed=days)
-    store.settle(limit=250)  # some settled, some not: both paths in one sum
+    settle_some(store)  # some settled, some not: both paths in one sum
     since, hi = NOW - dt.timedelta(days=days), NOW + dt.timedelta(days=1)
     sums, rest = store.settled_sums(since, hi)
     assert sums and rest
@@ -122,7 +131,7 @@ def test_the_database_s_sums_are_the_lines_sums(store, days):
 
 def test_per_user_totals_are_the_rule_s(store):
     fill(store, 300, seed=5)
-    store.settle(limit=120)
+    settle_some(store)
     sums, rest = store.charged_by_user()
     got: dict[str, list[float]] = {u: [g, c] for u, (g, c) in sums.items()}
     for r in rest:
@@ -165,3 +174,21 @@ def test_pages_of_an_export_cover_the_range_once_in_order(store):
         paged += [r.id for r in rows]
         after = (rows[-1].started_at, rows[-1].id)
     assert paged == whole and len(whole) > 100
+
+
+def test_the_streamed_csv_is_the_report_s_csv(store):
+    """The export, read in pages of a few records with some settled and some not, is the CSV of
+    the whole report made at once (same lines, same order, same text)."""
+    from types import SimpleNamespace
+
+    from services.billing.data import BillingData
+
+    fill(store, 250, seed=11)
+    settle_some(store)
+    billing = SimpleNamespace(nominal_power_watts=POWER, grid_intensity_g_per_kwh=GRID,
+                              pricing=SimpleNamespace(currency="EUR"))
+    data = BillingData(None, SimpleNamespace(usage=store, settings=SimpleNamespace(billing=billing)), None)
+    for since, until in ((NOW - dt.timedelta(days=30), NOW), (NOW - dt.timedelta(days=9), NOW - dt.timedelta(days=2))):
+        streamed = "".join(data.csv_chunks(None, since, until, NOW, size=17))
+        whole = report.to_csv(data.usage(None, since, until, NOW))
+        assert streamed == whole and whole.count("\n") > 50

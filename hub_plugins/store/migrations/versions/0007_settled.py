@@ -20,14 +20,18 @@ def upgrade():
         batch.add_column(sa.Column("charged_until", sa.DateTime(), nullable=True))
         batch.add_column(sa.Column("charged_gpu_seconds", sa.Float(), nullable=True))
         batch.add_column(sa.Column("charged_cost", sa.Float(), nullable=True))
-    op.create_index("ix_gpulab_usage_charged_until", "gpulab_usage", ["charged_until"])
     # a person's history by time (their billing page, budgets) without a scan of everyone's
     op.create_index("ix_gpulab_usage_user_started", "gpulab_usage", ["user_name", "started_at"])
+    op.create_index("ix_gpulab_usage_charged", "gpulab_usage", ["charged_until", "started_at"])
+    op.create_index("ix_gpulab_usage_user_charged", "gpulab_usage",
+                    ["user_name", "charged_until", "charged_gpu_seconds", "charged_cost"])
+    op.create_index("ix_gpulab_usage_stop_reason", "gpulab_usage", ["stop_reason"])
 
 
 def downgrade():
-    op.drop_index("ix_gpulab_usage_user_started", table_name="gpulab_usage")
-    op.drop_index("ix_gpulab_usage_charged_until", table_name="gpulab_usage")
+    for name in ("ix_gpulab_usage_stop_reason", "ix_gpulab_usage_user_charged", "ix_gpulab_usage_charged",
+                 "ix_gpulab_usage_user_started"):
+        op.drop_index(name, table_name="gpulab_usage")
     with op.batch_alter_table("gpulab_usage") as batch:
         batch.drop_column("charged_cost")
         batch.drop_column("charged_gpu_seconds")
