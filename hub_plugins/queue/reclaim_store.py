@@ -44,6 +44,8 @@ class Reclaim:
 
 class ReclaimStore:
     def __init__(self, queue: QueueStore):
+        # the queue's own reads (which waiting rows are live, fair-share weights), so the plan
+        # here is the one its decisions make
         self.queue, self.db = queue, queue.db
 
     def choose(self, inventory: Inventory, now: dt.datetime, after: dt.timedelta) -> tuple[list[Reclaim], bool]:
@@ -60,7 +62,8 @@ class ReclaimStore:
                 requests = [snapshot.request_of(r, weights) for r in rows]
                 running = snapshot.running(c, inventory)
                 free = inventory.free(set(c.execute(sa.select(_A.c.device_key)).scalars()))
-                p = discipline.plan(requests, free, running, now, snapshot.rules(self.queue.policy), snapshot.typical(c))
+                p = discipline.plan(requests, free, running, now, snapshot.rules(self.queue.policy),
+                                    snapshot.typical(c))
                 started = {st.request.id for st in p.starts}
                 wanted = any(r.within_quota and r.id not in started for r in p.order)
                 going = set(c.execute(sa.select(_U.c.spawn_id).where(
