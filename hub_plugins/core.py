@@ -31,7 +31,7 @@ from .spawn.profiles import Catalog, load_dir
 from .quota import Effective, Override, QuotaConfig, resolve
 from .quota.view import QuotaView
 from .spawn.request import RequestError
-from .spawn.messages import capacity_message
+from .spawn.messages import capacity_message, reclaim_hint
 from .settings.errors import ConfigError
 from .settings.schema import DEFAULTS
 from .settings.live import LiveSettings
@@ -207,16 +207,26 @@ class GPULab(Allocating, LiveSpawners, SingletonConfigurable):
             self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="gpulab")
         return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args))
 
-    def refused(self, reason: str, user_name: str, server_name: str, message: str = "", err=None) -> str:
+    def refused(self, reason: str, user_name: str, server_name: str, message: str = "", err=None,
+                within_quota: bool = True) -> str:
         """Count a refusal (metrics, admin pages) and return what the person is told. A capacity
-        refusal's message says what is free now. Counting never blocks the answer."""
+        refusal's message says what is free now, and to a request within quota whether waiting
+        would take borrowed GPUs back. Counting never blocks the answer."""
         if err is not None:
-            message = capacity_message(err, self.availability())
+            message = capacity_message(err, self.availability(), self.reclaim_hint(err.gpu_type) if within_quota else "")
         try:
             self.usage.event("refused", reason, user_name, server_name, message)
         except Exception:
             log.exception("could not record a refusal")
         return message
+
+    def reclaim_hint(self, gpu_type: str) -> str:
+        """The refusal's sentence on GPUs of ``gpu_type`` lent to borrowers, if any."""
+        b = self.borrowing
+        if not (b.enabled and self.queue_enabled):
+            return ""
+        lent = sum(s.gpu_count for s in self.allocator.snapshot().servers if s.borrowed and s.gpu_type == gpu_type)
+        return reclaim_hint(lent, b.reclaim_after.total_seconds() / 60)
 
     # -- lazily built parts --------------------------------------------------------------
     @property

@@ -8,6 +8,7 @@ settings, inventory and stores through ``self`` and holds no state of its own.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from fractions import Fraction
@@ -18,6 +19,7 @@ from .quota import Ask, Effective, check
 from .spawn.request import RequestError, SpawnRequest
 from .accounting.keeper import BudgetRefused
 from .store.allocator import Allocation, Owner, ReservationPlan, UsageTerms
+from .queue.borrowing import Borrowing, BorrowRefused, relaxed
 from .queue.order import Running, Waiting, estimate_start, typical_duration
 from .queue.store import QueueStore
 
@@ -47,6 +49,13 @@ class Allocating:
         BudgetRefused."""
         inv = self.inventory()
         eff = self.effective(owner.user_name, groups)
+        borrowed = bool(req.extra("preemptible"))
+        if borrowed:
+            why = self.borrowing.refusal(groups, self.placement == "gpulab", self.settings.queue.enabled)
+            if why:
+                raise BorrowRefused(why)
+            # beyond quota: the GPU total and the server count are what borrowing lends
+            eff = dataclasses.replace(eff, limits=relaxed(eff.limits))
         types = self.candidate_types(req, eff, inv) if req.gpus else []
         project = req.extra("project", "") or ""
         if project and not self.budget_keeper.may_use_project(project, owner.user_name, groups):
@@ -68,9 +77,10 @@ class Allocating:
             ask = Ask(owner.server_name, req.profile.name, gpu_type, req.gpus, weight * req.gpus)
             return check(ask, eff, usage, enforcement)
 
-        terms = UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds)
+        terms = UsageTerms(self.pricing, project, int(runtime) if runtime else None, queued_seconds,
+                           self.borrowing.rate_factor if borrowed else 1.0)
         return ReservationPlan(req.profile.name, tuple(types), req.gpus, inv, quota_check,
-                               reserve=self.placement == "gpulab", terms=terms)
+                               reserve=self.placement == "gpulab", terms=terms, borrowed=borrowed)
 
     def allocate(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> Allocation:
         """Budget check, then type choice + quota check + placement + the usage record, in one
@@ -84,6 +94,10 @@ class Allocating:
         if self.queue_enabled:
             return self.queue.admit(owner, plan)
         return self.allocator.reserve(owner, plan)
+
+    @property
+    def borrowing(self) -> Borrowing:
+        return self.settings.queue.borrowing
 
     @property
     def queue_enabled(self) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 # what a person can choose, and what each means (the usage page shows these words)
 EVENTS = {
     "queue_started": "your queued request got its GPUs and the server is starting",
-    "stop_warning": "your server will be stopped soon (idle, run time, budget)",
+    "stop_warning": "your server will be stopped soon (idle, run time, budget, borrowed GPUs reclaimed)",
     "stopped": "your server was stopped by gpulab",
     "budget_warning": "most of your budget is spent (notifications.budget_warn_at, 80 % by default)",
 }

@@ -75,6 +75,8 @@ def server_row(f: ServerFacts, held: Held | None, place: Place | None, profiles:
         "devices": list(held.devices) if held else [],
         "cost": None, "cost_text": "", "rate_per_hour": None, "rate_text": "",
         "started_at": None, "stops_at": None, "seconds_left": None, "time_left_text": "",
+        # borrowed beyond quota: may be reclaimed (the request's own word; validated at spawn)
+        "preemptible": f.requested.get("preemptible") is True,
     }
     if held is None:
         asked = f.requested.get("gpus")

@@ -9,6 +9,7 @@ four small queries on the tables the allocator already serialises on.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import statistics
 
 import sqlalchemy as sa
@@ -31,7 +32,16 @@ def request_of(row, weights: dict[str, float], runtime: dt.timedelta | None = No
     own plan): the others count as untimed, so they never use devices held for the head."""
     return Request(row.id, row.user_name, row.created_at, row.gpu_count,
                    tuple(t for t in row.gpu_types.split(",") if t), weights.get(row.user_name, 0.0),
-                   True, runtime)
+                   not borrows(row.options), runtime)
+
+
+def borrows(options: str) -> bool:
+    """Whether a waiting request asked to borrow (its saved options say ``"preemptible": true``,
+    validated when it joined the queue)."""
+    try:
+        return json.loads(options or "{}").get("preemptible") is True
+    except (ValueError, AttributeError):
+        return False
 
 
 def running(conn, inventory: Inventory) -> list[Server]:
@@ -44,11 +54,12 @@ def running(conn, inventory: Inventory) -> list[Server]:
     if not held:
         return []
     rows = conn.execute(
-        sa.select(_S.c.id, _S.c.user_name, _S.c.created_at, _U.c.runtime_limit_s)
+        sa.select(_S.c.id, _S.c.user_name, _S.c.created_at, _S.c.borrowed, _U.c.runtime_limit_s)
         .select_from(_S.outerjoin(_U, _U.c.spawn_id == _S.c.spawn_id))
         .where(_S.c.id.in_(list(held)))).all()
     return [Server(r.id, r.user_name, tuple(held[r.id]), r.created_at,
-                   dt.timedelta(seconds=r.runtime_limit_s) if r.runtime_limit_s else None) for r in rows]
+                   dt.timedelta(seconds=r.runtime_limit_s) if r.runtime_limit_s else None,
+                   bool(r.borrowed)) for r in rows]
 
 
 def typical(conn) -> dt.timedelta:

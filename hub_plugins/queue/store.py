@@ -151,8 +151,9 @@ class QueueStore:
                 if not plan.count or not plan.reserve or not rows:
                     return self.allocator.allocate_in(c, owner, plan)
                 weights = self._weights(c, now)
+                # a borrowing request goes behind everyone within quota and holds nothing back
                 me = discipline.Request("new", owner.user_name, now, plan.count, plan.types,
-                                        weights.get(owner.user_name, 0.0), True, _runtime(plan))
+                                        weights.get(owner.user_name, 0.0), not plan.borrowed, _runtime(plan))
                 outcome = self._decide(c, me, rows, plan, weights, now)
                 if outcome.state == "started":
                     return self.allocator.allocate_in(c, owner, plan, outcome.chosen)

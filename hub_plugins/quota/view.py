@@ -51,9 +51,15 @@ class QuotaView:
                 "left": None if left is None else float(left), "left_text": amount_text(left)}
 
     def servers(self) -> list[dict]:
-        return [{"name": server_label(u.name), "profile": u.profile, "gpu_type": u.gpu_type, "count": u.count,
-                 "gpus": float(u.equivalents)} for u in self.usage]
+        return server_rows(self.usage)
 
     def overrides(self) -> list[dict]:
         return [{"id": o.id, "limits": dict(o.limits), "expires": o.expires.isoformat() if o.expires else None,
                  "reason": o.reason, "approved_by": o.approved_by} for o in self.eff.overrides]
+
+
+def server_rows(usage) -> list[dict]:
+    """Servers as every quota page lists them: those within quota (``QuotaView.servers``) and,
+    apart, the borrowed ones (beyond quota, counted in no amount, may be reclaimed)."""
+    return [{"name": server_label(u.name), "profile": u.profile, "gpu_type": u.gpu_type, "count": u.count,
+             "gpus": float(u.equivalents)} for u in usage]

@@ -305,6 +305,27 @@ GPULAB_SCHEMA = {
                 "lost_after_seconds": {"type": "number", "minimum": 1,
                                        "description": "a waiting request nobody looked at for this long lost its "
                                                       "spawn (hub restart): the culler starts it again"},
+                "borrowing": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "servers beyond quota on GPUs nobody within quota waits for (REST "
+                                   "'preemptible': true), taken back when someone within quota waits",
+                    "properties": {
+                        "enabled": {"type": "boolean"},
+                        "groups": {"type": "array", "items": {"type": "string", "minLength": 1},
+                                   "uniqueItems": True,
+                                   "description": "hub groups whose members may borrow; empty: nobody"},
+                        "rate_factor": {"type": "number", "minimum": 0,
+                                        "description": "a borrowed server's price is the usual rate times this "
+                                                       "(0.5: half price)"},
+                        "grace_minutes": {"type": "number", "minimum": 0,
+                                          "description": "between the warning and the stop of a reclaimed "
+                                                         "server (fractions allowed)"},
+                        "reclaim_after_minutes": {"type": "number", "minimum": 0,
+                                                  "description": "a request within quota waits this long before "
+                                                                 "borrowed servers are reclaimed for it"},
+                    },
+                },
             },
         },
         "docker": {

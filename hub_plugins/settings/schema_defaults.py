@@ -96,6 +96,13 @@ DEFAULTS = {
         "reserve_after_minutes": 10,
         "age_after_hours": 6,
         "lost_after_seconds": 120,
+        "borrowing": {
+            "enabled": False,
+            "groups": [],
+            "rate_factor": 1.0,
+            "grace_minutes": 5,
+            "reclaim_after_minutes": 10,
+        },
     },
     "docker": {
         "host": None,

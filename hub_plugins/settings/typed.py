@@ -16,6 +16,7 @@ from types import MappingProxyType
 
 from ..accounting.budgets import BudgetConfig
 from ..accounting.pricing import Pricing
+from ..queue.borrowing import Borrowing
 from ..queue.store import QueuePolicy
 from ..quota.limits import QuotaConfig
 from .defaults import section
@@ -63,12 +64,13 @@ class QueueSettings:
     default: bool  # the form's "wait in the queue" checkbox
     max_wait_seconds: float
     policy: QueuePolicy
+    borrowing: Borrowing = Borrowing()  # queue.borrowing: servers beyond quota, reclaimed when needed
 
     @classmethod
     def from_config(cls, data: Mapping | None) -> QueueSettings:
         data = section("queue", data)
         return cls(bool(data["enabled"]), bool(data["default"]), float(data["max_wait_hours"]) * 3600,
-                   QueuePolicy.from_config(data))
+                   QueuePolicy.from_config(data), Borrowing.from_config(data))
 
 
 @dataclass(frozen=True)

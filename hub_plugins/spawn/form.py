@@ -23,6 +23,7 @@ from ..quota import Effective, ServerUse
 from ..quota.limits import format_bytes
 from ..quota.decision import sentence
 from ..quota.view import QuotaView, amount_text
+from ..queue.borrowing import BORROWED_NOTE
 from .spec import cap
 
 _env = jinja2.Environment(
@@ -32,7 +33,7 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 RUNTIME_CHOICES_H = (1, 2, 4, 8, 12, 24, 48, 72)
-PREFILL_KEYS = ("profile", "gpus", "gpu_type", "queue", "runtime", "project")  # opt-<key> in a link
+PREFILL_KEYS = ("profile", "gpus", "gpu_type", "queue", "runtime", "project", "preemptible")  # opt-<key> in a link
 
 
 @dataclass
@@ -60,28 +61,36 @@ class FormContext:
     budget: dict | None = None  # {"left_text", "limit_text", "spent", "retry_at"}
     engine_queue: bool = False  # a scheduler (SLURM, Kubernetes) places servers and queues them
     prefill: dict = field(default_factory=dict)  # a link's opt-<key> choices (strings)
+    # queue.borrowing for this user: {"rate_factor", "grace_minutes", "note"} when they may borrow, else None
+    borrowing: dict | None = None
+    borrowed: list[ServerUse] = field(default_factory=list)  # their borrowed servers (beyond quota)
 
 
-def _count_choice(count: int, a, left: Fraction | None, hard: bool, engine_queue: bool) -> dict:
+def _count_choice(count: int, a, left: Fraction | None, hard: bool, engine_queue: bool,
+                  per_server: Fraction | None = None) -> dict:
     """One GPU count of one type. ``queue_ok``: the count may wait in gpulab's queue (it fits
     one host once devices free up). With ``engine_queue`` a scheduler places servers (SLURM,
     Kubernetes): a count that fits one node is offered even when busy, and ``why`` says it
-    will wait in the scheduler's queue."""
+    will wait in the scheduler's queue. ``borrow_ok`` / ``borrow_queue_ok``: the same when the
+    person borrows beyond quota (only the per-server limit still holds, ``per_server``)."""
     need = a.weight * count
+    lendable = per_server is None or need <= per_server
+    borrow = {"borrow_ok": lendable and count <= a.largest and not engine_queue,
+              "borrow_queue_ok": lendable and count <= a.host_max and not engine_queue}
     if hard and left is not None and need > left:
         return {"count": count, "ok": False, "queue_ok": False,
-                "why": f"over your quota ({format_equivalents(left)} left)"}
+                "why": f"over your quota ({format_equivalents(left)} left)", **borrow}
     if count > a.largest:
         fits = count <= a.host_max
         if engine_queue and fits:
             note = "queues: none free now" if a.largest == 0 else f"queues: only {a.largest} free now"
-            return {"count": count, "ok": True, "queue_ok": True, "why": note}
+            return {"count": count, "ok": True, "queue_ok": True, "why": note, **borrow}
         if engine_queue:
             why = f"no node has {count} (at most {a.host_max})"
         else:
             why = "none free" if a.largest == 0 else f"only {a.largest} free"
-        return {"count": count, "ok": False, "queue_ok": fits and not engine_queue, "why": why}
-    return {"count": count, "ok": True, "queue_ok": True, "why": ""}
+        return {"count": count, "ok": False, "queue_ok": fits and not engine_queue, "why": why, **borrow}
+    return {"count": count, "ok": True, "queue_ok": True, "why": "", **borrow}
 
 
 def _profile(p, ctx: FormContext, left, hard) -> dict:
@@ -98,8 +107,10 @@ def _profile(p, ctx: FormContext, left, hard) -> dict:
             why = reason
         info = ctx.profile_info(p) or {}
     types = [a for a in ctx.avail if p.allows_type(a.gpu_type) and (lim.gpu_types is None or a.gpu_type in lim.gpu_types)]
-    zero = {"count": 0, "ok": True, "queue_ok": True, "why": ""}
-    choices = {a.gpu_type: [_count_choice(c, a, left, hard, ctx.engine_queue) if c else zero for c in p.gpu_counts] for a in types}
+    zero = {"count": 0, "ok": True, "queue_ok": True, "why": "", "borrow_ok": True, "borrow_queue_ok": True}
+    per_server = lim.max_gpus_per_server if hard else None
+    choices = {a.gpu_type: [_count_choice(c, a, left, hard, ctx.engine_queue, per_server) if c else zero
+                            for c in p.gpu_counts] for a in types}
     # "any type": the types an unnamed request may land on (the allocator uses the same rule)
     weights = {a.gpu_type: a.weight for a in ctx.avail}
     ordered = list(auto_candidates(list(weights), weights, p.allows_type, lim.gpu_types))  # allocator's order
@@ -114,7 +125,9 @@ def _profile(p, ctx: FormContext, left, hard) -> dict:
             reason = opts[0]["why"] if opts else "no GPU type for this profile"
         else:  # a scheduler-queue note only when every type that allows the count would queue
             reason = "" if c == 0 or any(not o["why"] for o in oks) else oks[0]["why"]
-        any_type.append({"count": c, "ok": ok, "queue_ok": queue_ok, "why": reason})
+        any_type.append({"count": c, "ok": ok, "queue_ok": queue_ok, "why": reason,
+                         "borrow_ok": c == 0 or any(o["borrow_ok"] for o in opts),
+                         "borrow_queue_ok": c == 0 or any(o["borrow_queue_ok"] for o in opts)})
     mem = cap(p.mem_limit, lim.mem_limit)
     return {
         "name": p.name, "display_name": p.display_name, "description": p.description,
@@ -152,6 +165,8 @@ def form_model(ctx: FormContext) -> dict:
         "free": [a.as_dict() for a in ctx.avail],
         "prices": {"per_device_hour": ctx.prices, "cpu_per_hour": ctx.cpu_price, "currency": ctx.currency},
         "queue": {"enabled": ctx.queue_enabled, "default": ctx.queue_default},
+        # the 'preemptible' box, only for those who may borrow (BORROWED_NOTE says what it means)
+        "borrow": ctx.borrowing,
         "runtimes": [h for h in RUNTIME_CHOICES_H if max_rt is None or h <= max_rt],
         "max_runtime_hours": max_rt,
         "projects": ctx.projects,
@@ -165,6 +180,9 @@ def form_model(ctx: FormContext) -> dict:
             "max_gpus_text": amount_text(lim.max_gpus),
             "enforcement": ctx.enforcement,
             "servers": view.servers(),
+            # beyond quota, counted in none of the amounts above; may be reclaimed
+            "borrowed": [{"name": u.name or "default", "gpus": format_equivalents(u.equivalents)}
+                         for u in ctx.borrowed],
         },
         "warnings": warnings,
         "notes": list(ctx.notes),
@@ -193,6 +211,11 @@ def build_model(core, user_id: int, user_name: str, groups: list[str], server_na
                   "left_text": fmt_amount(max(0.0, st.left), unit, pricing.currency),
                   "describe": keeper.config.period.describe(), "spent": st.spent,
                   "retry_at": st.retry_at and st.retry_at.strftime("%Y-%m-%d %H:%M UTC")}
+    borrowing = core.borrowing
+    may_borrow = None
+    if core.queue_enabled and borrowing.allows(groups):
+        may_borrow = {"rate_factor": borrowing.rate_factor, "grace_minutes": borrowing.grace.total_seconds() / 60,
+                      "note": BORROWED_NOTE}
     return form_model(FormContext(
         catalog=core.catalog, eff=eff, usage=list(view.usage),
         avail=avail, groups=groups, profile_available=profile_available, profile_info=profile_info,
@@ -202,6 +225,7 @@ def build_model(core, user_id: int, user_name: str, groups: list[str], server_na
         queue_enabled=core.queue_enabled, queue_default=core.settings.queue.default,
         projects=keeper.projects_of(user_name, groups), budget=budget,
         engine_queue=core.placement == "engine", prefill=dict(prefill or {}),
+        borrowing=may_borrow, borrowed=snapshot.borrowed_of(user_id),
     ))
 
 

@@ -11,8 +11,19 @@ def free_now(avail) -> str:
     return ", ".join(parts) if parts else "nothing"
 
 
-def capacity_message(err, avail) -> str:
-    """Refusal for a request that fits the quota but not the free capacity."""
+def reclaim_hint(borrowed: int, after_minutes: float | None) -> str:
+    """What a request within quota may do when GPUs it wants are lent to borrowers: wait, and
+    they are taken back (``after_minutes``: queue.borrowing.reclaim_after_minutes; None: no
+    borrowing, no hint)."""
+    if not borrowed or after_minutes is None:
+        return ""
+    return (f" {borrowed} of the busy ones {'is' if borrowed == 1 else 'are'} borrowed beyond quota: wait in "
+            f"the queue (REST: \"queue\": true) and borrowed GPUs are taken back for you after {after_minutes:g} min.")
+
+
+def capacity_message(err, avail, hint: str = "") -> str:
+    """Refusal for a request that fits the quota but not the free capacity. ``hint``: a
+    sentence to add, such as :func:`reclaim_hint`'s."""
     want = format_devices(err.gpu_type, err.count)
     ahead = getattr(err, "waiting", None)  # queue.store.QueueAhead: others wait before it
     if ahead is not None:
@@ -38,5 +49,5 @@ def capacity_message(err, avail) -> str:
         )
     return (
         f"Not enough free GPUs for {want} right now: {where}. Free now: {free_now(avail)}. "
-        "Ask for fewer GPUs or another type, or try again later."
+        f"Ask for fewer GPUs or another type, or try again later.{hint}"
     )

@@ -121,8 +121,22 @@ def parse_project(value) -> str:
     return text(value, "project", 63, pattern=r"[a-z0-9][a-z0-9-]{0,62}", what="a project name")
 
 
+def parse_preemptible(value) -> bool:
+    """'preemptible': a JSON boolean only. Unlike 'queue' no strings: asking to be stoppable by
+    others is a choice a typo must not make (the form's checked box arrives as True, see
+    :func:`from_form`)."""
+    if isinstance(value, bool):
+        return value
+    raise RequestError(f"'preemptible' must be true or false (a JSON boolean), got {shown(value)}. "
+                       "Send true to borrow idle GPUs beyond your quota (the server may be stopped when "
+                       "others need them), or leave it out.")
+
+
 # The keys every backend accepts beyond profile/gpus/gpu_type (``GPUSpawnerMixin``).
-STANDARD_EXTRAS = {"queue": parse_flag, "runtime": parse_runtime, "project": parse_project}
+STANDARD_EXTRAS = {"queue": parse_flag, "runtime": parse_runtime, "project": parse_project,
+                   "preemptible": parse_preemptible}
+# the form's checkboxes that only REST's JSON booleans may otherwise set: a checked box is "on"
+FORM_BOOLEANS = ("preemptible",)
 
 
 def from_form(form_data: dict[str, list[str]]) -> dict[str, Any]:
@@ -139,4 +153,7 @@ def from_form(form_data: dict[str, list[str]]) -> dict[str, Any]:
         out[key] = vals[0] if len(vals) == 1 else vals
     if out.get("gpus") == "0":
         out.pop("gpu_type", None)
+    for key in FORM_BOOLEANS:
+        if key in out:
+            out[key] = out[key] == "on"
     return out

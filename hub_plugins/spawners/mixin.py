@@ -43,6 +43,7 @@ from ..spawn.spec import ServerSpec
 from ..cluster.fit import never_fits
 from ..gpu.choice import pick_type
 from ..accounting.keeper import BudgetRefused
+from ..queue.borrowing import BORROWED_NOTE, BorrowRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
 from .environment import GPUEnvironmentMixin
 from .liveness import GPULivenessMixin
@@ -245,6 +246,10 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         except RequestError as e:
             self._gpulab_may_hold = False  # refused: nothing was reserved
             raise SpawnException(str(e), reason="invalid_options", status_code=400) from None
+        except BorrowRefused as e:
+            self._gpulab_may_hold = False
+            await core.run(core.refused, "borrow", self.user.name, self.name or "", str(e))
+            raise SpawnException(str(e), reason="borrow", status_code=403) from None
         except QuotaRefused as e:
             self._gpulab_may_hold = False
             await core.run(core.refused, "quota", self.user.name, self.name or "", e.decision.message)
@@ -255,7 +260,8 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
             raise SpawnException(str(e), reason="budget", status_code=403) from None
         except NoCapacity as e:
             self._gpulab_may_hold = False
-            message = await core.run(core.refused, "capacity", self.user.name, self.name or "", "", e)
+            message = await core.run(core.refused, "capacity", self.user.name, self.name or "", "", e,
+                                     not req.extra("preemptible"))
             raise SpawnException(message, reason="capacity", status_code=409) from None
         except DBAPIError as e:
             if not is_outage(str(e), bool(getattr(e, "connection_invalidated", False))):
@@ -268,6 +274,8 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         self.gpulab_holding = alloc.spawn_id
         for w in alloc.warnings:
             self.gpulab_event(w)
+        if alloc.borrowed:
+            self.gpulab_event(BORROWED_NOTE)
         caps = self.gpulab_share_caps()
         if alloc.devices and caps is not None:
             d = alloc.devices[0]

@@ -51,6 +51,7 @@ class Allocation:
     equivalents: Fraction
     warnings: tuple[str, ...] = ()
     count: int = -1  # GPUs granted; equals len(devices) unless the engine places them
+    borrowed: bool = False  # beyond quota ('preemptible'): may be reclaimed
 
     def __post_init__(self):
         if self.count < 0:
@@ -86,6 +87,7 @@ class UsageTerms:
     project: str = ""
     runtime_limit_s: int | None = None
     queued_seconds: float = 0.0
+    rate_factor: float = 1.0  # the price's multiplier (queue.borrowing.rate_factor for borrowed servers)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class ReservationPlan:
     quota_check: Callable[[list[ServerUse], str], Decision] | None = None
     reserve: bool = True  # False: engine placement (the scheduler picks the devices)
     terms: UsageTerms | None = None
+    borrowed: bool = False  # beyond quota ('preemptible'): the quota rule given skips the totals
 
 
 @dataclass
@@ -111,19 +114,25 @@ class Snapshot:
     taken: dict[str, int] = field(default_factory=dict)  # device key -> server id
 
     def usage_of(self, user_id: int, exclude_server: str | None = None) -> list[ServerUse]:
+        """What counts against the user's quota: borrowed servers do not (they are beyond it)."""
         return [
-            server_use(s) for s in self.servers if s.user_id == user_id and s.server_name != exclude_server
+            server_use(s) for s in self.servers
+            if s.user_id == user_id and s.server_name != exclude_server and not s.borrowed
         ]
+
+    def borrowed_of(self, user_id: int) -> list[ServerUse]:
+        return [server_use(s) for s in self.servers if s.user_id == user_id and s.borrowed]
 
 
 def server_use(s: ServerRecord) -> ServerUse:
+    """One server as quotas count it (callers leave borrowed servers out: see ``allocate_in``)."""
     return ServerUse(s.server_name, s.profile, s.gpu_type, s.gpu_count, Fraction(s.equivalents))
 
 
 _S, _A = ServerRecord.__table__, DeviceAllocation.__table__
 # Built once: constructing SQLAlchemy statements costs more than SQLite executing them.
 _MINE = sa.select(_S.c.id, _S.c.server_name, _S.c.spawn_id, _S.c.profile, _S.c.gpu_type, _S.c.gpu_count,
-                  _S.c.equivalents).where(_S.c.user_id == sa.bindparam("uid"))
+                  _S.c.equivalents, _S.c.borrowed).where(_S.c.user_id == sa.bindparam("uid"))
 _TAKEN = sa.select(_A.c.device_key)
 _ADD_SERVER = sa.insert(_S).returning(_S.c.id)
 _ADD_DEVICE = sa.insert(_A)
@@ -198,9 +207,11 @@ class Allocator:
             ids = [r.id for r in stale]
             conn.execute(_DROP_DEVICES, {"ids": ids}).all()
             conn.execute(_DROP_SERVERS, {"ids": ids})
+        # borrowed servers count against no quota: they never block their owner's spawns within
+        # it (they are the ones reclaimed when GPUs are short)
         usage = [
             ServerUse(r.server_name, r.profile, r.gpu_type, r.gpu_count, Fraction(r.equivalents))
-            for r in mine if r.server_name != owner.server_name
+            for r in mine if r.server_name != owner.server_name and not r.borrowed
         ]
         gpu_type, free = "", []
         if count and chosen is not None:
@@ -233,7 +244,7 @@ class Allocator:
             dict(user_id=owner.user_id, user_name=owner.user_name, server_name=owner.server_name,
                  spawn_id=spawn_id, profile=profile, gpu_type=gpu_type if count else "",
                  gpu_count=count, equivalents=str(equivalents),
-                 host=devices[0].host if devices else "", created_at=now),
+                 host=devices[0].host if devices else "", created_at=now, borrowed=plan.borrowed),
         ).scalar_one()
         if devices:
             # the device key is the primary key: a second holder is impossible
@@ -252,14 +263,15 @@ class Allocator:
                 gpu_type=gpu_type if count else "", gpu_count=count, equivalents=str(equivalents),
                 devices=",".join(d.visible_id for d in devices), device_keys=",".join(d.key for d in devices),
                 host=devices[0].host if devices else "",
-                rate_per_hour=terms.pricing.hourly(gpu_type, count, weight),
+                rate_per_hour=terms.pricing.hourly(gpu_type, count, weight) * terms.rate_factor,
+                borrowed=plan.borrowed,
                 minimum_seconds=terms.pricing.minimum_seconds, runtime_limit_s=terms.runtime_limit_s,
                 queued_seconds=terms.queued_seconds, started_at=now, last_seen_at=now,
                 stop_reason="", pending_reason="", stopped_by="", util_sum=0.0, util_samples=0, energy_wh=0.0,
                 warned="",
             ))
         return Allocation(spawn_id, owner, profile, gpu_type if count else "", devices, equivalents,
-                          decision.warnings, count)
+                          decision.warnings, count, plan.borrowed)
 
     def release(self, owner: Owner, spawn_id: str | None = None, reason: str = "user",
                 seen_alive_at: dt.datetime | dict[str, dt.datetime] | None = None, stopped_by: str = "") -> list[str]:

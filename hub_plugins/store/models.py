@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import (Boolean, Date, DateTime, Float, ForeignKey, Index, Integer, MetaData, String,
-                        UniqueConstraint)
+                        UniqueConstraint, false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -49,6 +49,8 @@ class ServerRecord(Base):
     equivalents: Mapped[str] = mapped_column(String(32), default="0")
     host: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # started beyond its user's quota ('preemptible'): counts against no quota, may be reclaimed
+    borrowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     devices: Mapped[list[DeviceAllocation]] = relationship(
         back_populates="server", cascade="all, delete-orphan", passive_deletes=True
@@ -120,6 +122,10 @@ class UsageRecord(Base):
     charged_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     charged_gpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     charged_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # a borrowed server (priced at queue.borrowing.rate_factor) and, once the culler chose to
+    # take it back, when it stops (its warning went out; pending_reason says 'reclaimed')
+    borrowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    reclaim_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
     __table_args__ = (
         Index("ix_gpulab_usage_user_started", "user_name", "started_at"),

@@ -25,9 +25,11 @@ _U = UsageRecord.__table__
 _REPORTED = [_U.c[name] for name in (
     "id", "user_name", "server_name", "profile", "project", "gpu_type", "gpu_count", "equivalents", "devices",
     "started_at", "ready_at", "stopped_at", "stop_reason", "stopped_by", "util_sum", "util_samples", "energy_wh",
-    "queued_seconds", "rate_per_hour", "minimum_seconds", "charged_until", "charged_gpu_seconds", "charged_cost")]
+    "queued_seconds", "rate_per_hour", "minimum_seconds", "charged_until", "charged_gpu_seconds", "charged_cost",
+    "borrowed")]  # borrowed: the line's 'preemptible'
 STOP_REASONS = ("user", "admin", "other_user", "service", "culled", "crashed", "quota", "budget", "runtime", "failed",
-                "cancelled", "oom")  # oom: the kernel stopped it for using more than its memory limit (local backend)
+                "cancelled", "oom",  # oom: the kernel stopped it for using more than its memory limit (local backend)
+                "reclaimed")  # a borrowed server taken back for a request within quota (queue/reclaim_store.py)
 
 
 def aware(t: dt.datetime | None) -> dt.datetime | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from hub_plugins.core import GPULab
 from hub_plugins.gpu.devices import valid_type_name
 from hub_plugins.quota.limits import FIELDS, format_bytes
-from hub_plugins.quota.view import amount_text
+from hub_plugins.quota.view import amount_text, server_rows
 from hub_plugins.settings.errors import ConfigError
 from hub_plugins.settings.schema import NAME, OVERRIDE
 from hub_plugins.settings.validate import validate
@@ -116,8 +116,9 @@ class QuotaAdmin:
     def user_view(self, user: str, groups: list[str], admin: bool = False) -> dict:
         """A user's groups, effective limits (each with where it comes from), usage and active
         overrides: what the "Your quota" page and ``GET api/me`` show."""
-        view = self.core.quota_view(
-            user, groups, [server_use(s) for s in self.core.allocator.snapshot().servers if s.user_name == user])
+        mine = [s for s in self.core.allocator.snapshot().servers if s.user_name == user]
+        # borrowed servers are beyond quota: listed apart, counted in no amount
+        view = self.core.quota_view(user, groups, [server_use(s) for s in mine if not s.borrowed])
         config_ids = {o.id for o in self.core.quota_config.overrides}
         return {
             "user": user,
@@ -129,6 +130,7 @@ class QuotaAdmin:
             "sources": view.sources(FIELDS),
             **view.amounts(),
             "servers": view.servers(),
+            "borrowed": server_rows([server_use(s) for s in mine if s.borrowed]),
             "overrides": [{**o, "source": "config" if o["id"] in config_ids else "admin"} for o in view.overrides()],
             "enforcement": view.enforcement,
         }

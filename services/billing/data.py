@@ -93,7 +93,8 @@ class BillingData:
     def quota(self, user: str, user_id: int | None, groups: list[str], now: dt.datetime) -> dict:
         core = self.core
         mine = [s for s in core.allocator.snapshot().servers if s.user_name == user]
-        view = core.quota_view(user, groups, [server_use(s) for s in mine], now)
+        # borrowed servers are beyond quota: counted in no amount, listed with "borrowed": true
+        view = core.quota_view(user, groups, [server_use(s) for s in mine if not s.borrowed], now)
         keeper = core.budget_keeper
         st = keeper.personal(user, view.eff.limits.budget, now)
         unit, cur = keeper.config.unit, core.pricing.currency
@@ -112,7 +113,7 @@ class BillingData:
                 "gpus": float(view.in_use),
                 "servers": [{"name": s.server_name, "label": server_label(s.server_name), "profile": s.profile,
                              "gpu_type": s.gpu_type, "gpu_count": s.gpu_count, "gpus": float(Fraction(s.equivalents)),
-                             "since": aware(s.created_at).isoformat()} for s in mine],
+                             "since": aware(s.created_at).isoformat(), "borrowed": bool(s.borrowed)} for s in mine],
             },
             "overrides": view.overrides(),
             "budget": {

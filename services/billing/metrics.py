@@ -1,8 +1,9 @@
 """Prometheus metrics, computed from gpulab's tables at each scrape (so they survive restarts
 and agree with the usage pages): GPUs total/allocated by type (devices, and GPU-equivalents: a
 share of a GPU shared by N is 1/N), shares per shared GPU, GPUs per user, GPU-seconds per user,
-each running server's GPU efficiency (measured per server, also on shared GPUs), queue length and
-wait, refusals, culls, accounting fail-opens."""
+each running server's GPU efficiency (measured per server, also on shared GPUs), borrowed GPUs,
+queue length and wait, refusals, culls (reclaims of borrowed servers included), accounting
+fail-opens."""
 
 from __future__ import annotations
 
@@ -49,6 +50,17 @@ class _Collector:
         for user, v in sorted(per_user.items()):
             g.add_metric([user], v)
         yield g
+        # borrowed servers (beyond quota, preemptible): what a request within quota could take back
+        borrowed: dict[str, float] = {t: 0.0 for t in core.inventory().types}
+        for s in snap.servers:
+            if s.borrowed and s.gpu_type:
+                borrowed[s.gpu_type] = borrowed.get(s.gpu_type, 0.0) + float(Fraction(s.equivalents))
+        b = GaugeMetricFamily("gpulab_gpus_borrowed",
+                              "GPU-equivalents held by borrowed (preemptible, beyond quota) servers, by GPU type",
+                              labels=["gpu_type"])
+        for gpu_type, v in sorted(borrowed.items()):
+            b.add_metric([gpu_type], v)
+        yield b
 
         eff = GaugeMetricFamily("gpulab_server_gpu_efficiency_percent",
                                 "Mean GPU utilisation of each running GPU server so far, of what it holds "
@@ -91,12 +103,13 @@ class _Collector:
 
         refused = CounterMetricFamily("gpulab_spawn_refusals", "Spawns refused, by reason", labels=["reason"])
         counts = core.usage.event_counts("refused")
-        for reason in ("quota", "capacity", "budget"):
+        for reason in ("quota", "capacity", "budget", "borrow"):
             refused.add_metric([reason], counts.get(reason, 0))
         yield refused
         culls = CounterMetricFamily("gpulab_culls", "Servers stopped by the culler, by reason", labels=["reason"])
         counts = core.usage.event_counts("culled")
-        for reason in sorted(set(counts) | {"gpu_idle", "inactive", "max_age", "runtime", "budget", "external"}):
+        for reason in sorted(set(counts) | {"gpu_idle", "inactive", "max_age", "runtime", "budget", "external",
+                                               "reclaim"}):
             culls.add_metric([reason], counts.get(reason, 0))
         yield culls
         yield CounterMetricFamily("gpulab_spawn_failures", "Servers that failed to start",

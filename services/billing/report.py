@@ -45,6 +45,7 @@ class Line:
     energy_measured: bool
     co2_kg: float
     queued_seconds: float
+    preemptible: bool = False  # borrowed beyond quota (priced at queue.borrowing.rate_factor)
 
 
 def nominal_watts(power: dict, gpu_type: str) -> float:
@@ -97,7 +98,7 @@ def line(r, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict, gri
         gpu_seconds=round(gpu_hours * 3600, 3), gpu_hours=round(gpu_hours, 6),
         cost=cost, efficiency_pct=(round(r.util_sum / r.util_samples, 1) if r.util_samples else None),
         energy_kwh=round(kwh, 6), energy_measured=measured, co2_kg=round(kwh * grid_g_per_kwh / 1000, 6),
-        queued_seconds=round(r.queued_seconds, 1),
+        queued_seconds=round(r.queued_seconds, 1), preemptible=bool(r.borrowed),
     )
 
 
@@ -212,7 +213,7 @@ def summary(parts: list[Part], groups_of) -> dict:
 
 CSV_FIELDS = ["user", "server", "profile", "project", "gpu_type", "gpu_count", "gpu_equivalents", "devices",
               "started_at", "ready_at", "stopped_at", "stop_reason", "stopped_by", "running", "gpu_seconds", "gpu_hours",
-              "cost", "efficiency_pct", "energy_kwh", "energy_measured", "co2_kg", "queued_seconds"]
+              "cost", "efficiency_pct", "energy_kwh", "energy_measured", "co2_kg", "queued_seconds", "preemptible"]
 
 
 def to_csv(rep: dict) -> str:

@@ -30,7 +30,7 @@ from hub_plugins.settings.schema import DEFAULTS
 MIN = dt.timedelta(minutes=1)
 # what a cull is recorded as (the usage record's stop reason)
 STOP_CATEGORY = {"gpu_idle": "culled", "inactive": "culled", "max_age": "culled", "runtime": "runtime",
-                 "budget": "budget"}
+                 "budget": "budget", "reclaim": "reclaimed"}  # reclaim: services/culler/reclaim.py
 _CULLER = DEFAULTS["culler"]
 
 

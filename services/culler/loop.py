@@ -3,7 +3,7 @@
 only through the store (``store/samples.py``, ``store/usage.py``).
 
 Each round it also records utilisation, efficiency and energy on the usage records, runs the
-queue's keeper (``keeper.py``) and notes budgets nearly spent (``budget_notes.py``).
+queue's keeper (``keeper.py``), takes back borrowed servers (``reclaim.py``) and notes budgets nearly spent (``budget_notes.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from services.base import HubAPIError
 from . import keeper
 from .budget_notes import budget_notes
 from .cpu import CpuTracker
+from .reclaim import reclaim_round
 from .decide import Action, Server
 from .decide import Settings as CullSettings
 from .decide import STOP_CATEGORY, allocated_fraction, decide, energy_wh, gpu_idle, spent_since
@@ -86,6 +87,10 @@ class Culler:
         for a in actions:
             await self._act(a, users)
         await keeper.restart_lost(self.hub, self.core.queue, users, now, self.lost_after)
+        try:
+            actions += await reclaim_round(self, users, now)
+        except Exception:  # the budget notes and pruning below still run this round
+            log.exception("reclaiming borrowed servers failed; trying again next round")
         await budget_notes(self.core, self.live, users, now)
         await asyncio.to_thread(self.samples.prune, now - dt.timedelta(hours=float(self.conf["keep_samples_hours"])))
         # the charges of records closed since (the billing service settles too; this keeps the

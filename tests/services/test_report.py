@@ -14,7 +14,8 @@ T0 = dt.datetime(2026, 11, 20, 10)  # naive UTC, as stored
 NOW = dt.datetime(2026, 11, 22, 12, tzinfo=UTC)
 
 
-def rec(user, start_h, hours, gpus=1, rate=2.0, ready=True, util=None, energy=0.0, gpu_type="A100-80GB"):
+def rec(user, start_h, hours, gpus=1, rate=2.0, ready=True, util=None, energy=0.0, gpu_type="A100-80GB",
+        borrowed=False):
     start = T0 + dt.timedelta(hours=start_h)
     return SimpleNamespace(
         user_name=user, server_name="", profile="minimal", project="", gpu_type=gpu_type if gpus else "",
@@ -22,7 +23,7 @@ def rec(user, start_h, hours, gpus=1, rate=2.0, ready=True, util=None, energy=0.
         ready_at=start if ready else None, stopped_at=None if hours is None else start + dt.timedelta(hours=hours),
         stop_reason="user", stopped_by="user:" + user, rate_per_hour=rate * gpus, minimum_seconds=60,
         util_sum=(util or 0) * 10,
-        util_samples=10 if util is not None else 0, energy_wh=energy, queued_seconds=0.0)
+        util_samples=10 if util is not None else 0, energy_wh=energy, queued_seconds=0.0, borrowed=borrowed)
 
 
 POWER = {"A100-80GB": 400, "*": 300}
@@ -57,9 +58,11 @@ def test_running_server_and_per_day():
 
 
 def test_csv_and_grouping():
-    rep = report([rec("ann", 0, 1), rec("bob", 0, 3)], T0.replace(tzinfo=UTC), NOW, NOW, POWER, 0, "USD")
+    rep = report([rec("ann", 0, 1), rec("bob", 0, 3, borrowed=True)], T0.replace(tzinfo=UTC), NOW, NOW, POWER, 0, "USD")
     rows = list(csv.DictReader(io.StringIO(to_csv(rep))))
     assert [r["user"] for r in rows] == ["ann", "bob"] and rows[0]["currency"] == "USD"
+    # a borrowed server's line says so, in the JSON and the CSV
+    assert [r["preemptible"] for r in rows] == ["False", "True"] and rep["records"][1]["preemptible"] is True
     assert rows[1]["cost"] == "6.000000"
     groups = {"ann": ["lab"], "bob": ["lab", "x"]}
     assert [(g["name"], g["gpu_hours"]) for g in by_key(rep["records"], lambda ln: groups[ln["user"]])] == \

@@ -104,3 +104,20 @@ def test_a_links_choice_prefills_the_form():
     assert json.loads(embedded)["prefill"]["gpu_type"] == '<script>"x</script><!--'
     # the count-selector's words: a count one may queue for is not "unavailable"
     assert "Busy now, you would wait in the queue for" in html and "(you will queue)" not in html
+
+
+def test_borrowing_box_and_counts_beyond_quota():
+    full = [ServerUse("", "minimal", "A100-80GB", 2, Fraction(2))]
+    avail = availability(INV, {d.key for d in INV.devices if d.index == 0 and d.kind == "gpu"})  # 3 free
+    borrow = {"rate_factor": 0.5, "grace_minutes": 5, "note": "may be stopped"}
+    m = form_model(FormContext(
+        catalog=CATALOG, eff=resolve(QC, "ann", [], NOW), usage=full, avail=avail, groups=["borrowers"],
+        queue_enabled=True, borrowing=borrow, borrowed=[ServerUse("b1", "minimal", "A100-80GB", 1, Fraction(1))]))
+    one, four = choice(m, "minimal", "A100-80GB", 1), choice(m, "minimal", "A100-80GB", 4)
+    assert not one["ok"] and one["borrow_ok"]  # over quota, but free: may be borrowed
+    assert not four["borrow_ok"] and four["borrow_queue_ok"]  # 3 free: a borrower would wait
+    assert m["borrow"] == borrow and m["quota"]["borrowed"] == [{"name": "b1", "gpus": "1 GPU"}]
+    html = render(m)
+    assert 'name="preemptible"' in html and "may be stopped when others need the GPUs" in html
+    assert "50% of the price" in html and "Borrowed beyond quota (may be reclaimed): b1 (1 GPU)" in html
+    assert 'name="preemptible"' not in render(model())  # only for those who may borrow

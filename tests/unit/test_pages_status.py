@@ -47,7 +47,10 @@ def held(minutes_ago=30, gpus=2, rate=2.5, runtime_h=None, ready=True, minimum=6
     (facts(), held(gpus=0, rate=0), None, {"gpus_text": "CPU only", "rate_text": "no charge", "cost_text": "0.00 EUR"}),
     # past its runtime (the culler is about to stop it)
     (facts(), held(minutes_ago=130, runtime_h=2), None, {"seconds_left": 0, "time_left_text": "less than a minute"}),
-    (facts("stopping"), held(), None, {"state": "stopping"}),
+    (facts("stopping"), held(), None, {"state": "stopping", "preemptible": False}),
+    # borrowed beyond quota: marked (only a JSON true counts, as the spawn validated it)
+    (facts(preemptible=True), held(), None, {"preemptible": True}),
+    (facts(preemptible="yes"), held(), None, {"preemptible": False}),
 ])
 def test_rows(f, h, place, expect):
     row = server_row(f, h, place, PROFILES, "EUR", NOW)

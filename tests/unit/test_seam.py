@@ -143,3 +143,21 @@ async def test_a_cluster_request_no_node_could_hold_is_refused_before_anything_i
     s.user_options = {"gpus": 2}
     await s.run_pre_spawn_hook()
     assert s.gpulab_spec.name == "minimal" and s.gpulab_allocation.count == 2
+
+
+async def test_every_backend_borrows_and_says_so(config):
+    config.GPULab.queue_settings = {"borrowing": {"enabled": True, "groups": ["staff"]}}
+    a = make(config, 1, "ann", ["staff"])
+    a.user_options = {"profile": "minimal", "gpus": 4, "preemptible": True}
+    await a.run_pre_spawn_hook()  # within her quota, but she asked to be preemptible: borrowed
+    assert a.gpulab_allocation.borrowed
+    assert any("Borrowed beyond your quota" in e["message"] for e in a._gpulab_events)
+    b = make(config, 2, "bob", ["student"])
+    b.user_options = {"profile": "minimal", "gpus": 1, "preemptible": True}
+    with pytest.raises(SpawnException) as e:
+        await b.run_pre_spawn_hook()
+    assert e.value.status_code == 403 and "Only members of 'staff'" in e.value.message
+    b.user_options = {"profile": "minimal", "gpus": 1, "preemptible": "yes"}
+    with pytest.raises(SpawnException) as e:
+        await b.run_pre_spawn_hook()
+    assert e.value.status_code == 400 and "'preemptible' must be true or false" in e.value.message
