@@ -72,7 +72,7 @@ def line(r, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict, gri
     naive UTC, when the caller has it for many records)."""
     u = None
     if wholly_inside(r, lo, hi, naive_range):
-        # its whole charge, settled once by the same rule (store/usage.py settle): a year's
+        # its whole charge, settled once by the same rule (store/settled.py): a year's
         # export reads it instead of working it out again for every record
         gpu_hours = total = r.charged_gpu_seconds / 3600
         cost = r.charged_cost
@@ -161,7 +161,7 @@ def by_key(lines: list[dict], key) -> list[dict]:
 @dataclass
 class Part:
     """A sum of report lines of one user: one line, or the database's sum of many settled ones
-    (``UsageStore.settled_sums``). The admin page adds parts, so a year of everyone's records
+    (``store/settled.py`` settled_sums). The admin page adds parts, so a year of everyone's records
     is summed without a line each."""
 
     user: str
