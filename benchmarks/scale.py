@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import os
 import random
@@ -53,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from spawn_overhead import Accounts, bench_env, pct  # noqa: E402
+from spawn_overhead import Accounts, bench_env, pct, wait_ready  # noqa: E402
 
 from hub_plugins.gpu.simulated import parse_spec  # noqa: E402
 from hub_plugins.store.db import Database  # noqa: E402
@@ -114,22 +113,6 @@ def history(db_url: str, users: list[str], n_records: int, n_events: int, device
                 c.execute(sa.insert(GPUSample.__table__), samples[j:j + 20000])
     finally:
         engine.dispose()
-
-
-def progress(hub: Hub, user: str, name: str) -> None:
-    """Until the spawn is ready, from the hub's progress stream (as the spawn page listens)."""
-    path = f"/users/{user}/servers/{name}/progress" if name else f"/users/{user}/server/progress"
-    with requests.get(f"{hub.url}/hub/api{path}", stream=True, timeout=600,
-                      headers={"Authorization": f"token {hub.token}"}) as r:
-        r.raise_for_status()
-        for line in r.iter_lines():
-            if line.startswith(b"data:"):
-                event = json.loads(line[5:])
-                if event.get("ready"):
-                    return
-                if event.get("failed"):
-                    raise RuntimeError(f"spawn {user}/{name}: {event.get('message')}")
-    raise RuntimeError(f"spawn {user}/{name}: the progress stream ended without a result")
 
 
 PASSWORD = "scale-benchmark-" + secrets.token_hex(4)
@@ -298,7 +281,7 @@ def main() -> int:
             body = {"profile": "bench", "gpus": 1 if i < args.gpus else 0}
             st, payload = hub.spawn(user, body, name)
             if st == 202:
-                progress(hub, user, name)
+                wait_ready(hub, user, name)
             elif st != 201:
                 raise RuntimeError(f"spawn {user}/{name}: {st} {payload}")
 

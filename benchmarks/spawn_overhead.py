@@ -88,10 +88,11 @@ def pct(values, q):
     return values[min(len(values) - 1, int(len(values) * q))]
 
 
-def wait_ready(hub: Hub, user: str) -> None:
+def wait_ready(hub: Hub, user: str, name: str = "") -> None:
     """Until the spawn ends, from the hub's progress stream (what the spawn page listens to): the
     moment it is ready, with no polling load on the hub."""
-    with requests.get(f"{hub.url}/hub/api/users/{user}/server/progress", stream=True, timeout=600,
+    path = f"/users/{user}/servers/{name}/progress" if name else f"/users/{user}/server/progress"
+    with requests.get(f"{hub.url}/hub/api{path}", stream=True, timeout=600,
                       headers={"Authorization": f"token {hub.token}"}) as r:
         r.raise_for_status()
         for line in r.iter_lines():
@@ -100,8 +101,8 @@ def wait_ready(hub: Hub, user: str) -> None:
                 if event.get("ready"):
                     return
                 if event.get("failed"):
-                    raise RuntimeError(f"spawn {user}: {event.get('message')}")
-    raise RuntimeError(f"spawn {user}: the progress stream ended without a result")
+                    raise RuntimeError(f"spawn {user}/{name}: {event.get('message')}")
+    raise RuntimeError(f"spawn {user}/{name}: the progress stream ended without a result")
 
 
 def one_round(hub: Hub, users: list[str], body, concurrency: int) -> dict:

@@ -4,36 +4,28 @@ within quota waits any more."""
 
 import asyncio
 import datetime as dt
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
-from traitlets.config import Config
 
-from hub_plugins.core import GPULab
 from hub_plugins.spawn.request import SpawnRequest
 from hub_plugins.store.allocator import Owner
 from hub_plugins.store.models import Event, UsageRecord
 from services.culler.reclaim import reclaim_round
+from tests.support.gpulab import gpulab_core
 
-ROOT = Path(__file__).resolve().parents[2]
 GPU = "A100-80GB"
 UTC = dt.timezone.utc
 
 
 @pytest.fixture
 def core(tmp_path):
-    GPULab.clear_instance()
-    c = Config()
-    c.GPULab.inventory_spec = f"4x{GPU}"
-    c.GPULab.db_url = f"sqlite:///{tmp_path}/gpulab.sqlite"
-    c.GPULab.profiles_dir = str(ROOT / "profiles")
-    c.GPULab.quotas = {"default": {"max_gpus": 2, "max_servers": 4}}
-    c.GPULab.queue_settings = {"lost_after_seconds": 86400, "borrowing": {
-        "enabled": True, "groups": ["borrowers"], "grace_minutes": 5, "reclaim_after_minutes": 0}}
-    yield GPULab(config=c)
-    GPULab.clear_instance()
+    with gpulab_core(tmp_path, f"4x{GPU}",
+                     quotas={"default": {"max_gpus": 2, "max_servers": 4}},
+                     queue_settings={"lost_after_seconds": 86400, "borrowing": {
+        "enabled": True, "groups": ["borrowers"], "grace_minutes": 5, "reclaim_after_minutes": 0}}) as c:
+        yield c
 
 
 class FakeCuller:

@@ -2,21 +2,18 @@
 field, and on a real database what a borrowed server skips, costs and leaves to others."""
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from traitlets.config import Config
 
-from hub_plugins.core import GPULab
 from hub_plugins.queue.borrowing import Borrowing, BorrowRefused
 from hub_plugins.queue.store import QueueAhead
 from hub_plugins.spawn.form import build_model
 from hub_plugins.spawn.request import RequestError, SpawnRequest, from_form, parse_preemptible
 from hub_plugins.store.allocator import NoCapacity, Owner, QuotaRefused
 from hub_plugins.store.models import ServerRecord, UsageRecord
+from tests.support.gpulab import gpulab_core
 
-ROOT = Path(__file__).resolve().parents[2]
 GPU = "A100-80GB"
 
 
@@ -58,16 +55,11 @@ def test_preemptible_from_the_form():
 
 @pytest.fixture
 def core(tmp_path):
-    GPULab.clear_instance()
-    c = Config()
-    c.GPULab.inventory_spec = f"4x{GPU}"
-    c.GPULab.db_url = f"sqlite:///{tmp_path}/gpulab.sqlite"
-    c.GPULab.profiles_dir = str(ROOT / "profiles")
-    c.GPULab.quotas = {"default": {"max_gpus": 1, "max_servers": 1}}
-    c.GPULab.billing = {"rates": {"*": 2.0}}
-    c.GPULab.queue_settings = {"borrowing": {"enabled": True, "groups": ["borrowers"], "rate_factor": 0.5}}
-    yield GPULab(config=c)
-    GPULab.clear_instance()
+    with gpulab_core(tmp_path, f"4x{GPU}",
+                     quotas={"default": {"max_gpus": 1, "max_servers": 1}},
+                     billing={"rates": {"*": 2.0}},
+                     queue_settings={"borrowing": {"enabled": True, "groups": ["borrowers"], "rate_factor": 0.5}}) as c:
+        yield c
 
 
 def ask(core, gpus: int, **extras) -> SpawnRequest:

@@ -2,33 +2,25 @@
 database, through the core's own allocate and try_start, the same calls the spawner makes."""
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from traitlets.config import Config
 
-from hub_plugins.core import GPULab
 from hub_plugins.queue.store import QueueAhead
 from hub_plugins.spawn.request import SpawnRequest
 from hub_plugins.spawn.messages import capacity_message
 from hub_plugins.store.allocator import Owner
 from hub_plugins.store.models import QueueEntry, utcnow
+from tests.support.gpulab import gpulab_core
 
-ROOT = Path(__file__).resolve().parents[2]
 GPU = "A100-80GB"
 
 
 @pytest.fixture
 def core(tmp_path):
-    GPULab.clear_instance()
-    c = Config()
-    c.GPULab.inventory_spec = f"4x{GPU}"
-    c.GPULab.db_url = f"sqlite:///{tmp_path}/gpulab.sqlite"
-    c.GPULab.profiles_dir = str(ROOT / "profiles")
-    c.GPULab.quotas = {"default": {"max_gpus": 4, "max_servers": 2}}
-    yield GPULab(config=c)
-    GPULab.clear_instance()
+    with gpulab_core(tmp_path, f"4x{GPU}",
+                     quotas={"default": {"max_gpus": 4, "max_servers": 2}}) as c:
+        yield c
 
 
 def ask(core, gpus: int, **extras) -> SpawnRequest:

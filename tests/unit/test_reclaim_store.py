@@ -3,35 +3,28 @@ never picks a server within quota, does not pick one being reclaimed twice, and 
 when nobody within quota waits any more."""
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from traitlets.config import Config
 
-from hub_plugins.core import GPULab
 from hub_plugins.queue.reclaim_store import Reclaim, ReclaimStore
 from hub_plugins.spawn.request import SpawnRequest
 from hub_plugins.store.allocator import Owner
 from hub_plugins.store.models import UsageRecord, utcnow
+from tests.support.gpulab import gpulab_core
 
-ROOT = Path(__file__).resolve().parents[2]
 GPU = "A100-80GB"
 LATER = dt.timedelta(minutes=11)  # past the default reclaim_after (10 min)
 
 
 @pytest.fixture
 def core(tmp_path):
-    GPULab.clear_instance()
-    c = Config()
-    c.GPULab.inventory_spec = f"4x{GPU}"
-    c.GPULab.db_url = f"sqlite:///{tmp_path}/gpulab.sqlite"
-    c.GPULab.profiles_dir = str(ROOT / "profiles")
-    c.GPULab.quotas = {"default": {"max_gpus": 1, "max_servers": 4}, "groups": {"big": {"max_gpus": 4}}}
     # the tests look ahead in time: the waiting request must not count as lost meanwhile
-    c.GPULab.queue_settings = {"borrowing": {"enabled": True, "groups": ["borrowers"]}, "lost_after_seconds": 86400}
-    yield GPULab(config=c)
-    GPULab.clear_instance()
+    with gpulab_core(tmp_path, f"4x{GPU}",
+                     quotas={"default": {"max_gpus": 1, "max_servers": 4}, "groups": {"big": {"max_gpus": 4}}},
+                     queue_settings={"borrowing": {"enabled": True, "groups": ["borrowers"]},
+                                     "lost_after_seconds": 86400}) as c:
+        yield c
 
 
 def ask(core, gpus: int, **extras) -> SpawnRequest:
