@@ -145,7 +145,7 @@ def test_capacity_refusal_names_what_is_free(hub):
         ({"gpus": 1, "gpu_type": "V100"}, 400, "Unknown GPU type 'V100'. This hub has: A100-80GB,"),
         ({"gpus": 1, "gpu_type": {"x": 1}}, 400, "'gpu_type' must be a GPU type name"),
         ({"profile": "vscode", "gpus": 2}, 400, "Profile 'vscode' allows 0 or 1 GPUs; you asked for 2."),
-        ({"gpu": 1}, 400, "Unknown option 'gpu'. Allowed: profile, gpus, gpu_type, queue, runtime, project."),
+        ({"gpu": 1}, 400, "Unknown option 'gpu'. Allowed: profile, gpus, gpu_type, queue, runtime, project, preemptible."),
         ({"runtime": "forever"}, 400, "'runtime' must be a duration from 5 minutes to 30 days"),
         ({"queue": "maybe"}, 400, "'queue' must be true or false"),
         ({"project": "../x"}, 400, "'project' must be a project name"),
