@@ -4,6 +4,8 @@ does not start; a host whose limits are off says so and the form promises no lim
 from __future__ import annotations
 
 import os
+import re
+from datetime import datetime
 
 import pytest
 
@@ -32,3 +34,20 @@ def test_without_enforced_limits_the_form_promises_none(hub_factory, local_backe
     minimal = {p["name"]: p for p in form_model(r.text)["profiles"]}["minimal"]
     assert minimal["cpu_limit"] is None and minimal["mem_limit"] is None
     assert "CPUs" not in r.text.split('id="gpulab-model"')[0]  # "(2 CPUs, 4GB memory)" is gone
+
+
+def _logged_at(log: str, marker: str) -> datetime:
+    """When the hub log (JupyterHub's lines, and the services' own) first says ``marker``."""
+    line = next(line for line in log.splitlines() if marker in line)
+    stamp = re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[.,]\d{3}", line).group(0)
+    return datetime.strptime(stamp.replace(",", "."), "%Y-%m-%d %H:%M:%S.%f")
+
+
+def test_services_start_side_by_side(hub_factory):
+    """JupyterHub alone would spawn the quotas service only once billing answers; gpulab's hub
+    spawns all its services at once, so the hub waits for the slowest, not for their sum."""
+    hub = hub_factory()  # up: JupyterHub answers once every URL service answered
+    log = hub.log_path.read_text()
+    billing_answers = _logged_at(log, "billing service at http")
+    for name in ("quotas", "culler"):
+        assert _logged_at(log, f"Starting managed service {name}") < billing_answers, log[-3000:]
