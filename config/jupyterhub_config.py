@@ -34,9 +34,9 @@ from hub_plugins.reconcile.supervisor import schedule  # noqa: E402
 
 schedule()
 
-# gpulab's services start side by side (JupyterHub waits for each URL service in turn otherwise)
-from hub_plugins.settings.services import start_together  # noqa: E402
+# gpulab's services start side by side, and the hub stops even while its database is down
+from hub_plugins.settings.hubapp import adapt  # noqa: E402
 
-start_together()
+adapt()
 
 # ---- site-specific JupyterHub settings below this line ----

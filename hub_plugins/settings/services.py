@@ -5,14 +5,12 @@ MLflow service's and the hub's own tokens). ``apply.update_services`` puts them 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from jupyterhub.app import JupyterHub
 from jupyterhub.utils import random_port
 
 from ..mlflow import setup as mlflow
@@ -138,31 +136,3 @@ def gpulab_services(cfg: dict) -> tuple[list[dict], list[dict], list[str]]:
         user_scopes.append(f"access:services!service={mlflow.SERVICE}")
     return services, roles, user_scopes
 
-
-def start_together() -> None:
-    """Have the hub start its managed services side by side.
-
-    JupyterHub 6 starts them one after the other in ``JupyterHub.start``, waiting for each URL
-    service to answer before the next is even spawned; gpulab's each take about a second to import
-    and bind, so every service added a second to the hub's start. Wrapped here (on this hub only):
-    the first call spawns them all at once and each call returns its own service's outcome, so the
-    hub waits for the slowest, not the sum. JupyterHub still decides what a failed start means; a
-    service added later (the services API) starts as before."""
-    if not JupyterHub.initialized():  # a subcommand that loads the config without serving
-        return
-    app = JupyterHub.instance()
-    start_one = app.start_service
-    batch: dict = {}
-    launched = False
-
-    async def start_service(name, service, ssl_context=None):
-        nonlocal launched
-        if not launched:
-            launched = True
-            batch.update({n: asyncio.ensure_future(start_one(n, s, ssl_context))
-                          for n, s in app._service_map.items()})
-        task = batch.pop(name, None)
-        # not in the first batch: added later by the services API
-        return await (task if task is not None else start_one(name, service, ssl_context))
-
-    app.start_service = start_service

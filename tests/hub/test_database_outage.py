@@ -8,13 +8,14 @@ import random
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import require
 from tests.support.pgserver import PGServer, pg_bindir
 from tests.support.polling import gpulab_rows, wait_for
-from tests.support.procs import devices_held_twice, live_servers
+from tests.support.procs import devices_held_twice, live_servers, service_processes
 
 pytestmark = [pytest.mark.hub, pytest.mark.postgres]
 
@@ -115,3 +116,19 @@ def test_a_postgres_restart_in_a_burst_loses_nothing(pg_own, hub_factory):
     records = gpulab_rows(hub, "gpulab_usage")
     assert {r["spawn_id"] for r in records if r["stopped_at"] is None} == set(live)
     print("answers:", dict(codes))
+
+
+def test_the_hub_stops_in_seconds_while_its_database_is_down(pg_own, hub_factory):
+    """JupyterHub's shutdown commits to its database as it stops each service; with the database
+    gone that raised and the hub hung on SIGTERM until it was killed. gpulab's hub stops anyway,
+    with its services and its proxy."""
+    hub = hub_factory(db_url=pg_own.create_db("gone"))
+    proxy_pid = int((hub.state_dir / "jupyterhub-proxy.pid").read_text())
+    pg_own.stop()
+    t0 = time.monotonic()
+    hub.terminate(timeout=60)  # SIGTERM; SIGKILL only after 60 s
+    took = time.monotonic() - t0
+    assert hub.proc.returncode != -9 and took < 10, (took, hub.proc.returncode, hub.log_tail(40))
+    assert "stopping without it" in hub.log_path.read_text()
+    wait_for(lambda: not service_processes(hub.hub_port), timeout=5, what="the services to stop")
+    wait_for(lambda: not Path(f"/proc/{proxy_pid}").exists(), timeout=5, what="the proxy to stop")
