@@ -96,12 +96,15 @@ async def inprocess_hub(hub_app, tmp_path_factory, local_backend):
     or kill. Its servers are stopped, and the hub with its proxy and services, when the test ends."""
     hubs: list[InProcessHub] = []
 
-    async def make(config: dict | None = None, **kw) -> InProcessHub:
-        """``kw`` as for ``Hub``; ``config``: traitlets settings on top (as ``--Class.trait=`` would)."""
+    async def make(config: dict | None = None, before_start=None, **kw) -> InProcessHub:
+        """``kw`` as for ``Hub``; ``config``: traitlets settings on top (as ``--Class.trait=`` would);
+        ``before_start(hub)``: what a test does to its directory before the hub starts."""
         assert not hubs, "one in-process hub per test (MockHub is a singleton)"
         kw.setdefault("local", dict(local_backend))
         hub = InProcessHub(tmp_path_factory.mktemp("hub"), **kw)
         hubs.append(hub)
+        if before_start is not None:
+            before_start(hub)
         return await hub.start_in(hub_app, config)
 
     yield make

@@ -50,23 +50,31 @@ def webhook():
     w.server.shutdown()
 
 
-def test_gpu_idle_servers_are_warned_then_culled(hub_factory, webhook):
-    hub = hub_factory(start=False, inventory="4xA100-80GB", quotas={"default": {"max_gpus": 2}},
-                      extra={"culler": {
-                          "interval_seconds": 1,
-                          "policies": [
-                              {"name": "gpu", "match": {"gpu": True}, "gpu_idle_minutes": 0.25,
-                               "inactive_minutes": None, "startup_grace_minutes": 0},
-                              {"name": "cpu", "match": {"gpu": False}, "gpu_idle_minutes": None,
-                               "inactive_minutes": 60},
-                          ],
-                          "warn_at": [0.5],
-                          "webhooks": {"default": webhook.url},
-                      }})
-    hub.state_dir.mkdir(parents=True, exist_ok=True)
-    metrics = hub.state_dir / "simulated-gpu-metrics.json"
-    metrics.write_text(json.dumps({"localhost/gpu0": {"util": 85, "power_w": 300}, "*": {"util": 0, "power_w": 60}}))
-    hub.start()
+@pytest.fixture
+async def idle_hub(inprocess_hub, webhook):
+    def busy_gpu0(hub):
+        hub.state_dir.mkdir(parents=True, exist_ok=True)
+        metrics = hub.state_dir / "simulated-gpu-metrics.json"
+        metrics.write_text(json.dumps({"localhost/gpu0": {"util": 85, "power_w": 300},
+                                       "*": {"util": 0, "power_w": 60}}))
+
+    return await inprocess_hub(before_start=busy_gpu0, inventory="4xA100-80GB", quotas={"default": {"max_gpus": 2}},
+                               extra={"culler": {
+                                   "interval_seconds": 1,
+                                   "policies": [
+                                       {"name": "gpu", "match": {"gpu": True}, "gpu_idle_minutes": 0.25,
+                                        "inactive_minutes": None, "startup_grace_minutes": 0},
+                                       {"name": "cpu", "match": {"gpu": False}, "gpu_idle_minutes": None,
+                                        "inactive_minutes": 60},
+                                   ],
+                                   "warn_at": [0.5],
+                                   "webhooks": {"default": webhook.url},
+                               }})
+
+
+@in_thread  # an in-process hub (tests/support/inprocess.py) answers while this runs in a thread
+def test_gpu_idle_servers_are_warned_then_culled(idle_hub, webhook):
+    hub = idle_hub
     hub.create_users("bee", "ida", "cid")
     assert hub.start_server("bee", {"gpus": 1})["state"]["gpus"] == ["0"]  # busy GPU
     assert hub.start_server("ida", {"gpus": 1})["state"]["gpus"] == ["1"]  # idle GPU
