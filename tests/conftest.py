@@ -20,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.hubproc import Hub  # noqa: E402
+from tests.support.inprocess import InProcessHub  # noqa: E402
 from tests.support.pgserver import PGServer, pg_bindir  # noqa: E402
 
 
@@ -86,6 +87,29 @@ def module_hub_factory(tmp_path_factory, local_backend):
     yield make
     for hub in hubs:
         hub.close()
+
+
+@pytest.fixture
+async def inprocess_hub(hub_app, tmp_path_factory, local_backend):
+    """One hub in the test process (``tests/support/inprocess.py``): pytest-jupyterhub's
+    ``hub_app`` (a ``MockHub``) with gpulab's config; for an ``async`` test that needs no restart
+    or kill. Its servers are stopped, and the hub with its proxy and services, when the test ends."""
+    hubs: list[InProcessHub] = []
+
+    async def make(config: dict | None = None, before_start=None, **kw) -> InProcessHub:
+        """``kw`` as for ``Hub``; ``config``: traitlets settings on top (as ``--Class.trait=`` would);
+        ``before_start(hub)``: what a test does to its directory before the hub starts."""
+        assert not hubs, "one in-process hub per test (MockHub is a singleton)"
+        kw.setdefault("local", dict(local_backend))
+        hub = InProcessHub(tmp_path_factory.mktemp("hub"), **kw)
+        hubs.append(hub)
+        if before_start is not None:
+            before_start(hub)
+        return await hub.start_in(hub_app, config)
+
+    yield make
+    for hub in hubs:
+        await hub.aclose()
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.support.inprocess import in_thread
 from tests.support.polling import gpulab_rows, wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
@@ -18,8 +19,9 @@ GRACE_S, AFTER_S = 6, 3
 
 
 @pytest.fixture
-def hub(hub_factory):
-    h = hub_factory(start=False, inventory="4xA100-80GB", extra={
+async def hub(inprocess_hub):
+    """In the test process (``tests/support/inprocess.py``); the test's body runs in a thread."""
+    h = await inprocess_hub(inventory="4xA100-80GB", extra={
         "quotas": {"default": {"max_gpus": 1, "max_servers": 3},
                    "groups": {"borrowers": {"max_gpus": 1, "max_servers": 3},
                               "researcher": {"max_gpus": 2, "max_servers": 2}}},
@@ -28,8 +30,7 @@ def hub(hub_factory):
         "billing": {"rates": {"*": 2.0}},
         "culler": {"interval_seconds": 1},
     })
-    h.start(extra_args=["--JupyterHub.slow_spawn_timeout=0.5"])
-    h.create_users("ann", "bob", "cal", groups={"borrowers": ["ann"], "researcher": ["bob"]})
+    await h.aio.create_users("ann", "bob", "cal", groups={"borrowers": ["ann"], "researcher": ["bob"]})
     return h
 
 
@@ -37,6 +38,7 @@ def usage(hub, user, server=""):
     return [r for r in gpulab_rows(hub, "gpulab_usage", user) if r["server_name"] == server][-1]
 
 
+@in_thread
 def test_a_borrowed_server_is_reclaimed_for_a_request_within_quota(hub):
     hub.start_server("ann", {"gpus": 1})  # her quota: 1 GPU
     hub.start_server("ann", {"gpus": 1, "preemptible": True}, server="b1")

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from tests.support.hubproc import free_port
+from tests.support.inprocess import in_thread
 from tests.support.polling import gpulab_rows, wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
@@ -49,23 +50,31 @@ def webhook():
     w.server.shutdown()
 
 
-def test_gpu_idle_servers_are_warned_then_culled(hub_factory, webhook):
-    hub = hub_factory(start=False, inventory="4xA100-80GB", quotas={"default": {"max_gpus": 2}},
-                      extra={"culler": {
-                          "interval_seconds": 1,
-                          "policies": [
-                              {"name": "gpu", "match": {"gpu": True}, "gpu_idle_minutes": 0.25,
-                               "inactive_minutes": None, "startup_grace_minutes": 0},
-                              {"name": "cpu", "match": {"gpu": False}, "gpu_idle_minutes": None,
-                               "inactive_minutes": 60},
-                          ],
-                          "warn_at": [0.5],
-                          "webhooks": {"default": webhook.url},
-                      }})
-    hub.state_dir.mkdir(parents=True, exist_ok=True)
-    metrics = hub.state_dir / "simulated-gpu-metrics.json"
-    metrics.write_text(json.dumps({"localhost/gpu0": {"util": 85, "power_w": 300}, "*": {"util": 0, "power_w": 60}}))
-    hub.start()
+@pytest.fixture
+async def idle_hub(inprocess_hub, webhook):
+    def busy_gpu0(hub):
+        hub.state_dir.mkdir(parents=True, exist_ok=True)
+        metrics = hub.state_dir / "simulated-gpu-metrics.json"
+        metrics.write_text(json.dumps({"localhost/gpu0": {"util": 85, "power_w": 300},
+                                       "*": {"util": 0, "power_w": 60}}))
+
+    return await inprocess_hub(before_start=busy_gpu0, inventory="4xA100-80GB", quotas={"default": {"max_gpus": 2}},
+                               extra={"culler": {
+                                   "interval_seconds": 1,
+                                   "policies": [
+                                       {"name": "gpu", "match": {"gpu": True}, "gpu_idle_minutes": 0.25,
+                                        "inactive_minutes": None, "startup_grace_minutes": 0},
+                                       {"name": "cpu", "match": {"gpu": False}, "gpu_idle_minutes": None,
+                                        "inactive_minutes": 60},
+                                   ],
+                                   "warn_at": [0.5],
+                                   "webhooks": {"default": webhook.url},
+                               }})
+
+
+@in_thread  # an in-process hub (tests/support/inprocess.py) answers while this runs in a thread
+def test_gpu_idle_servers_are_warned_then_culled(idle_hub, webhook):
+    hub = idle_hub
     hub.create_users("bee", "ida", "cid")
     assert hub.start_server("bee", {"gpus": 1})["state"]["gpus"] == ["0"]  # busy GPU
     assert hub.start_server("ida", {"gpus": 1})["state"]["gpus"] == ["1"]  # idle GPU
@@ -111,13 +120,19 @@ def test_lost_queued_request_is_restarted_after_a_hub_restart(hub_factory):
     assert sorted(bob["state"]["gpus"]) == ["0", "1"]
 
 
-def test_running_server_is_stopped_when_its_project_budget_is_spent(hub_factory):
+@pytest.fixture
+async def budget_hub(inprocess_hub):
+    return await inprocess_hub(inventory="2xA100-80GB", quotas={"default": {"max_gpus": 1, "budget": 100}},
+                               extra={"culler": {"interval_seconds": 1},
+                                      "budgets": {"enforce_running": True, "grace_minutes": 0,
+                                                  "projects": {"tiny": {"budget": 0.002, "users": ["pia"]}}}})
+
+
+@in_thread  # an in-process hub (tests/support/inprocess.py) answers while this runs in a thread
+def test_running_server_is_stopped_when_its_project_budget_is_spent(budget_hub):
     # the budget a server is charged to decides: pia's project is spent (one minimum charge is
     # more than its 7.2 GPU-seconds) while her own budget is ample; ned's own budget is ample too
-    hub = hub_factory(inventory="2xA100-80GB", quotas={"default": {"max_gpus": 1, "budget": 100}},
-                      extra={"culler": {"interval_seconds": 1},
-                             "budgets": {"enforce_running": True, "grace_minutes": 0,
-                                         "projects": {"tiny": {"budget": 0.002, "users": ["pia"]}}}})
+    hub = budget_hub
     hub.create_users("pia", "ned")
     # pia's server may be stopped before it is seen ready (the culler looks every second): only
     # the spawn is asked for here; the usage row below shows it ran and why it ended

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -44,18 +45,18 @@ def broken_profiles():
     shutil.rmtree(d, ignore_errors=True)
 
 
-def test_failed_start_releases_at_once(hub_factory, broken_profiles):
-    hub = hub_factory(profiles_dir=broken_profiles, quotas={"default": {"max_gpus": 2}})
-    hub.create_users("fay")
+async def test_failed_start_releases_at_once(inprocess_hub, broken_profiles):
+    hub = await inprocess_hub(profiles_dir=broken_profiles, quotas={"default": {"max_gpus": 2}})
+    await hub.aio.create_users("fay")
     t0 = time.monotonic()
-    st, body = hub.spawn("fay", {"profile": "broken", "gpus": 2})
+    st, body = await hub.aio.spawn("fay", {"profile": "broken", "gpus": 2})
     assert st == 500, body
     assert "The server exited while starting (exit status 3)" in body["message"]
     assert time.monotonic() - t0 < 15  # not after http_timeout (60 s)
-    assert held(hub) == [] and hub.server_model("fay") is None
+    assert await asyncio.to_thread(held, hub) == [] and await hub.aio.server_model("fay") is None
     # the GPUs are really free again
-    hub.start_server("fay", {"profile": "minimal", "gpus": 2})
-    assert [g for _, _, g in held(hub)] == ["0", "1"]
+    await hub.aio.start_server("fay", {"profile": "minimal", "gpus": 2})
+    assert [g for _, _, g in await asyncio.to_thread(held, hub)] == ["0", "1"]
 
 
 def test_restart_keeps_running_servers_and_their_gpus(hub_factory):

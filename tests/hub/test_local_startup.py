@@ -3,6 +3,7 @@ does not start; a host whose limits are off says so and the form promises no lim
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from datetime import datetime
@@ -24,12 +25,13 @@ def test_root_with_system_users_never_does_not_start(hub_factory, local_backend)
     assert "the hub will not start" in str(e.value) and "Set local.system_users: auto" in str(e.value)
 
 
-def test_without_enforced_limits_the_form_promises_none(hub_factory, local_backend):
-    hub = hub_factory(local={**local_backend, "limits": "off"})
-    assert "local servers are NOT held to any limit: local.limits is off" in hub.log_path.read_text()
-    signup(hub, "admin")  # hub.admin_users are approved at sign-up
-    s, _ = login(hub, "admin")
-    r = s.get(f"{hub.url}/hub/spawn", timeout=60)
+async def test_without_enforced_limits_the_form_promises_none(inprocess_hub, local_backend, capsys):
+    # in-process: nothing here needs a hub of its own process (the start-up refusal above does)
+    hub = await inprocess_hub(local={**local_backend, "limits": "off"})
+    assert "local servers are NOT held to any limit: local.limits is off" in capsys.readouterr().err
+    await asyncio.to_thread(signup, hub, "admin")  # hub.admin_users are approved at sign-up
+    s, _ = await asyncio.to_thread(login, hub, "admin")
+    r = await asyncio.to_thread(s.get, f"{hub.url}/hub/spawn", timeout=60)
     assert r.status_code == 200, r.text[:300]
     minimal = {p["name"]: p for p in form_model(r.text)["profiles"]}["minimal"]
     assert minimal["cpu_limit"] is None and minimal["mem_limit"] is None

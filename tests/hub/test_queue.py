@@ -3,6 +3,7 @@ as GPUs free up in fair-share order, can be cancelled, survives a hub restart.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -10,6 +11,7 @@ import time
 import pytest
 import requests
 
+from tests.support.inprocess import in_thread
 from tests.support.polling import gpulab_rows, wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
@@ -53,15 +55,25 @@ class Progress:
         return " | ".join(self.messages)
 
 
+HUB = {"inventory": "2xA100-80GB", "quotas": {"default": {"max_gpus": 2, "max_servers": 2}},
+       "extra": {"hub": {"start_timeout": 10}}}  # queue waits below run longer than this
+
+
 @pytest.fixture
-def hub(hub_factory):
-    h = hub_factory(start=False, inventory="2xA100-80GB",
-                    quotas={"default": {"max_gpus": 2, "max_servers": 2}})
-    h.config["hub"]["start_timeout"] = 10  # queue waits below run longer than this
+async def hub(inprocess_hub):
+    """In-process (the tests run their bodies in a thread: ``in_thread``); only the restart
+    test needs a hub process (``hub_process``)."""
+    return await inprocess_hub(**HUB)
+
+
+@pytest.fixture
+def hub_process(hub_factory):
+    h = hub_factory(start=False, **HUB)
     h.start(extra_args=FAST)
     return h
 
 
+@in_thread
 def test_queue_waits_without_gpus_and_starts_when_freed(hub):
     hub.create_users("ann", "bob", "cal")
     hub.start_server("ann", {"gpus": 2})
@@ -94,6 +106,7 @@ def test_queue_waits_without_gpus_and_starts_when_freed(hub):
     assert rec["cal"]["queued_seconds"] > 12
 
 
+@in_thread
 def test_cancel_by_stopping_the_pending_server(hub):
     hub.create_users("ann", "bob")
     hub.start_server("ann", {"gpus": 2})
@@ -108,6 +121,7 @@ def test_cancel_by_stopping_the_pending_server(hub):
     assert hub.server_model("bob") is None  # a cancelled request never starts later
 
 
+@in_thread
 def test_without_queue_the_request_is_refused(hub):
     hub.create_users("ann", "bob")
     hub.start_server("ann", {"gpus": 2})
@@ -115,16 +129,16 @@ def test_without_queue_the_request_is_refused(hub):
     assert st == 409 and "Not enough free GPUs" in body["message"] and queue_rows(hub) == []
 
 
-def test_a_request_no_host_can_hold_is_refused_not_queued(hub_factory):
-    h = hub_factory(start=False, inventory="2xA100-80GB@n1, 2xA100-80GB@n2",
-                    quotas={"default": {"max_gpus": 4, "max_servers": 2}})
-    h.start(extra_args=FAST)
-    h.create_users("cid")
-    st, body = h.spawn("cid", {"gpus": 3, "queue": True})
+async def test_a_request_no_host_can_hold_is_refused_not_queued(inprocess_hub):
+    h = await inprocess_hub(inventory="2xA100-80GB@n1, 2xA100-80GB@n2",
+                            quotas={"default": {"max_gpus": 4, "max_servers": 2}})
+    await h.aio.create_users("cid")
+    st, body = await h.aio.spawn("cid", {"gpus": 3, "queue": True})
     assert st == 400 and "No host has 3 A100-80GB GPUs" in body["message"], body
-    assert "ask for at most 2" in body["message"] and queue_rows(h) == []
+    assert "ask for at most 2" in body["message"] and await asyncio.to_thread(queue_rows, h) == []
 
 
+@in_thread
 def test_fair_share_puts_light_users_first(hub):
     hub.create_users("ann", "heavy", "light")
     hub.start_server("heavy", {"gpus": 1}, server="warm")  # heavy has recent GPU use
@@ -139,7 +153,8 @@ def test_fair_share_puts_light_users_first(hub):
     assert light["state"]["gpus"] and pending(hub, "heavy")
 
 
-def test_queued_request_survives_a_hub_restart(hub):
+def test_queued_request_survives_a_hub_restart(hub_process):
+    hub = hub_process
     hub.create_users("ann", "bob")
     hub.start_server("ann", {"gpus": 2})
     assert hub.spawn("bob", {"gpus": 2, "queue": True})[0] == 202
@@ -156,13 +171,18 @@ def test_queued_request_survives_a_hub_restart(hub):
     assert sorted(bob["state"]["gpus"]) == ["0", "1"]
 
 
-def test_a_newcomer_does_not_jump_a_waiting_multi_gpu_request(hub_factory):
+@pytest.fixture
+async def hub4(inprocess_hub):
+    return await inprocess_hub(inventory="4xA100-80GB", quotas={"default": {"max_gpus": 4, "max_servers": 1}})
+
+
+@in_thread
+def test_a_newcomer_does_not_jump_a_waiting_multi_gpu_request(hub4):
     """Issue 12's scenario: 4 GPUs held by four 1-GPU servers, a 4-GPU request waits; when one
     server stops, its GPU is held for the 4-GPU request, so a new 1-GPU request waits behind it
     (202) or, without the queue box, is told why (409); the 4-GPU request starts when the others
     stop, and the newcomer only after it."""
-    h = hub_factory(start=False, inventory="4xA100-80GB", quotas={"default": {"max_gpus": 4, "max_servers": 1}})
-    h.start(extra_args=FAST)
+    h = hub4
     small = ["s0", "s1", "s2", "s3"]
     h.create_users(*small, "big", "late", "rude")
     for u in small:
