@@ -22,7 +22,9 @@ its own log line, ``cull round: ... ms``) and a year's CSV export (everyone, 365
 the billing service's peak memory above its level before the export, sampled every 20 ms).
 
 Run: ``.venv/bin/python benchmarks/scale.py`` (about 10 minutes on 2 cores; ``--servers 100
---records 100000`` for a quick look). Not a test: it prints figures and the goals beside them.
+--records 100000`` for a quick look; ``--csv-only --servers 0`` for the year's CSV alone, its
+export ``--csv-runs`` times, the pages' figures then ``nan``). Not a test: it prints figures and
+the goals beside them.
 Last line, for scripts:
 ``scale: form_p99_ms=<n> stock_page_p99_ms=<n> billing_user_p99_ms=<n> billing_admin_p99_ms=<n>
 quota_p99_ms=<n> metrics_p99_ms=<n> culler_round_ms=<n> csv_year_s=<n> csv_peak_mb=<n>``
@@ -195,11 +197,18 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def csv_export(hub: Hub, s: requests.Session) -> tuple[float, float, int]:
+def cpu_s(pid: int) -> float:
+    """CPU seconds a process has used (user and system): its work, whatever else the machine runs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def csv_export(hub: Hub, s: requests.Session) -> tuple[float, float, int, float]:
     """A year's CSV for everyone: seconds, the billing service's peak RSS above its level before
-    (MB), and the lines received."""
+    (MB), the lines received, and the service's CPU seconds for it."""
     pid = service_pid("billing", hub)
     base, peak, done = rss_mb(pid), [0.0], threading.Event()
+    cpu0 = cpu_s(pid)
 
     def watch():
         while not done.is_set():
@@ -217,10 +226,12 @@ def csv_export(hub: Hub, s: requests.Session) -> tuple[float, float, int]:
         for chunk in r.iter_content(1 << 16):
             lines += chunk.count(b"\n")
     elapsed = time.perf_counter() - t0
+    cpu = cpu_s(pid) - cpu0
     done.set()
     t.join()
-    print(f"CSV: billing service pid {pid}, {base:.1f} MB before, {peak[0]:.1f} MB at most during", flush=True)
-    return elapsed, max(0.0, peak[0] - base), lines
+    print(f"CSV: {elapsed:.2f} s, billing service pid {pid}: {cpu:.2f} s of CPU, {base:.1f} MB before, "
+          f"{peak[0]:.1f} MB at most during; load average {os.getloadavg()[0]:.1f}", flush=True)
+    return elapsed, max(0.0, peak[0] - base), lines, cpu
 
 
 def culler_rounds(hub: Hub, after: int) -> list[float]:
@@ -238,6 +249,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=50, help="requests per page")
     ap.add_argument("--db-url", default=None, help="gpulab's database (default: SQLite in the hub's state)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--csv-only", action="store_true", help="measure the year's CSV export only (no pages)")
+    ap.add_argument("--csv-runs", type=int, default=1, help="exports in a row (the last line: the fastest)")
     args = ap.parse_args()
     if args.servers > 3 * args.users:
         ap.error("at most 3 servers per person")
@@ -291,11 +304,11 @@ def main() -> int:
         log_mark = hub.log_path.stat().st_size
 
         admin = browser(hub, "admin", None)
+        results: dict[str, list[float]] = {k: [] for k in ("form", "stock", "user", "admin", "quota", "metrics")}
         # people with a free server slot see the form (the others are at their quota of servers)
         free = [u for u in users if sum(1 for _u, n in plan if _u == u) < 3] or users
-        people = {u: browser(hub, u, admin) for u in free[: min(len(free), 10)]}
-        results: dict[str, list[float]] = {k: [] for k in ("form", "stock", "user", "admin", "quota", "metrics")}
-        per = max(1, args.requests // len(people))
+        people = {} if args.csv_only else {u: browser(hub, u, admin) for u in free[: min(len(free), 10)]}
+        per = max(1, args.requests // max(1, len(people)))
         for u, s in people.items():  # interleaved, so that drift hits every page alike
             results["form"] += timed(s, f"{hub.url}/hub/spawn/{u}/new1", per)
             results["stock"] += timed(s, f"{hub.url}/hub/token", per)
@@ -303,10 +316,10 @@ def main() -> int:
             results["quota"] += timed(s, f"{hub.url}/services/quotas/", per)
             results["admin"] += timed(admin, f"{hub.url}/services/billing/admin", per)
             results["metrics"] += timed(admin, f"{hub.url}/services/billing/metrics", per)
-        csv_s, csv_mb, csv_lines = csv_export(hub, admin)
+        csv_s, csv_mb, csv_lines, csv_cpu = min(csv_export(hub, admin) for _ in range(args.csv_runs))
         # the culler's rounds while the pages were read (at least two: wait for them)
         deadline = time.monotonic() + 3 * interval
-        while len(culler_rounds(hub, log_mark)) < 2 and time.monotonic() < deadline:
+        while not args.csv_only and len(culler_rounds(hub, log_mark)) < 2 and time.monotonic() < deadline:
             time.sleep(2)
         rounds = culler_rounds(hub, log_mark)
     finally:
@@ -314,7 +327,7 @@ def main() -> int:
         if accounts:
             accounts.remove()
 
-    p = {k: (statistics_p(v)) for k, v in results.items()}
+    p = {k: statistics_p(v) for k, v in results.items()}
     cull = max(rounds) if rounds else float("nan")
     print(f"\nScale: {args.users} people, {len(plan)} running servers ({min(args.gpus, len(plan))} with a GPU), "
           f"{args.records} usage records over a year, {args.events} events; {len(results['form'])} requests "
@@ -328,7 +341,7 @@ def main() -> int:
         print(f"{label:26}{p[key][0]:9.1f}{p[key][1]:9.1f}  {goal}")
     print(f"{'culler round':26}{cull:18.1f}  < 2000 (worst of {len(rounds)} rounds)")
     print(f"{'CSV, a year, everyone':26}{csv_s:17.2f}s  < 10 s; {csv_lines - 1} lines, "
-          f"peak {csv_mb:.1f} MB above the service's level before (flat memory)")
+          f"peak {csv_mb:.1f} MB above the service's level before (flat memory), {csv_cpu:.1f} s of its CPU")
     print(f"scale: form_p99_ms={p['form'][1]:.1f} stock_page_p99_ms={p['stock'][1]:.1f} "
           f"billing_user_p99_ms={p['user'][1]:.1f} billing_admin_p99_ms={p['admin'][1]:.1f} "
           f"quota_p99_ms={p['quota'][1]:.1f} metrics_p99_ms={p['metrics'][1]:.1f} culler_round_ms={cull:.1f} "
@@ -337,6 +350,8 @@ def main() -> int:
 
 
 def statistics_p(values: list[float]) -> tuple[float, float]:
+    if not values:  # --csv-only
+        return float("nan"), float("nan")
     return statistics.median(values), pct(values, 0.99)
 
 

@@ -100,7 +100,7 @@ class UsageRecord(Base):
     minimum_seconds: Mapped[int] = mapped_column(Integer, default=60)
     runtime_limit_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     queued_seconds: Mapped[float] = mapped_column(Float, default=0.0)
-    started_at: Mapped[dt.datetime] = mapped_column(DateTime, index=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime)  # indexed with id: see below
     ready_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     last_seen_at: Mapped[dt.datetime] = mapped_column(DateTime)
     stopped_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True, index=True)
@@ -129,6 +129,8 @@ class UsageRecord(Base):
 
     __table_args__ = (
         Index("ix_gpulab_usage_user_started", "user_name", "started_at"),
+        # the export's keyset order (UsageStore.page); by start alone, its first column
+        Index("ix_gpulab_usage_started_id", "started_at", "id"),
         # sums over a range read settled records by where their charge ends, checking the start
         # in the index itself
         Index("ix_gpulab_usage_charged", "charged_until", "started_at"),

@@ -10,8 +10,9 @@ import datetime as dt
 import functools
 import io
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from fractions import Fraction
+from operator import itemgetter
 
 from hub_plugins.accounting.budgets import by_day
 from hub_plugins.accounting.pricing import money
@@ -211,9 +212,7 @@ def summary(parts: list[Part], groups_of) -> dict:
             "by_group": by_key(lines, lambda ln: groups_of(ln["user"]))}
 
 
-CSV_FIELDS = ["user", "server", "profile", "project", "gpu_type", "gpu_count", "gpu_equivalents", "devices",
-              "started_at", "ready_at", "stopped_at", "stop_reason", "stopped_by", "running", "gpu_seconds", "gpu_hours",
-              "cost", "efficiency_pct", "energy_kwh", "energy_measured", "co2_kg", "queued_seconds", "preemptible"]
+CSV_FIELDS = [f.name for f in fields(Line)]  # a line's fields, in order, then the currency
 
 
 def to_csv(rep: dict) -> str:
@@ -226,15 +225,16 @@ def csv_header() -> str:
     return buf.getvalue()
 
 
-_BEFORE_COST = CSV_FIELDS[:CSV_FIELDS.index("cost")]
-_AFTER_COST = CSV_FIELDS[CSV_FIELDS.index("cost") + 1:]
+_COST = CSV_FIELDS.index("cost")
+# the fields around the cost (written with 6 decimals), each side read in one call
+_BEFORE_COST = itemgetter(*CSV_FIELDS[:_COST])
+_AFTER_COST = itemgetter(*CSV_FIELDS[_COST + 1:])
 
 
 def csv_rows(records: list[dict], currency: str) -> str:
     buf = io.StringIO()
-    csv.writer(buf).writerows(
-        [*[ln[k] for k in _BEFORE_COST], f"{round(ln['cost'], 6):.6f}", *[ln[k] for k in _AFTER_COST], currency]
-        for ln in records)
+    csv.writer(buf).writerows([*_BEFORE_COST(ln), f"{round(ln['cost'], 6):.6f}", *_AFTER_COST(ln), currency]
+                              for ln in records)
     return buf.getvalue()
 
 

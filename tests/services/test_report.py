@@ -3,11 +3,20 @@
 import csv
 import datetime as dt
 import io
+from dataclasses import fields
 from types import SimpleNamespace
 
 import pytest
 
-from services.billing.report import by_key, parse_time, per_day, report, to_csv
+from services.billing.report import (
+    CSV_FIELDS,
+    Line,
+    by_key,
+    parse_time,
+    per_day,
+    report,
+    to_csv,
+)
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 11, 20, 10)  # naive UTC, as stored
@@ -75,3 +84,42 @@ def test_parse_time():
     assert parse_time("", NOW) == NOW
     with pytest.raises(ValueError, match="not an ISO date"):
         parse_time("last week", NOW)
+
+
+_AT = "2026-11-20T10:00:00+00:00,2026-11-20T10:00:00+00:00"
+
+
+@pytest.mark.parametrize("record, extra, want", [
+    (rec("ann", 0, 1.5), {},
+     (f"ann,,minimal,,A100-80GB,1,1.0,0,{_AT},2026-11-20T11:30:00+00:00,user,user:ann,False,5400.0,1.5,3.000000,,"
+      "0.6,False,0.21,0.0,False,EUR\r\n")),
+    (rec("ann", 0, 1.5, gpus=2, util=47.25, energy=350.0), {},  # measured power; efficiency to one decimal
+     (f"ann,,minimal,,A100-80GB,2,2.0,0,{_AT},2026-11-20T11:30:00+00:00,user,user:ann,False,10800.0,3.0,6.000000,"
+      "47.2,0.35,True,0.1225,0.0,False,EUR\r\n")),
+    (rec("ann", 0, None), {},  # running: no stop time, charged up to now
+     (f"ann,,minimal,,A100-80GB,1,1.0,0,{_AT},,user,user:ann,True,180000.0,50.0,100.000000,,20.0,False,7.0,0.0,"
+      "False,EUR\r\n")),
+    (rec("ann", 0, 1.5, borrowed=True, rate=0.1234567), {},  # the cost with 6 decimals
+     (f"ann,,minimal,,A100-80GB,1,1.0,0,{_AT},2026-11-20T11:30:00+00:00,user,user:ann,False,5400.0,1.5,0.185185,,"
+      "0.6,False,0.21,0.0,True,EUR\r\n")),
+    (rec("ann", 0, 1.5), {"devices": "0,1", "server_name": 'my "big", run', "stopped_by": ""},  # quoted fields
+     (f'ann,"my ""big"", run",minimal,,A100-80GB,1,1.0,"0,1",{_AT},2026-11-20T11:30:00+00:00,user,,False,5400.0,'
+      "1.5,3.000000,,0.6,False,0.21,0.0,False,EUR\r\n")),
+    (rec("bob", 0.0001, 0.01, rate=0.5, util=3.04), {},  # microseconds; 36 s raised to the minute
+     ("bob,,minimal,,A100-80GB,1,1.0,0,2026-11-20T10:00:00.360000+00:00,2026-11-20T10:00:00.360000+00:00,"
+      "2026-11-20T10:00:36.360000+00:00,user,user:bob,False,60.0,0.016667,0.008333,3.0,0.006667,False,0.002333,0.0,"
+      "False,EUR\r\n")),
+])
+def test_a_csv_line_byte_for_byte(record, extra, want):
+    """What a CSV line is, to the byte (as before the export was made faster: these are its lines)."""
+    vars(record).update(extra)
+    text = to_csv(report([record], T0.replace(tzinfo=UTC), NOW, NOW, POWER, 350, "EUR"))
+    header, line = text.split("\r\n", 1)
+    assert header.split(",") == CSV_FIELDS + ["currency"]
+    assert line == want
+
+
+def test_the_csv_s_columns_are_a_line_s_fields():
+    """One list: the CSV writes a line's fields in their order (then the currency)."""
+    assert CSV_FIELDS == [f.name for f in fields(Line)]
+    assert CSV_FIELDS[:3] == ["user", "server", "profile"] and CSV_FIELDS[-1] == "preemptible"

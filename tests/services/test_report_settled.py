@@ -229,3 +229,28 @@ def test_the_queue_s_fair_share_is_the_rule_s(store, days):
     assert {u for u, h in got.items() if h > 1e-9} == {u for u, h in want_hours.items() if h > 1e-9}
     for u, h in want_hours.items():
         assert got.get(u, 0.0) == pytest.approx(h, rel=1e-9, abs=1e-9), u
+
+
+def test_an_export_page_walks_the_keyset_index(store):
+    """A page of an export is read along ix_gpulab_usage_started_id from the last row of the one
+    before (the row comparison in the index, no sort), as plain tuples of the reported columns."""
+    import sqlalchemy as sa
+
+    from hub_plugins.store.usage import Reported
+
+    fill(store, 60, seed=4)
+    first = store.page(None, NOW - dt.timedelta(days=30), NOW, None, 10)
+    assert type(first[0]) is Reported and first[0].started_at == min(r.started_at for r in all_rows(store))
+    seen = []
+    sa.event.listen(store.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2:4]))
+    store.page(None, NOW - dt.timedelta(days=30), NOW, (first[-1].started_at, first[-1].id), 10)
+    statement, params = next(s for s in seen if s[0].lstrip().upper().startswith("SELECT"))
+    with store.db.engine.connect() as c:
+        if store.db.is_sqlite:
+            plan = " ".join(str(r[-1]) for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params))
+            assert "USING INDEX ix_gpulab_usage_started_id" in plan and "TEMP B-TREE" not in plan, plan
+        else:
+            c.exec_driver_sql("SET enable_seqscan = off")  # a few rows: as on a year of them
+            plan = " ".join(r[0] for r in c.exec_driver_sql("EXPLAIN " + statement, params))
+            assert "ix_gpulab_usage_started_id" in plan and "Sort" not in plan, plan
+            assert "Index Cond: ((started_at <" in plan and "ROW(started_at, id) > ROW(" in plan, plan
