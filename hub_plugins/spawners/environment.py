@@ -9,6 +9,7 @@ from __future__ import annotations
 from traitlets import HasTraits
 
 from ..gpu.sharing import STARTUP_DIR, ShareCaps, caps_for, prepend_path, share_env
+from .lifecycle import Event
 from .recovery import HeldGPUs
 
 
@@ -76,8 +77,7 @@ class GPUEnvironmentMixin(HasTraits):
         super().load_state(state)
         if state.get("spawn_id"):
             # a server whose state was saved had started: if it is still alive it is charged
-            self._gpulab_ready = True
-            self._gpulab_may_hold = True
+            self.gpulab_lifecycle(Event.RESTORED)
             self.gpulab_held = HeldGPUs(
                 state["spawn_id"], tuple(state.get("gpus", ())), state.get("gpu_type", ""),
                 state.get("profile", ""), tuple(state.get("gpu_devices", ())),

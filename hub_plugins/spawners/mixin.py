@@ -46,6 +46,7 @@ from ..accounting.keeper import BudgetRefused
 from ..queue.borrowing import BORROWED_NOTE, BorrowRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
 from .environment import GPUEnvironmentMixin
+from .lifecycle import Event, Phase
 from .liveness import GPULivenessMixin
 from .options import GPUOptionsMixin
 from .progress import GPUProgressMixin
@@ -74,12 +75,8 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         self.gpulab_held: HeldGPUs | None = None
         self._gpulab_events: list[dict] = []
         self._gpulab_wakeup = asyncio.Event()
-        self._gpulab_starting = False
-        self._gpulab_stop_requested = False
-        # rows may exist for this server (reserving now, reserved, or restored from state): only
-        # then does a stop cost a database round trip
-        self._gpulab_may_hold = False
-        self._gpulab_ready = False
+        # the one lifecycle state (lifecycle.py): moved only by gpulab_lifecycle(event)
+        self.gpulab_phase = Phase.IDLE
         self._gpulab_last_alive = None
         self._gpulab_last_beat = None
         self._gpulab_requester = None  # who asked for the current stop, where the hub said
@@ -177,7 +174,6 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
     async def run_pre_spawn_hook(self):
         self.gpulab_heal_hub_session()
         self._gpulab_events.clear()
-        self._gpulab_starting = False
         self._gpulab_refused = False
         try:
             req = self.gpulab_parse(self.user_options)
@@ -219,7 +215,7 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
 
         spec, why = await core.run(resolve)
         if why:
-            self._gpulab_may_hold = False
+            self.gpulab_lifecycle(Event.REFUSED)
             raise SpawnException(why, reason="never_fits", status_code=409)
         return spec
 
@@ -234,7 +230,7 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
     async def gpulab_reserve(self, req: SpawnRequest) -> Allocation:
         """Reserve what ``req`` asks for, or raise a SpawnException that says why not."""
         core = self.gpulab
-        self._gpulab_may_hold = True
+        self.gpulab_lifecycle(Event.RESERVE)
         try:
             try:
                 self.gpulab_spec = await self.gpulab_resolve(req)
@@ -244,22 +240,22 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
                     raise
                 alloc = await wait_in_queue(self, req, e)
         except RequestError as e:
-            self._gpulab_may_hold = False  # refused: nothing was reserved
+            self.gpulab_lifecycle(Event.REFUSED)  # nothing was reserved
             raise SpawnException(str(e), reason="invalid_options", status_code=400) from None
         except BorrowRefused as e:
-            self._gpulab_may_hold = False
+            self.gpulab_lifecycle(Event.REFUSED)
             await core.run(core.refused, "borrow", self.user.name, self.name or "", str(e))
             raise SpawnException(str(e), reason="borrow", status_code=403) from None
         except QuotaRefused as e:
-            self._gpulab_may_hold = False
+            self.gpulab_lifecycle(Event.REFUSED)
             await core.run(core.refused, "quota", self.user.name, self.name or "", e.decision.message)
             raise SpawnException(e.decision.message, reason="quota", status_code=403) from None
         except BudgetRefused as e:
-            self._gpulab_may_hold = False
+            self.gpulab_lifecycle(Event.REFUSED)
             await core.run(core.refused, "budget", self.user.name, self.name or "", str(e))
             raise SpawnException(str(e), reason="budget", status_code=403) from None
         except NoCapacity as e:
-            self._gpulab_may_hold = False
+            self.gpulab_lifecycle(Event.REFUSED)
             message = await core.run(core.refused, "capacity", self.user.name, self.name or "", "", e,
                                      not req.extra("preemptible"))
             raise SpawnException(message, reason="capacity", status_code=409) from None
@@ -307,7 +303,7 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
     async def start(self):
         profile = self.gpulab_request.profile if self.gpulab_request else None
         what = f"profile '{profile.display_name}'" if profile else "server"
-        self._gpulab_starting = True
+        self.gpulab_lifecycle(Event.START)
         self.gpulab_event(f"Starting JupyterLab ({what}) ...", progress=40)
         url = await super().start()
         await self.gpulab_wait_started(url)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ..outage import heal_session
 from ..store.allocator import Allocation
 from ..store.models import utcnow
+from .lifecycle import Event
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ async def check_after_restart(spawner, status):
     core = spawner.gpulab
     mine = await core.run(core.allocator.spawns_of, spawner.gpulab_owner)
     found = [f for f in await runtime.find(spawner.user.name, spawner.name or "") if f.spawn_id in mine]
-    spawner._gpulab_may_hold = True  # rows may exist for this server: the stop releases them
+    spawner.gpulab_lifecycle(Event.CHECK)  # rows may exist for this server: the stop releases them
     if not found or not await spawner.gpulab_adopt(found[0]):
         return status
     f = found[0]
@@ -58,7 +59,7 @@ async def check_after_restart(spawner, status):
     spawner.gpulab_held = HeldGPUs(row.spawn_id, tuple(d.visible_id for d in devices), row.gpu_type,
                                    row.profile, tuple(d.device_key for d in devices))
     spawner.gpulab_holding = row.spawn_id
-    spawner._gpulab_ready = True
+    spawner.gpulab_lifecycle(Event.ADOPTED)
     spawner._gpulab_last_alive = spawner._gpulab_last_beat = utcnow()
     await core.run(core.usage.mark_ready_if_not, f.spawn_id, spawner._gpulab_last_alive)
     spawner.log.warning("[gpulab] %s: adopted its server %s, which the hub that died had started but "
