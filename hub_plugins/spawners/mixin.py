@@ -26,11 +26,13 @@ The parts other than the spawn path live in sibling modules this class inherits 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from jupyterhub.spawner import SpawnException
-from jupyterhub.utils import maybe_future, url_path_join, wait_for_http_server
+from jupyterhub.utils import maybe_future, url_path_join
 from sqlalchemy.exc import DBAPIError
-from traitlets import Bool
+from tornado.httpclient import AsyncHTTPClient
+from traitlets import Bool, Float
 
 from ..core import GPULab
 from ..outage import MESSAGE as OUTAGE_MESSAGE
@@ -65,6 +67,14 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         config=True,
         help="""Watch the server while it starts: if it exits before answering, fail the spawn at
         once (and release its GPUs) instead of waiting for http_timeout.""",
+    )
+    ready_probe_interval = Float(
+        0.1, config=True, help="Seconds between probes of a starting server (is it answering yet?)."
+    )
+    exit_poll_interval = Float(
+        0.25, config=True,
+        help="""Seconds between asking the backend whether a starting server died (a process check
+        locally, an API call on Docker and the clusters).""",
     )
 
     def __init__(self, *args, **kwargs):
@@ -310,39 +320,52 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         await self.gpulab_mark_ready()
         return url
 
+    def gpulab_listen_url(self, url) -> str:
+        """Where a server listens, ``http://host:port`` without a path, from what ``start``
+        returned (a URL, or ``(ip, port)``): the readiness probe and adoption both ask here."""
+        if isinstance(url, (tuple, list)):
+            ip, port = url
+            return f"http://{'127.0.0.1' if ip in ('', '0.0.0.0') else ip}:{int(port)}"
+        return url.rstrip("/")
+
+    async def gpulab_exited_message(self, status) -> str:
+        """What a person reads when the server exited while starting (backends with its output
+        at hand add its last line)."""
+        return (f"The server exited while starting (exit status {status}). "
+                "Its output is in the hub's log; ask an admin if it keeps happening.")
+
     async def gpulab_wait_started(self, url) -> None:
         """Wait until the server answers, failing at once if it dies first.
 
         JupyterHub itself only polls the server's URL until ``http_timeout``, so a server that
-        crashes at start-up would hold its GPUs (and keep its user waiting) for that long."""
+        crashes at start-up would hold its GPUs (and keep its user waiting) for that long. It
+        probes every ``ready_probe_interval`` s, not with JupyterHub's exponential back-off
+        (probes at ~0.2, 0.6, 1.4, 3 s ...: up to a second late for a server up after ~2 s), and
+        asks the backend whether the server died every ``exit_poll_interval`` s."""
         if not self.watch_start or getattr(self, "internal_ssl", False) or self.server is None:
             return
-        if isinstance(url, (tuple, list)):
-            ip, port = url
-            url = f"http://{'127.0.0.1' if ip in ('', '0.0.0.0') else ip}:{int(port)}"
-        probe = url.rstrip("/") + url_path_join(self.server.base_url, "api")
-
-        async def died():
-            while True:
+        probe = self.gpulab_listen_url(url) + url_path_join(self.server.base_url, "api")
+        client = AsyncHTTPClient()
+        deadline = time.monotonic() + self.http_timeout
+        next_poll = 0.0
+        while time.monotonic() < deadline:
+            try:
+                resp = await client.fetch(probe, raise_error=False, request_timeout=2, follow_redirects=False)
+                answered = resp.code != 599
+            except OSError:  # not listening yet
+                answered = False
+            if answered:
+                self.gpulab_event("JupyterLab is up", progress=90)
+                return
+            if time.monotonic() >= next_poll:
                 status = await self.poll()
                 if status is not None:
-                    return status
-                await asyncio.sleep(0.25)
-
-        up = asyncio.ensure_future(wait_for_http_server(probe, timeout=self.http_timeout))
-        dead = asyncio.ensure_future(died())
-        done, pending = await asyncio.wait({up, dead}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        if dead in done:
-            raise SpawnException(
-                f"The server exited while starting (exit status {dead.result()}). "
-                "Its output is in the hub's log; ask an admin if it keeps happening.",
-                reason="exited",
-                status_code=500,
-            )
-        up.result()  # a timeout is JupyterHub's to report, as usual
-        self.gpulab_event("JupyterLab is up", progress=90)
+                    raise SpawnException(await self.gpulab_exited_message(status), reason="exited",
+                                         status_code=500)
+                next_poll = time.monotonic() + self.exit_poll_interval
+            await asyncio.sleep(self.ready_probe_interval)
+        # as JupyterHub's own wait would: a timeout is JupyterHub's to report, as usual
+        raise TimeoutError(f"Server at {probe} didn't respond in {self.http_timeout} seconds")
 
     async def run_post_stop_hook(self):
         self.gpulab_heal_hub_session()

@@ -161,3 +161,15 @@ async def test_every_backend_borrows_and_says_so(config):
     with pytest.raises(SpawnException) as e:
         await b.run_pre_spawn_hook()
     assert e.value.status_code == 400 and "'preemptible' must be true or false" in e.value.message
+
+
+@pytest.mark.parametrize("started, where", [
+    (("127.0.0.1", 8001), "http://127.0.0.1:8001"),
+    (("", 8001), "http://127.0.0.1:8001"),  # all interfaces: probed (and adopted) on loopback
+    (("0.0.0.0", "8001"), "http://127.0.0.1:8001"),
+    (("10.0.0.5", 9000), "http://10.0.0.5:9000"),
+    ("http://node7:8888/", "http://node7:8888"),
+])
+def test_where_a_started_server_listens(config, started, where):
+    assert TrivialSpawner(config=config).gpulab_listen_url(started) == where
+
