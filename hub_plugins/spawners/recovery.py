@@ -25,10 +25,14 @@ from .lifecycle import Event
 
 @dataclass(frozen=True)
 class HeldGPUs:
-    """What the spawner state remembers (and an admin sees under ``servers[...].state``)."""
+    """What the spawner state remembers (and an admin sees under ``servers[...].state``).
+
+    ``gpu_ids`` are the device ids the server sees (``GPULAB_GPUS``), never a count: a request's
+    ``gpus`` is the count. The state still carries them under ``gpus`` too, the key admins read
+    (README) and the only one hubs before ``gpu_ids`` wrote and read."""
 
     spawn_id: str
-    gpus: tuple[str, ...]
+    gpu_ids: tuple[str, ...]
     gpu_type: str
     profile: str
     devices: tuple[str, ...]
@@ -39,6 +43,21 @@ class HeldGPUs:
             alloc.spawn_id, tuple(alloc.visible_ids), alloc.gpu_type, alloc.profile,
             tuple(d.key for d in alloc.devices),
         )
+
+    def to_state(self) -> dict:
+        ids = list(self.gpu_ids)
+        return {"gpu_ids": ids, "gpus": list(ids), "gpu_type": self.gpu_type, "profile": self.profile,
+                "spawn_id": self.spawn_id, "gpu_devices": list(self.devices)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> HeldGPUs | None:
+        """What a saved state holds (None: no spawn id, so nothing). A state an older hub saved
+        has its device ids under ``gpus`` only: a restart over its database still adopts them."""
+        if not state.get("spawn_id"):
+            return None
+        ids = state["gpu_ids"] if "gpu_ids" in state else state.get("gpus", ())
+        return cls(state["spawn_id"], tuple(str(i) for i in ids), state.get("gpu_type", ""),
+                   state.get("profile", ""), tuple(state.get("gpu_devices", ())))
 
 
 async def check_after_restart(spawner, status):
@@ -64,7 +83,7 @@ async def check_after_restart(spawner, status):
     await core.run(core.usage.mark_ready_if_not, f.spawn_id, spawner._gpulab_last_alive)
     spawner.log.warning("[gpulab] %s: adopted its server %s, which the hub that died had started but "
                         "not recorded (GPUs %s)", spawner._log_name, f.describe(),
-                        ",".join(spawner.gpulab_held.gpus) or "none")
+                        ",".join(spawner.gpulab_held.gpu_ids) or "none")
     return None
 
 

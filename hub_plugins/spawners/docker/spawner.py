@@ -226,19 +226,19 @@ class DockerGPUSpawner(DockerSharing, GPUSpawnerMixin, DockerSpawner):
 
     async def create_object(self):
         held = self.gpulab_held
-        gpus = list(held.gpus) if held else []
+        gpu_ids = list(held.gpu_ids) if held else []
         await self.docker(
             "create_volume", name=self.volume, labels=spec.volume_labels(self.hub_id, self.user.name, self.user.id)
         )
         res = getattr(self, "_gpulab_resources", None) or spec.Resources(shm_size=spec.default_shm(None))
         host = spec.host_config(
-            volume=self.volume, home=self.home_mount, gpus=gpus, res=res,
+            volume=self.volume, home=self.home_mount, gpus=gpu_ids, res=res,
             extra_binds=self.volume_binds, no_new_privileges=self.no_new_privileges,
             pids_limit=self.pids_limit or None,
         )
         labels = spec.labels(
             self.hub_id, self.user.name, self.user.id, self.name or "",
-            profile=held.profile if held else "", gpus=gpus,
+            profile=held.profile if held else "", gpus=gpu_ids,
             gpu_type=held.gpu_type if held else "", spawn_id=held.spawn_id if held else "",
         )
         create = {
