@@ -13,8 +13,9 @@ holds one :class:`Phase` and moves it only through :func:`step`. What the mixin 
   was asked for, see ``accounting/stops.py``; 'crashed'; 'failed': it never came up, not charged).
 
 An event the table has no row for is refused: the state stays as it is and the refusal is logged
-(the mixin's ``gpulab_lifecycle``). JupyterHub's own order of calls never sends one; a refusal
-in a log is a bug to look into, never a state made up on the spot.
+(the mixin's ``gpulab_lifecycle``), never a state made up on the spot. JupyterHub's own order of
+calls sends none; one in the log means an earlier step was cut short (a release that failed in a
+database outage leaves the server's state until the next release) or a bug.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ TABLE: dict[tuple[Phase, Event], Phase] = {
     (P.READY, E.RELEASED): P.IDLE,
     (P.STOPPING, E.UP): P.STOPPING_UP,  # a start that finished while its stop was on its way
     (P.STOPPING, E.STOP): P.STOPPING,  # asked again (the wedged sweeper, a second request)
+    (P.STOPPING, E.REFUSED): P.IDLE,  # stopped while reserving, then refused: nothing reserved
     (P.STOPPING, E.RELEASED): P.IDLE,
     (P.STOPPING_UP, E.STOP): P.STOPPING_UP,
     (P.STOPPING_UP, E.RELEASED): P.IDLE,

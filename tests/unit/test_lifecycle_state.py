@@ -37,6 +37,7 @@ TRANSITIONS = [
     (UP, Event.RELEASED, I),
     (STP, Event.UP, STPU),
     (STP, Event.STOP, STP),
+    (STP, Event.REFUSED, I),
     (STP, Event.RELEASED, I),
     (STPU, Event.STOP, STPU),
     (STPU, Event.RELEASED, I),
@@ -88,6 +89,8 @@ def run(*events, phase=I):
     ([Event.RESERVE, Event.REFUSED], I, None),
     # waited in the queue and was cancelled by a stop before it started
     ([Event.RESERVE, Event.STOP], STP, "stop"),
+    # a stop on its way while the request was refused: nothing to release
+    ([Event.RESERVE, Event.STOP, Event.REFUSED], I, None),
     # stopped while starting; the start still finished before the stop arrived
     ([Event.RESERVE, Event.START, Event.STOP, Event.UP], STPU, "stop"),
     # the server exited while starting: not charged
