@@ -31,7 +31,7 @@ import time
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import maybe_future, url_path_join
 from sqlalchemy.exc import DBAPIError
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Float
 
 from ..core import GPULab
@@ -351,8 +351,9 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         while time.monotonic() < deadline:
             try:
                 resp = await client.fetch(probe, raise_error=False, request_timeout=2, follow_redirects=False)
-                answered = resp.code != 599
-            except OSError:  # not listening yet
+                # as JupyterHub's own wait: a 5xx is not up yet
+                answered = resp.code < 500
+            except (OSError, HTTPClientError):  # not listening yet, or a timeout (599) on a busy machine
                 answered = False
             if answered:
                 self.gpulab_event("JupyterLab is up", progress=90)
