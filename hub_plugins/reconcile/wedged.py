@@ -36,12 +36,13 @@ class Sweeper:
         suspects: dict[int, tuple[str, int]] = {}
         acted = []
         for s in spawners:
+            phase = getattr(s, "gpulab_phase", None)  # spawners/lifecycle.py (None: not gpulab's)
             if s.pending == "check":
                 # only once JupyterHub's own poll has run (it adopts what the dead hub started)
-                if not getattr(s, "_gpulab_checked", False) or not getattr(s, "_gpulab_may_hold", False):
+                if not getattr(s, "_gpulab_checked", False) or phase is None or not phase.holds:
                     continue
                 kind = "check"
-            elif s.ready and not getattr(s, "_gpulab_ready", True):
+            elif s.ready and phase is not None and not phase.up:
                 kind = "ready"  # JupyterHub says ready, but its start never completed
             elif s.pending == "stop":
                 kind = "stop"

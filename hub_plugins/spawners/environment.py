@@ -9,6 +9,7 @@ from __future__ import annotations
 from traitlets import HasTraits
 
 from ..gpu.sharing import STARTUP_DIR, ShareCaps, caps_for, prepend_path, share_env
+from .lifecycle import Event
 from .recovery import HeldGPUs
 
 
@@ -66,23 +67,17 @@ class GPUEnvironmentMixin(HasTraits):
         state = super().get_state()
         held = self.gpulab_held
         if held is not None:
-            state.update(
-                gpus=list(held.gpus), gpu_type=held.gpu_type, profile=held.profile,
-                spawn_id=held.spawn_id, gpu_devices=list(held.devices),
-            )
+            state.update(held.to_state())
         return state
 
     def load_state(self, state):
         super().load_state(state)
-        if state.get("spawn_id"):
+        held = HeldGPUs.from_state(state)
+        if held is not None:
             # a server whose state was saved had started: if it is still alive it is charged
-            self._gpulab_ready = True
-            self._gpulab_may_hold = True
-            self.gpulab_held = HeldGPUs(
-                state["spawn_id"], tuple(state.get("gpus", ())), state.get("gpu_type", ""),
-                state.get("profile", ""), tuple(state.get("gpu_devices", ())),
-            )
-            self.gpulab_holding = state["spawn_id"]
+            self.gpulab_lifecycle(Event.RESTORED)
+            self.gpulab_held = held
+            self.gpulab_holding = held.spawn_id
 
     def clear_state(self):
         super().clear_state()

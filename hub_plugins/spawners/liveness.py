@@ -11,6 +11,7 @@ from traitlets import HasTraits
 
 from ..accounting import stops
 from ..store.models import utcnow
+from .lifecycle import Event, Phase, Refused, step
 from .recovery import check_after_restart, stop_leftovers
 
 
@@ -18,24 +19,31 @@ class GPULivenessMixin(HasTraits):
     """Release, stop, poll and readiness (a base of ``GPUSpawnerMixin``; its state is created by
     ``GPUSpawnerMixin.__init__``)."""
 
+    def gpulab_lifecycle(self, event: Event) -> Phase:
+        """Move the lifecycle state (``lifecycle.py``) on ``event``. An event with no transition
+        leaves the state as it is, logged: acting on a made-up state could free GPUs that are in
+        use or keep ones that are not."""
+        try:
+            self.gpulab_phase = step(self.gpulab_phase, event)
+        except Refused as e:
+            self.log.warning("[gpulab] %s: lifecycle: %s; the state stays", self._log_name, e)
+        return self.gpulab_phase
+
     async def gpulab_release(self) -> list[str]:
         """Free the GPUs and close the usage record, with why the server ended: a stop someone
         asked for ('user', unless a service noted culled/budget/runtime/admin first), a server
         found dead ('crashed', closed at the last moment it was seen alive) or one that never
         came up ('failed', not charged)."""
-        if not self._gpulab_may_hold:
+        phase = self.gpulab_phase
+        if not phase.holds:
             # nothing was reserved (a refused request) and nothing restored from state (held
             # GPUs are not a test: clear_state may already have dropped them). A hub that died
             # mid-spawn leaves its rows to the reconcile.
             return []
-        stopped_by = ""
-        if self._gpulab_stop_requested:
+        reason, stopped_by = phase.release_reason, ""
+        if reason == "stop":
             cullers = self.gpulab.live.current.culler["external_cullers"] if self.gpulab.live else ()
             reason, stopped_by = stops.cause(self._gpulab_requester, self.user.name, cullers)
-        elif self._gpulab_ready:
-            reason = "crashed"
-        else:
-            reason = "failed"
         core, owner = self.gpulab, self.gpulab_owner
         # never free a device something still uses: see recovery.py
         spawns, alive = await stop_leftovers(self)
@@ -51,15 +59,13 @@ class GPULivenessMixin(HasTraits):
             self.log.info("[gpulab] %s: released %s (%s)", self._log_name, ", ".join(keys), reason)
         self.gpulab_allocation = None
         self.gpulab_holding = None
-        self._gpulab_may_hold = False
-        self._gpulab_ready = False
-        self._gpulab_stop_requested = False
+        self.gpulab_lifecycle(Event.RELEASED)
         self._gpulab_requester = None
         return keys
 
     # -- liveness for accounting -----------------------------------------------------------
     async def stop(self, now=False):
-        self._gpulab_stop_requested = True
+        self.gpulab_lifecycle(Event.STOP)
         self._gpulab_requester = stops.requester(self.user.name)
         return await super().stop(now=now)
 
@@ -69,7 +75,7 @@ class GPULivenessMixin(HasTraits):
         if self.pending == "check" and not self._gpulab_checked:
             self._gpulab_checked = True
             status = await self.gpulab_check_after_restart(status)
-        if status is None and self._gpulab_ready:
+        if status is None and self.gpulab_phase.up:
             now = utcnow()
             self._gpulab_last_alive = now
             beat = self.gpulab.settings.billing.heartbeat_seconds
@@ -87,7 +93,7 @@ class GPULivenessMixin(HasTraits):
         return await check_after_restart(self, status)
 
     async def gpulab_mark_ready(self) -> None:
-        self._gpulab_ready = True
+        self.gpulab_lifecycle(Event.UP)
         self._gpulab_last_alive = self._gpulab_last_beat = utcnow()
         if self.gpulab_held:
             await self.gpulab.run(self.gpulab.usage.mark_ready, self.gpulab_held.spawn_id,

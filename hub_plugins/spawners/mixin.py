@@ -26,11 +26,13 @@ The parts other than the spawn path live in sibling modules this class inherits 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from jupyterhub.spawner import SpawnException
-from jupyterhub.utils import maybe_future, url_path_join, wait_for_http_server
+from jupyterhub.utils import maybe_future, url_path_join
 from sqlalchemy.exc import DBAPIError
-from traitlets import Bool
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from traitlets import Bool, Float
 
 from ..core import GPULab
 from ..outage import MESSAGE as OUTAGE_MESSAGE
@@ -46,6 +48,7 @@ from ..accounting.keeper import BudgetRefused
 from ..queue.borrowing import BORROWED_NOTE, BorrowRefused
 from ..store.allocator import Allocation, NoCapacity, Owner, QuotaRefused
 from .environment import GPUEnvironmentMixin
+from .lifecycle import Event, Phase
 from .liveness import GPULivenessMixin
 from .options import GPUOptionsMixin
 from .progress import GPUProgressMixin
@@ -65,6 +68,14 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         help="""Watch the server while it starts: if it exits before answering, fail the spawn at
         once (and release its GPUs) instead of waiting for http_timeout.""",
     )
+    ready_probe_interval = Float(
+        0.1, config=True, help="Seconds between probes of a starting server (is it answering yet?)."
+    )
+    exit_poll_interval = Float(
+        0.25, config=True,
+        help="""Seconds between asking the backend whether a starting server died (a process check
+        locally, an API call on Docker and the clusters).""",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -74,12 +85,8 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         self.gpulab_held: HeldGPUs | None = None
         self._gpulab_events: list[dict] = []
         self._gpulab_wakeup = asyncio.Event()
-        self._gpulab_starting = False
-        self._gpulab_stop_requested = False
-        # rows may exist for this server (reserving now, reserved, or restored from state): only
-        # then does a stop cost a database round trip
-        self._gpulab_may_hold = False
-        self._gpulab_ready = False
+        # the one lifecycle state (lifecycle.py): moved only by gpulab_lifecycle(event)
+        self.gpulab_phase = Phase.IDLE
         self._gpulab_last_alive = None
         self._gpulab_last_beat = None
         self._gpulab_requester = None  # who asked for the current stop, where the hub said
@@ -177,7 +184,6 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
     async def run_pre_spawn_hook(self):
         self.gpulab_heal_hub_session()
         self._gpulab_events.clear()
-        self._gpulab_starting = False
         self._gpulab_refused = False
         try:
             req = self.gpulab_parse(self.user_options)
@@ -219,7 +225,7 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
 
         spec, why = await core.run(resolve)
         if why:
-            self._gpulab_may_hold = False
+            self.gpulab_lifecycle(Event.REFUSED)
             raise SpawnException(why, reason="never_fits", status_code=409)
         return spec
 
@@ -234,7 +240,7 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
     async def gpulab_reserve(self, req: SpawnRequest) -> Allocation:
         """Reserve what ``req`` asks for, or raise a SpawnException that says why not."""
         core = self.gpulab
-        self._gpulab_may_hold = True
+        self.gpulab_lifecycle(Event.RESERVE)
         try:
             try:
                 self.gpulab_spec = await self.gpulab_resolve(req)
@@ -244,22 +250,22 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
                     raise
                 alloc = await wait_in_queue(self, req, e)
         except RequestError as e:
-            self._gpulab_may_hold = False  # refused: nothing was reserved
+            self.gpulab_lifecycle(Event.REFUSED)  # nothing was reserved
             raise SpawnException(str(e), reason="invalid_options", status_code=400) from None
         except BorrowRefused as e:
-            self._gpulab_may_hold = False
+            self.gpulab_lifecycle(Event.REFUSED)
             await core.run(core.refused, "borrow", self.user.name, self.name or "", str(e))
             raise SpawnException(str(e), reason="borrow", status_code=403) from None
         except QuotaRefused as e:
-            self._gpulab_may_hold = False
+            self.gpulab_lifecycle(Event.REFUSED)
             await core.run(core.refused, "quota", self.user.name, self.name or "", e.decision.message)
             raise SpawnException(e.decision.message, reason="quota", status_code=403) from None
         except BudgetRefused as e:
-            self._gpulab_may_hold = False
+            self.gpulab_lifecycle(Event.REFUSED)
             await core.run(core.refused, "budget", self.user.name, self.name or "", str(e))
             raise SpawnException(str(e), reason="budget", status_code=403) from None
         except NoCapacity as e:
-            self._gpulab_may_hold = False
+            self.gpulab_lifecycle(Event.REFUSED)
             message = await core.run(core.refused, "capacity", self.user.name, self.name or "", "", e,
                                      not req.extra("preemptible"))
             raise SpawnException(message, reason="capacity", status_code=409) from None
@@ -307,46 +313,60 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
     async def start(self):
         profile = self.gpulab_request.profile if self.gpulab_request else None
         what = f"profile '{profile.display_name}'" if profile else "server"
-        self._gpulab_starting = True
+        self.gpulab_lifecycle(Event.START)
         self.gpulab_event(f"Starting JupyterLab ({what}) ...", progress=40)
         url = await super().start()
         await self.gpulab_wait_started(url)
         await self.gpulab_mark_ready()
         return url
 
+    def gpulab_listen_url(self, url) -> str:
+        """Where a server listens, ``http://host:port`` without a path, from what ``start``
+        returned (a URL, or ``(ip, port)``): the readiness probe and adoption both ask here."""
+        if isinstance(url, (tuple, list)):
+            ip, port = url
+            return f"http://{'127.0.0.1' if ip in ('', '0.0.0.0') else ip}:{int(port)}"
+        return url.rstrip("/")
+
+    async def gpulab_exited_message(self, status) -> str:
+        """What a person reads when the server exited while starting (backends with its output
+        at hand add its last line)."""
+        return (f"The server exited while starting (exit status {status}). "
+                "Its output is in the hub's log; ask an admin if it keeps happening.")
+
     async def gpulab_wait_started(self, url) -> None:
         """Wait until the server answers, failing at once if it dies first.
 
         JupyterHub itself only polls the server's URL until ``http_timeout``, so a server that
-        crashes at start-up would hold its GPUs (and keep its user waiting) for that long."""
+        crashes at start-up would hold its GPUs (and keep its user waiting) for that long. It
+        probes every ``ready_probe_interval`` s, not with JupyterHub's exponential back-off
+        (probes at ~0.2, 0.6, 1.4, 3 s ...: up to a second late for a server up after ~2 s), and
+        asks the backend whether the server died every ``exit_poll_interval`` s."""
         if not self.watch_start or getattr(self, "internal_ssl", False) or self.server is None:
             return
-        if isinstance(url, (tuple, list)):
-            ip, port = url
-            url = f"http://{'127.0.0.1' if ip in ('', '0.0.0.0') else ip}:{int(port)}"
-        probe = url.rstrip("/") + url_path_join(self.server.base_url, "api")
-
-        async def died():
-            while True:
+        probe = self.gpulab_listen_url(url) + url_path_join(self.server.base_url, "api")
+        client = AsyncHTTPClient()
+        deadline = time.monotonic() + self.http_timeout
+        next_poll = 0.0
+        while time.monotonic() < deadline:
+            try:
+                resp = await client.fetch(probe, raise_error=False, request_timeout=2, follow_redirects=False)
+                # as JupyterHub's own wait: a 5xx is not up yet
+                answered = resp.code < 500
+            except (OSError, HTTPClientError):  # not listening yet, or a timeout (599) on a busy machine
+                answered = False
+            if answered:
+                self.gpulab_event("JupyterLab is up", progress=90)
+                return
+            if time.monotonic() >= next_poll:
                 status = await self.poll()
                 if status is not None:
-                    return status
-                await asyncio.sleep(0.25)
-
-        up = asyncio.ensure_future(wait_for_http_server(probe, timeout=self.http_timeout))
-        dead = asyncio.ensure_future(died())
-        done, pending = await asyncio.wait({up, dead}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        if dead in done:
-            raise SpawnException(
-                f"The server exited while starting (exit status {dead.result()}). "
-                "Its output is in the hub's log; ask an admin if it keeps happening.",
-                reason="exited",
-                status_code=500,
-            )
-        up.result()  # a timeout is JupyterHub's to report, as usual
-        self.gpulab_event("JupyterLab is up", progress=90)
+                    raise SpawnException(await self.gpulab_exited_message(status), reason="exited",
+                                         status_code=500)
+                next_poll = time.monotonic() + self.exit_poll_interval
+            await asyncio.sleep(self.ready_probe_interval)
+        # as JupyterHub's own wait would: a timeout is JupyterHub's to report, as usual
+        raise TimeoutError(f"Server at {probe} didn't respond in {self.http_timeout} seconds")
 
     async def run_post_stop_hook(self):
         self.gpulab_heal_hub_session()

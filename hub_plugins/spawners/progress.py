@@ -36,7 +36,7 @@ class GPUProgressMixin(HasTraits):
             while sent < len(self._gpulab_events):
                 yield self._gpulab_events[sent]
                 sent += 1
-            if not backend_done and self._gpulab_starting:
+            if not backend_done and self.gpulab_phase.started:
                 backend_done = True
                 async for event in super().progress():
                     yield event

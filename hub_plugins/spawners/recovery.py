@@ -20,14 +20,19 @@ from dataclasses import dataclass
 from ..outage import heal_session
 from ..store.allocator import Allocation
 from ..store.models import utcnow
+from .lifecycle import Event
 
 
 @dataclass(frozen=True)
 class HeldGPUs:
-    """What the spawner state remembers (and an admin sees under ``servers[...].state``)."""
+    """What the spawner state remembers (and an admin sees under ``servers[...].state``).
+
+    ``gpu_ids`` are the device ids the server sees (``GPULAB_GPUS``), never a count: a request's
+    ``gpus`` is the count. The state still carries them under ``gpus`` too, the key admins read
+    (README) and the only one hubs before ``gpu_ids`` wrote and read."""
 
     spawn_id: str
-    gpus: tuple[str, ...]
+    gpu_ids: tuple[str, ...]
     gpu_type: str
     profile: str
     devices: tuple[str, ...]
@@ -39,6 +44,21 @@ class HeldGPUs:
             tuple(d.key for d in alloc.devices),
         )
 
+    def to_state(self) -> dict:
+        ids = list(self.gpu_ids)
+        return {"gpu_ids": ids, "gpus": list(ids), "gpu_type": self.gpu_type, "profile": self.profile,
+                "spawn_id": self.spawn_id, "gpu_devices": list(self.devices)}
+
+    @classmethod
+    def from_state(cls, state: dict) -> HeldGPUs | None:
+        """What a saved state holds (None: no spawn id, so nothing). A state an older hub saved
+        has its device ids under ``gpus`` only: a restart over its database still adopts them."""
+        if not state.get("spawn_id"):
+            return None
+        ids = state["gpu_ids"] if "gpu_ids" in state else state.get("gpus", ())
+        return cls(state["spawn_id"], tuple(str(i) for i in ids), state.get("gpu_type", ""),
+                   state.get("profile", ""), tuple(state.get("gpu_devices", ())))
+
 
 async def check_after_restart(spawner, status):
     runtime = spawner.gpulab_runtime
@@ -49,7 +69,7 @@ async def check_after_restart(spawner, status):
     core = spawner.gpulab
     mine = await core.run(core.allocator.spawns_of, spawner.gpulab_owner)
     found = [f for f in await runtime.find(spawner.user.name, spawner.name or "") if f.spawn_id in mine]
-    spawner._gpulab_may_hold = True  # rows may exist for this server: the stop releases them
+    spawner.gpulab_lifecycle(Event.CHECK)  # rows may exist for this server: the stop releases them
     if not found or not await spawner.gpulab_adopt(found[0]):
         return status
     f = found[0]
@@ -58,12 +78,12 @@ async def check_after_restart(spawner, status):
     spawner.gpulab_held = HeldGPUs(row.spawn_id, tuple(d.visible_id for d in devices), row.gpu_type,
                                    row.profile, tuple(d.device_key for d in devices))
     spawner.gpulab_holding = row.spawn_id
-    spawner._gpulab_ready = True
+    spawner.gpulab_lifecycle(Event.ADOPTED)
     spawner._gpulab_last_alive = spawner._gpulab_last_beat = utcnow()
     await core.run(core.usage.mark_ready_if_not, f.spawn_id, spawner._gpulab_last_alive)
     spawner.log.warning("[gpulab] %s: adopted its server %s, which the hub that died had started but "
                         "not recorded (GPUs %s)", spawner._log_name, f.describe(),
-                        ",".join(spawner.gpulab_held.gpus) or "none")
+                        ",".join(spawner.gpulab_held.gpu_ids) or "none")
     return None
 
 

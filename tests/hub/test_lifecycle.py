@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
+import sqlite3
 import stat
 import tempfile
 import time
@@ -71,6 +73,26 @@ def test_restart_keeps_running_servers_and_their_gpus(hub_factory):
     assert held(hub) == [("ada", "", "0"), ("ada", "", "1")]
     ben = hub.start_server("ben", {"gpus": 2})
     assert ben["state"]["gpus"] == ["2", "3"]  # ada's GPUs were not handed out again
+
+
+def test_restart_over_an_older_hubs_state_keeps_its_servers(hub_factory):
+    """A hub before ``gpu_ids`` saved a server's device ids under ``gpus`` only: a newer hub
+    started over its database keeps the server and its GPUs."""
+    hub = hub_factory(quotas={"default": {"max_gpus": 2}})
+    hub.create_users("old", "new")
+    old = hub.start_server("old", {"gpus": 2})
+    assert old["state"]["gpu_ids"] == old["state"]["gpus"] == ["0", "1"]
+    hub.terminate()
+    with sqlite3.connect(hub.state_dir / "jupyterhub.sqlite") as db:  # as the older hub saved it
+        for sid, raw in db.execute("SELECT id, state FROM spawners WHERE state LIKE '%gpu_ids%'").fetchall():
+            state = json.loads(raw)
+            del state["gpu_ids"]
+            db.execute("UPDATE spawners SET state = ? WHERE id = ?", (json.dumps(state), sid))
+    hub.start()
+    again = hub.wait_ready("old")
+    assert again["state"]["gpus"] == ["0", "1"] and again["state"]["pid"] == old["state"]["pid"]
+    assert held(hub) == [("old", "", "0"), ("old", "", "1")]
+    assert hub.start_server("new", {"gpus": 2})["state"]["gpu_ids"] == ["2", "3"]
 
 
 def test_kill_9_hub_then_servers_die_while_it_is_down(hub_factory):

@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from hub_plugins.reconcile.decide import Found, Known, OpenRecord, Row, decide
+from hub_plugins.spawners.lifecycle import Phase
 
 T0 = dt.datetime(2026, 11, 29, 12, 0)
 OLD, NEW = T0 - dt.timedelta(minutes=5), T0 + dt.timedelta(seconds=1)
@@ -86,8 +87,9 @@ class FakeSpawner:
 
     def __init__(self, name, ready=False, pending=None, started=True, dead=True, checked=True, holds=True):
         self._log_name, self.name = name, ""
-        self.ready, self.pending, self._gpulab_ready, self.dead = ready, pending, started, dead
-        self._gpulab_checked, self._gpulab_may_hold = checked, holds
+        self.ready, self.pending, self.dead = ready, pending, dead
+        self._gpulab_checked = checked
+        self.gpulab_phase = Phase.READY if started and holds else Phase.STARTING if holds else Phase.IDLE
         self.stops = self.releases = 0
         outer = self
 
@@ -103,7 +105,7 @@ class FakeSpawner:
 
     async def gpulab_release(self):
         self.releases += 1
-        self._gpulab_may_hold = False
+        self.gpulab_phase = Phase.IDLE
 
 
 async def test_the_sweeper_stops_only_what_stays_wedged():

@@ -16,15 +16,13 @@ braces in user names), and a missing image is a message that says to run ``make 
 from __future__ import annotations
 
 import asyncio
-import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 import docker
 from dockerspawner import DockerSpawner
 from jupyterhub.spawner import SpawnException
-from jupyterhub.utils import maybe_future, random_port, url_path_join
-from tornado.httpclient import AsyncHTTPClient
+from jupyterhub.utils import maybe_future, random_port
 from traitlets import Bool, Float, Integer, Unicode, default
 
 from ...settings.schema import DEFAULTS
@@ -80,9 +78,6 @@ class DockerGPUSpawner(DockerSharing, GPUSpawnerMixin, DockerSpawner):
         help="""Threads for Docker API calls, shared by all servers (DockerSpawner uses one, which
         serialises every spawn, stop and poll of the hub).""",
     )
-    ready_probe_interval = Float(
-        0.1, config=True, help="Seconds between probes of a starting server (is it answering yet?)."
-    )
     image_cache_seconds = Float(
         10, config=True, help="How long the engine's image list is reused for the spawn form."
     )
@@ -113,6 +108,10 @@ class DockerGPUSpawner(DockerSharing, GPUSpawnerMixin, DockerSpawner):
     @default("pull_policy")
     def _default_pull_policy(self):
         return "never"
+
+    @default("exit_poll_interval")
+    def _default_exit_poll_interval(self):
+        return 0.5  # each a container inspect: at most two a second
 
     def _object_name_default(self):
         # also what DockerSpawner calls when the image changes; never a format template
@@ -195,38 +194,10 @@ class DockerGPUSpawner(DockerSharing, GPUSpawnerMixin, DockerSpawner):
     async def get_ip_and_port(self):
         return self.ip, self.port
 
-    async def gpulab_wait_started(self, url) -> None:
-        """As the mixin's, probing every ``ready_probe_interval`` s: JupyterHub's
-        wait_for_http_server backs off exponentially (probes at ~0.2, 0.6, 1.4, 3 s ...), which
-        adds up to a second to a container that answers after ~2 s."""
-        if not self.watch_start or getattr(self, "internal_ssl", False) or self.server is None:
-            return
-        ip, port = url if isinstance(url, (tuple, list)) else (self.ip, self.port)
-        probe = f"http://{ip}:{int(port)}" + url_path_join(self.server.base_url, "api")
-        client = AsyncHTTPClient()
-        deadline = time.monotonic() + self.http_timeout
-        next_poll = 0.0
-        while time.monotonic() < deadline:
-            try:
-                resp = await client.fetch(probe, raise_error=False, request_timeout=2, follow_redirects=False)
-                answered = resp.code != 599
-            except OSError:  # not listening yet
-                answered = False
-            if answered:
-                self.gpulab_event("JupyterLab is up", progress=90)
-                return
-            if time.monotonic() >= next_poll:  # has the container died? (one inspect per 0.5 s)
-                status = await self.poll()
-                if status is not None:
-                    last = await self._log_tail()
-                    raise SpawnException(
-                        f"The server exited while starting ({status})"
-                        + (f": {last[-1]}" if last else "") + ". Ask an admin if it keeps happening.",
-                        reason="exited", status_code=500,
-                    )
-                next_poll = time.monotonic() + 0.5
-            await asyncio.sleep(self.ready_probe_interval)
-        # past http_timeout: JupyterHub's own wait reports the timeout, as usual
+    async def gpulab_exited_message(self, status) -> str:
+        last = await self._log_tail()
+        return (f"The server exited while starting ({status})"
+                + (f": {last[-1]}" if last else "") + ". Ask an admin if it keeps happening.")
 
     async def pull_image(self, image):
         try:
@@ -255,19 +226,19 @@ class DockerGPUSpawner(DockerSharing, GPUSpawnerMixin, DockerSpawner):
 
     async def create_object(self):
         held = self.gpulab_held
-        gpus = list(held.gpus) if held else []
+        gpu_ids = list(held.gpu_ids) if held else []
         await self.docker(
             "create_volume", name=self.volume, labels=spec.volume_labels(self.hub_id, self.user.name, self.user.id)
         )
         res = getattr(self, "_gpulab_resources", None) or spec.Resources(shm_size=spec.default_shm(None))
         host = spec.host_config(
-            volume=self.volume, home=self.home_mount, gpus=gpus, res=res,
+            volume=self.volume, home=self.home_mount, gpus=gpu_ids, res=res,
             extra_binds=self.volume_binds, no_new_privileges=self.no_new_privileges,
             pids_limit=self.pids_limit or None,
         )
         labels = spec.labels(
             self.hub_id, self.user.name, self.user.id, self.name or "",
-            profile=held.profile if held else "", gpus=gpus,
+            profile=held.profile if held else "", gpus=gpu_ids,
             gpu_type=held.gpu_type if held else "", spawn_id=held.spawn_id if held else "",
         )
         create = {
@@ -372,5 +343,5 @@ class DockerGPUSpawner(DockerSharing, GPUSpawnerMixin, DockerSpawner):
             return False
         self.port = port
         self.object_id = info["Id"]
-        self._gpulab_adopted_url = f"http://{self.ip or '127.0.0.1'}:{port}{self.server.base_url}"
+        self._gpulab_adopted_url = self.gpulab_listen_url((self.ip, port)) + self.server.base_url
         return True
