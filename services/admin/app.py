@@ -126,6 +126,15 @@ class Api(Base):
         self.finish(json.dumps({"status": status_code, "message": message}))
 
 
+class NoSuchApi(Api):
+    """Any other path under api/ (also one a client's URL normalising made up, such as
+    api/users/ from api/users/.): a JSON 404 that names the API, never tornado's HTML page."""
+
+    def prepare(self):
+        raise web.HTTPError(404, "%s", f"There is no quotas API at '{self.request.path}'. It has api/me, "
+                            "api/overrides[/<id>], api/audit, api/users/<name>, api/groups/<name>/users and api/import.")
+
+
 class MeApi(Api):
     async def get(self):
         self.check_signed_in()
@@ -338,6 +347,7 @@ def make_app(quota_admin: QuotaAdmin, prefix: str | None = None) -> web.Applicat
             (route("api/users/([^/]+)"), UserApi),
             (route("api/groups/([^/]+)/users"), GroupMembersApi),
             (route("api/import"), ImportApi),
+            (route("api/.*"), NoSuchApi),
             (route("admin/(members|import)"), PeoplePage),
             (route("admin"), AdminPage),
             (route(f"admin/overrides/{ident}/remove"), RemovePage),

@@ -63,6 +63,14 @@ class Base(ValidatedArgs, HubOAuthenticated, web.RequestHandler):
         self.finish(json.dumps({"status": status_code, "message": message}))
 
 
+class NoSuchAPI(Base):
+    """Any other path under api/: a JSON 404 that names the API, never tornado's HTML page."""
+
+    def prepare(self):
+        raise web.HTTPError(404, "%s", f"There is no billing API at '{self.request.path}'. It has api/usage, "
+                            "api/quota, api/gpus, api/queue[/<user>[/<server>]] and api/notifications.")
+
+
 class UsageAPI(Base):
     @web.authenticated
     async def get(self):
@@ -311,6 +319,7 @@ def make_app(data: BillingData, prefix: str, hub_prefix: str = "/hub/") -> web.A
             (p(r"api/queue/([^/]+)"), QueueAPI),
             (p(r"api/queue/([^/]+)/([^/]+)"), QueueAPI),
             (p("api/notifications"), NotifyAPI),
+            (p("api/.*"), NoSuchAPI),
             (p("notifications"), NotifyPage),
             (p("metrics"), Metrics),
             (p("oauth_callback"), HubOAuthCallbackHandler),

@@ -233,6 +233,16 @@ def test_quotas_queries_and_paths(hub, path, query, ident, name, reason):
                                           headers=headers, timeout=60), name)
 
 
+@pytest.mark.parametrize("service, path", [
+    ("quotas", "api/users/"),  # what a client makes of api/users/. (dot segments normalised away)
+    ("quotas", "api/nothing"), ("billing", "api/nothing"), ("billing", "api/usage/ann"),
+])
+def test_a_path_no_api_has_is_a_json_404(hub, service, path):
+    r = hub.service(service, path)
+    assert r.status_code == 404 and r.headers["Content-Type"].startswith("application/json"), r.text[:300]
+    assert r.json()["message"].startswith(f"There is no {'quotas' if service == 'quotas' else 'billing'} API at")
+
+
 def test_ten_megabytes_are_refused_cleanly(hub):
     big = b'{"profile": "' + b"x" * (10 * 2**20) + b'"}'
     headers = {"Authorization": f"token {hub.token}", "Content-Type": "application/json"}
