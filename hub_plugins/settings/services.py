@@ -10,6 +10,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from jupyterhub.utils import random_port
 
@@ -40,9 +41,36 @@ class Runtime:
 
     @classmethod
     def new(cls, cfg: dict) -> Runtime:
+        taken = configured_ports(cfg)
         url = cfg["services"]["quotas"]["url"]
-        return cls(f"http://127.0.0.1:{random_port()}" if url == "auto" else url,
-                   cfg["mlflow"]["port"] or random_port(), secrets.token_hex(32), secrets.token_hex(32))
+        if url == "auto":
+            url = f"http://127.0.0.1:{pick_port(taken)}"
+            taken.add(urlsplit(url).port)
+        return cls(url, cfg["mlflow"]["port"] or pick_port(taken), secrets.token_hex(32), secrets.token_hex(32))
+
+
+def configured_ports(cfg: dict) -> set[int]:
+    """The ports gpulab.yaml names. At the time services' ports are picked, the proxy's API port
+    and the hub's own are not bound yet, so a free port can be one of them: a service that took
+    the proxy's API port left the proxy unable to start (seen in CI as the hub's 404 from
+    /api/routes, the service answering in the proxy's place)."""
+    h = cfg["hub"]
+    urls = [h.get("bind_url"), h.get("hub_bind_url"), h.get("proxy_api_url"), cfg["services"]["quotas"]["url"]]
+    ports = {cfg["billing"].get("port"), cfg["mlflow"].get("port")}
+    for url in urls:
+        if url and url != "auto":
+            try:
+                ports.add(urlsplit(url).port)
+            except ValueError:  # validation reports a bad URL; here it just names no port
+                pass
+    return {p for p in ports if isinstance(p, int) and p > 0}
+
+
+def pick_port(taken: set[int]) -> int:
+    """A free port that none of ``taken`` is."""
+    while (port := random_port()) in taken:
+        pass
+    return port
 
 
 def runtime(cfg: dict) -> Runtime:

@@ -6,61 +6,27 @@ progress page (gpulab's own words on its status line), lands in JupyterLab (its 
 and time left), opens her quota page, sees her server with its GPUs, cost and time left on the
 hub's home page and stops it there. The admin puts people in groups before they sign in (a list
 and a CSV file) and reloads gpulab.yaml from the settings page (a bad file, then a good one).
-With an identity provider, a person signs in through the provider's page. Screenshots of each
-page go to docs/screenshots/.
+Screenshots of each page go to docs/screenshots/. The queue's Stop button and signing in through
+an identity provider have files of their own (test_browser_queue.py, test_browser_sso.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from hub_plugins.spawners.local.spawner import LAB_CONFIG
-from tests.conftest import require
+from tests.support.browser import new_page, shot, sign_in, sign_up
 from tests.support.hubproc import ROOT, Hub
-from tests.support.idp import OIDCProvider, django_oidc_available
-from tests.support.polling import gpulab_rows, wait_for
+from tests.support.polling import gpulab_rows
 
 pytestmark = [pytest.mark.browser, pytest.mark.hub]
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SHOTS = ROOT / "docs" / "screenshots"
-PASSWORD = "correct-horse-battery"
 UNTIL = (dt.date.today() + dt.timedelta(days=30)).isoformat()
-# per shared/recipes/browser.md: no background traffic on a closed network
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require(CHROMIUM is not None, "Chromium (Debian package chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        require(False, "Playwright for Python (pip: playwright)")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
-
-
-def new_page(browser):
-    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
-    ctx.set_default_timeout(30_000)
-    return ctx.new_page()
-
-
-def shot(page, name: str, full_page: bool = False) -> None:
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
-
 
 @pytest.fixture(scope="module")
 def slow_profiles():
@@ -104,27 +70,6 @@ def hub(tmp_path_factory, local_backend, slow_profiles):
     hub.start(timeout=240)
     yield hub
     hub.close()
-
-
-def sign_up(page, hub, name):
-    page.goto(f"{hub.url}/hub/signup")
-    page.fill("#username_input", name)
-    if page.locator("#email_input").count():
-        page.fill("#email_input", f"{name}@lab.example")
-    page.fill("#password_input", PASSWORD)
-    page.fill("#password_confirmation_input", PASSWORD)
-    page.click("#signup_submit")
-    page.wait_for_load_state()
-
-
-def sign_in(page, hub, name, screenshot=None):
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("#username_input", name)
-    page.fill("#password_input", PASSWORD)
-    if screenshot:
-        shot(page, screenshot)
-    page.click("#login_submit")
-    page.wait_for_load_state()
 
 
 def test_admin_approves_and_grants_then_person_spawns_two_gpus(browser, hub):
@@ -275,49 +220,6 @@ def test_a_person_chooses_email_and_webhook_notifications_on_the_usage_page(brow
     assert {r["user_name"]: r for r in gpulab_rows(hub, "gpulab_notify_prefs", order_by=None)}["admin"]["email"] == "ada@lab.example"
 
 
-def test_stop_on_the_progress_page_cancels_a_queued_request(browser, hub_factory):
-    """Issue 12: Stop on the progress page of a request waiting in the queue cancels it and
-    leaves no queue entry; it does not start later when the GPU frees up. On a named server's
-    page it stops that server, not the person's default one (JupyterHub's button would)."""
-    h = hub_factory(inventory="1xA100-80GB", quotas={"default": {"max_gpus": 1, "max_servers": 2}})
-    h.create_users("holder")
-    h.start_server("holder", {"gpus": 1})
-    page = new_page(browser)
-    sign_up(page, h, "admin")
-    sign_in(page, h, "admin")
-    page.wait_for_selector("#gpulab-form")
-    page.check("#profile-minimal")
-    assert page.is_checked("#gpulab-queue")  # the queue box is on by default
-    page.click("label[for=gpus-1]")
-    assert "Busy now, you would wait in the queue" in page.inner_text("#gpulab-count-why")
-    page.get_by_role("button", name="Start").click()
-    page.wait_for_url(re.compile(r"/hub/spawn-pending/admin"))
-    page.wait_for_function("document.getElementById('progress-message').textContent.includes('Queue position 1 of 1')",
-                           timeout=60_000)
-    assert [r["user_name"] for r in gpulab_rows(h, "gpulab_queue", order_by="created_at")] == ["admin"]
-    shot(page, "queued")
-    page.click("#stop-server-btn")
-    h.wait_gone("admin")
-    wait_for(lambda: gpulab_rows(h, "gpulab_queue", order_by="created_at") == [], what="the queue entry to go")
-
-    # a named server queued beside a running default one: Stop on its page stops it alone
-    h.start_server("admin", {"gpus": 0})
-    assert h.spawn("admin", {"gpus": 1, "queue": True}, server="big")[0] == 202
-    wait_for(lambda: [r["server_name"] for r in gpulab_rows(h, "gpulab_queue", order_by="created_at")] == ["big"],
-             what="big queued")
-    page.goto(f"{h.url}/hub/spawn-pending/admin/big")
-    page.wait_for_function("document.getElementById('progress-message').textContent.includes('Queue position')",
-                           timeout=60_000)
-    page.click("#stop-server-btn")
-    h.wait_gone("admin", "big")
-    wait_for(lambda: gpulab_rows(h, "gpulab_queue", order_by="created_at") == [], what="big's queue entry to go")
-    assert h.server_model("admin")["ready"]  # the default server runs on
-
-    h.stop_server("holder")  # the GPU frees up: the cancelled requests do not take it
-    time.sleep(2)
-    assert [a["user_name"] for a in h.allocations()] == [] and h.server_model("admin", "big") is None
-
-
 def test_admin_puts_people_in_groups_and_reloads_settings(browser, hub):
     if hub.server_model("nina"):  # left by the story above if it failed
         hub.stop_server("nina")
@@ -362,49 +264,3 @@ def test_admin_puts_people_in_groups_and_reloads_settings(browser, hub):
     hub.wait_ready("omar", timeout=120)
     hub.stop_server("omar")
     hub.config_path.write_text(good)
-
-
-def test_sign_in_through_an_identity_provider(browser, tmp_path_factory, local_backend):
-    require(django_oidc_available(), "an OpenID Connect provider (pip: django, django-oidc-provider)")
-    idp = OIDCProvider(tmp_path_factory.mktemp("idp"))
-    auth = {"kind": "oidc",
-            "oidc": {"issuer": idp.issuer, "client_id": idp.client_id, "client_secret": f"file:{idp.secret_file}",
-                     "login_service": "Lab SSO"},
-            "group_map": {"ds-researchers": ["researcher"]}, "allowed_groups": ["ds-researchers"]}
-    hub = Hub(tmp_path_factory.mktemp("hub"), extra={"auth": auth}, local=dict(local_backend),
-              quotas={"default": {"max_gpus": 1}, "groups": {"researcher": {"max_gpus": 2}}})
-    try:
-        idp.start([f"{hub.url}/hub/oauth_callback"],
-                  [{"name": "omar", "password": "omar-pass-1", "groups": ["ds-researchers"]},
-                   {"name": "pia", "password": "pia-pass-1", "groups": ["sales"]}])
-        hub.start()
-        page = new_page(browser)
-        page.goto(f"{hub.url}/hub/login")
-        shot(page, "login-sso")
-        page.get_by_text("Sign in with Lab SSO").click()
-        page.fill("#id_username", "omar")
-        page.fill("#id_password", "omar-pass-1")
-        page.click("#idp-submit")
-        page.wait_for_selector("#gpulab-form")
-        assert "Limit: 2 GPUs at a time (group 'researcher')" in " ".join(page.inner_text("#gpulab-quota").split())
-
-        other = new_page(browser)
-        other.goto(f"{hub.url}/hub/oauth_login")
-        other.fill("#id_username", "pia")
-        other.fill("#id_password", "pia-pass-1")
-        other.click("#idp-submit")
-        other.wait_for_load_state()
-        body = other.inner_text("body")
-        assert "403" in body and "this hub is only for members of ds-researchers" in body
-        shot(other, "not-allowed")
-    finally:
-        hub.close()
-        idp.stop()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _no_proxy_env():
-    # a proxy setting in the environment would send the browser's loopback traffic elsewhere
-    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.lower() in ("http_proxy", "https_proxy")}
-    yield
-    os.environ.update(saved)

@@ -16,8 +16,8 @@ import requests
 import yaml
 
 from hub_plugins.spawn.profiles import load_dir
-from tests.browser.test_browser import browser, new_page, shot, sign_in, sign_up  # noqa: F401 - a fixture
 from tests.envs.conftest import pytorch_env, vscode_env  # noqa: F401 - fixtures (the built environments)
+from tests.support.browser import new_page, shot, sign_in, sign_up
 from tests.support.hubproc import ROOT, TEST_ENVS_DIR, Hub
 
 pytestmark = [pytest.mark.browser, pytest.mark.hub]

@@ -102,15 +102,15 @@ def test_gpu_idle_servers_are_warned_then_culled(idle_hub, webhook):
 
 
 def test_lost_queued_request_is_restarted_after_a_hub_restart(hub_factory):
-    hub = hub_factory(start=False, inventory="2xA100-80GB", quotas={"default": {"max_gpus": 2}},
-                      extra={"culler": {"interval_seconds": 1}, "queue": {"lost_after_seconds": 8}})
-    hub.start(extra_args=["--JupyterHub.slow_spawn_timeout=0.5"])
+    hub = hub_factory(inventory="2xA100-80GB", quotas={"default": {"max_gpus": 2}},
+                      extra={"culler": {"interval_seconds": 1}, "queue": {"lost_after_seconds": 8},
+                             "hub": {"slow_spawn_seconds": 0.5}})
     hub.create_users("ann", "bob")
     hub.start_server("ann", {"gpus": 2})
     assert hub.spawn("bob", {"gpus": 2, "queue": True})[0] == 202
     wait_for(lambda: len(gpulab_rows(hub, "gpulab_queue")) == 1, what="bob queued")
     hub.kill()
-    hub.start(extra_args=["--JupyterHub.slow_spawn_timeout=0.5"])
+    hub.start()
     # nobody asks again: the culler sees the request lost and starts it, with its place kept
     wait_for(lambda: (hub.server_model("bob") or {}).get("pending") == "spawn", timeout=60,
              what="the culler to restart bob's queued request")

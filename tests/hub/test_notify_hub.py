@@ -38,10 +38,11 @@ def test_warned_stopped_and_queued_start_arrive_by_email_and_webhook(hub_factory
                       }, "notifications": {"poll_seconds": 1, "hub_url": "https://gpus.example.org",
                                            "smtp": {"host": "127.0.0.1", "port": smtp.port},
                                            "webhooks": {"allowed_hosts": [f"127.0.0.1:{chat.port}"],
-                                                        "require_https": False}}})
+                                                        "require_https": False}},
+                             "hub": {"slow_spawn_seconds": 0.5}})
     hub.state_dir.mkdir(parents=True, exist_ok=True)
     (hub.state_dir / "simulated-gpu-metrics.json").write_text(json.dumps({"*": {"util": 0, "power_w": 60}}))
-    hub.start(extra_args=["--JupyterHub.slow_spawn_timeout=0.5"])
+    hub.start()
     hub.create_users("ann", "bob", "cal")
     ann, bob, cal = (hub.user_token(u) for u in ("ann", "bob", "cal"))
 

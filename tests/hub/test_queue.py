@@ -16,7 +16,6 @@ from tests.support.polling import gpulab_rows, wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
-FAST = ["--JupyterHub.slow_spawn_timeout=0.5"]  # the API answers 202 at once for queued spawns
 
 
 def pending(hub, user, server=""):
@@ -56,7 +55,9 @@ class Progress:
 
 
 HUB = {"inventory": "2xA100-80GB", "quotas": {"default": {"max_gpus": 2, "max_servers": 2}},
-       "extra": {"hub": {"start_timeout": 10}}}  # queue waits below run longer than this
+       # queue waits below run longer than start_timeout; a queued spawn's API answer (202) comes
+       # after slow_spawn_seconds
+       "extra": {"hub": {"start_timeout": 10, "slow_spawn_seconds": 0.5}}}
 
 
 @pytest.fixture
@@ -68,9 +69,7 @@ async def hub(inprocess_hub):
 
 @pytest.fixture
 def hub_process(hub_factory):
-    h = hub_factory(start=False, **HUB)
-    h.start(extra_args=FAST)
-    return h
+    return hub_factory(**HUB)
 
 
 @in_thread
@@ -160,7 +159,7 @@ def test_queued_request_survives_a_hub_restart(hub_process):
     assert hub.spawn("bob", {"gpus": 2, "queue": True})[0] == 202
     wait_for(lambda: len(queue_rows(hub)) == 1, what="bob queued")
     hub.kill()
-    hub.start(extra_args=FAST)
+    hub.start()
     assert [r["user_name"] for r in queue_rows(hub)] == ["bob"]  # still queued
     # the hub dropped the interrupted spawn; asking again resumes the place (the culler service
     # does this by itself, see tests/hub/test_culler.py)

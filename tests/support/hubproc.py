@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,13 @@ import requests
 import sqlalchemy as sa
 import yaml
 
+from tests.support.ports import free_port  # noqa: F401 (the tests import it from here)
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 # the profiles' environments the tests build (and reuse across runs): outside the checkout, every
 # user can reach it (servers run as system users under root)
 TEST_ENVS_DIR = os.environ.get("GPULAB_TEST_ENVS_DIR", "/var/tmp/gpulab-test-envs")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HubError(AssertionError):

@@ -22,14 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 MUNGE_PID = Path("/run/munge/munged.pid")
 GPUS = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _alive(pid_file: Path) -> int | None:
@@ -140,8 +136,8 @@ class SlurmCluster:
         self.conf.write_text(f"""\
 ClusterName=gpulabtest
 SlurmctldHost={self.node}(127.0.0.1)
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
 SlurmUser=root
 AuthType=auth/munge
 StateSaveLocation={d}/state

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import email
-import socket
 import time
 from email.message import Message
 
 from aiosmtpd.controller import Controller
+
+from tests.support.ports import free_port  # noqa: F401 (the tests import it from here)
 
 
 class Inbox:
@@ -32,12 +33,6 @@ class Inbox:
             time.sleep(0.2)
         got = [(m["X-Rcpt"], m["Subject"]) for m in self.messages]
         raise AssertionError(f"no email to {address} about '{subject_part}' in {timeout}s; got {got}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class SMTPServer:
