@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 from ..gpu.procs import parent_of
 from ..lifeline import read_record
 from .decide import Found
+from .fresh import Fresh
 from .runtime import Runtime
 
 log = logging.getLogger("gpulab.reconcile")
@@ -37,9 +38,12 @@ SPAWN_ID_VAR = "GPULAB_SPAWN_ID"
 def read_environ(pid: int) -> dict[str, str] | None:
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
-            raw = f.read()
+            return parse_environ(f.read())
     except OSError:
         return None
+
+
+def parse_environ(raw: bytes) -> dict[str, str]:
     env = {}
     for item in raw.split(b"\0"):
         key, sep, value = item.partition(b"=")
@@ -80,9 +84,11 @@ def scan(hub_id: str) -> dict[str, dict]:
                 raw = f.read()
         except OSError:
             continue
-        if marker not in raw.split(b"\0") or is_zombie(pid):
+        # the substring test first: most processes are not ours, and splitting each one's
+        # environment was most of a look's time
+        if marker not in raw or marker not in raw.split(b"\0") or is_zombie(pid):
             continue
-        env = read_environ(pid) or {}
+        env = parse_environ(raw)
         spawn = env.get(SPAWN_ID_VAR, "")
         envs[pid] = env
         entry = by_spawn.setdefault(spawn, {"roots": [], "pids": [], "env": env})
@@ -141,10 +147,12 @@ class LocalRuntime(Runtime):
         self.hub_id = hub_id
         self.lifeline_dir = lifeline_dir
         self.stop_grace = stop_grace
+        # concurrent stops (a class leaving at once) share one look through /proc (fresh.py)
+        self.scan = Fresh(lambda: scan(hub_id))
 
     def _found(self) -> list[Found]:
         out = []
-        for spawn, entry in scan(self.hub_id).items():
+        for spawn, entry in self.scan().items():
             env = entry["env"]
             for root in entry["roots"] or entry["pids"][:1]:
                 out.append(Found(spawn, env.get("JUPYTERHUB_USER", ""), env.get("JUPYTERHUB_SERVER_NAME", ""),
@@ -155,7 +163,7 @@ class LocalRuntime(Runtime):
         return await asyncio.to_thread(self._found)
 
     def _stop_spawn(self, spawn_id: str) -> int:
-        entry = scan(self.hub_id).get(spawn_id)
+        entry = self.scan().get(spawn_id)
         if not entry:
             return 0
         left = kill_all(entry["pids"], self.stop_grace)
