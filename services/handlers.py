@@ -15,6 +15,7 @@ and JSON bodies, and how they authenticate.
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from tornado import web
 
@@ -30,6 +31,32 @@ LATEST = dt.datetime(2200, 1, 1, tzinfo=dt.timezone.utc)
 
 def http_error(e: InputError) -> web.HTTPError:
     return web.HTTPError(e.status, "%s", str(e))
+
+
+def error_message(handler: web.RequestHandler, exc_info) -> str:
+    """What an error page or a JSON error says: the HTTPError's own message, else the reason."""
+    exc = (exc_info or (None, None))[1]
+    return (exc.get_message() if isinstance(exc, web.HTTPError) else None) or handler._reason
+
+
+class JSONErrors:
+    """Mix into an API handler (before ``RequestHandler``): errors as ``{"status", "message"}``."""
+
+    def write_error(self, status_code, **kwargs):
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status_code, "message": error_message(self, kwargs.get("exc_info"))}))
+
+
+class NoSuchAPI(JSONErrors):
+    """Mix into a service's API handler for ``api/.*`` after its real endpoints: any other path
+    (also one a client's URL normalising made up, such as api/users/ from api/users/.) is a JSON
+    404 that names the service's API and lists what it has, never tornado's HTML page."""
+
+    api = ""  # the service, as the message names it
+    paths = ""  # what its API has
+
+    def prepare(self):
+        raise web.HTTPError(404, "%s", f"There is no {self.api} API at '{self.request.path}'. It has {self.paths}.")
 
 
 class ValidatedArgs:

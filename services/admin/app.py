@@ -28,7 +28,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from hub_plugins.scopes import MANAGE_OVERRIDES, holds
 from hub_plugins.validation import InputError, shown, text
-from services.handlers import COOKIE_OPTIONS, ValidatedArgs
+from services.handlers import COOKIE_OPTIONS, JSONErrors, NoSuchAPI, ValidatedArgs, error_message
 
 from . import people
 from .core import AdminError, QuotaAdmin, valid_user_name
@@ -99,7 +99,7 @@ class Base(ValidatedArgs, HubOAuthenticated, web.RequestHandler):
         return valid_user_name(name) and await self.hub.user(name) is not None
 
 
-class Api(Base):
+class Api(JSONErrors, Base):
     def check_signed_in(self, person: bool = True):
         if not self.current_user:
             raise web.HTTPError(403, "Sign in through the hub, or send a hub token (Authorization: token ...).")
@@ -119,20 +119,11 @@ class Api(Base):
     def body(self):
         return self.json(default={})
 
-    def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None))[1]
-        message = exc.get_message() if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": status_code, "message": message}))
 
 
-class NoSuchApi(Api):
-    """Any other path under api/ (also one a client's URL normalising made up, such as
-    api/users/ from api/users/.): a JSON 404 that names the API, never tornado's HTML page."""
-
-    def prepare(self):
-        raise web.HTTPError(404, "%s", f"There is no quotas API at '{self.request.path}'. It has api/me, "
-                            "api/overrides[/<id>], api/audit, api/users/<name>, api/groups/<name>/users and api/import.")
+class NoSuchApi(NoSuchAPI, Api):
+    api = "quotas"
+    paths = "api/me, api/overrides[/<id>], api/audit, api/users/<name>, api/groups/<name>/users and api/import"
 
 
 class MeApi(Api):
@@ -246,8 +237,7 @@ class Page(Base):
             xsrf=self.xsrf_token.decode() if isinstance(self.xsrf_token, bytes) else self.xsrf_token, **ns))
 
     def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None))[1]
-        message = exc.get_message() if isinstance(exc, web.HTTPError) and exc.log_message else self._reason
+        message = error_message(self, kwargs.get("exc_info"))
         self.finish(_templates.get_template("error.html").render(
             prefix=self.settings["prefix"], hub_prefix=self.settings["hub_prefix"], user=None, is_admin=False,
             status=status_code, message=message))

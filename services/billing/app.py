@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from pathlib import Path
 
 import jinja2
@@ -22,7 +21,8 @@ from hub_plugins.notify.compose import EVENTS, valid_email, valid_events
 from hub_plugins.notify.prefs import PrefsStore
 from hub_plugins.notify.webhook import MAX_LENGTH, shown, valid_webhook
 from hub_plugins.scopes import MANAGE_QUEUE, READ_USAGE, holds
-from services.handlers import COOKIE_OPTIONS, ValidatedArgs
+from services.handlers import COOKIE_OPTIONS, JSONErrors, ValidatedArgs, error_message
+from services.handlers import NoSuchAPI as NoSuchAPIBase
 
 from .data import BillingData
 from .metrics import metrics_text
@@ -32,7 +32,7 @@ TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).wit
                                autoescape=True)
 
 
-class Base(ValidatedArgs, HubOAuthenticated, web.RequestHandler):
+class Base(JSONErrors, ValidatedArgs, HubOAuthenticated, web.RequestHandler):
     @property
     def data(self) -> BillingData:
         return self.settings["billing_data"]
@@ -56,19 +56,11 @@ class Base(ValidatedArgs, HubOAuthenticated, web.RequestHandler):
     def now(self) -> dt.datetime:
         return dt.datetime.now(UTC)
 
-    def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None))[1]
-        message = (exc.get_message() if isinstance(exc, web.HTTPError) else None) or self._reason
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": status_code, "message": message}))
 
 
-class NoSuchAPI(Base):
-    """Any other path under api/: a JSON 404 that names the API, never tornado's HTML page."""
-
-    def prepare(self):
-        raise web.HTTPError(404, "%s", f"There is no billing API at '{self.request.path}'. It has api/usage, "
-                            "api/quota, api/gpus, api/queue[/<user>[/<server>]] and api/notifications.")
+class NoSuchAPI(NoSuchAPIBase, Base):
+    api = "billing"
+    paths = "api/usage, api/quota, api/gpus, api/queue[/<user>[/<server>]] and api/notifications"
 
 
 class UsageAPI(Base):
@@ -204,8 +196,7 @@ class Page(Base):
         self.finish(html)
 
     def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None))[1]
-        message = (exc.get_message() if isinstance(exc, web.HTTPError) else None) or self._reason
+        message = error_message(self, kwargs.get("exc_info"))
         self.set_status(status_code)
         self.finish(TEMPLATES.get_template("error.html").render(status=status_code, message=message,
                                                                 prefix=self.settings["service_prefix"]))

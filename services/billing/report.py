@@ -17,7 +17,7 @@ from operator import itemgetter
 from hub_plugins.accounting.budgets import by_day
 from hub_plugins.accounting.pricing import money
 from hub_plugins.store.settled import wholly_inside
-from hub_plugins.store.usage import as_usage, aware, naive
+from hub_plugins.store.usage import as_usage, naive
 
 UTC = dt.timezone.utc
 
