@@ -15,6 +15,10 @@ Each allocator is compared with the baseline of its own durability, both shown:
   fsync of the file and of its directory, gpulab's SQLite with ``synchronous=FULL`` (an fsync of
   the WAL at each commit; the same code, one pragma), and PostgreSQL with fsync on (its default).
 
+PostgreSQL's rows also say how much CPU a decision costs, in the allocator's processes and in
+the database server, and so the most decisions/s this machine's CPUs allow when both share them
+(as here): a figure near that ceiling is bound by the CPUs, not by the allocator's locking.
+
 Run: ``make bench`` or ``.venv/bin/python benchmarks/allocator.py [--decisions N] [--no-postgres]``.
 Not a test: it prints figures and ratios, it asserts nothing. Its last line, for scripts:
 ``allocator: sqlite_vs_durable=<x> sqlite_vs_rename=<x> postgres_8_per_s=<n>`` (SQLite FULL
@@ -28,6 +32,7 @@ import fcntl
 import json
 import os
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -171,8 +176,16 @@ def _worker(make, n, seed, out):
     out.put(_decide(make(), n, seed, user_base=1000 * seed))
 
 
-def run(make, n: int, workers: int = 1) -> dict:
-    """``make()`` builds the allocator (in each worker process when ``workers`` > 1)."""
+def _cpu(who: int) -> float:
+    used = resource.getrusage(who)
+    return used.ru_utime + used.ru_stime
+
+
+def run(make, n: int, workers: int = 1, server=None) -> dict:
+    """``make()`` builds the allocator (in each worker process when ``workers`` > 1). ``server``:
+    the database server whose CPU time to count beside the clients' (PostgreSQL)."""
+    who = resource.RUSAGE_SELF if workers == 1 else resource.RUSAGE_CHILDREN
+    cpu0, server0 = _cpu(who), server.cpu_seconds() if server else 0.0
     start = time.perf_counter()
     if workers == 1:
         lat, outcomes = _decide(make(), n)
@@ -197,6 +210,9 @@ def run(make, n: int, workers: int = 1) -> dict:
         "p50_ms": statistics.median(lat) * 1e3,
         "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1e3,
         "per_s": len(lat) / wall,
+        # CPU per decision, of the allocator's processes and of the database server
+        "client_cpu_ms": (_cpu(who) - cpu0) / len(lat) * 1e3,
+        "server_cpu_ms": (server.cpu_seconds() - server0) / len(lat) * 1e3 if server else 0.0,
         **outcomes,
     }
 
@@ -259,7 +275,7 @@ def main() -> int:
                 d = tempfile.mkdtemp(dir=tmp)
                 make = maker(d)
                 make()  # create the state (schema, file) before the clock starts
-                results[name] = run(make, n, workers)
+                results[name] = run(make, n, workers, pg if name == POSTGRES else None)
             print(f"\nAllocator: {n} decisions on 8 simulated GPUs, {workers} process(es), same workload, "
                   f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
             print(f"{'allocator':36} {'p50 ms':>8} {'p99 ms':>8} {'decisions/s':>12} {'vs its baseline':>16}"
@@ -269,6 +285,13 @@ def main() -> int:
                 print(f"{name:36} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} {r['per_s']:12.0f} {ratio:15.2f}x  "
                       f"{r['granted']}/{r['refused']}/{r['released']}")
             summary[workers] = results
+            if pg:
+                r = results[POSTGRES]
+                cpu = r["client_cpu_ms"] + r["server_cpu_ms"]
+                print(f"PostgreSQL's CPU per decision: {r['client_cpu_ms']:.2f} ms in the allocator's "
+                      f"process(es) + {r['server_cpu_ms']:.2f} ms in the database = {cpu:.2f} ms; with "
+                      f"both on this machine's {os.cpu_count()} CPUs that allows at most "
+                      f"{os.cpu_count() / cpu * 1e3:.0f} decisions/s")
         if pg:
             print(f"\nContext: the smallest durable write (insert + delete one row) costs "
                   f"{commit_floor_ms(pg.create_db('floor')):.3f} ms on this PostgreSQL (fsync on) and "

@@ -9,7 +9,14 @@ that shares the database:
   queue on a lock of their own first: SQLite's busy handler makes a waiting writer sleep in
   growing steps (up to 100 ms) however soon the lock is free, which under a burst of spawns
   costs more than the transactions themselves.
-- PostgreSQL: ``pg_advisory_xact_lock`` on a fixed key, held until commit.
+- PostgreSQL: ``pg_advisory_xact_lock`` on a fixed key, held until commit. The commit itself is
+  asynchronous (``synchronous_commit=off`` for that transaction only), so the lock is free as
+  soon as the commit record is written, not after its fsync; a second, tiny transaction then
+  waits for the WAL to reach disk before the caller answers ("early lock release"). Every
+  answered decision is still on disk, and the fsyncs of concurrent writers are grouped instead
+  of queued one after another behind the lock. Another writer may *read* a decision a few
+  milliseconds before it is on disk; its own commit comes later in the same WAL, so after a
+  crash either both survive or it was never answered.
 
 On top of that, unique keys make double allocation impossible even for code that skips the lock.
 """
@@ -32,6 +39,11 @@ log = logging.getLogger("gpulab.db")
 ADVISORY_KEY = 0x6770756C6162  # "gpulab"
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "gpulab_alembic_version"
+# one round trip: the lock, and an asynchronous commit for this transaction only
+_SERIAL_PG = sa.text(f"SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock({ADVISORY_KEY})")
+# a transaction that writes one WAL record and commits synchronously: its fsync covers every
+# earlier commit of the WAL, the serialised one included (a read-only transaction flushes nothing)
+_FLUSH_PG = sa.text("SELECT pg_logical_emit_message(true, 'gpulab', 'flush')")
 
 
 def _sqlite_setup(engine: sa.Engine) -> None:
@@ -106,10 +118,13 @@ class Database:
         with self._in_turn(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(gpulab_write=True)
+            early = serial and not self.is_sqlite
             with Session(bind=conn, expire_on_commit=False) as s, s.begin():
-                if serial and not self.is_sqlite:
-                    s.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY})
+                if early:
+                    s.execute(_SERIAL_PG)
                 yield s
+            if early:
+                _flush(conn)
 
     @contextlib.contextmanager
     def write_conn(self, serial: bool = False):
@@ -117,10 +132,13 @@ class Database:
         with self._in_turn(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(gpulab_write=True)
+            early = serial and not self.is_sqlite
             with conn.begin():
-                if serial and not self.is_sqlite:
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY})
+                if early:
+                    conn.execute(_SERIAL_PG)
                 yield conn
+            if early:
+                _flush(conn)
 
     def retrying(self, fn, *, attempts: int = 8, first_delay: float = 0.05):
         """Run ``fn()`` again when the database is briefly unreachable (restart, failover).
@@ -153,6 +171,12 @@ class Database:
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY})
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
+
+
+def _flush(conn: sa.Connection) -> None:
+    """Wait until the serialised transaction just committed (asynchronously) is on disk."""
+    with conn.begin():
+        conn.execute(_FLUSH_PG)
 
 
 def _transient(e: DBAPIError) -> bool:

@@ -86,6 +86,24 @@ class PGServer:
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used so far: the postmaster, its live backends and the ones
+        that have exited (reaped into the postmaster's children times). For benchmarks."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            master = int(f.readline())
+        total = 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # exited while we looked
+                continue
+            if int(pid) == master:  # utime, stime, cutime, cstime
+                total += sum(int(x) for x in fields[11:15])
+            elif int(fields[1]) == master:
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
     def wait(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         engine = sa.create_engine(self.url())

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from hub_plugins.gpu.simulated import parse_spec
 from hub_plugins.quota import Decision
-from hub_plugins.store.allocator import Allocator, NoCapacity, Owner, QuotaRefused
+from hub_plugins.store.allocator import Allocator, NoCapacity, Owner, QuotaRefused, ReservationPlan
 from hub_plugins.store.db import Database
 from hub_plugins.store.models import DeviceAllocation, ServerRecord, utcnow
 
@@ -224,3 +224,35 @@ def test_engine_placement_counts_without_reserving(alloc):
     assert a.devices == () and a.count == 8 and a.equivalents == 8 and b.count == 8
     assert alloc.snapshot().taken == {}
     assert [u.equivalents for u in alloc.snapshot().usage_of(1)] == [8]  # quotas still see it
+
+
+@pytest.mark.postgres
+def test_a_serialised_decision_is_on_disk_before_it_is_answered(pg):
+    """On PostgreSQL the serialised transaction commits asynchronously (its lock is free before
+    the fsync) and the allocator then waits for the WAL: an answered decision is on disk. The
+    WAL writer is slowed to 10 s here, so only that wait can have flushed what the decision
+    wrote; without it, the flushed position stays behind."""
+    db = Database(pg.create_db(f"flush_{random.getrandbits(40):x}"))
+    db.upgrade()
+    admin = sa.create_engine(pg.url(), isolation_level="AUTOCOMMIT")
+    lsn = sa.text("SELECT pg_current_wal_flush_lsn() >= CAST(:w AS pg_lsn)")
+    with admin.connect() as c:
+        c.execute(sa.text("ALTER SYSTEM SET wal_writer_delay = '10s'"))
+        c.execute(sa.text("SELECT pg_reload_conf()"))
+    try:
+        time.sleep(0.5)  # the WAL writer reads its new setting at its next round
+        plan = ReservationPlan("m", ("A100-80GB",), 1, INV)
+        for user in range(1, 6):
+            with db.write_conn(serial=True) as c:
+                a = Allocator(db).allocate_in(c, Owner(user, f"u{user}"), plan)
+                assert c.execute(sa.text("SHOW synchronous_commit")).scalar() == "off"
+                written = c.execute(sa.text("SELECT pg_current_wal_insert_lsn()")).scalar()
+            with admin.connect() as c:
+                assert c.execute(lsn, {"w": written}).scalar(), f"decision {user} answered before it was on disk"
+            assert [d.index for d in a.devices] == [user - 1]
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text("ALTER SYSTEM RESET wal_writer_delay"))
+            c.execute(sa.text("SELECT pg_reload_conf()"))
+        admin.dispose()
+        db.dispose()
