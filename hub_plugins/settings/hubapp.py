@@ -6,7 +6,9 @@ instance; JupyterHub's own code still does the work, and the class is left alone
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import signal
 from contextlib import suppress
 
 import sqlalchemy as sa
@@ -27,8 +29,9 @@ def start_services_together(app: JupyterHub) -> None:
     waiting for each URL service to answer before the next is even spawned; gpulab's each take
     about a second to import and bind, so every service added a second to the hub's start. Here
     the first call spawns them all at once and each call returns its own service's outcome, so the
-    hub waits for the slowest, not the sum. JupyterHub still decides what a failed start means; a
-    service added later (the services API) starts as before."""
+    hub waits for the slowest, not the sum; and the proxy is routed to the hub meanwhile
+    (:func:`route_now`), so the hub answers without waiting for any service. JupyterHub still
+    decides what a failed start means; a service added later (the services API) starts as before."""
     start_one = app.start_service
     batch: dict = {}
     launched = False
@@ -39,11 +42,45 @@ def start_services_together(app: JupyterHub) -> None:
             launched = True
             batch.update({n: asyncio.ensure_future(start_one(n, s, ssl_context))
                           for n, s in app._service_map.items()})
+            stop_on_signals_while_starting(app)
+            await route_now(app)
         task = batch.pop(name, None)
         # not in the first batch: added later by the services API
         return await (task if task is not None else start_one(name, service, ssl_context))
 
     app.start_service = start_service
+
+
+def stop_on_signals_while_starting(app: JupyterHub) -> None:
+    """JupyterHub handles SIGTERM and SIGINT only once ``start`` returns, after every service has
+    answered; a signal before that kills it outright, leaving its proxy running (the next start
+    then waits 2 s to stop it). Now that the hub answers while its services start, a stop in
+    that window is an ordinary one: the same clean-up (services, proxy, pid file), then exit.
+    JupyterHub's own handlers replace these when its start is done."""
+    loop = asyncio.get_running_loop()
+
+    async def stop(sig):
+        app.log.critical("gpulab: received signal %s while the services start; shutting down", sig.name)
+        try:
+            await app.cleanup()
+        finally:
+            logging.shutdown()
+            os._exit(0)  # the start coroutine still waits on the services: nothing else to unwind
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda sig=sig: asyncio.ensure_future(stop(sig)))
+
+
+async def route_now(app: JupyterHub) -> None:
+    """JupyterHub routes its proxy to the hub (and, after a restart with a new proxy, to the
+    users' running servers) only once every service has answered, so until the slowest service
+    has imported (MLflow: seconds) sign-in and the REST API answer 404. Here the routes are set
+    while the services start: the hub answers as soon as it listens, a service's own pages answer
+    503 until it is up. JupyterHub's own check of the routes still runs after the services."""
+    try:
+        await app.proxy.check_routes(app.users, app._service_map)
+    except Exception:  # JupyterHub's own check after the services decides what a failure means
+        app.log.warning("gpulab: could not set the proxy's routes before the services are up", exc_info=True)
 
 
 def shut_down_without_database(app: JupyterHub) -> None:

@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
+import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
+import requests
 
 from tests.hub.test_form import form_model, login, signup
 from tests.support.hubproc import HubError
@@ -53,3 +57,41 @@ def test_services_start_side_by_side(hub_factory):
     billing_answers = _logged_at(log, "billing service at http")
     for name in ("quotas", "culler"):
         assert _logged_at(log, f"Starting managed service {name}") < billing_answers, log[-3000:]
+
+
+def test_the_hub_answers_before_its_services_and_stops_cleanly_meanwhile(hub_factory):
+    """JupyterHub routes its proxy to the hub only once every service answered, and handles
+    SIGTERM only after that. gpulab's hub routes itself while its services start, so sign-in
+    and the API answer at once; a SIGTERM in that window is an ordinary, clean stop."""
+    hub = hub_factory(start=False)
+    hub.start(wait=False)
+    deadline = time.monotonic() + 120
+    while True:
+        assert hub.proc.poll() is None and time.monotonic() < deadline, hub.log_tail()
+        try:
+            if requests.get(f"{hub.url}/hub/api/", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.02)
+    # the billing service is still importing: the hub did not wait for it
+    assert "billing service at http" not in hub.log_path.read_text()
+    proxy_pid = int((hub.dir / "state" / "jupyterhub-proxy.pid").read_text())
+    hub.proc.send_signal(signal.SIGTERM)
+    assert hub.proc.wait(10) == 0
+    log = hub.log_path.read_text()
+    assert "received signal SIGTERM while the services start" in log, log[-3000:]
+    assert _gone(proxy_pid, within=5), "the proxy outlived the hub"
+
+
+def _gone(pid: int, within: float) -> bool:
+    """The process has exited (a zombie not yet reaped has exited too)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text():
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False

@@ -99,17 +99,33 @@ class Hub:
         return self
 
     def wait_up(self, timeout: float = 60) -> None:
+        """Until the hub answers and so does every service with a URL: the hub answers before
+        its services are up (settings/hubapp.py), and tests use both."""
         deadline = time.monotonic() + timeout
+        waiting = [f"{self.url}/hub/api/"]
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise HubError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
-                if requests.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
+                # the hub: 200; a service: its own answer (a redirect to sign in, 401...), not the
+                # proxy's 404 (no route yet) or 503 (nothing listening yet)
+                while waiting and requests.get(waiting[0], timeout=2, allow_redirects=False).status_code in (
+                        (200,) if waiting[0].endswith("/hub/api/") else (200, 302, 401, 403)):
+                    if waiting.pop(0).endswith("/hub/api/"):
+                        waiting += self._service_urls()
+                if not waiting:
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.2)
-        raise HubError(f"hub did not come up in {timeout}s:\n{self.log_tail()}")
+        raise HubError(f"hub did not come up in {timeout}s (waiting for {waiting[0]}):\n{self.log_tail()}")
+
+    def _service_urls(self) -> list[str]:
+        """gpulab's services with a URL that this hub's gpulab.yaml turns on."""
+        on = {"billing": True,
+              "quotas": self.config.get("services", {}).get("quotas", {}).get("enabled", True),
+              "mlflow": self.config["mlflow"].get("enabled", False)}
+        return [f"{self.url}/services/{name}/" for name, enabled in on.items() if enabled]
 
     def log_tail(self, lines: int = 60) -> str:
         try:
