@@ -4,9 +4,9 @@ Start: from launching the ``jupyterhub`` process to its REST API answering 200 t
 (``/hub/api/``), the moment people can sign in. gpulab's hub answers while its services still
 start; when they all answer is printed beside it. Stop, 2 s after the services answer: from
 SIGTERM to the process having exited (JupyterHub stops its proxy and managed services on the way
-out; single-user servers are left running by design in both). Both hubs restart on the state of their previous round (a lab's
-restart, not a first install), interleaved (stock, gpulab, stock, gpulab, ...) so that drift hits
-both.
+out; single-user servers are left running by design in both). Both hubs restart on the state of
+their previous round (a lab's restart, not a first install), interleaved (stock, gpulab, stock,
+gpulab, ...) so that drift hits both.
 
 Stock: JupyterHub with its defaults (PAM sign-in, LocalProcessSpawner, SQLite, the same proxy).
 gpulab: the embedded defaults ``make run`` uses (SQLite, built-in accounts, local servers, a

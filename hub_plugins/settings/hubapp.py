@@ -75,8 +75,9 @@ async def route_now(app: JupyterHub) -> None:
     """JupyterHub routes its proxy to the hub (and, after a restart with a new proxy, to the
     users' running servers) only once every service has answered, so until the slowest service
     has imported (MLflow: seconds) sign-in and the REST API answer 404. Here the routes are set
-    while the services start: the hub answers as soon as it listens, a service's own pages answer
-    503 until it is up. JupyterHub's own check of the routes still runs after the services."""
+    while the services start: the hub answers as soon as it listens; a request to a service still
+    starting waits for it (its lifeline bound its port already, ``--prebind``). JupyterHub's own
+    check of the routes still runs after the services."""
     try:
         await app.proxy.check_routes(app.users, app._service_map)
     except Exception:  # JupyterHub's own check after the services decides what a failure means
