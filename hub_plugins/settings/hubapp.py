@@ -34,32 +34,39 @@ def start_services_together(app: JupyterHub) -> None:
     decides what a failed start means; a service added later (the services API) starts as before."""
     start_one = app.start_service
     batch: dict = {}
-    launched = False
+    stopping: asyncio.Event | None = None
 
     async def start_service(name, service, ssl_context=None):
-        nonlocal launched
-        if not launched:
-            launched = True
+        nonlocal stopping
+        if stopping is None:
             batch.update({n: asyncio.ensure_future(start_one(n, s, ssl_context))
                           for n, s in app._service_map.items()})
-            stop_on_signals_while_starting(app)
+            stopping = stop_on_signals_while_starting(app)
             await route_now(app)
         task = batch.pop(name, None)
         # not in the first batch: added later by the services API
-        return await (task if task is not None else start_one(name, service, ssl_context))
+        started = await (task if task is not None else start_one(name, service, ssl_context))
+        if stopping.is_set():
+            # a stop is under way and its clean-up stops the services: JupyterHub must not take
+            # their exit for a failed start (it would exit at once, leaving its proxy running)
+            await asyncio.Event().wait()
+        return started
 
     app.start_service = start_service
 
 
-def stop_on_signals_while_starting(app: JupyterHub) -> None:
+def stop_on_signals_while_starting(app: JupyterHub) -> asyncio.Event:
     """JupyterHub handles SIGTERM and SIGINT only once ``start`` returns, after every service has
     answered; a signal before that kills it outright, leaving its proxy running (the next start
     then waits 2 s to stop it). Now that the hub answers while its services start, a stop in
     that window is an ordinary one: the same clean-up (services, proxy, pid file), then exit.
-    JupyterHub's own handlers replace these when its start is done."""
+    JupyterHub's own handlers replace these when its start is done. Returns the event set when
+    such a stop begins."""
     loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
 
     async def stop(sig):
+        stopping.set()
         app.log.critical("gpulab: received signal %s while the services start; shutting down", sig.name)
         try:
             await app.cleanup()
@@ -69,6 +76,7 @@ def stop_on_signals_while_starting(app: JupyterHub) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda sig=sig: asyncio.ensure_future(stop(sig)))
+    return stopping
 
 
 async def route_now(app: JupyterHub) -> None:
