@@ -32,12 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from tests.support.hubproc import VENV_BIN, Hub, free_port  # noqa: E402
+from tests.support.hubproc import VENV_BIN, Hub, free_port, wait_api  # noqa: E402
 
 
 class StockHub:
@@ -61,25 +60,11 @@ class StockHub:
         log = open(self.dir / "hub.log", "ab")
         self.proc = subprocess.Popen(args, cwd=self.dir, env=env, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
-        wait_up(f"http://127.0.0.1:{self.port}", self.proc, timeout)
+        wait_api(f"http://127.0.0.1:{self.port}", self.proc, timeout)
 
     def terminate(self, timeout: float = 120) -> None:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout)
-
-
-def wait_up(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the hub exited with {proc.returncode}")
-        try:
-            if requests.get(f"{url}/hub/api/", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"the hub did not answer in {timeout} s")
 
 
 def timed(fn) -> float:
@@ -105,7 +90,7 @@ def main() -> int:
         # the same poll as stock's (every 50 ms), not the test helper's coarser one
         launched[0] = time.monotonic()
         gpulab.start(wait=False)
-        wait_up(gpulab.url, gpulab.proc, 180)
+        wait_api(gpulab.url, gpulab.proc, 180)
 
     times: dict[str, dict[str, list[float]]] = {v: {"start": [], "stop": []} for v in ("stock", "gpulab")}
     try:

@@ -12,10 +12,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.hub.test_form import form_model, login, signup
-from tests.support.hubproc import HubError
+from tests.support.hubproc import HubError, wait_api
 
 pytestmark = pytest.mark.hub
 
@@ -65,15 +64,7 @@ def test_the_hub_answers_before_its_services_and_stops_cleanly_meanwhile(hub_fac
     and the API answer at once; a SIGTERM in that window is an ordinary, clean stop."""
     hub = hub_factory(start=False)
     hub.start(wait=False)
-    deadline = time.monotonic() + 120
-    while True:
-        assert hub.proc.poll() is None and time.monotonic() < deadline, hub.log_tail()
-        try:
-            if requests.get(f"{hub.url}/hub/api/", timeout=2).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.02)
+    wait_api(hub.url, hub.proc, 120, every=0.02)
     # the billing service is still importing: the hub did not wait for it
     assert "billing service at http" not in hub.log_path.read_text()
     proxy_pid = int((hub.dir / "state" / "jupyterhub-proxy.pid").read_text())

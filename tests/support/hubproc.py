@@ -29,6 +29,22 @@ VENV_BIN = Path(sys.executable).parent
 TEST_ENVS_DIR = os.environ.get("GPULAB_TEST_ENVS_DIR", "/var/tmp/gpulab-test-envs")
 
 
+def wait_api(url: str, proc: subprocess.Popen, timeout: float, every: float = 0.05) -> None:
+    """Until the hub at ``url`` answers its REST API (200 through the proxy), polled every
+    ``every`` seconds: the moment people can sign in, whatever its services are doing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise HubError(f"the hub exited with {proc.returncode}")
+        try:
+            if requests.get(f"{url}/hub/api/", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(every)
+    raise HubError(f"the hub did not answer in {timeout} s")
+
+
 class HubError(AssertionError):
     pass
 
