@@ -9,7 +9,8 @@ What it builds (all in one run, on this machine):
   (``local.system_users: auto``, servers in their own cgroups), as on a lab's host;
 - a year of history written into gpulab's tables before the measurements: ``--records`` usage
   records (synthetic: people, start times spread over 365 days, lengths drawn from a log-normal with a
-  median of 1.5 h and a cap of 3 days, 0-4 GPUs), ``--events`` events (queue, refusals, culls,
+  median of 1.5 h and a cap of 3 days, 0-4 GPUs; written in the order they started, as a hub writes
+  them), ``--events`` events (queue, refusals, culls,
   warnings) and the GPU samples the culler keeps (``culler.keep_samples_hours`` of samples, one per
   device per culler interval). The history is synthetic; its size and shape are what matters here.
 
@@ -75,8 +76,10 @@ def history(db_url: str, users: list[str], n_records: int, n_events: int, device
     try:
         with engine.begin() as c:
             chunk = []
-            for i in range(n_records):
-                start = now - dt.timedelta(seconds=rng.uniform(3 * 86400, year))
+            # in the order they started, as a hub writes them (record ids follow start times)
+            ages = sorted((rng.uniform(3 * 86400, year) for _ in range(n_records)), reverse=True)
+            for i, age in enumerate(ages):
+                start = now - dt.timedelta(seconds=age)
                 length = min(3 * 86400, rng.lognormvariate(math.log(5400), 1.2))
                 stop = start + dt.timedelta(seconds=length)
                 gpus = rng.choice((0, 1, 1, 1, 2, 4))

@@ -156,8 +156,9 @@ class Database:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-    def upgrade(self) -> None:
-        """Bring gpulab's tables to the newest migration (idempotent, safe to race)."""
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring gpulab's tables to the newest migration (idempotent, safe to race); ``revision``:
+        an older one (tests of a migration)."""
         from alembic import command
         from alembic.config import Config
 
@@ -170,7 +171,7 @@ class Database:
                 if not self.is_sqlite:
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_KEY})
                 cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+                command.upgrade(cfg, revision)
 
 
 def _flush(conn: sa.Connection) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 
 from sqlalchemy import (Boolean, Date, DateTime, Float, ForeignKey, Index, Integer, MetaData, String,
-                        UniqueConstraint, false)
+                        Text, UniqueConstraint, false)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -122,6 +122,9 @@ class UsageRecord(Base):
     charged_until: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     charged_gpu_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     charged_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # settled with the charge: the CSV text of the record's report line up to its energy, which
+    # a year's export writes as it is ('' for a line no report shows; accounting/lines.py)
+    report_head: Mapped[str | None] = mapped_column(Text, nullable=True)
     # a borrowed server (priced at queue.borrowing.rate_factor) and, once the culler chose to
     # take it back, when it stops (its warning went out; pending_reason says 'reclaimed')
     borrowed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

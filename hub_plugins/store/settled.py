@@ -3,8 +3,9 @@ stored, with its sums per user and day (database adapter; the rule is ``accounti
 
 A closed record does not change: closes, heartbeats, readiness and samples touch open records
 (or, for samples, records not settled yet) only. So :func:`settle` computes each closed
-record's charge once (``charged_until``, ``charged_gpu_seconds``, ``charged_cost`` on the record)
-and, in the same serialised transaction, adds it to ``gpulab_usage_daily`` (per start day, user,
+record's charge once (``charged_until``, ``charged_gpu_seconds``, ``charged_cost`` on the record,
+with its report line's text, ``report_head``: ``accounting/lines.py``) and, in the same
+serialised transaction, adds it to ``gpulab_usage_daily`` (per start day, user,
 GPU type) and ``gpulab_usage_totals`` (per user). Readers sum those for what is settled and work
 out the rest (running servers, records closed since the last settle, records across a range's
 ends) record by record, by the same rule; ``tests/services/test_report_settled.py`` checks that
@@ -20,9 +21,10 @@ import datetime as dt
 
 import sqlalchemy as sa
 
+from ..accounting.lines import settled_head
 from .db import Database
 from .models import UsageDaily, UsageRecord, UsageTotal
-from .usage import as_usage, naive
+from .usage import REPORTED, Reported, as_usage, naive
 
 _U = UsageRecord.__table__
 _D = UsageDaily.__table__
@@ -37,17 +39,6 @@ def settled(r) -> dict:
     ch = u.charge(u.end)
     return {"charged_until": naive(u.charged_end(u.end)), "charged_gpu_seconds": ch.gpu_seconds,
             "charged_cost": ch.cost}
-
-
-def wholly_inside(r, lo: dt.datetime, hi: dt.datetime,
-                  naive_range: tuple[dt.datetime, dt.datetime] | None = None) -> bool:
-    """Whether a settled record's whole charge falls in [lo, hi) (then its stored charge is
-    what the overlap rule would give)."""
-    until = getattr(r, "charged_until", None)
-    if until is None:
-        return False
-    nlo, nhi = naive_range or (naive(lo), naive(hi))
-    return r.started_at >= nlo and until <= nhi
 
 
 def daily_key(r, v: dict) -> tuple:
@@ -68,21 +59,18 @@ def daily_sums(r, v: dict) -> dict:
 def settle(db: Database, limit: int = 5000) -> int:
     """Settle up to ``limit`` closed records that are not yet; how many. Serialised against
     every other settle (billing service and culler), so nothing is added to the sums twice."""
-    cols = (_U.c.id, _U.c.user_name, _U.c.gpu_type, _U.c.gpu_count, _U.c.energy_wh, _U.c.util_sum,
-            _U.c.util_samples, _U.c.started_at, _U.c.stopped_at, _U.c.ready_at, _U.c.equivalents,
-            _U.c.rate_per_hour, _U.c.minimum_seconds)
 
     def run():
         with db.write_conn(serial=True) as c:
-            rows = c.execute(sa.select(*cols).where(_U.c.charged_until.is_(None), _U.c.stopped_at.is_not(None))
+            rows = c.execute(sa.select(*REPORTED).where(_U.c.charged_until.is_(None), _U.c.stopped_at.is_not(None))
                              .limit(limit)).all()
             if not rows:
                 return 0
             params, daily, totals = [], {}, {}
-            for r in rows:
+            for r in map(Reported._make, rows):
                 v = settled(r)
                 params.append({"rid": r.id, "until": v["charged_until"], "gpu_s": v["charged_gpu_seconds"],
-                               "cost": v["charged_cost"]})
+                               "cost": v["charged_cost"], "head": settled_head(r._replace(**v))})
                 t = totals.setdefault(r.user_name, [0.0, 0.0])
                 t[0] += v["charged_gpu_seconds"]
                 t[1] += v["charged_cost"]
@@ -92,7 +80,7 @@ def settle(db: Database, limit: int = 5000) -> int:
                         acc[k] += x
             c.execute(sa.update(_U).where(_U.c.id == sa.bindparam("rid"), _U.c.charged_until.is_(None))
                       .values(charged_until=sa.bindparam("until"), charged_gpu_seconds=sa.bindparam("gpu_s"),
-                              charged_cost=sa.bindparam("cost")), params)
+                              charged_cost=sa.bindparam("cost"), report_head=sa.bindparam("head")), params)
             _add_daily(c, daily)
             _add_totals(c, totals)
             return len(rows)

@@ -23,14 +23,20 @@ UTC = dt.timezone.utc
 _U = UsageRecord.__table__
 # what a report line reads of a record (services/billing/report.py line, as_usage): an export
 # fetches these alone, not the timestamps and keys it never shows
-_REPORTED = [_U.c[name] for name in (
+REPORTED = [_U.c[name] for name in (
     "id", "user_name", "server_name", "profile", "project", "gpu_type", "gpu_count", "equivalents", "devices",
     "started_at", "ready_at", "stopped_at", "stop_reason", "stopped_by", "util_sum", "util_samples", "energy_wh",
     "queued_seconds", "rate_per_hour", "minimum_seconds", "charged_until", "charged_gpu_seconds", "charged_cost",
     "borrowed")]  # borrowed: the line's 'preemptible'
 # a page of an export, as plain tuples: reading a field of one is a C slot, of a SQLAlchemy Row
 # a lookup by name (a year's export reads 12 million of them)
-Reported = namedtuple("Reported", [c.name for c in _REPORTED])
+Reported = namedtuple("Reported", [c.name for c in REPORTED])
+# what an export reads of each record first (accounting/lines.py Export): its stored line text
+# where that applies to the range (else null: see page), and the columns of the settings' part
+HEADS = [_U.c[name] for name in (
+    "id", "started_at", "report_head", "gpu_type", "gpu_count", "energy_wh", "charged_gpu_seconds", "queued_seconds",
+    "borrowed")]
+Head = namedtuple("Head", [c.name for c in HEADS])
 STOP_REASONS = ("user", "admin", "other_user", "service", "culled", "crashed", "quota", "budget", "runtime", "failed",
                 "cancelled", "oom",  # oom: the kernel stopped it for using more than its memory limit (local backend)
                 "reclaimed")  # a borrowed server taken back for a request within quota (queue/reclaim_store.py)
@@ -174,24 +180,46 @@ class UsageStore:
         return self.db.retrying(run)
 
     def page(self, user_name: str | None, since: dt.datetime, until: dt.datetime,
-             after: tuple[dt.datetime, int] | None, limit: int) -> list[Reported]:
+             after: tuple[dt.datetime, int] | None, limit: int,
+             heads_in: tuple[dt.datetime, dt.datetime] | None = None) -> list[Reported] | list[Head]:
         """Like :meth:`records` (by start, then id), ``limit`` at a time after the (started_at,
         id) ``after``: a long export reads in short transactions and never holds a year at once.
         The keyset order is an index's (``ix_gpulab_usage_started_id``), so each page is a walk
-        along it from ``after``, on SQLite and PostgreSQL alike."""
+        along it from ``after``, on SQLite and PostgreSQL alike.
+
+        ``heads_in``: a report's range [lo, hi); then each record's :data:`Head`, its
+        ``report_head`` null unless the record is settled with its whole charge in the range
+        (``accounting/lines.py`` wholly_inside, here in SQL: no times parsed for the test).
+        :meth:`reported` reads the others."""
+        cols, kind = REPORTED, Reported
+        if heads_in is not None:
+            lo, hi = naive(heads_in[0]), naive(heads_in[1])
+            applies = sa.and_(_U.c.started_at >= lo, _U.c.charged_until <= hi)
+            cols = [sa.case((applies, c), else_=sa.null()).label(c.name) if c.name == "report_head" else c
+                    for c in HEADS]
+            kind = Head
 
         def run():
             with self.db.read() as s:
-                q = (sa.select(*_REPORTED).where(sa.or_(_U.c.stopped_at.is_(None), _U.c.stopped_at >= naive(since)),
+                q = (sa.select(*cols).where(sa.or_(_U.c.stopped_at.is_(None), _U.c.stopped_at >= naive(since)),
                                          _U.c.started_at < naive(until))
                      .order_by(_U.c.started_at, _U.c.id).limit(limit))
                 if user_name is not None:
                     q = q.where(_U.c.user_name == user_name)
                 if after is not None:
                     q = q.where(sa.tuple_(_U.c.started_at, _U.c.id) > sa.tuple_(*after))
-                return list(map(Reported._make, s.execute(q)))
+                return list(map(kind._make, s.execute(q).all()))
 
         return self.db.retrying(run)
+
+    def reported(self, ids: list[int]) -> list[Reported]:
+        """The records with these ids (any order), as :meth:`page` reads them."""
+
+        def run():
+            with self.db.read() as s:
+                return list(map(Reported._make, s.execute(sa.select(*REPORTED).where(_U.c.id.in_(ids))).all()))
+
+        return self.db.retrying(run) if ids else []
 
     def has_history(self, user_name: str, server_name: str) -> bool:
         """Whether this server ever held a reservation (has any usage record)."""

@@ -12,6 +12,7 @@ from urllib.parse import quote
 from tornado import web
 
 from hub_plugins.accounting.budgets import fmt_amount
+from hub_plugins.accounting.lines import Export, csv_header
 from hub_plugins.quota.decision import server_label
 from hub_plugins.store import settled
 from hub_plugins.store.allocator import server_use
@@ -60,17 +61,18 @@ class BillingData:
         transaction, and memory stays flat however long the range. A generator of blocking
         calls: the caller runs each ``next`` in a thread."""
         self.settle()
-        b = self.billing
+        b, usage = self.billing, self.core.usage
         hi = until if until < now else now + dt.timedelta(days=1)
+        export = Export(since, hi, b.nominal_power_watts, b.grid_intensity_g_per_kwh, b.pricing.currency)
         after = None
-        yield report.csv_header()
+        yield csv_header()
         while True:
-            rows = self.core.usage.page(user, since, until, after, size)
-            if not rows:
+            heads = usage.page(user, since, until, after, size, heads_in=(since, hi))
+            if not heads:
                 return
-            after = (rows[-1].started_at, rows[-1].id)
-            lines = report.charged_lines(rows, since, hi, now, b.nominal_power_watts, b.grid_intensity_g_per_kwh)
-            yield report.csv_rows([vars(ln) for ln in lines], b.pricing.currency)
+            after = (heads[-1].started_at, heads[-1].id)
+            records = {r.id: r for r in usage.reported([h.id for h in heads if h.report_head is None])}
+            yield export.text(heads, records, now)
 
     def settle(self, limit: int = 5000) -> int:
         """Settle the charges of records closed since the last call (a few, after the first)."""

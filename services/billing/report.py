@@ -5,102 +5,17 @@ same overlap rule as budgets splits a server's charge across ranges and days.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import functools
-import io
 from collections import defaultdict
-from dataclasses import dataclass, fields
-from fractions import Fraction
-from operator import itemgetter
+from dataclasses import dataclass
 
 from hub_plugins.accounting.budgets import by_day
+from hub_plugins.accounting.lines import (  # noqa: F401 (the report's line and CSV, for its readers)
+    CSV_FIELDS, Line, csv_header, csv_rows, line, nominal_watts, shown)
 from hub_plugins.accounting.pricing import money
-from hub_plugins.store.settled import wholly_inside
 from hub_plugins.store.usage import as_usage, naive
 
 UTC = dt.timezone.utc
-
-
-@dataclass
-class Line:
-    user: str
-    server: str
-    profile: str
-    project: str
-    gpu_type: str
-    gpu_count: int
-    gpu_equivalents: float
-    devices: str
-    started_at: str
-    ready_at: str | None
-    stopped_at: str | None
-    stop_reason: str
-    stopped_by: str  # who asked for the stop, where the hub said ('admin:ada', 'service:idle-culler')
-    running: bool
-    gpu_seconds: float
-    gpu_hours: float
-    cost: float
-    efficiency_pct: float | None  # mean GPU utilisation while allocated
-    energy_kwh: float
-    energy_measured: bool
-    co2_kg: float
-    queued_seconds: float
-    preemptible: bool = False  # borrowed beyond quota (priced at queue.borrowing.rate_factor)
-
-
-def nominal_watts(power: dict, gpu_type: str) -> float:
-    base = gpu_type.split(":")[0]
-    return float(power.get(gpu_type, power.get(base, power.get("*", 0.0))))
-
-
-@functools.lru_cache(maxsize=1024)
-def _equivalents(text: str) -> float:
-    return float(Fraction(text))
-
-
-def _iso(t: dt.datetime | None) -> str | None:
-    """As ``aware(t).isoformat()`` for the database's naive UTC times, without a new object per
-    field (a year's export formats a million of them)."""
-    if t is None:
-        return None
-    return t.isoformat() if t.tzinfo else t.isoformat() + "+00:00"
-
-
-def line(r, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict, grid_g_per_kwh: float,
-         naive_range: tuple[dt.datetime, dt.datetime] | None = None) -> Line:
-    """One record's report line for [lo, hi) (``naive_range``: the same range as the database's
-    naive UTC, when the caller has it for many records)."""
-    u = None
-    if wholly_inside(r, lo, hi, naive_range):
-        # its whole charge, settled once by the same rule (store/settled.py): a year's
-        # export reads it instead of working it out again for every record
-        gpu_hours = total = r.charged_gpu_seconds / 3600
-        cost = r.charged_cost
-    else:
-        u = as_usage(r)
-        gpu_hours = u.amount("gpu_hours", lo, hi, now)
-        cost = u.amount("money", lo, hi, now)
-        total = None
-    if r.energy_wh > 0:
-        # measured power covers the whole life; count the share inside the range
-        if total is None:
-            total = u.charge(now).gpu_seconds / 3600
-        kwh = r.energy_wh / 1000 * (gpu_hours / total if total else 0.0)
-        measured = True
-    else:
-        kwh = nominal_watts(power, r.gpu_type) * gpu_hours / 1000 if r.gpu_count else 0.0
-        measured = False
-    return Line(
-        user=r.user_name, server=r.server_name, profile=r.profile, project=r.project,
-        gpu_type=r.gpu_type, gpu_count=r.gpu_count, gpu_equivalents=_equivalents(r.equivalents), devices=r.devices,
-        started_at=_iso(r.started_at), ready_at=_iso(r.ready_at), stopped_at=_iso(r.stopped_at),
-        stop_reason=r.stop_reason, stopped_by=r.stopped_by, running=r.stopped_at is None,
-        gpu_seconds=round(gpu_hours * 3600, 3), gpu_hours=round(gpu_hours, 6),
-        cost=cost, efficiency_pct=(round(r.util_sum / r.util_samples, 1) if r.util_samples else None),
-        energy_kwh=round(kwh, 6), energy_measured=measured, co2_kg=round(kwh * grid_g_per_kwh / 1000, 6),
-        queued_seconds=round(r.queued_seconds, 1), preemptible=bool(r.borrowed),
-    )
 
 
 def charged_lines(records, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict,
@@ -108,7 +23,7 @@ def charged_lines(records, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, p
     """The lines of the records charged in [lo, hi), and of every running server."""
     bounds = (naive(lo), naive(hi))
     lines = [line(r, lo, hi, now, power, grid_g_per_kwh, bounds) for r in records]
-    return [ln for ln in lines if ln.gpu_seconds > 0 or ln.cost > 0 or ln.running]
+    return [ln for ln in lines if shown(ln)]
 
 
 def report(records, lo: dt.datetime, hi: dt.datetime, now: dt.datetime, power: dict,
@@ -212,30 +127,8 @@ def summary(parts: list[Part], groups_of) -> dict:
             "by_group": by_key(lines, lambda ln: groups_of(ln["user"]))}
 
 
-CSV_FIELDS = [f.name for f in fields(Line)]  # a line's fields, in order, then the currency
-
-
 def to_csv(rep: dict) -> str:
     return csv_header() + csv_rows(rep["records"], rep["currency"])
-
-
-def csv_header() -> str:
-    buf = io.StringIO()
-    csv.writer(buf).writerow(CSV_FIELDS + ["currency"])
-    return buf.getvalue()
-
-
-_COST = CSV_FIELDS.index("cost")
-# the fields around the cost (written with 6 decimals), each side read in one call
-_BEFORE_COST = itemgetter(*CSV_FIELDS[:_COST])
-_AFTER_COST = itemgetter(*CSV_FIELDS[_COST + 1:])
-
-
-def csv_rows(records: list[dict], currency: str) -> str:
-    buf = io.StringIO()
-    csv.writer(buf).writerows([*_BEFORE_COST(ln), f"{round(ln['cost'], 6):.6f}", *_AFTER_COST(ln), currency]
-                              for ln in records)
-    return buf.getvalue()
 
 
 def parse_time(text: str | None, default: dt.datetime) -> dt.datetime:

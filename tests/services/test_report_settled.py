@@ -13,7 +13,8 @@ import pytest
 from hub_plugins.store.db import Database
 from hub_plugins.store.models import UsageRecord
 from hub_plugins.store import settled as settling
-from hub_plugins.store.settled import settled, wholly_inside
+from hub_plugins.accounting.lines import Export, settled_head, wholly_inside
+from hub_plugins.store.settled import settled
 from hub_plugins.store.usage import UsageStore, as_usage
 from services.billing import report
 
@@ -200,14 +201,50 @@ def test_the_streamed_csv_is_the_report_s_csv(store):
 
     from services.billing.data import BillingData
 
+    import sqlalchemy as sa
+
     fill_and_settle_some(store, 250, seed=11)
-    billing = SimpleNamespace(nominal_power_watts=POWER, grid_intensity_g_per_kwh=GRID,
-                              pricing=SimpleNamespace(currency="EUR"))
-    data = BillingData(None, SimpleNamespace(usage=store, db=store.db, settings=SimpleNamespace(billing=billing)), None)
-    for since, until in ((NOW - dt.timedelta(days=30), NOW), (NOW - dt.timedelta(days=9), NOW - dt.timedelta(days=2))):
-        streamed = "".join(data.csv_chunks(None, since, until, NOW, size=17))
-        whole = report.to_csv(data.usage(None, since, until, NOW))
-        assert streamed == whole and whole.count("\n") > 50
+    with store.db.write() as s:  # settled without the text: worked out as before it was stored
+        s.execute(sa.update(UsageRecord).where(UsageRecord.id % 7 == 0).values(report_head=None))
+    for currency in ("EUR", 'a "quoted", currency'):
+        billing = SimpleNamespace(nominal_power_watts=POWER, grid_intensity_g_per_kwh=GRID,
+                                  pricing=SimpleNamespace(currency=currency))
+        data = BillingData(None, SimpleNamespace(usage=store, db=store.db, settings=SimpleNamespace(billing=billing)),
+                           None)
+        for since, until in ((NOW - dt.timedelta(days=30), NOW), (NOW - dt.timedelta(days=9), NOW - dt.timedelta(days=2))):
+            streamed = "".join(data.csv_chunks(None, since, until, NOW, size=17))
+            whole = report.to_csv(data.usage(None, since, until, NOW))
+            assert streamed == whole and whole.count("\n") > 50
+            # both ways were taken: stored text (most), and lines worked out
+            heads = store.page(None, since, until, None, 10**6, heads_in=(since, min(until, NOW)))
+            stored = sum(h.report_head is not None for h in heads)
+            assert stored > 50 and len(heads) - stored > 10
+
+
+def test_a_settled_line_s_stored_text_is_the_line_s_csv():
+    """For random closed records and ranges that hold their whole charge, the stored text and the
+    settings' part are, byte for byte, what the line worked out gives (a line no report shows:
+    nothing)."""
+    rng = random.Random(5)
+    tested = 0
+    for i in range(3000):
+        fields = random_record(rng, i)
+        if fields["stopped_at"] is None:
+            continue
+        fields["queued_seconds"] = rng.choice((0.0, rng.uniform(0, 999)))
+        fields["borrowed"] = rng.random() < 0.2
+        r = UsageRecord(**fields)
+        s = UsageRecord(**fields, **settled(r))
+        s.report_head = settled_head(s)
+        lo = NOW - dt.timedelta(days=rng.uniform(21, 30))
+        currency = rng.choice(("EUR", "CHF", "a,b"))
+        export = Export(lo, NOW + dt.timedelta(days=1), POWER, GRID, currency)
+        assert wholly_inside(s, export.lo, export.hi)
+        ln = report.line(s, export.lo, export.hi, NOW, POWER, GRID)
+        want = report.csv_rows([vars(ln)], currency) if report.shown(ln) else ""
+        assert export.text([s], {}, NOW) == want
+        tested += bool(want)
+    assert tested > 1000
 
 
 @pytest.mark.parametrize("days", [1, 7])
