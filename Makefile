@@ -29,6 +29,11 @@ $(STAMP):
 	@# setuptools' one informational note on editable installs ("be careful with folders named
 	@# like your package") is the only thing it would print: silence just that one
 	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -r requirements.txt -e .
+	@# jsonschema imports rfc3987-syntax when it is there (an optional checker of the 'iri' format,
+	@# pulled in by jupyter-events' jsonschema[format-nongpl]), and that builds a parser at import:
+	@# 1.5-2.5 s of every start of the hub and of JupyterLab here. Nothing validates IRIs; the
+	@# profiles' environments leave it out too (hub_plugins/envs/install.py).
+	$(BIN)/pip uninstall -y -q rfc3987-syntax
 	rm -f $(VENV)/.installed-* && touch $@
 
 $(CHP): package.json package-lock.json

@@ -34,6 +34,10 @@ class BuildError(RuntimeError):
     """A step failed; the message says which and why (the log has the details)."""
 
 
+# installed as dependencies, left out again: see build()
+LEFT_OUT = ("rfc3987-syntax",)
+
+
 def steps(spec: dict) -> list[tuple[str, str]]:
     """The build's steps, in order, with what each one does in words (pure)."""
     pins = spec["pip"]
@@ -212,6 +216,9 @@ def build(spec: dict, prefix: str, uv: str, status: Status, run: Runner, reuse: 
     # and every first import would otherwise recompile (seconds for torch)
     run([uv, "pip", "install", "--python", python, "--compile-bytecode",
          "--exclude-newer", cutoff(spec["as_of"]).isoformat(), *spec["pip"]], "installing the Python packages", env=env)
+    # an optional checker jsonschema imports if it is there, which builds a parser at import:
+    # about 2 s of every JupyterLab start (the Makefile leaves it out of the hub's venv too)
+    run([uv, "pip", "uninstall", "--python", python, *LEFT_OUT], "leaving out " + ", ".join(LEFT_OUT), env=env)
     before = cutoff(spec["as_of"])
     node_bin = None
     bindir = os.path.join(prefix, "bin")
