@@ -117,6 +117,22 @@ def test_large_host_strategy_is_also_optimal(monkeypatch):
         assert left == best
 
 
+def test_one_gpu_is_the_enumeration_s_choice():
+    """A single GPU is chosen in one pass: the very GPU the enumeration of every choice picks
+    (fewest fragments left, then lowest index), on random free sets of hosts up to 16 GPUs."""
+    import random
+
+    from hub_plugins.gpu.placement import _whole_gpus, runs
+
+    rng = random.Random(11)
+    for _ in range(2000):
+        inv = parse_spec(f"{rng.randint(1, 16)}xA100-80GB")
+        free = [d for d in inv.devices if rng.random() < 0.6] or list(inv.devices[:1])
+        ix = sorted(d.index for d in free)
+        want = min(ix, key=lambda i: (len(runs(set(ix) - {i})), i))
+        assert [d.index for d in _whole_gpus(free, 1)] == [want], ix
+
+
 # -- shares of shared GPUs ------------------------------------------------------------------------
 SHARED = "3xH200-141GB+shared(4), 1xH200-141GB"  # GPUs 0-2 shared 4 ways, GPU 3 whole
 
