@@ -43,12 +43,14 @@ class Allocating:
             )
         return types
 
-    def plan(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> ReservationPlan:
+    def plan(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0,
+             eff: Effective | None = None) -> ReservationPlan:
         """Everything a reservation of ``req`` needs, after the checks that need no lock
         (membership of the project, the runtime limit, the budget). Raises RequestError or
-        BudgetRefused."""
+        BudgetRefused. ``eff``: the user's quota as the spawn's spec was resolved with, moments
+        ago (else read now)."""
         inv = self.inventory()
-        eff = self.effective(owner.user_name, groups)
+        eff = eff or self.effective(owner.user_name, groups)
         borrowed = bool(req.extra("preemptible"))
         if borrowed:
             why = self.borrowing.refusal(groups, self.placement == "gpulab", self.settings.queue.enabled)
@@ -82,7 +84,8 @@ class Allocating:
         return ReservationPlan(req.profile.name, tuple(types), req.gpus, inv, quota_check,
                                reserve=self.placement == "gpulab", terms=terms, borrowed=borrowed)
 
-    def allocate(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0) -> Allocation:
+    def allocate(self, owner: Owner, req: SpawnRequest, groups, queued_seconds: float = 0.0,
+                 eff: Effective | None = None) -> Allocation:
         """Budget check, then type choice + quota check + placement + the usage record, in one
         serialised transaction.
 
@@ -90,7 +93,7 @@ class Allocating:
         (it may not take GPUs an earlier request could use): raises QueueAhead when it must wait.
 
         Raises RequestError, QuotaRefused, BudgetRefused or NoCapacity."""
-        plan = self.plan(owner, req, groups, queued_seconds)
+        plan = self.plan(owner, req, groups, queued_seconds, eff)
         if self.queue_enabled:
             return self.queue.admit(owner, plan)
         return self.allocator.reserve(owner, plan)

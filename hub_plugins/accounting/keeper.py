@@ -58,8 +58,8 @@ class Budgets:
         """Raise BudgetRefused if the budget this spawn draws from is spent. A spawn that
         consumes nothing in the budget's unit (a CPU-only server under a GPU-hours budget) is
         always allowed."""
-        if not consumes:
-            return
+        if not consumes or (limit is None and not project):
+            return  # nothing to spend, or no budget (its status would read the history for nothing)
         now = now or dt.datetime.now(UTC)
         if project:
             st, whose = self.project(project, now), f"Project {project}'s budget"

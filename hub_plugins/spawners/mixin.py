@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import urlsplit
 
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import maybe_future, url_path_join
@@ -35,6 +36,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Float
 
 from ..core import GPULab
+from ..quota import Effective
 from ..outage import MESSAGE as OUTAGE_MESSAGE
 from ..outage import is_outage, mark_down
 from ..pages.cleanup import RefusedServers
@@ -54,6 +56,16 @@ from .options import GPUOptionsMixin
 from .progress import GPUProgressMixin
 from .recovery import HeldGPUs, heal_hub_session
 from .waiting import wait_in_queue
+
+
+async def port_open(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether something accepts a TCP connection there now (closed again at once)."""
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
 
 
 class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEnvironmentMixin):
@@ -207,8 +219,9 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
             await self.gpulab_release()
             raise
 
-    async def gpulab_resolve(self, req: SpawnRequest) -> ServerSpec:
-        """The server's spec, resolved once before anything is reserved. Where a cluster's
+    async def gpulab_resolve(self, req: SpawnRequest) -> tuple[ServerSpec, Effective]:
+        """The server's spec, resolved once before anything is reserved, and the user's quota
+        it was resolved with (the reservation checks against the same). Where a cluster's
         scheduler places the GPUs (SLURM, Kubernetes), a request no node could ever hold is
         refused here, before a reservation is written (gpulab's own placement says so itself)."""
         core = self.gpulab
@@ -221,13 +234,13 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
                 # the type the allocation would pick, counting every device: ever, not now
                 gpu_type, _fits = pick_type(core.candidate_types(req, eff, inv), inv.devices, req.gpus)
                 why = never_fits(inv, gpu_type, req.gpus)
-            return ServerSpec.resolve(req.profile, eff.limits), why
+            return ServerSpec.resolve(req.profile, eff.limits), why, eff
 
-        spec, why = await core.run(resolve)
+        spec, why, eff = await core.run(resolve)
         if why:
             self.gpulab_lifecycle(Event.REFUSED)
             raise SpawnException(why, reason="never_fits", status_code=409)
-        return spec
+        return spec, eff
 
     async def gpulab_wait_for_startup(self) -> None:
         """A restarted hub first reconciles what the old one left running (see
@@ -243,8 +256,8 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         self.gpulab_lifecycle(Event.RESERVE)
         try:
             try:
-                self.gpulab_spec = await self.gpulab_resolve(req)
-                alloc = await core.run(core.allocate, self.gpulab_owner, req, self.gpulab_groups)
+                self.gpulab_spec, eff = await self.gpulab_resolve(req)
+                alloc = await core.run(core.allocate, self.gpulab_owner, req, self.gpulab_groups, 0.0, eff)
             except NoCapacity as e:
                 if not (req.extra("queue") and core.queue_enabled):
                     raise
@@ -344,17 +357,25 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         asks the backend whether the server died every ``exit_poll_interval`` s."""
         if not self.watch_start or getattr(self, "internal_ssl", False) or self.server is None:
             return
-        probe = self.gpulab_listen_url(url) + url_path_join(self.server.base_url, "api")
+        listen = self.gpulab_listen_url(url)
+        probe = listen + url_path_join(self.server.base_url, "api")
+        where = urlsplit(listen)
         client = AsyncHTTPClient()
         deadline = time.monotonic() + self.http_timeout
         next_poll = 0.0
         while time.monotonic() < deadline:
-            try:
-                resp = await client.fetch(probe, raise_error=False, request_timeout=2, follow_redirects=False)
-                # as JupyterHub's own wait: a 5xx is not up yet
-                answered = resp.code < 500
-            except (OSError, HTTPClientError):  # not listening yet, or a timeout (599) on a busy machine
-                answered = False
+            answered = False
+            # a bare connection first, the HTTP request only once something listens: while a
+            # server starts, a refused connection costs the hub's loop a fraction of a refused
+            # HTTP request (50 servers starting at once, 10 probes a second each, made those
+            # requests a large part of the hub's CPU: benchmarks/spawn_overhead.py)
+            if await port_open(where.hostname, where.port or 80):
+                try:
+                    resp = await client.fetch(probe, raise_error=False, request_timeout=2, follow_redirects=False)
+                    # as JupyterHub's own wait: a 5xx is not up yet
+                    answered = resp.code < 500
+                except (OSError, HTTPClientError):  # closed again, or a timeout (599) on a busy machine
+                    pass
             if answered:
                 self.gpulab_event("JupyterLab is up", progress=90)
                 return
