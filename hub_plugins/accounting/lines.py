@@ -126,7 +126,7 @@ def shown(ln: Line) -> bool:
 # -- CSV ---------------------------------------------------------------------------------------
 CSV_FIELDS = [f.name for f in fields(Line)]  # a line's fields, in order, then the currency
 _COST = CSV_FIELDS.index("cost")
-_ENERGY = CSV_FIELDS.index("energy_kwh")  # from here on: the settings' part (settled_tail)
+_ENERGY = CSV_FIELDS.index("energy_kwh")  # from here on: the settings' part (Export.tail)
 # the fields around the cost (written with 6 decimals), each side read in one call
 _BEFORE_COST = itemgetter(*CSV_FIELDS[:_COST])
 _AFTER_COST = itemgetter(*CSV_FIELDS[_COST + 1:])

@@ -257,7 +257,7 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         try:
             try:
                 self.gpulab_spec, eff = await self.gpulab_resolve(req)
-                alloc = await core.run(core.allocate, self.gpulab_owner, req, self.gpulab_groups, 0.0, eff)
+                alloc = await core.run(lambda: core.allocate(self.gpulab_owner, req, self.gpulab_groups, eff=eff))
             except NoCapacity as e:
                 if not (req.extra("queue") and core.queue_enabled):
                     raise

@@ -42,7 +42,7 @@ def settled(r) -> dict:
 
 
 def daily_key(r, v: dict) -> tuple:
-    """The roll-up row a settled record adds to (as ``report.line`` counts energy: measured
+    """The roll-up row a settled record adds to (as ``accounting/lines.py`` line counts energy: measured
     power counts in proportion to GPU-seconds, so none without them)."""
     return (r.started_at.date(), r.user_name, r.gpu_type, r.gpu_count > 0,
             r.energy_wh > 0 and v["charged_gpu_seconds"] > 0)

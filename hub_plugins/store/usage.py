@@ -21,7 +21,7 @@ from .models import Event, LedgerEntry, UsageRecord, utcnow
 
 UTC = dt.timezone.utc
 _U = UsageRecord.__table__
-# what a report line reads of a record (services/billing/report.py line, as_usage): an export
+# what a report line reads of a record (accounting/lines.py line, as_usage): an export
 # fetches these alone, not the timestamps and keys it never shows
 REPORTED = [_U.c[name] for name in (
     "id", "user_name", "server_name", "profile", "project", "gpu_type", "gpu_count", "equivalents", "devices",
