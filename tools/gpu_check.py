@@ -9,7 +9,9 @@ and the environments built): ``make gpu-check`` (or ``python tools/gpu_check.py`
    ``culler.gpu_idle_threshold``, and falls below it after the loop stops.
 4. The TensorFlow profile sees its GPU.
 5. With MIG on: a server on one MIG instance sees exactly that instance.
-6. Two PyTorch servers on one shared GPU, on a hub of its own (``gpu_check_sharing.py``): both on
+6. A server without GPUs sees none; with CUDA_VISIBLE_DEVICES removed it reaches none either,
+   where the host restricts GPU devices (else the hub said at start that it does not).
+7. Two PyTorch servers on one shared GPU, on a hub of its own (``gpu_check_sharing.py``): both on
    the same GPU, each refused beyond its memory cap, utilisation attributed to the right server.
 
 Without a GPU (the CPU path, what the test suite runs): step 1 reports why NVML found nothing, the
@@ -41,6 +43,7 @@ from hub_plugins.gpu.nvml import discover  # noqa: E402
 from hub_plugins.spawn.profiles import load_dir  # noqa: E402
 from tests.support.hubproc import Hub  # noqa: E402
 from tests.support.kernel import Kernel  # noqa: E402
+from tools.gpu_check_sharing import adopt_env  # noqa: E402
 from tools.gpu_check_sharing import run_check as check_shared_gpu  # noqa: E402
 from tools.gpu_check_sharing import share_samples as samples  # noqa: E402
 
@@ -77,7 +80,13 @@ def check_inventory():
     return inv
 
 
-def ensure_envs(envs_dir: str, names: list[str], build: bool) -> dict:
+def ensure_envs(envs_dir: str, names: list[str], build: bool, python_env: str | None = None) -> dict:
+    if python_env:  # --python-env: the PyTorch profile runs from it, nothing is built
+        ok = os.access(os.path.join(python_env, "bin", "jupyterhub-singleuser"), os.X_OK)
+        if not ok:
+            record("pytorch environment", False, f"{python_env}/bin/jupyterhub-singleuser is missing "
+                   "(install jupyterhub and ipykernel there)")
+        return {"pytorch": ok}
     catalog = load_dir(ROOT / "profiles")
     envdir, out = EnvDir(envs_dir), {}
     for name in names:
@@ -120,11 +129,42 @@ threading.Thread(target=burn, daemon=True).start()
 print(json.dumps({"started": True}))
 """
 LOOP_STOP = 'stop.set(); import time, json; time.sleep(2); print(json.dumps({"stopped": True}))'
+# a server without GPUs: none visible; with the variable removed, none reachable where the host
+# restricts GPU devices (a process can clear CUDA_VISIBLE_DEVICES; only the kernel can say no)
+NO_GPU = """
+import json, os, subprocess, sys
+env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+r = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"], env=env,
+                   capture_output=True, text=True, timeout=120)
+import torch
+print(json.dumps({"visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "count": torch.cuda.device_count(),
+                  "unset": (r.stdout.strip() or r.stderr.strip()[-200:]).splitlines()[-1:]}))
+"""
 TF = """
 import json, os, tensorflow as tf
 print(json.dumps({"gpus": [d.name for d in tf.config.list_physical_devices("GPU")], "tf": tf.__version__,
                   "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}))
 """
+
+
+def devices_restricted(hub: Hub) -> bool:
+    """Whether the hub said at start that local servers are held to their GPU devices."""
+    line = next((ln for ln in hub.log_path.read_text(errors="replace").splitlines()
+                 if "gpulab: local servers are" in ln), "")
+    return "GPU devices" in line.split("; NOT")[0] and "NOT held to any" not in line
+
+
+def check_no_gpu_server(hub: Hub) -> None:
+    hub.start_server("gpucheck2", {"profile": "pytorch", "gpus": 0}, timeout=300)
+    got = kernel_json(hub, "gpucheck2", NO_GPU)
+    restricted = devices_restricted(hub)
+    unset = got["unset"][0] if got["unset"] else ""
+    ok = got["count"] == 0 and (unset != "1" if restricted else True)
+    record("a server without GPUs", ok,
+           f"CUDA_VISIBLE_DEVICES={got['visible']!r}, torch sees {got['count']}; with the variable removed it sees "
+           f"{unset or '?'}" + (" (GPU devices restricted by the kernel)" if restricted else
+                                " (this host does not restrict GPU devices, as the hub said at start)"))
+    hub.stop_server("gpucheck2")
 
 
 def wait_sample(hub, key, since, pred, timeout) -> list[float]:
@@ -142,10 +182,12 @@ def run(args) -> int:
     t_start = time.monotonic()
     inv = check_inventory()
     gpu = bool(inv.devices)
-    envs = ensure_envs(args.envs_dir, ["pytorch"] + (["tensorflow"] if gpu or args.tensorflow else []), args.build)
+    envs = ensure_envs(args.envs_dir, ["pytorch"] + (["tensorflow"] if gpu or args.tensorflow else []), args.build,
+                       args.python_env)
     if not envs.get("pytorch"):
         return finish(args, t_start)
     workdir = Path(tempfile.mkdtemp(prefix="gpulab-gpucheck-"))
+    profiles_dir = adopt_env(args.python_env, "pytorch", workdir / "profiles") if args.python_env else None
     threshold = 5
     # as root, servers run as throwaway system users (as in production), removed at the end
     homes = workdir / "homes"
@@ -154,7 +196,7 @@ def run(args) -> int:
     homes.chmod(0o755)
     local = {"system_user_prefix": "gpuchk-", "home_root": str(homes)} if os.geteuid() == 0 else {}
     hub = Hub(workdir / "hub", inventory="auto" if gpu else "1xH200-141GB",
-              quotas={"default": {"max_gpus": 2, "max_servers": 3}}, local=local,
+              quotas={"default": {"max_gpus": 2, "max_servers": 3}}, local=local, profiles_dir=profiles_dir,
               extra={"environments": {"dir": args.envs_dir, "build_missing": False},
                      "culler": {"interval_seconds": 5, "gpu_idle_threshold": threshold,
                                 "metrics": {"source": "nvml" if gpu else "auto"}}})
@@ -193,6 +235,10 @@ def run(args) -> int:
         else:
             record("matmul loop in the culler's samples", None, "needs a GPU (NVML utilisation)")
         hub.stop_server("gpucheck")
+        if gpu:
+            check_no_gpu_server(hub)
+        else:
+            record("a server without GPUs", None, "needs a GPU")
         if envs.get("tensorflow"):
             hub.start_server("gpucheck", {"profile": "tensorflow", "gpus": 1}, timeout=300)
             tf = kernel_json(hub, "gpucheck", TF)
@@ -200,7 +246,8 @@ def run(args) -> int:
                    f"tensorflow {tf['tf']}: {tf['gpus']} (CUDA_VISIBLE_DEVICES={tf['visible']})")
             hub.stop_server("gpucheck")
         else:
-            record("TensorFlow sees its GPU", None, "the tensorflow environment is not built (make envs PROFILES=tensorflow)")
+            record("TensorFlow sees its GPU", None, "not with --python-env (PyTorch only)" if args.python_env
+                   else "the tensorflow environment is not built (make envs PROFILES=tensorflow)")
         mig_types = sorted({d.gpu_type for d in inv.devices if d.mig_profile})
         if mig_types:
             server = hub.start_server("gpucheck2", {"profile": "pytorch", "gpus": 1, "gpu_type": mig_types[0]}, timeout=300)
@@ -226,7 +273,8 @@ def run(args) -> int:
     # 6. two PyTorch servers on one shared GPU (docs/sharing.md), on a hub whose GPU 0 is shared
     share_dir = Path(tempfile.mkdtemp(prefix="gpulab-gpushare-"))
     try:
-        check_shared_gpu(share_dir, gpu, args.envs_dir, "pytorch", record)
+        check_shared_gpu(share_dir, gpu, args.envs_dir, "pytorch", record,
+                         profiles_dir=adopt_env(args.python_env, "pytorch", share_dir / "profiles") if args.python_env else None)
     finally:
         if not args.keep:
             shutil.rmtree(share_dir, ignore_errors=True)
@@ -250,6 +298,9 @@ def main(argv=None) -> int:
     ap.add_argument("--envs-dir", default=os.environ.get("GPULAB_ENVS_DIR") or default_dir(os.geteuid() == 0, os.path.expanduser("~")))
     ap.add_argument("--no-build", dest="build", action="store_false", help="never build missing environments")
     ap.add_argument("--tensorflow", action="store_true", help="also the TensorFlow check without a GPU")
+    ap.add_argument("--python-env", help="run the PyTorch profile from this existing Python environment instead of "
+                    "the built one: a GPU machine that cannot download the pins but whose image holds PyTorch (it "
+                    "needs jupyterhub and ipykernel installed there); the TensorFlow check is then skipped")
     ap.add_argument("--report", help="write the results as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the hub's directory (logs)")
     return run(ap.parse_args(argv))

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -102,15 +104,18 @@ def share_samples(hub: Hub, key: str, since: float) -> list[float]:
 
     import sqlalchemy as sa
 
+    from hub_plugins.store.models import GPUSample
+
+    # through the model, so that SQLite's text timestamps come back as datetimes
+    start = dt.datetime.fromtimestamp(since, dt.timezone.utc).replace(tzinfo=None)
     eng = sa.create_engine(hub.gpulab_db_url)
     try:
         with eng.connect() as c:
-            rows = c.execute(sa.text("SELECT at, util FROM gpulab_gpu_samples WHERE device_key = :k ORDER BY at"),
-                             {"k": key}).all()
+            rows = c.execute(sa.select(GPUSample.util).where(GPUSample.device_key == key, GPUSample.at >= start)
+                             .order_by(GPUSample.at)).all()
     finally:
         eng.dispose()
-    start = dt.datetime.fromtimestamp(since, dt.timezone.utc).replace(tzinfo=None)
-    return [u for at, u in rows if at >= start]
+    return [u for (u,) in rows]
 
 
 def check_sharing(hub: Hub, gpu: bool, profile: str = "pytorch", record=record) -> None:
@@ -162,6 +167,19 @@ def check_sharing(hub: Hub, gpu: bool, profile: str = "pytorch", record=record) 
             hub.stop_server(u)
 
 
+def adopt_env(prefix: str, profile: str, into: Path) -> str:
+    """A copy of profiles/ in which ``profile`` runs from ``prefix``, an existing Python environment
+    (``--python-env``; a GPU image's own PyTorch, on a machine that cannot download the pinned one).
+    It needs ``jupyterhub-singleuser`` and ``ipykernel`` installed there. Returns the directory."""
+    into.mkdir(parents=True, exist_ok=True)
+    for src in (ROOT / "profiles").glob("*.yaml"):
+        data = yaml.safe_load(src.read_text())
+        if src.stem == profile:
+            data["local"] = {"prefix": os.path.abspath(prefix)}
+        (into / src.name).write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(into)
+
+
 def shared_type(hub: Hub) -> str:
     """The shared type of GPU 0: a simulated H200's, or what NVML calls GPU 0."""
     if hub.config["gpus"]["inventory"] != "auto":
@@ -169,7 +187,7 @@ def shared_type(hub: Hub) -> str:
     return f"{next(d for d in discover().devices if d.index == 0).gpu_type}:shared"
 
 
-def hub_for(workdir: Path, gpu: bool, envs_dir: str, prefix: str = "gpushr-") -> Hub:
+def hub_for(workdir: Path, gpu: bool, envs_dir: str, prefix: str = "gpushr-", profiles_dir: str | None = None) -> Hub:
     """A hub of its own whose GPU 0 is shared two ways (a simulated H200 without a GPU)."""
     home = workdir / "homes"
     home.mkdir(parents=True, exist_ok=True)
@@ -177,7 +195,7 @@ def hub_for(workdir: Path, gpu: bool, envs_dir: str, prefix: str = "gpushr-") ->
         d.chmod(0o755)
     local = {"system_user_prefix": prefix, "home_root": str(home)} if os.geteuid() == 0 else {}
     return Hub(workdir / "hub", inventory="auto" if gpu else "1xH200-141GB",
-               quotas={"default": {"max_gpus": 1, "max_servers": 2}}, local=local,
+               quotas={"default": {"max_gpus": 1, "max_servers": 2}}, local=local, profiles_dir=profiles_dir,
                extra={"gpus": {"sharing": [{"gpus": [0], "shares": 2}]},
                       "environments": {"dir": envs_dir, "build_missing": False},
                       "culler": {"interval_seconds": 5, "gpu_idle_threshold": THRESHOLD,
@@ -185,9 +203,9 @@ def hub_for(workdir: Path, gpu: bool, envs_dir: str, prefix: str = "gpushr-") ->
 
 
 def run_check(workdir: Path, gpu: bool, envs_dir: str, profile: str = "pytorch", record=record,
-              prefix: str = "gpushr-") -> None:
+              prefix: str = "gpushr-", profiles_dir: str | None = None) -> None:
     """:func:`check_sharing` on a hub of its own, closed (and its system users removed) after."""
-    hub = hub_for(workdir, gpu, envs_dir, prefix)
+    hub = hub_for(workdir, gpu, envs_dir, prefix, profiles_dir)
     try:
         hub.start(timeout=120)
         check_sharing(hub, gpu, profile, record)
@@ -210,6 +228,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="pytorch", help="the profile both servers run (its environment built)")
     ap.add_argument("--envs-dir", default=os.environ.get("GPULAB_ENVS_DIR") or default_dir(os.geteuid() == 0, os.path.expanduser("~")))
+    ap.add_argument("--python-env", help="run the profile from this existing Python environment (see gpu_check.py)")
     ap.add_argument("--report", help="write the results as JSON here")
     ap.add_argument("--keep", action="store_true", help="keep the hub's directory (logs)")
     args = ap.parse_args(argv)
@@ -217,7 +236,8 @@ def main(argv=None) -> int:
     gpu = bool(discover().devices)
     workdir = Path(tempfile.mkdtemp(prefix="gpulab-gpushare-"))
     try:
-        run_check(workdir, gpu, args.envs_dir, args.profile)
+        profiles_dir = adopt_env(args.python_env, args.profile, workdir / "profiles") if args.python_env else None
+        run_check(workdir, gpu, args.envs_dir, args.profile, profiles_dir=profiles_dir)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -25,6 +25,7 @@ def test_gpu_check_cpu_path(pytorch_env, tmp_path):
     torch = checks["PyTorch server with 1 GPU (CPU path)"]
     assert torch["result"] == "pass" and "CUDA_VISIBLE_DEVICES=0 (allocated ['0'])" in torch["detail"], torch
     assert checks["matmul loop in the culler's samples"]["result"] == "skipped"
+    assert checks["a server without GPUs"]["result"] == "skipped"
     # two PyTorch servers on one shared GPU: both on GPU 0, the startup hook in each kernel, and
     # the real PyTorch holding the memory fraction for its CUDA initialisation
     shared = checks["two servers on one shared GPU (CPU path)"]
