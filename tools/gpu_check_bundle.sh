@@ -14,16 +14,15 @@ PY=${PY:-$ROOT/.venv/bin/python}
 mkdir -p "$DIR" && DIR=$(cd "$DIR" && pwd)
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 "$PY" -m pip wheel -q --no-deps -w "$W/w" onetimepass   # an sdist only; nativeauthenticator needs it
+# the hub's packages at requirements.txt's pins (the rest: what the hub and a server need with them)
+PINS=()
+for name in jupyterhub jupyterhub-nativeauthenticator oauthenticator jupyterhub-ldapauthenticator SQLAlchemy \
+            alembic jsonschema jupyter-resource-usage batchspawner dockerspawner docker jupyterhub-idle-culler; do
+  PINS+=("$(grep -i "^$name==" "$ROOT/requirements.txt" | cut -d' ' -f1)")
+done
 "$PY" -m pip download -q --only-binary=:all: --python-version "$PYVER" --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-  --platform manylinux2014_x86_64 -f "$W/w" -d "$W/w" \
-  "$(grep '^jupyterhub==' "$ROOT/requirements.txt")" "$(grep '^jupyterhub-nativeauthenticator==' "$ROOT/requirements.txt")" \
-  "$(grep '^oauthenticator==' "$ROOT/requirements.txt")" "$(grep '^jupyterhub-ldapauthenticator==' "$ROOT/requirements.txt")" \
-  "$(grep '^SQLAlchemy==' "$ROOT/requirements.txt")" "$(grep '^alembic==' "$ROOT/requirements.txt")" \
-  "$(grep '^jsonschema==' "$ROOT/requirements.txt")" "$(grep '^jupyter-resource-usage==' "$ROOT/requirements.txt")" \
-  "$(grep '^batchspawner==' "$ROOT/requirements.txt")" "$(grep '^dockerspawner==' "$ROOT/requirements.txt")" \
-  "$(grep '^docker==' "$ROOT/requirements.txt")" "$(grep '^jupyterhub-idle-culler==' "$ROOT/requirements.txt")" \
-  ipykernel jupyter_server
+  --platform manylinux2014_x86_64 -f "$W/w" -d "$W/w" "${PINS[@]}" ipykernel jupyter_server
 "$PY" - "$W/w" "${IMAGE_HAS:-}" <<'PY'
 import os, re, sys
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
