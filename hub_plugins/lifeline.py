@@ -19,6 +19,12 @@ as its child and:
   its command line) is stopped first. A restarted hub replaces a stale service holding a port.
 - ``--grace S``: on SIGINT/SIGTERM the signal goes to the child's process group; after S
   seconds it gets SIGKILL. Services use a short grace so that the hub shuts down quickly.
+- ``--join FILE`` (repeated), ``--user NAME``, ``--chdir DIR``: first of all, while still root,
+  it writes its pid into each cgroup.procs FILE (the server's cgroups), becomes NAME (groups, gid,
+  uid) and starts in DIR, and the variables the hub moved aside for the dynamic loader
+  (``$GPULAB_LOADER_ENV``) are given back for the server. The hub then forks without running
+  any Python in the child, so the kernel can use ``vfork``: its event loop no longer waits for
+  a copy of its own memory map, the cgroups' locks and the user's groups at each spawn.
 - ``--prebind``: binds the port of ``$JUPYTERHUB_SERVICE_URL`` before starting the command and
   hands the listening socket to it (descriptor ``$GPULAB_LISTEN_FD``, see ``services/base.py``).
   JupyterHub waits for each of its services in turn before it answers, polling with growing
@@ -42,6 +48,13 @@ from urllib.parse import urlparse
 
 PR_SET_PDEATHSIG = 1
 LINE = 64  # fixed-width record, rewritten in place
+LOADER_ENV = "GPULAB_LOADER_ENV"
+# glibc's loader obeys these in every program, also one started as root (only set-uid programs
+# ignore them): the hub moves them into $GPULAB_LOADER_ENV for a lifeline it starts as root
+LOADER_VARS = ("GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LD_AUDIT", "LD_DEBUG", "LD_DEBUG_OUTPUT",
+               "LD_DYNAMIC_WEAK", "LD_HWCAP_MASK", "LD_LIBRARY_PATH", "LD_ORIGIN_PATH", "LD_PRELOAD",
+               "LD_PROFILE", "LD_SHOW_AUXV", "LOCALDOMAIN", "LOCPATH", "MALLOC_TRACE", "NIS_PATH",
+               "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TMPDIR", "TZDIR", "GLIBC_TUNABLES")
 
 
 def _prctl_pdeathsig(sig: int) -> None:
@@ -110,6 +123,46 @@ def replace_stale(pidfile: str, wait: float = 5.0) -> None:
     os.replace(tmp, pidfile)
 
 
+def become(join: list[str], user: str, home: str) -> None:
+    """Into the server's cgroups (as root), then its user, then its home; as JupyterHub's
+    ``set_user_setuid`` does in the child of a fork, without the hub's fork having to run it."""
+    me = str(os.getpid()).encode()
+    for path in join:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, me)
+        finally:
+            os.close(fd)
+    if user:
+        import pwd
+
+        pw = pwd.getpwnam(user)
+        os.setgid(pw.pw_gid)
+        gids = os.getgrouplist(user, pw.pw_gid)
+        try:
+            os.setgroups(gids)
+        except OSError:
+            os.setgroups([])  # never keep root's groups
+        os.setuid(pw.pw_uid)
+        if os.getuid() != pw.pw_uid or os.geteuid() != pw.pw_uid or set(os.getgroups()) - set(gids):
+            raise PermissionError(f"could not become {user}")
+    if home:
+        path = home
+        while True:  # as JupyterHub's _try_setcwd: the nearest directory that can be entered
+            try:
+                os.chdir(path)
+                break
+            except OSError:
+                if path in ("/", ""):
+                    raise
+                path = os.path.dirname(path)
+    aside = os.environ.pop(LOADER_ENV, "")
+    if aside:
+        import json
+
+        os.environ.update(json.loads(aside))
+
+
 def prebind() -> socket.socket | None:
     """A listening socket on the service's port, on the host the service itself would listen on
     (``services/base.py`` ``listen_host``); None when that fails (the service then binds itself
@@ -138,11 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pidfile", default="")
     ap.add_argument("--grace", type=float, default=0.0, help="0: the child gets the signal, nothing more")
     ap.add_argument("--prebind", action="store_true", help="bind $JUPYTERHUB_SERVICE_URL's port for the command")
+    ap.add_argument("--join", action="append", default=[], help="a cgroup.procs file to join first (root)")
+    ap.add_argument("--user", default="", help="then become this user (root)")
+    ap.add_argument("--chdir", default="", help="then start in this directory (or the nearest one above)")
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not cmd:
         ap.error("no command")
+    if args.join or args.user or args.chdir:
+        become(args.join, args.user, args.chdir)
 
     if args.with_parent:
         _prctl_pdeathsig(signal.SIGTERM)

@@ -89,6 +89,10 @@ class Enforcer:
         files = self.fs.procs_files(name)
         return lambda: join(files)
 
+    def procs_files(self, name: str) -> list[str]:
+        """The files a server's first process writes its pid into (lifeline ``--join``)."""
+        return self.fs.procs_files(name) if self.fs is not None else []
+
     def killed_for_memory(self, name: str) -> bool:
         if self.fs is not None:
             return self.fs.oom_kills(name) > 0

@@ -203,10 +203,11 @@ class LocalRuntime(Runtime):
             pass
 
 
-def lifeline_command(beat_fd: int, every: float, python: str = sys.executable) -> list[str]:
+def lifeline_command(beat_fd: int, every: float, python: str = sys.executable, become: list[str] = ()) -> list[str]:
     """The prefix that runs a server under its lifeline (``-I -S``: the standard library only,
-    nothing from the environment or the user's site directory)."""
-    return [python, "-I", "-S", LIFELINE, "--beat-fd", str(beat_fd), "--every", f"{every:g}", "--"]
+    nothing from the environment or the user's site directory); ``become``: its ``--join``,
+    ``--user`` and ``--chdir`` (see lifeline.py)."""
+    return [python, "-I", "-S", LIFELINE, "--beat-fd", str(beat_fd), "--every", f"{every:g}", *become, "--"]
 
 
 def adoption(runtime: LocalRuntime, found: Found) -> dict | None:

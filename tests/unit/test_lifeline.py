@@ -194,3 +194,38 @@ def test_prebind_hands_a_bound_port_to_the_service_and_keeps_no_copy(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+def test_it_joins_becomes_the_user_and_hands_the_loader_its_variables_back(tmp_path):
+    """What the hub's child did between fork and exec, done by the lifeline started as root: its
+    pid into each procs file, the user's uid, gid and groups only, the nearest directory that
+    exists, and the loader's variables only for the server (never for the root process)."""
+    import json
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    procs = [tmp_path / "a.procs", tmp_path / "b.procs"]
+    for p in procs:
+        p.write_text("")
+    probe = ("import json, os; print(json.dumps({'uid': os.getuid(), 'euid': os.geteuid(), 'gid': os.getgid(), "
+             "'groups': os.getgroups(), 'cwd': os.getcwd(), 'ld': os.environ.get('LD_LIBRARY_PATH'), "
+             "'aside': os.environ.get('GPULAB_LOADER_ENV'), 'ppid': os.getppid()}))")
+    env = dict(os.environ, GPULAB_LOADER_ENV=json.dumps({"LD_LIBRARY_PATH": "/opt/cuda/lib64"}))
+    env.pop("LD_LIBRARY_PATH", None)
+    cmd = [sys.executable, "-I", "-S", LIFELINE, *[a for p in procs for a in ("--join", str(p))], "--user", "nobody",
+           "--chdir", "/nonexistent-gpulab/home/x", "--", sys.executable, "-I", "-c", probe]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert (got["uid"], got["euid"], got["gid"]) == (nobody.pw_uid, nobody.pw_uid, nobody.pw_gid)
+    assert set(got["groups"]) <= set(os.getgrouplist("nobody", nobody.pw_gid)) and 0 not in got["groups"]
+    assert got["cwd"] == "/" and got["ld"] == "/opt/cuda/lib64" and got["aside"] is None
+    assert [p.read_text() for p in procs] == [str(got["ppid"])] * 2  # the lifeline's own pid
+
+
+def test_the_lifeline_prefix_carries_what_to_become():
+    cmd = lifeline_command(5, 60, "/py", become=["--join", "/cg/cgroup.procs", "--user", "u1", "--chdir", "/home/u1"])
+    assert cmd == ["/py", "-I", "-S", LIFELINE, "--beat-fd", "5", "--every", "60", "--join", "/cg/cgroup.procs",
+                   "--user", "u1", "--chdir", "/home/u1", "--"]
+    assert lifeline_command(5, 60, "/py")[-1] == "--"

@@ -11,6 +11,7 @@ own user and a warning says users are not isolated.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pwd
 import sys
@@ -20,6 +21,7 @@ from traitlets import Enum, Unicode, default
 
 from ...isolation import MODES, Enforcer, oom_message
 from ...isolation.plan import cgroup_name
+from ...lifeline import LOADER_ENV, LOADER_VARS
 from ...envs.status import Environments, describe
 from ...settings.schema import DEFAULTS
 from ...reconcile.local import LocalRuntime, adoption, lifeline_command
@@ -182,7 +184,23 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         self.gpulab_event(f"Held to {limits.describe()} ({enforcer.kind})")
 
     # -- running as the right user ---------------------------------------------------------
+    def gpulab_become_args(self) -> list[str] | None:
+        """The lifeline's ``--join``/``--user``/``--chdir``: what the server's first process does
+        before the server runs, so that the hub's fork runs no Python in the child and the kernel
+        can use vfork (lifeline.py). None: a systemd scope, whose systemd-run drops root itself
+        (``--uid``); the pre-exec function below stays for it."""
+        enforcer = self.gpulab_enforcer
+        if self.isolated and enforcer.kind == "systemd":
+            return None
+        join = enforcer.procs_files(self.gpulab_cgroup) if getattr(self, "_gpulab_limits", None) else []
+        args = [a for path in join for a in ("--join", path)]
+        if self.isolated:
+            return [*args, "--user", self.system_user, "--chdir", pwd.getpwnam(self.system_user).pw_dir]
+        return [*args, "--chdir", self.shared_home]
+
     def make_preexec_fn(self, name):
+        if getattr(self, "_gpulab_by_lifeline", False):  # the lifeline does it all (start)
+            return None
         enforcer = self.gpulab_enforcer
         join = enforcer.joiner(self.gpulab_cgroup) if getattr(self, "_gpulab_limits", None) else None
         if self.isolated and enforcer.kind == "systemd":  # systemd-run drops root itself (--uid)
@@ -223,8 +241,10 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         held, runtime = self.gpulab_held, self.gpulab_runtime
         fd = runtime.open_lifeline(held.spawn_id) if held and runtime else None
         cmd, popen = self.cmd, self.popen_kwargs
+        become = self.gpulab_become_args() if fd is not None else None
+        self._gpulab_by_lifeline = become is not None
         if fd is not None:
-            self.cmd = lifeline_command(fd, self.gpulab.heartbeat_seconds) + list(cmd)
+            self.cmd = lifeline_command(fd, self.gpulab.heartbeat_seconds, become=become or []) + list(cmd)
             self.popen_kwargs = {**popen, "pass_fds": (*popen.get("pass_fds", ()), fd)}
         try:
             return await super().start()
@@ -235,6 +255,7 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
             raise
         finally:
             self.cmd, self.popen_kwargs = cmd, popen
+            self._gpulab_by_lifeline = False
             if fd is not None:
                 os.close(fd)
 
@@ -283,4 +304,9 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         if bindir and os.path.realpath(bindir) == os.path.realpath(os.path.join(sys.prefix, "bin")):
             # the hub's own environment has gpulab: its JupyterLab shows GPUs and time left
             env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [LAB_CONFIG, env.get("JUPYTER_CONFIG_PATH")]))
+        if getattr(self, "_gpulab_by_lifeline", False) and self.isolated:
+            # the lifeline starts as root: what the dynamic loader obeys waits until it is the user
+            aside = {k: env.pop(k) for k in LOADER_VARS if k in env}
+            if aside:
+                env[LOADER_ENV] = json.dumps(aside)
         return env
