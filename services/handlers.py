@@ -20,7 +20,7 @@ import json
 from tornado import web
 
 from hub_plugins.settings.patterns import NAME
-from hub_plugins.validation import InputError, choice, iso_time, json_body, text, whole_number
+from hub_plugins.validation import InputError, choice, iso_time, json_body, shown, text, whole_number
 
 COOKIE_OPTIONS = {"samesite": "Lax", "httponly": True}
 # A query parameter is at most this long (a user name is at most 255 characters).
@@ -56,7 +56,9 @@ class NoSuchAPI(JSONErrors):
     paths = ""  # what its API has
 
     def prepare(self):
-        raise web.HTTPError(404, "%s", f"There is no {self.api} API at '{self.request.path}'. It has {self.paths}.")
+        # the path as sent can be megabytes long: quoted, cut
+        raise web.HTTPError(404, "%s", f"There is no {self.api} API at {shown(self.request.path, 200)}. "
+                                       f"It has {self.paths}.")
 
 
 class ValidatedArgs:
