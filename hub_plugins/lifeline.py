@@ -123,16 +123,22 @@ def replace_stale(pidfile: str, wait: float = 5.0) -> None:
     os.replace(tmp, pidfile)
 
 
+def join_cgroups(procs_files: list[str]) -> None:
+    """Move the calling process into a server's cgroups: here as root, or in the hub's child
+    between fork and exec where no lifeline starts the server (plain os calls only)."""
+    pid = str(os.getpid()).encode()
+    for path in procs_files:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, pid)
+        finally:
+            os.close(fd)
+
+
 def become(join: list[str], user: str, home: str) -> None:
     """Into the server's cgroups (as root), then its user, then its home; as JupyterHub's
     ``set_user_setuid`` does in the child of a fork, without the hub's fork having to run it."""
-    me = str(os.getpid()).encode()
-    for path in join:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.write(fd, me)
-        finally:
-            os.close(fd)
+    join_cgroups(join)
     if user:
         import pwd
 

@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass, field
 
 from . import systemd
-from .cgroupfs import CgroupFS, join
+from ..lifeline import join_cgroups
+from .cgroupfs import CgroupFS
 from .plan import (
     CONTROLS, Limits, Node, char_majors, device_rules, gpu_node_paths, limits_for, nvidia_extra_rules, oom_message,
     systemd_properties,
@@ -87,7 +88,7 @@ class Enforcer:
         if self.fs is None:
             return None
         files = self.fs.procs_files(name)
-        return lambda: join(files)
+        return lambda: join_cgroups(files)
 
     def procs_files(self, name: str) -> list[str]:
         """The files a server's first process writes its pid into (lifeline ``--join``)."""

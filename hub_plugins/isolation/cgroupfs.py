@@ -207,15 +207,3 @@ def _write(path: str, value: str) -> None:
         os.write(fd, value.encode())
     finally:
         os.close(fd)
-
-
-def join(procs_files: list[str]) -> None:
-    """Move the calling process into the server's cgroups. Runs in the child between fork and
-    exec (preexec_fn): plain os calls only."""
-    pid = str(os.getpid()).encode()
-    for f in procs_files:
-        fd = os.open(f, os.O_WRONLY)
-        try:
-            os.write(fd, pid)
-        finally:
-            os.close(fd)
