@@ -94,6 +94,11 @@ class Enforcer:
         """The files a server's first process writes its pid into (lifeline ``--join``)."""
         return self.fs.procs_files(name) if self.fs is not None else []
 
+    def emptied(self, name: str) -> bool:
+        """Whether the server's cgroups are gone (``cleanup`` removes them once empty): then
+        nothing of a server that ran in them runs anywhere, known without a look through /proc."""
+        return self.fs is not None and not any(os.path.isdir(d) for d in self.fs.dirs(name).values())
+
     def killed_for_memory(self, name: str) -> bool:
         if self.fs is not None:
             return self.fs.oom_kills(name) > 0

@@ -94,9 +94,12 @@ async def stop_leftovers(spawner) -> tuple[list[str], dict]:
         last = spawner._gpulab_last_alive
         return [], last
     spawns = await core.run(core.allocator.spawns_of, spawner.gpulab_owner)
+    # a spawn whose cgroups the stop emptied and removed has nothing left anywhere (the local
+    # backend says which); any other, from a hub that died say, is looked for
+    contained, spawner._gpulab_contained = getattr(spawner, "_gpulab_contained", None), None
     alive = {}
     for spawn_id in spawns:
-        if await runtime.stop_spawn(spawn_id):
+        if spawn_id != contained and await runtime.stop_spawn(spawn_id):
             spawner.log.warning("[gpulab] %s: stopped what still ran of spawn %s before releasing it",
                                 spawner._log_name, spawn_id)
         seen = [t for t in (spawner._gpulab_last_alive, await runtime.last_alive(spawn_id)) if t is not None]

@@ -51,9 +51,11 @@ def test_cleanup_stops_what_the_server_left_behind(enforcer):
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=e.joiner(name))
     time.sleep(0.2)
     assert child.pid in e.fs.pids(name)
+    assert not e.emptied(name)
     assert e.cleanup(name) == [child.pid]
     assert child.wait(10) == -9
     assert not any(os.path.exists(d) for d in e.fs.dirs(name).values())
+    assert e.emptied(name)  # so the release needs no look through /proc (recovery.stop_leftovers)
 
 
 def test_a_new_run_starts_with_a_clean_count(enforcer):

@@ -27,6 +27,7 @@ from ...settings.schema import DEFAULTS
 from ...reconcile.local import LocalRuntime, adoption, lifeline_command
 from ...settings.typed import LocalSettings
 from ..mixin import GPUSpawnerMixin
+from .exits import open_pidfd, wait_exit
 from .sysusers import ensure_user, executable_by, groups_of, system_username
 
 # enables hub_plugins.lab (GPUs and time left in JupyterLab's title) where gpulab is installed
@@ -266,16 +267,30 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         enforcer = self.gpulab_enforcer
         return bool(enforcer.controls) and await self.gpulab.run(enforcer.killed_for_memory, self.gpulab_cgroup)
 
+    async def wait_for_death(self, timeout=10):
+        """JupyterHub's wait, but woken the moment the server's process exits (``exits.py``)
+        rather than by polls at random, growing intervals; their way where there is no pidfd."""
+        pidfd = open_pidfd(self.pid)
+        if pidfd is None:
+            return await super().wait_for_death(timeout)
+        await wait_exit(pidfd, timeout)
+        return await self.poll() is not None
+
     async def run_post_stop_hook(self):
         enforcer = self.gpulab_enforcer
         if enforcer.controls:
             name = self.gpulab_cgroup
 
-            def end() -> tuple[bool, list[int]]:  # one trip to the worker threads per stop
-                return enforcer.killed_for_memory(name), enforcer.cleanup(name)
+            def end() -> tuple[bool, list[int], bool]:  # one trip to the worker threads per stop
+                return enforcer.killed_for_memory(name), enforcer.cleanup(name), enforcer.emptied(name)
 
             try:
-                oom, left = await self.gpulab.run(end)
+                oom, left, emptied = await self.gpulab.run(end)
+                if emptied and getattr(self, "_gpulab_limits", None) and self.gpulab_holding:
+                    # it ran in its cgroups and they are gone: the release needs no look through
+                    # /proc for what it left (recovery.stop_leftovers). (gpulab_holding: the
+                    # poll that saw the process dead has cleared gpulab_held with the state.)
+                    self._gpulab_contained = self.gpulab_holding
                 if oom:
                     text = self._gpulab_oom_text()
                     self.log.warning("[gpulab] %s: %s", self._log_name, text)
