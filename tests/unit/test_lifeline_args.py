@@ -1,0 +1,83 @@
+"""The lifeline's command line, parsed by hand (``hub_plugins/lifeline.py`` ``parse``): the forms
+the hub and the services use, and what a wrong one is told."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from hub_plugins.lifeline import UsageError, parse
+from hub_plugins.reconcile.local import LIFELINE, lifeline_command
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["--", "jupyterhub-singleuser", "--debug"],
+     dict(command=["jupyterhub-singleuser", "--debug"], beat_fd=-1, every=60.0, join=[], prebind=False)),
+    (["--beat-fd", "7", "--every", "2.5", "--", "sh", "-c", "exit 3"],
+     dict(beat_fd=7, every=2.5, command=["sh", "-c", "exit 3"])),
+    (["--beat-fd=7", "--every=30", "srv"], dict(beat_fd=7, every=30.0, command=["srv"])),
+    (["--join", "/a/cgroup.procs", "--join", "/b/cgroup.procs", "--user", "jupyter-ann", "--chdir", "/home/ann",
+      "--", "srv"],
+     dict(join=["/a/cgroup.procs", "/b/cgroup.procs"], user="jupyter-ann", chdir="/home/ann", command=["srv"])),
+    (["--with-parent", "42", "--pidfile", "/s/p.pid", "--grace", "1.5", "--prebind", "--", "python", "-m", "svc"],
+     dict(with_parent=42, pidfile="/s/p.pid", grace=1.5, prebind=True, command=["python", "-m", "svc"])),
+    # everything after the command is the command's, options of the same name included
+    (["srv", "--every", "1"], dict(command=["srv", "--every", "1"], every=60.0)),
+    (["--", "--every"], dict(command=["--every"], every=60.0)),
+    (["--chdir", "--", "--", "srv"], dict(chdir="--", command=["srv"])),
+])
+def test_what_the_command_line_asks_for(argv, want):
+    opts = parse(argv)
+    for attr, value in want.items():
+        assert getattr(opts, attr) == value, attr
+
+
+@pytest.mark.parametrize("argv, says", [
+    ([], "no command"),
+    (["--every", "5"], "no command"),
+    (["--"], "no command"),
+    (["--bogus", "--", "srv"], "unknown option --bogus"),
+    (["--beat", "3", "--", "srv"], "unknown option --beat"),  # no abbreviations
+    (["--every"], "--every needs a value"),
+    (["--every", "soon", "--", "srv"], "--every needs a number, got 'soon'"),
+    (["--beat-fd=1.5", "--", "srv"], "--beat-fd needs a number, got '1.5'"),
+    (["--prebind=yes", "--", "srv"], "--prebind takes no value"),
+])
+def test_a_wrong_command_line_says_what_is_wrong(argv, says):
+    with pytest.raises(UsageError, match=says.replace(".", r"\.")):
+        parse(argv)
+
+
+def test_the_hubs_own_command_line_parses_to_what_it_meant():
+    cmd = lifeline_command(9, 30.0, become=["--join", "/c/cgroup.procs", "--user", "jupyter-bo", "--chdir", "/h"])
+    argv = cmd[cmd.index(LIFELINE) + 1:] + ["jupyterhub-singleuser"]
+    opts = parse(argv)
+    assert (opts.beat_fd, opts.every, opts.join, opts.user, opts.chdir, opts.command) == (
+        9, 30.0, ["/c/cgroup.procs"], "jupyter-bo", "/h", ["jupyterhub-singleuser"])
+
+
+def test_a_wrong_command_line_exits_2_with_the_reason_and_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    r = subprocess.run([sys.executable, "-I", "-S", LIFELINE, "--every", "x", "--", "touch", str(marker)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "lifeline: --every needs a number, got 'x'" in r.stderr
+    assert not marker.exists()
+
+
+def test_the_exit_status_is_the_commands_though_the_lifeline_skips_its_teardown():
+    r = subprocess.run([sys.executable, "-I", "-S", LIFELINE, "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+                       capture_output=True, text=True, timeout=30)
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
+
+
+def test_the_lifeline_imports_neither_argparse_nor_enum():
+    """What keeps its start cheap (see ``parse``): a later import of one of these shows here."""
+    r = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", LIFELINE, "--", "true"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "ctypes" in imported  # the listing is read right
+    assert imported & {"argparse", "enum", "socket", "re", "json", "urllib.parse"} == set()
