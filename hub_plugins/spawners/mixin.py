@@ -26,13 +26,10 @@ The parts other than the spawn path live in sibling modules this class inherits 
 from __future__ import annotations
 
 import asyncio
-import time
-from urllib.parse import urlsplit
 
 from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import maybe_future, url_path_join
 from sqlalchemy.exc import DBAPIError
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Bool, Float
 
 from ..core import GPULab
@@ -54,18 +51,9 @@ from .lifecycle import Event, Phase
 from .liveness import GPULivenessMixin
 from .options import GPUOptionsMixin
 from .progress import GPUProgressMixin
+from .readiness import STARTING, probe_interval, wait_answering
 from .recovery import HeldGPUs, heal_hub_session
 from .waiting import wait_in_queue
-
-
-async def port_open(host: str, port: int, timeout: float = 2.0) -> bool:
-    """Whether something accepts a TCP connection there now (closed again at once)."""
-    try:
-        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except (OSError, asyncio.TimeoutError):
-        return False
-    writer.close()
-    return True
 
 
 class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEnvironmentMixin):
@@ -81,7 +69,15 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         once (and release its GPUs) instead of waiting for http_timeout.""",
     )
     ready_probe_interval = Float(
-        0.1, config=True, help="Seconds between probes of a starting server (is it answering yet?)."
+        0.1, config=True,
+        help="""The longest wait, in seconds, between probes of a starting server (is it answering
+        yet?). With few servers starting it is probed more often: see ready_probes_per_second.""",
+    )
+    ready_probes_per_second = Float(
+        200.0, config=True,
+        help="""Probes a second the hub spends on all the servers starting at once, shared among
+        them: one server alone is probed every 10 ms, 20 or more every ready_probe_interval.
+        0: every server every ready_probe_interval.""",
     )
     exit_poll_interval = Float(
         0.25, config=True,
@@ -352,42 +348,22 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
 
         JupyterHub itself only polls the server's URL until ``http_timeout``, so a server that
         crashes at start-up would hold its GPUs (and keep its user waiting) for that long. It
-        probes every ``ready_probe_interval`` s, not with JupyterHub's exponential back-off
-        (probes at ~0.2, 0.6, 1.4, 3 s ...: up to a second late for a server up after ~2 s), and
-        asks the backend whether the server died every ``exit_poll_interval`` s."""
+        probes at short, steady intervals (``readiness.probe_interval``: every 10 ms for a server
+        starting alone, up to ``ready_probe_interval`` when many start at once), not with
+        JupyterHub's exponential back-off (probes at ~0.2, 0.6, 1.4, 3 s ...: up to a second late
+        for a server up after ~2 s), and asks the backend whether the server died every
+        ``exit_poll_interval`` s."""
         if not self.watch_start or getattr(self, "internal_ssl", False) or self.server is None:
             return
         listen = self.gpulab_listen_url(url)
         probe = listen + url_path_join(self.server.base_url, "api")
-        where = urlsplit(listen)
-        client = AsyncHTTPClient()
-        deadline = time.monotonic() + self.http_timeout
-        next_poll = 0.0
-        while time.monotonic() < deadline:
-            answered = False
-            # a bare connection first, the HTTP request only once something listens: while a
-            # server starts, a refused connection costs the hub's loop a fraction of a refused
-            # HTTP request (50 servers starting at once, 10 probes a second each, made those
-            # requests a large part of the hub's CPU: benchmarks/spawn_overhead.py)
-            if await port_open(where.hostname, where.port or 80):
-                try:
-                    resp = await client.fetch(probe, raise_error=False, request_timeout=2, follow_redirects=False)
-                    # as JupyterHub's own wait: a 5xx is not up yet
-                    answered = resp.code < 500
-                except (OSError, HTTPClientError):  # closed again, or a timeout (599) on a busy machine
-                    pass
-            if answered:
-                self.gpulab_event("JupyterLab is up", progress=90)
-                return
-            if time.monotonic() >= next_poll:
-                status = await self.poll()
-                if status is not None:
-                    raise SpawnException(await self.gpulab_exited_message(status), reason="exited",
-                                         status_code=500)
-                next_poll = time.monotonic() + self.exit_poll_interval
-            await asyncio.sleep(self.ready_probe_interval)
-        # as JupyterHub's own wait would: a timeout is JupyterHub's to report, as usual
-        raise TimeoutError(f"Server at {probe} didn't respond in {self.http_timeout} seconds")
+        with STARTING.one():
+            status = await wait_answering(
+                probe, self.http_timeout, self.exit_poll_interval, self.poll,
+                lambda: probe_interval(STARTING.count, self.ready_probes_per_second, self.ready_probe_interval))
+        if status is not None:
+            raise SpawnException(await self.gpulab_exited_message(status), reason="exited", status_code=500)
+        self.gpulab_event("JupyterLab is up", progress=90)
 
     async def run_post_stop_hook(self):
         self.gpulab_heal_hub_session()

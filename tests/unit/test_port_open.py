@@ -1,11 +1,11 @@
-"""The readiness probe's first step (spawners/mixin.py port_open): a bare connection tells a port
+"""The readiness probe's first step (spawners/readiness.py port_open): a bare connection tells a port
 that listens from one that does not, and never hangs on an address that drops packets."""
 
 import asyncio
 import socket
 import time
 
-from hub_plugins.spawners.mixin import port_open
+from hub_plugins.spawners.readiness import port_open
 
 
 async def test_a_listening_port_is_open_and_a_closed_one_is_not():
