@@ -144,6 +144,9 @@ _U = UsageRecord.__table__
 _ADD_USAGE = sa.insert(_U)
 _OPEN_USAGE = sa.select(_U.c.id, _U.c.spawn_id, _U.c.last_seen_at, _U.c.ready_at, _U.c.pending_reason).where(
     _U.c.user_id == sa.bindparam("uid"), _U.c.server_name == sa.bindparam("server"), _U.c.stopped_at.is_(None))
+# only an open record is closed: a record is closed exactly once, whoever races
+_CLOSE_USAGE = sa.update(_U).where(_U.c.id == sa.bindparam("rid"), _U.c.stopped_at.is_(None)).values(
+    stopped_at=sa.bindparam("end"), stop_reason=sa.bindparam("why"), stopped_by=sa.bindparam("by"))
 
 
 def stop_reason(pending: str, fallback: str) -> str:
@@ -297,10 +300,8 @@ class Allocator:
                     seen = seen_alive_at.get(rec.spawn_id) if isinstance(seen_alive_at, dict) else seen_alive_at
                     alive = [t for t in (rec.last_seen_at, seen) if t is not None]
                     end = min(now, max(alive)) if alive else now
-                # only an open record is closed: a record is closed exactly once, whoever races
-                conn.execute(sa.update(_U).where(_U.c.id == rec.id, _U.c.stopped_at.is_(None)).values(
-                    stopped_at=end, stop_reason=why if rec.ready_at or why != "crashed" else "failed",
-                    stopped_by=stopped_by[:255]))
+                conn.execute(_CLOSE_USAGE, dict(rid=rec.id, end=end, by=stopped_by[:255],
+                                                why=why if rec.ready_at or why != "crashed" else "failed"))
             rows = conn.execute(_OWNER_IDS, {"uid": owner.user_id, "server": owner.server_name}).all()
             ids = [r.id for r in rows if not spawn_id or r.spawn_id == spawn_id]
             if not ids:

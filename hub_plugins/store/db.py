@@ -18,6 +18,12 @@ that shares the database:
   milliseconds before it is on disk; its own commit comes later in the same WAL, so after a
   crash either both survive or it was never answered.
 
+A decision's cost on PostgreSQL is mostly round trips (each one a wake-up of the client and of a
+server process), so the serialised path makes as few as it can: the connection runs in the
+driver's autocommit mode there, so that ``BEGIN`` travels with the lock in one query instead of
+on its own, and the flush is a one-statement transaction (one round trip, not three). A pooled
+connection is checked for life without a round trip too (``_alive``).
+
 On top of that, unique keys make double allocation impossible even for code that skips the lock.
 """
 
@@ -25,13 +31,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import threading
 import time
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session
 
 log = logging.getLogger("gpulab.db")
@@ -39,11 +46,14 @@ log = logging.getLogger("gpulab.db")
 ADVISORY_KEY = 0x6770756C6162  # "gpulab"
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "gpulab_alembic_version"
-# one round trip: the lock, and an asynchronous commit for this transaction only
-_SERIAL_PG = sa.text(f"SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock({ADVISORY_KEY})")
+# one round trip (the simple query protocol takes several statements when there are no
+# parameters): the transaction, the lock, and an asynchronous commit for this transaction only
+_SERIAL_PG = (f"BEGIN; SELECT set_config('synchronous_commit', 'off', true), "
+              f"pg_advisory_xact_lock({ADVISORY_KEY})")
 # a transaction that writes one WAL record and commits synchronously: its fsync covers every
-# earlier commit of the WAL, the serialised one included (a read-only transaction flushes nothing)
-_FLUSH_PG = sa.text("SELECT pg_logical_emit_message(true, 'gpulab', 'flush')")
+# earlier commit of the WAL, the serialised one included (a read-only transaction flushes nothing).
+# Run in autocommit mode, it is a transaction by itself.
+_FLUSH_PG = "SELECT pg_logical_emit_message(true, 'gpulab', 'flush')"
 
 
 def _sqlite_setup(engine: sa.Engine) -> None:
@@ -87,7 +97,8 @@ class Database:
             )
             _sqlite_setup(self.engine)
         else:
-            self.engine = sa.create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            self.engine = sa.create_engine(url, echo=echo, pool_size=10, max_overflow=20)
+            event.listen(self.engine, "checkout", _alive)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -119,12 +130,14 @@ class Database:
             if self.is_sqlite:
                 conn = conn.execution_options(gpulab_write=True)
             early = serial and not self.is_sqlite
+            if early:
+                _autocommit(conn)
             with Session(bind=conn, expire_on_commit=False) as s, s.begin():
                 if early:
-                    s.execute(_SERIAL_PG)
+                    s.connection().exec_driver_sql(_SERIAL_PG)
                 yield s
             if early:
-                _flush(conn)
+                conn.exec_driver_sql(_FLUSH_PG)
 
     @contextlib.contextmanager
     def write_conn(self, serial: bool = False):
@@ -133,12 +146,14 @@ class Database:
             if self.is_sqlite:
                 conn = conn.execution_options(gpulab_write=True)
             early = serial and not self.is_sqlite
+            if early:
+                _autocommit(conn)
             with conn.begin():
                 if early:
-                    conn.execute(_SERIAL_PG)
+                    conn.exec_driver_sql(_SERIAL_PG)
                 yield conn
             if early:
-                _flush(conn)
+                conn.exec_driver_sql(_FLUSH_PG)
 
     def retrying(self, fn, *, attempts: int = 8, first_delay: float = 0.05):
         """Run ``fn()`` again when the database is briefly unreachable (restart, failover).
@@ -174,10 +189,35 @@ class Database:
                 command.upgrade(cfg, revision)
 
 
-def _flush(conn: sa.Connection) -> None:
-    """Wait until the serialised transaction just committed (asynchronously) is on disk."""
-    with conn.begin():
-        conn.execute(_FLUSH_PG)
+def _autocommit(conn: sa.Connection) -> None:
+    """The driver's autocommit mode for this checkout (SQLAlchemy restores the pool's level when
+    the connection goes back): the driver sends no ``BEGIN`` of its own, ours comes with the lock
+    (``_SERIAL_PG``). Its commit and rollback still end the transaction that ``BEGIN`` opened."""
+    conn.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _alive(dbapi_conn, _record, _proxy) -> None:
+    """A pooled PostgreSQL connection is checked before use without a round trip (SQLAlchemy's
+    ``pool_pre_ping`` costs one per checkout, as much as a statement): an idle connection's
+    socket has nothing to read unless the server ended the session (restart, terminated
+    backend: the goodbye or the closed socket makes it readable). Such a connection is
+    replaced before anyone uses it; one the server dropped silently fails at its first statement
+    and the transaction is retried (``Database.retrying``)."""
+    pgconn = getattr(dbapi_conn, "pgconn", None)
+    if pgconn is None:  # not psycopg: its first statement tells
+        return
+    try:
+        dead = dbapi_conn.closed or bool(_readable(pgconn.socket))
+    except Exception:  # noqa: BLE001 - a socket libpq no longer has is a lost connection
+        dead = True
+    if dead:
+        raise DisconnectionError("the database server closed this connection")
+
+
+def _readable(fd: int) -> list:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return poller.poll(0)
 
 
 def _transient(e: DBAPIError) -> bool:
