@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import signal
+import sqlite3
 import time
 from datetime import datetime
 from pathlib import Path
@@ -86,3 +87,15 @@ def _gone(pid: int, within: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_the_hubs_own_sqlite_file_keeps_a_write_ahead_log(hub_factory):
+    """JupyterHub's database file (not only gpulab's) is in WAL mode once the hub runs: one sync a
+    commit in the hub's event loop instead of several (settings/hubapp.py ``journal_ahead``)."""
+    hub = hub_factory()
+    conn = sqlite3.connect(hub.state_dir / "jupyterhub.sqlite")
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] >= 1  # JupyterHub's rows are there
+    finally:
+        conn.close()
