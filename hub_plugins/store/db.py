@@ -124,24 +124,19 @@ class Database:
             yield s
 
     @contextlib.contextmanager
-    def write(self, serial: bool = False):
-        """A transaction; ``serial=True`` also serialises it against every other serial writer."""
+    def write(self):
+        """A write transaction through the ORM. Decisions that must be serialised against every
+        other process take :meth:`write_conn` with ``serial=True`` (bare statements, the hot path)."""
         with self._in_turn(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(gpulab_write=True)
-            early = serial and not self.is_sqlite
-            if early:
-                _autocommit(conn)
             with Session(bind=conn, expire_on_commit=False) as s, s.begin():
-                if early:
-                    s.connection().exec_driver_sql(_SERIAL_PG)
                 yield s
-            if early:
-                conn.exec_driver_sql(_FLUSH_PG)
 
     @contextlib.contextmanager
     def write_conn(self, serial: bool = False):
-        """Like :meth:`write` but a bare Connection: the allocator's hot path skips the ORM."""
+        """A write transaction on a bare Connection (the allocator's hot path skips the ORM);
+        ``serial=True`` also serialises it against every other serial writer."""
         with self._in_turn(), self.engine.connect() as conn:
             if self.is_sqlite:
                 conn = conn.execution_options(gpulab_write=True)

@@ -10,7 +10,7 @@ import random
 import pytest
 import sqlalchemy as sa
 
-from hub_plugins.store.db import Database
+from hub_plugins.store.db import ADVISORY_KEY, Database
 
 pytestmark = pytest.mark.postgres
 
@@ -55,11 +55,11 @@ def test_the_lock_is_held_until_the_commit(db, pg):
             c.execute(sa.text("INSERT INTO t VALUES (1)"))
             with other.connect() as o:
                 got = o.execute(sa.text("SELECT pg_try_advisory_lock(CAST(:k AS bigint))"),
-                                {"k": 0x6770756C6162}).scalar()
+                                {"k": ADVISORY_KEY}).scalar()
             assert got is False
         with other.connect() as o:
             assert o.execute(sa.text("SELECT pg_try_advisory_xact_lock(CAST(:k AS bigint))"),
-                             {"k": 0x6770756C6162}).scalar() is True
+                             {"k": ADVISORY_KEY}).scalar() is True
     finally:
         other.dispose()
 
