@@ -64,6 +64,7 @@ def update_hub(c: Config, cfg: dict) -> None:
     # Servers outlive a hub restart; gpulab reconciles their allocations when it comes back.
     c.JupyterHub.cleanup_servers = False
     c.Spawner.poll_interval = h["poll_interval"]
+    c.HubCollector.sweep_minutes = h["gc_sweep_minutes"]
     c.Spawner.start_timeout = h["start_timeout"]
     c.Spawner.http_timeout = h["http_timeout"]
     c.Spawner.default_url = "/lab"

@@ -1,5 +1,6 @@
 """What gpulab changes in the running JupyterHub application: how it starts its services, how it
-shuts down without its database, and how its SQLite file keeps its journal. JupyterHub has no
+shuts down without its database, how its SQLite file keeps its journal and how its garbage
+collector is paced. JupyterHub has no
 hook for these, so ``adapt()`` (called by ``config/jupyterhub_config.py`` while the hub loads its
 config) wraps methods of this hub's instance; JupyterHub's own code still does the work, and the
 class is left alone."""
@@ -17,6 +18,8 @@ import sqlalchemy as sa
 from jupyterhub.app import JupyterHub
 from jupyterhub.utils import maybe_future
 
+from ..gcpace import HubCollector
+
 
 def adapt() -> None:
     if not JupyterHub.initialized():  # a subcommand that loads the config without serving
@@ -25,6 +28,20 @@ def adapt() -> None:
     start_services_together(app)
     shut_down_without_database(app)
     journal_ahead(app)
+    pace_collector(app)
+
+
+def pace_collector(app: JupyterHub) -> None:
+    """Once the hub is up (its servers restored, its services started), its garbage collector is
+    paced (``hub_plugins/gcpace.py``): what the start built is frozen out of the collector's walks,
+    and so is whatever survives each full collection until the next sweep."""
+    start = app.start
+
+    async def start_then_pace():
+        await start()
+        HubCollector(parent=app).start()
+
+    app.start = start_then_pace
 
 
 def journal_ahead(app: JupyterHub) -> None:

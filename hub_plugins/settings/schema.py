@@ -113,6 +113,9 @@ GPULAB_SCHEMA = {
                 "poll_interval": {"type": "integer", "minimum": 1, "maximum": 3600},
                 "start_timeout": {"type": "integer", "minimum": 5},
                 "http_timeout": {"type": "integer", "minimum": 5},
+                "gc_sweep_minutes": {"type": "number", "minimum": 0, "maximum": 10080,
+                                     "description": "minutes between the hub's full garbage "
+                                                    "collections (0: Python's collector as it is)"},
                 "slow_spawn_seconds": {"type": "number", "minimum": 0, "maximum": 60,
                                        "description": "how long a spawn request waits for the server "
                                                       "before answering 202 / showing the progress page"},

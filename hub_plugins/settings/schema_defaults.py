@@ -25,6 +25,7 @@ DEFAULTS = {
         "start_timeout": 120,
         "http_timeout": 60,
         "slow_spawn_seconds": 3,
+        "gc_sweep_minutes": 60,
     },
     "backend": "local",
     "profiles_dir": None,

@@ -99,3 +99,18 @@ def test_the_hubs_own_sqlite_file_keeps_a_write_ahead_log(hub_factory):
         assert conn.execute("SELECT count(*) FROM users").fetchone()[0] >= 1  # JupyterHub's rows are there
     finally:
         conn.close()
+
+
+def test_the_hub_freezes_its_long_lived_objects_once_up(hub_factory):
+    """Once up, the hub moves what its start built out of the garbage collector's walks
+    (hub_plugins/gcpace.py): the log says how many objects the first sweep kept. JupyterHub with
+    gpulab's plugins holds well over 50,000 (200,000 here); a pacing that froze nothing would
+    leave every full collection walking them all."""
+    hub = hub_factory()
+    deadline = time.monotonic() + 60
+    found = None
+    while found is None and time.monotonic() < deadline:
+        found = re.search(r"gpulab: full garbage collection: (\d+) objects kept", hub.log_path.read_text(errors="replace"))
+        time.sleep(0.2)
+    assert found, hub.log_tail()
+    assert int(found.group(1)) > 50_000

@@ -100,6 +100,7 @@ def test_hub_config_in_the_values_loads_gpulab(values, tmp_path):
     assert c.KubeGPUSpawner.pvc_name_template == "claim-{username}"
     assert c.KubeGPUSpawner.storage_capacity == values["singleuser"]["storage"]["capacity"]
     assert type(c.GPULab.capacity_reader).__name__ == "KubeCapacity"
+    assert c.HubCollector.sweep_minutes == 60  # the hub's garbage-collector pacing, as on one host
 
 
 @pytest.fixture

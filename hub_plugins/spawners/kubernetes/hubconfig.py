@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 
+from jupyterhub.app import JupyterHub
+
 from ...settings.apply import (update_admin_scopes, update_api_tokens, update_auth, update_gpulab, update_pages,
                                update_spawner)
 from ...settings.cluster import update_kubernetes
+from ...settings.hubapp import pace_collector
 from ...settings.loader import load
 
 CONFIG_PATH = "/usr/local/etc/gpulab/gpulab.yaml"
@@ -28,6 +31,9 @@ def configure(c, path: str | None = None) -> dict:
     c.Authenticator.admin_users = set(h["admin_users"])
     c.Spawner.poll_interval = h["poll_interval"]
     c.Spawner.http_timeout = h["http_timeout"]
+    c.HubCollector.sweep_minutes = h["gc_sweep_minutes"]
+    if JupyterHub.initialized():  # the hub's own start (not a test laying out the values)
+        pace_collector(JupyterHub.instance())  # the same garbage-collector pacing as on one host
     for update in (update_api_tokens, update_admin_scopes, update_auth, update_pages, update_spawner, update_gpulab,
                    update_kubernetes):
         update(c, cfg)
