@@ -15,8 +15,8 @@ always). So garbage in reference cycles is held at most a sweep interval, and th
 pause comes once a sweep interval, on a timer, instead of whenever the hub's growth crosses the
 collector's threshold (measured: README, Benchmarks, "scale").
 
-:func:`freeze_after` is the policy (pure, tested with a table); :class:`HubCollector` applies it to the
-process's ``gc`` module."""
+:func:`freeze_after` is the policy (pure, tested with a table); :class:`HubCollector` applies it
+to the process's ``gc`` module."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ class HubCollector(LoggingConfigurable):
         gc.freeze()
         self.sweeps += 1
         self.log.info("gpulab: full garbage collection: %d objects kept, %d freed, %.0f ms; the next in %g min",
-                 gc.get_freeze_count(), freed, (time.perf_counter() - t0) * 1000, self.sweep_minutes)
+                      gc.get_freeze_count(), freed, (time.perf_counter() - t0) * 1000, self.sweep_minutes)
         if self._timer is not None:  # a sweep out of turn (tests) replaces the timed one
             self._timer.cancel()
         self._timer = self._loop.call_later(self.sweep_minutes * 60, self.sweep)
