@@ -1,8 +1,8 @@
 """What gpulab changes in the running JupyterHub application: how it starts its services, how it
 shuts down without its database, how its SQLite file keeps its journal and how its garbage
 collector is paced. JupyterHub has no hook for these, so ``adapt()`` (called by
-``config/jupyterhub_config.py`` while the hub loads its config) wraps methods of this hub's instance; JupyterHub's own code still does the work, and the
-class is left alone."""
+``config/jupyterhub_config.py`` while the hub loads its config) wraps methods of this hub's
+instance; JupyterHub's own code still does the work, and the class is left alone."""
 
 from __future__ import annotations
 
