@@ -29,6 +29,7 @@ from ..scopes import (ADMIN_ROLE, ADMIN_SCOPES, BILLING_ALLOWED, BILLING_SCOPES,
 from .auth import apply_auth
 from .cluster import update_kubernetes, update_slurm
 from .errors import ConfigError
+from .hubapp import SyncAtCheckpoints, sqlite_file
 from .loader import gpulab_db_url
 from .services import _state, gpulab_services, runtime
 
@@ -54,6 +55,9 @@ def update_hub(c: Config, cfg: dict) -> None:
     c.JupyterHub.hub_bind_url = h["hub_bind_url"]
     c.ConfigurableHTTPProxy.api_url = h["proxy_api_url"]
     c.JupyterHub.db_url = h["db_url"] or f"sqlite:///{_state(cfg, 'jupyterhub.sqlite')}"
+    if h["sqlite_synchronous"] == "normal" and sqlite_file(c.JupyterHub.db_url):
+        # JupyterHub's own file only; gpulab's database (allocations, usage) always syncs each commit
+        c.JupyterHub.db_kwargs = {"connect_args": {"check_same_thread": False, "factory": SyncAtCheckpoints}}
     c.JupyterHub.cookie_secret_file = _state(cfg, "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = _state(cfg, "jupyterhub.pid")
     c.ConfigurableHTTPProxy.pid_file = _state(cfg, "jupyterhub-proxy.pid")

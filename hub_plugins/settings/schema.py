@@ -113,6 +113,9 @@ GPULAB_SCHEMA = {
                 "poll_interval": {"type": "integer", "minimum": 1, "maximum": 3600},
                 "start_timeout": {"type": "integer", "minimum": 5},
                 "http_timeout": {"type": "integer", "minimum": 5},
+                "sqlite_synchronous": {"enum": ["normal", "full"],
+                                       "description": "JupyterHub's own SQLite file: sync the disk at "
+                                                      "checkpoints (normal) or at every commit (full)"},
                 "gc_sweep_minutes": {"type": "number", "minimum": 0, "maximum": 10080,
                                      "description": "minutes between the hub's full garbage "
                                                     "collections (0: Python's collector as it is)"},

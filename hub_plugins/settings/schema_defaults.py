@@ -26,6 +26,7 @@ DEFAULTS = {
         "http_timeout": 60,
         "slow_spawn_seconds": 3,
         "gc_sweep_minutes": 60,
+        "sqlite_synchronous": "normal",
     },
     "backend": "local",
     "profiles_dir": None,
