@@ -56,7 +56,7 @@ def update_hub(c: Config, cfg: dict) -> None:
     c.ConfigurableHTTPProxy.api_url = h["proxy_api_url"]
     c.JupyterHub.db_url = h["db_url"] or f"sqlite:///{_state(cfg, 'jupyterhub.sqlite')}"
     if h["sqlite_synchronous"] == "normal" and sqlite_file(c.JupyterHub.db_url):
-        # JupyterHub's own file only; gpulab's database (allocations, usage) always syncs each commit
+        # JupyterHub's own file; gpulab's (allocations, usage) runs so always (store/db.py)
         c.JupyterHub.db_kwargs = {"connect_args": {"check_same_thread": False, "factory": SyncAtCheckpoints}}
     c.JupyterHub.cookie_secret_file = _state(cfg, "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = _state(cfg, "jupyterhub.pid")
