@@ -22,8 +22,9 @@ import sys
 import time
 from urllib.parse import urlparse
 
+from ..bytecode import runnable
 from ..gpu.procs import parent_of
-from ..lifeline import read_record
+from ..lifeline import is_lifeline, read_record
 from .decide import Found
 from .fresh import Fresh
 from .runtime import Runtime
@@ -203,11 +204,18 @@ class LocalRuntime(Runtime):
             pass
 
 
+def lifeline_file(python: str = sys.executable) -> str:
+    """What ``python -I -S`` runs as the lifeline: its current bytecode, else its source
+    (``bytecode.py``: each start skips compiling it)."""
+    return runnable(LIFELINE, python)
+
+
 def lifeline_command(beat_fd: int, every: float, python: str = sys.executable, become: list[str] = ()) -> list[str]:
     """The prefix that runs a server under its lifeline (``-I -S``: the standard library only,
     nothing from the environment or the user's site directory); ``become``: its ``--join``,
     ``--user`` and ``--chdir`` (see lifeline.py)."""
-    return [python, "-I", "-S", LIFELINE, "--beat-fd", str(beat_fd), "--every", f"{every:g}", *become, "--"]
+    return [python, "-I", "-S", lifeline_file(python), "--beat-fd", str(beat_fd), "--every", f"{every:g}", *become,
+            "--"]
 
 
 def adoption(runtime: LocalRuntime, found: Found) -> dict | None:
@@ -220,7 +228,7 @@ def adoption(runtime: LocalRuntime, found: Found) -> dict | None:
     env = runtime.environ_of(pid)
     if env.get(HUB_ID_VAR) != runtime.hub_id or env.get(SPAWN_ID_VAR) != found.spawn_id:
         return None  # gone (or replaced) since it was listed
-    if LIFELINE not in cmdline(pid):
+    if not is_lifeline(cmdline(pid)):
         return None  # a helper (a kernel) that outlived its server: stopped, not adopted
     port = urlparse(found.url).port if found.url else None
     return {"pid": pid, "port": port or 0, "api_token": env.get("JUPYTERHUB_API_TOKEN", "")}

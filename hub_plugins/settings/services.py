@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from jupyterhub.utils import random_port
 
 from ..mlflow import setup as mlflow
-from ..reconcile.local import LIFELINE
+from ..reconcile.local import lifeline_file
 from ..scopes import (BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES, HUB_SCOPES, QUOTAS_ADMIN_SCOPES,
                       QUOTAS_ALLOWED, QUOTAS_SERVICE_SCOPES)
 
@@ -97,7 +97,7 @@ def supervised(cfg: dict, name: str, argv: list[str], prebind: bool = False) -> 
     file in the state dir), and it is down within SERVICE_STOP_GRACE seconds when stopped.
     ``prebind``: its port is bound at once (a service with a URL JupyterHub waits for)."""
     pidfile = _state(cfg, "services", f"{name}.pid")
-    return [sys.executable, "-I", "-S", LIFELINE, "--with-parent", str(os.getpid()), "--pidfile", pidfile,
+    return [sys.executable, "-I", "-S", lifeline_file(), "--with-parent", str(os.getpid()), "--pidfile", pidfile,
             "--grace", str(SERVICE_STOP_GRACE), *(["--prebind"] if prebind else []), "--", *argv]
 
 

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from hub_plugins.lifeline import UsageError, parse
-from hub_plugins.reconcile.local import LIFELINE, lifeline_command
+from hub_plugins.lifeline import UsageError, is_lifeline, parse
+from hub_plugins.reconcile.local import LIFELINE, lifeline_command, lifeline_file
 
 
 @pytest.mark.parametrize("argv, want", [
@@ -52,7 +52,7 @@ def test_a_wrong_command_line_says_what_is_wrong(argv, says):
 
 def test_the_hubs_own_command_line_parses_to_what_it_meant():
     cmd = lifeline_command(9, 30.0, become=["--join", "/c/cgroup.procs", "--user", "jupyter-bo", "--chdir", "/h"])
-    argv = cmd[cmd.index(LIFELINE) + 1:] + ["jupyterhub-singleuser"]
+    argv = cmd[cmd.index(lifeline_file()) + 1:] + ["jupyterhub-singleuser"]
     opts = parse(argv)
     assert (opts.beat_fd, opts.every, opts.join, opts.user, opts.chdir, opts.command) == (
         9, 30.0, ["/c/cgroup.procs"], "jupyter-bo", "/h", ["jupyterhub-singleuser"])
@@ -73,11 +73,29 @@ def test_the_exit_status_is_the_commands_though_the_lifeline_skips_its_teardown(
     assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
 
 
-def test_the_lifeline_imports_neither_argparse_nor_enum():
-    """What keeps its start cheap (see ``parse``): a later import of one of these shows here."""
-    r = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", LIFELINE, "--", "true"],
+@pytest.mark.parametrize("path", [LIFELINE, lifeline_file()])
+def test_the_lifeline_imports_neither_argparse_nor_enum_nor_ctypes(path):
+    """What keeps its start cheap (see ``parse`` and ``_prctl_pdeathsig``): a later import of
+    one of these shows here. Run from its source and from what the hub runs (its bytecode)."""
+    r = subprocess.run([sys.executable, "-I", "-S", "-X", "importtime", path, "--", "true"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
-    assert "ctypes" in imported  # the listing is read right
-    assert imported & {"argparse", "enum", "socket", "re", "json", "urllib.parse"} == set()
+    assert "_ctypes" in imported  # the listing is read right
+    assert imported & {"argparse", "enum", "socket", "re", "json", "urllib.parse", "ctypes"} == set()
+
+
+@pytest.mark.parametrize("argv, want", [
+    (["/venv/bin/python", "-I", "-S", "/srv/gpulab/hub_plugins/lifeline.py", "--", "srv"], True),
+    (["/venv/bin/python", "-I", "-S", "/srv/gpulab/hub_plugins/__pycache__/lifeline.cpython-311.pyc", "--", "srv"],
+     True),
+    (["/venv/bin/python", "-I", "-S", "/srv/gpulab/hub_plugins/__pycache__/lifeline.cpython-312.opt-1.pyc"], True),
+    (["/venv/bin/python", "/tmp/lifeline.pyc"], False),  # bytecode outside a __pycache__: not the hub's
+    (["/venv/bin/python", "/srv/__pycache__/lifelines.cpython-311.py"], False),
+    (["jupyterhub-singleuser", "--port=1234"], False),
+    ([], False),
+])
+def test_a_lifeline_is_known_by_its_command_line_from_source_or_bytecode(argv, want):
+    """How a restarted hub tells a server's lifeline (adoption) and a stale service's (its pid
+    file) from anything else holding the pid now."""
+    assert is_lifeline(argv) is want
