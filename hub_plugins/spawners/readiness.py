@@ -1,7 +1,8 @@
 """Is a starting server up yet? The probe's pieces, apart from the spawner that waits.
 
-A starting server is probed with a bare TCP connection, and with an HTTP request only once
-something listens (``port_open``). How often is a budget shared by the servers starting at once
+A starting server is probed with a bare TCP connection (``port_open``), and with an HTTP request
+only once something listens (``answers``), made through JupyterHub's own HTTP client so that the
+check JupyterHub makes after every start reuses that connection. How often is a budget shared by the servers starting at once
 (``probe_interval``): one server alone is probed every 10 ms, so its person learns it is up
 within milliseconds, not up to a whole interval late; a class of 50 starting together shares the
 same number of probes a second, so that refused connections (0.14 ms of the hub's one thread
@@ -12,23 +13,55 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import socket
 import time
 from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+import aiohttp
+from jupyterhub.httpclient import fetch
 
 SHORTEST = 0.01  # seconds: below this a probe costs more than the milliseconds it can save
 
 
 async def port_open(host: str, port: int, timeout: float = 2.0) -> bool:
-    """Whether something accepts a TCP connection there now (closed again at once)."""
+    """Whether something accepts a TCP connection there now (closed again at once). A bare
+    socket: no transport, protocol and stream objects for a connection that is closed at once."""
+    loop = asyncio.get_running_loop()
     try:
-        _reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        family, addr = await _address(loop, host, port)
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setblocking(False)
+            await asyncio.wait_for(loop.sock_connect(sock, addr), timeout)
     except (OSError, asyncio.TimeoutError):
         return False
-    writer.close()
     return True
+
+
+async def _address(loop, host: str, port: int) -> tuple[int, tuple]:
+    """(family, address) to connect to; a name is resolved (in a worker thread), an IP address
+    (what a local server gives) is taken as it is."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        family, _kind, _proto, _name, addr = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
+        return family, addr
+    return (socket.AF_INET6, (host, port, 0, 0)) if ip.version == 6 else (socket.AF_INET, (host, port))
+
+
+async def answers(url: str, timeout: float = 2.0) -> bool:
+    """Whether the server at ``url`` answers HTTP with anything but a 5xx (JupyterHub's own test
+    of a started server). Through JupyterHub's shared HTTP client, whose pool keeps the
+    connection: JupyterHub's own check that follows the start reuses it, rather than connecting
+    again."""
+    try:
+        resp = await fetch(url, raise_for_status=False, allow_redirects=False,
+                           timeout=aiohttp.ClientTimeout(total=timeout))
+    except (OSError, aiohttp.ClientError, asyncio.TimeoutError):  # closed again, or a busy machine
+        return False
+    resp.release()
+    return resp.status < 500
 
 
 def probe_interval(starting: int, per_second: float, longest: float, shortest: float = SHORTEST) -> float:
@@ -64,7 +97,6 @@ async def wait_answering(probe: str, timeout: float, exit_every: float,
     backend, asked every ``exit_every`` s) says the server exited: its status. ``TimeoutError``
     after ``timeout`` s, as JupyterHub's own wait. ``interval()``: the pause before the next probe."""
     where = urlsplit(probe)
-    client = AsyncHTTPClient()
     deadline = time.monotonic() + timeout
     next_poll = 0.0
     while time.monotonic() < deadline:
@@ -72,13 +104,8 @@ async def wait_answering(probe: str, timeout: float, exit_every: float,
         # starts, a refused connection costs the hub's loop a fraction of a refused HTTP request
         # (50 servers starting at once, 10 probes a second each, made those requests a large
         # part of the hub's CPU: benchmarks/spawn_overhead.py)
-        if await port_open(where.hostname, where.port or 80):
-            try:
-                resp = await client.fetch(probe, raise_error=False, request_timeout=2, follow_redirects=False)
-                if resp.code < 500:  # as JupyterHub's own wait: a 5xx is not up yet
-                    return None
-            except (OSError, HTTPClientError):  # closed again, or a timeout (599) on a busy machine
-                pass
+        if await port_open(where.hostname, where.port or 80) and await answers(probe):
+            return None
         if time.monotonic() >= next_poll:
             status = await poll()
             if status is not None:

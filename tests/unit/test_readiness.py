@@ -11,6 +11,7 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+from jupyterhub.httpclient import JupyterHubHTTPClient
 
 from hub_plugins.spawners.readiness import SHORTEST, Starting, probe_interval, wait_answering
 
@@ -60,6 +61,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_wait(args):
+    """wait_answering on a loop of its own, then JupyterHub's HTTP client for that loop closed
+    (the probe's HTTP request goes through it), as the hub closes it at shutdown."""
+    async def main():
+        try:
+            return await wait_answering(*args)
+        finally:
+            await JupyterHubHTTPClient.loop_instance().close()
+
+    return asyncio.run(main())
+
+
 async def _alive():
     return None
 
@@ -76,7 +89,7 @@ def test_a_server_that_starts_listening_late_is_seen_within_a_probe():
     threading.Thread(target=start_late, daemon=True).start()
     t0 = time.monotonic()
     try:
-        got = asyncio.run(wait_answering(f"http://127.0.0.1:{port}/user/a/api", 10, 0.25, _alive, lambda: 0.01))
+        got = run_wait((f"http://127.0.0.1:{port}/user/a/api", 10, 0.25, _alive, lambda: 0.01))
         took = time.monotonic() - t0
     finally:
         while not server:
@@ -95,7 +108,7 @@ def test_a_server_that_exits_while_starting_ends_the_wait_with_its_status():
         return 3 if len(polls) >= 2 else None
 
     t0 = time.monotonic()
-    assert asyncio.run(wait_answering(f"http://127.0.0.1:{port}/api", 10, 0.1, exited, lambda: 0.01)) == 3
+    assert run_wait((f"http://127.0.0.1:{port}/api", 10, 0.1, exited, lambda: 0.01)) == 3
     assert time.monotonic() - t0 < 2
     assert polls[1] - polls[0] >= 0.09  # the backend is asked every exit_every, not every probe
 
@@ -103,4 +116,4 @@ def test_a_server_that_exits_while_starting_ends_the_wait_with_its_status():
 def test_a_server_that_never_answers_times_out_as_jupyterhubs_own_wait():
     port = _free_port()
     with pytest.raises(TimeoutError, match=f"127.0.0.1:{port}.*didn't respond in 0.3 seconds"):
-        asyncio.run(wait_answering(f"http://127.0.0.1:{port}/api", 0.3, 0.1, _alive, lambda: 0.02))
+        run_wait((f"http://127.0.0.1:{port}/api", 0.3, 0.1, _alive, lambda: 0.02))
