@@ -87,9 +87,10 @@ class SyncAtCheckpoints(sqlite3.Connection):
     commit still survives the hub's crash (kill -9: it is in the log, in the kernel's cache); what
     an OS crash or power cut can lose is the last commits before it, never the file's integrity.
     The hub commits in its one event-loop thread, and each sync there waited on the disk behind
-    gpulab's own writes (its file runs WAL with NORMAL too, ``store/db.py``): a profile of 50 spawns at once put 2.5 s a round of
-    200 more in these syncs under gpulab's spawner than under stock's (README, Benchmarks). A
-    file not in WAL mode keeps FULL: NORMAL with a rollback journal could corrupt it on a power cut."""
+    gpulab's own writes (its file runs WAL with NORMAL too, ``store/db.py``): a profile of 50
+    spawns at once put 2.5 s a round of 200 more in these syncs under gpulab's spawner than under
+    stock's (README, Benchmarks). A file not in WAL mode keeps FULL: NORMAL with a rollback
+    journal could corrupt it on a power cut."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -2,11 +2,11 @@
 
 A starting server is probed with a bare TCP connection (``port_open``), and with an HTTP request
 only once something listens (``answers``), made through JupyterHub's own HTTP client so that the
-check JupyterHub makes after every start reuses that connection. How often is a budget shared by the servers starting at once
-(``probe_interval``): one server alone is probed every 10 ms, so its person learns it is up
-within milliseconds, not up to a whole interval late; a class of 50 starting together shares the
-same number of probes a second, so that refused connections (0.14 ms of the hub's one thread
-each, measured) never crowd out the spawns themselves.
+check JupyterHub makes after every start reuses that connection. How often is a budget shared by
+the servers starting at once (``probe_interval``): one server alone is probed every 10 ms, so
+its person learns it is up within milliseconds, not up to a whole interval late; a class of 50
+starting together shares the same number of probes a second, so that refused connections (0.14
+ms of the hub's one thread each, measured) never crowd out the spawns themselves.
 """
 
 from __future__ import annotations
