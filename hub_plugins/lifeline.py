@@ -22,9 +22,13 @@ as its child and:
 - ``--join FILE`` (repeated), ``--user NAME``, ``--chdir DIR``: first of all, while still root,
   it writes its pid into each cgroup.procs FILE (the server's cgroups), becomes NAME (groups, gid,
   uid) and starts in DIR, and the variables the hub moved aside for the dynamic loader
-  (``$GPULAB_LOADER_ENV``) are given back for the server. The hub then forks without running
-  any Python in the child, so the kernel can use ``vfork``: its event loop no longer waits for
-  a copy of its own memory map, the cgroups' locks and the user's groups at each spawn.
+  (renamed ``GPULAB_LOADER_<NAME>``) are given back for the server. The hub then forks without
+  running any Python in the child, so the kernel can use ``vfork``: its event loop no longer
+  waits for a copy of its own memory map, the cgroups' locks and the user's groups at each spawn.
+
+A server's lifeline is ``lifeline.c`` where ``make install`` built it (the same options, records,
+signals and exit statuses, without a Python interpreter's start: ``reconcile/local.py``); this
+file is the reference, and the lifeline of every hub service.
 - ``--prebind``: binds the port of ``$JUPYTERHUB_SERVICE_URL`` before starting the command and
   hands the listening socket to it (descriptor ``$GPULAB_LISTEN_FD``, see ``services/base.py``).
   JupyterHub waits for each of its services in turn before it answers, polling with growing
@@ -50,9 +54,10 @@ except ImportError:  # another Python than CPython
 
 PR_SET_PDEATHSIG = 1
 LINE = 64  # fixed-width record, rewritten in place
-LOADER_ENV = "GPULAB_LOADER_ENV"
+LOADER_PREFIX = "GPULAB_LOADER_"
 # glibc's loader obeys these in every program, also one started as root (only set-uid programs
-# ignore them): the hub moves them into $GPULAB_LOADER_ENV for a lifeline it starts as root
+# ignore them): the hub renames them GPULAB_LOADER_<NAME> for a lifeline it starts as root (a
+# plain rename, not an encoding: lifeline.c reads them too)
 LOADER_VARS = ("GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LD_AUDIT", "LD_DEBUG", "LD_DEBUG_OUTPUT",
                "LD_DYNAMIC_WEAK", "LD_HWCAP_MASK", "LD_LIBRARY_PATH", "LD_ORIGIN_PATH", "LD_PRELOAD",
                "LD_PROFILE", "LD_SHOW_AUXV", "LOCALDOMAIN", "LOCPATH", "MALLOC_TRACE", "NIS_PATH",
@@ -77,9 +82,15 @@ def _prctl_pdeathsig(sig: int) -> None:
             pass
 
 
+NATIVE = "gpulab-lifeline"  # lifeline.c as ``make install`` builds it, beside the environment's python
+
+
 def is_lifeline(argv: list[str]) -> bool:
-    """Whether a process's command line runs a lifeline: this file, or its bytecode in
-    ``__pycache__`` (``bytecode.py``), which the hub runs in its place when current."""
+    """Whether a process's command line runs a lifeline: this file, its bytecode in
+    ``__pycache__`` (``bytecode.py``), which the hub runs in its place when current, or the
+    compiled one (``lifeline.c``)."""
+    if argv and os.path.basename(argv[0]) == NATIVE:
+        return True
     return any(a.endswith("lifeline.py") or (os.path.basename(os.path.dirname(a)) == "__pycache__"
                                                and os.path.basename(a).startswith("lifeline.") and a.endswith(".pyc"))
                for a in argv)
@@ -183,11 +194,10 @@ def become(join: list[str], user: str, home: str) -> None:
                 if path in ("/", ""):
                     raise
                 path = os.path.dirname(path)
-    aside = os.environ.pop(LOADER_ENV, "")
-    if aside:
-        import json
-
-        os.environ.update(json.loads(aside))
+    for key in [k for k in os.environ if k.startswith(LOADER_PREFIX)]:
+        value = os.environ.pop(key)
+        if len(key) > len(LOADER_PREFIX):
+            os.environ[key[len(LOADER_PREFIX):]] = value
 
 
 def prebind():

@@ -13,6 +13,7 @@ import pytest
 
 from hub_plugins import bytecode
 from hub_plugins.bytecode import current, fresh, readable_as, runnable
+from hub_plugins.reconcile import local
 from hub_plugins.reconcile.local import LIFELINE, lifeline_command, lifeline_file
 
 MAGIC = b"\x01\x02\r\n"
@@ -102,6 +103,7 @@ def test_the_lifeline_runs_from_its_bytecode_even_where_imports_write_none(monke
     hub writes the lifeline's itself."""
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     monkeypatch.setattr(bytecode, "_tried", set())
+    monkeypatch.setattr(local, "native_lifeline", lambda python=sys.executable: None)  # no compiled one
     path = lifeline_file()
     assert path == importlib.util.cache_from_source(LIFELINE), "the checkout is writable here"
     assert lifeline_command(3, 60)[3] == path

@@ -1,6 +1,7 @@
-"""The lifeline (hub_plugins/lifeline.py) and the local runtime adapter, with real processes:
-heartbeats through a passed descriptor, the exact exit time, the child dying with its lifeline,
-services following their parent and replacing a stale instance, and /proc as the truth."""
+"""The lifeline (hub_plugins/lifeline.py, and lifeline.c for servers) and the local runtime
+adapter, with real processes: heartbeats through a passed descriptor, the exact exit time, the
+child dying with its lifeline, services following their parent and replacing a stale instance,
+and /proc as the truth. Each server case runs against both lifelines (``lifeline_head``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 import pytest
 
 from hub_plugins.lifeline import read_record
-from hub_plugins.reconcile.local import LIFELINE, LocalRuntime, kill_all, lifeline_command, scan
+from hub_plugins.reconcile.local import LIFELINE, LocalRuntime, kill_all, lifeline_command, native_lifeline, scan
 
 
 def alive(pid: int) -> bool:
@@ -46,9 +47,13 @@ def beat(tmp_path):
     os.close(fd)
 
 
-def test_heartbeat_and_exact_exit_time(beat):
+def server(head, fd, every, *become):
+    return [*head, "--beat-fd", str(fd), "--every", f"{every:g}", *become, "--"]
+
+
+def test_heartbeat_and_exact_exit_time(beat, lifeline_head):
     path, fd = beat
-    p = subprocess.Popen(lifeline_command(fd, 0.2) + ["sleep", "30"], pass_fds=[fd], start_new_session=True)
+    p = subprocess.Popen(server(lifeline_head, fd, 0.2) + ["sleep", "30"], pass_fds=[fd], start_new_session=True)
     assert wait(lambda: read_record(path) is not None)
     first = read_record(path)[1]
     assert wait(lambda: read_record(path)[1] > first + 0.15)  # it keeps beating
@@ -60,9 +65,9 @@ def test_heartbeat_and_exact_exit_time(beat):
     assert (kind, status) == ("exit", 137) and abs(when - t) < 0.5
 
 
-def test_the_server_dies_with_its_lifeline(beat):
+def test_the_server_dies_with_its_lifeline(beat, lifeline_head):
     path, fd = beat
-    p = subprocess.Popen(lifeline_command(fd, 60) + ["sleep", "30"], pass_fds=[fd], start_new_session=True)
+    p = subprocess.Popen(server(lifeline_head, fd, 60) + ["sleep", "30"], pass_fds=[fd], start_new_session=True)
     assert wait(lambda: len(children(p.pid)) == 1)
     (child,) = children(p.pid)
     p.kill()  # SIGKILL: no code of the lifeline runs, the kernel's parent-death signal does
@@ -71,13 +76,14 @@ def test_the_server_dies_with_its_lifeline(beat):
     assert read_record(path)[0] == "beat"  # the last heartbeat is what is known
 
 
-def test_a_stop_signal_reaches_the_server(beat):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_reaches_the_server(beat, lifeline_head, sig):
     path, fd = beat
-    p = subprocess.Popen(lifeline_command(fd, 60) + ["sleep", "30"], pass_fds=[fd], start_new_session=True)
+    p = subprocess.Popen(server(lifeline_head, fd, 60) + ["sleep", "30"], pass_fds=[fd], start_new_session=True)
     assert wait(lambda: len(children(p.pid)) == 1)
     t = time.monotonic()
-    p.send_signal(signal.SIGINT)  # what JupyterHub sends first
-    assert p.wait(5) == 128 + signal.SIGINT and time.monotonic() - t < 1
+    p.send_signal(sig)  # what JupyterHub sends first, then
+    assert p.wait(5) == 128 + sig and time.monotonic() - t < 1
     assert read_record(path)[0] == "exit"
 
 
@@ -127,7 +133,7 @@ def test_a_service_follows_its_parent(tmp_path):
     assert wait(lambda: not alive(svc) and not alive(grandchild), 5)
 
 
-def test_local_runtime_reads_proc(tmp_path):
+def test_local_runtime_reads_proc(tmp_path, lifeline_head):
     """Servers are found by their environment, helpers grouped with them, all stopped together."""
     hub_id, other = "hubtest" + os.urandom(3).hex(), "other" + os.urandom(3).hex()
     rt = LocalRuntime(hub_id, str(tmp_path / "lifelines"), stop_grace=1)
@@ -135,7 +141,7 @@ def test_local_runtime_reads_proc(tmp_path):
     env = dict(os.environ, GPULAB_HUB_ID=hub_id, GPULAB_SPAWN_ID="s1", JUPYTERHUB_USER="ann",
                JUPYTERHUB_SERVER_NAME="", JUPYTERHUB_SERVICE_URL="http://127.0.0.1:4711/user/ann/")
     # a server (its lifeline, the server, a helper the server started) and another hub's process
-    p = subprocess.Popen(lifeline_command(fd, 0.2) + ["sh", "-c", "sleep 60 & sleep 60"], pass_fds=[fd],
+    p = subprocess.Popen(server(lifeline_head, fd, 0.2) + ["sh", "-c", "sleep 60 & sleep 60"], pass_fds=[fd],
                          env=env, start_new_session=True)
     os.close(fd)
     q = subprocess.Popen(["sleep", "60"], env=dict(env, GPULAB_HUB_ID=other), start_new_session=True)
@@ -197,7 +203,7 @@ def test_prebind_hands_a_bound_port_to_the_service_and_keeps_no_copy(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
-def test_it_joins_becomes_the_user_and_hands_the_loader_its_variables_back(tmp_path):
+def test_it_joins_becomes_the_user_and_hands_the_loader_its_variables_back(tmp_path, lifeline_head):
     """What the hub's child did between fork and exec, done by the lifeline started as root: its
     pid into each procs file, the user's uid, gid and groups only, the nearest directory that
     exists, and the loader's variables only for the server (never for the root process)."""
@@ -210,18 +216,59 @@ def test_it_joins_becomes_the_user_and_hands_the_loader_its_variables_back(tmp_p
         p.write_text("")
     probe = ("import json, os; print(json.dumps({'uid': os.getuid(), 'euid': os.geteuid(), 'gid': os.getgid(), "
              "'groups': os.getgroups(), 'cwd': os.getcwd(), 'ld': os.environ.get('LD_LIBRARY_PATH'), "
-             "'aside': os.environ.get('GPULAB_LOADER_ENV'), 'ppid': os.getppid()}))")
-    env = dict(os.environ, GPULAB_LOADER_ENV=json.dumps({"LD_LIBRARY_PATH": "/opt/cuda/lib64"}))
+             "'aside': sorted(k for k in os.environ if k.startswith('GPULAB_LOADER')), 'ppid': os.getppid()}))")
+    env = dict(os.environ, GPULAB_LOADER_LD_LIBRARY_PATH="/opt/cuda/lib64 x=y")
     env.pop("LD_LIBRARY_PATH", None)
-    cmd = [sys.executable, "-I", "-S", LIFELINE, *[a for p in procs for a in ("--join", str(p))], "--user", "nobody",
+    cmd = [*lifeline_head, *[a for p in procs for a in ("--join", str(p))], "--user", "nobody",
            "--chdir", "/nonexistent-gpulab/home/x", "--", sys.executable, "-I", "-c", probe]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout)
     assert (got["uid"], got["euid"], got["gid"]) == (nobody.pw_uid, nobody.pw_uid, nobody.pw_gid)
     assert set(got["groups"]) <= set(os.getgrouplist("nobody", nobody.pw_gid)) and 0 not in got["groups"]
-    assert got["cwd"] == "/" and got["ld"] == "/opt/cuda/lib64" and got["aside"] is None
+    assert got["cwd"] == "/" and got["ld"] == "/opt/cuda/lib64 x=y" and got["aside"] == []
     assert [p.read_text() for p in procs] == [str(got["ppid"])] * 2  # the lifeline's own pid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+def test_a_user_it_cannot_become_runs_nothing(tmp_path, lifeline_head):
+    marker = tmp_path / "ran"
+    r = subprocess.run([*lifeline_head, "--user", "no-such-user-gpulab", "--", "touch", str(marker)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "no-such-user-gpulab" in r.stderr and not marker.exists()
+
+
+def test_a_command_that_cannot_run_exits_127_and_says_why(beat, lifeline_head):
+    path, fd = beat
+    r = subprocess.run(server(lifeline_head, fd, 60) + ["/nonexistent/jupyterhub-singleuser"], pass_fds=[fd],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 127 and "cannot run /nonexistent/jupyterhub-singleuser" in r.stderr
+    assert read_record(path)[0::2] == ("exit", 127)
+
+
+def test_the_hub_runs_the_compiled_lifeline_only_when_it_is_current(tmp_path):
+    """Built beside the environment's python by make install; older than lifeline.c (edited
+    since), missing or not executable: the Python one runs."""
+    from hub_plugins.reconcile.local import LIFELINE_C
+
+    python = tmp_path / "bin" / "python"
+    python.parent.mkdir()
+    python.write_text("")
+    assert native_lifeline(str(python)) is None
+    assert lifeline_command(5, 60, str(python))[1:3] == ["-I", "-S"]
+    native = tmp_path / "bin" / "gpulab-lifeline"
+    native.write_text("")
+    native.chmod(0o755)
+    source = os.stat(LIFELINE_C).st_mtime_ns
+    os.utime(native, ns=(source + 10**9, source + 10**9))
+    assert native_lifeline(str(python)) == str(native)
+    assert lifeline_command(5, 60, str(python), become=["--user", "u1"]) == [
+        str(native), "--beat-fd", "5", "--every", "60", "--user", "u1", "--"]
+    os.utime(native, ns=(source - 10**9, source - 10**9))
+    assert native_lifeline(str(python)) is None
+    os.utime(native, ns=(source + 10**9, source + 10**9))
+    native.chmod(0o644)
+    assert native_lifeline(str(python)) is None
 
 
 def test_the_lifeline_prefix_carries_what_to_become():

@@ -52,23 +52,36 @@ def test_a_wrong_command_line_says_what_is_wrong(argv, says):
 
 def test_the_hubs_own_command_line_parses_to_what_it_meant():
     cmd = lifeline_command(9, 30.0, become=["--join", "/c/cgroup.procs", "--user", "jupyter-bo", "--chdir", "/h"])
-    argv = cmd[cmd.index(lifeline_file()) + 1:] + ["jupyterhub-singleuser"]
+    argv = cmd[cmd.index("--beat-fd"):] + ["jupyterhub-singleuser"]
     opts = parse(argv)
     assert (opts.beat_fd, opts.every, opts.join, opts.user, opts.chdir, opts.command) == (
         9, 30.0, ["/c/cgroup.procs"], "jupyter-bo", "/h", ["jupyterhub-singleuser"])
 
 
-def test_a_wrong_command_line_exits_2_with_the_reason_and_runs_nothing(tmp_path):
+@pytest.mark.parametrize("argv, says", [
+    (["--every", "x"], "lifeline: --every needs a number, got 'x'"),
+    (["--beat-fd=1.5"], "lifeline: --beat-fd needs a number, got '1.5'"),
+    (["--bogus"], "lifeline: unknown option --bogus"),
+    (["--beat"], "lifeline: unknown option --beat"),
+])
+def test_a_wrong_command_line_exits_2_with_the_reason_and_runs_nothing(tmp_path, lifeline_head, argv, says):
     marker = tmp_path / "ran"
-    r = subprocess.run([sys.executable, "-I", "-S", LIFELINE, "--every", "x", "--", "touch", str(marker)],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run([*lifeline_head, *argv, "--", "touch", str(marker)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
-    assert "lifeline: --every needs a number, got 'x'" in r.stderr
+    assert says in r.stderr
     assert not marker.exists()
 
 
-def test_the_exit_status_is_the_commands_though_the_lifeline_skips_its_teardown():
-    r = subprocess.run([sys.executable, "-I", "-S", LIFELINE, "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+@pytest.mark.parametrize("argv", [["--with-parent", "1"], ["--pidfile", "/tmp/x.pid"], ["--grace", "1"], ["--prebind"]])
+def test_the_compiled_lifeline_refuses_what_only_services_ask_for(tmp_path, compiled_lifeline, argv):
+    """Services run lifeline.py: an option the compiled one does not implement is refused, never
+    silently ignored."""
+    r = subprocess.run([compiled_lifeline, *argv, "--", "true"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and f"unknown option {argv[0]}" in r.stderr
+
+
+def test_the_exit_status_is_the_commands_though_the_lifeline_skips_its_teardown(lifeline_head):
+    r = subprocess.run([*lifeline_head, "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
                        capture_output=True, text=True, timeout=30)
     assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
 
@@ -92,7 +105,9 @@ def test_the_lifeline_imports_neither_argparse_nor_enum_nor_ctypes(path):
     (["/venv/bin/python", "-I", "-S", "/srv/gpulab/hub_plugins/__pycache__/lifeline.cpython-312.opt-1.pyc"], True),
     (["/venv/bin/python", "/tmp/lifeline.pyc"], False),  # bytecode outside a __pycache__: not the hub's
     (["/venv/bin/python", "/srv/__pycache__/lifelines.cpython-311.py"], False),
+    (["/venv/bin/gpulab-lifeline", "--beat-fd", "5", "--", "srv"], True),  # lifeline.c
     (["jupyterhub-singleuser", "--port=1234"], False),
+    (["sh", "-c", "/venv/bin/gpulab-lifeline"], False),
     ([], False),
 ])
 def test_a_lifeline_is_known_by_its_command_line_from_source_or_bytecode(argv, want):

@@ -11,7 +11,6 @@ own user and a warning says users are not isolated.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pwd
 import sys
@@ -21,7 +20,7 @@ from traitlets import Enum, Unicode, default
 
 from ...isolation import MODES, Enforcer, oom_message
 from ...isolation.plan import cgroup_name
-from ...lifeline import LOADER_ENV, LOADER_VARS
+from ...lifeline import LOADER_PREFIX, LOADER_VARS
 from ...envs.status import Environments, describe
 from ...settings.schema import DEFAULTS
 from ...reconcile.local import LocalRuntime, adoption, lifeline_command
@@ -321,7 +320,7 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
             env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [LAB_CONFIG, env.get("JUPYTER_CONFIG_PATH")]))
         if getattr(self, "_gpulab_by_lifeline", False) and self.isolated:
             # the lifeline starts as root: what the dynamic loader obeys waits until it is the user
-            aside = {k: env.pop(k) for k in LOADER_VARS if k in env}
-            if aside:
-                env[LOADER_ENV] = json.dumps(aside)
+            for k in LOADER_VARS:
+                if k in env:
+                    env[LOADER_PREFIX + k] = env.pop(k)
         return env
