@@ -343,8 +343,16 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         return (f"The server exited while starting (exit status {status}). "
                 "Its output is in the hub's log; ask an admin if it keeps happening.")
 
+    # Whether something listening on the server's port is the server itself, ready to serve: then
+    # the wait below ends at the open port, without an HTTP request of its own (JupyterHub's check
+    # after the start makes one). Not where a proxy may accept first (Docker's userland proxy
+    # accepts before the container listens) or the port may be another host's: those wait for an
+    # HTTP answer. A fact about the backend, not an option.
+    gpulab_listening_is_up = False
+
     async def gpulab_wait_started(self, url) -> None:
-        """Wait until the server answers, failing at once if it dies first.
+        """Wait until the server answers (or, where ``gpulab_listening_is_up``, listens), failing at
+        once if it dies first.
 
         JupyterHub itself only polls the server's URL until ``http_timeout``, so a server that
         crashes at start-up would hold its GPUs (and keep its user waiting) for that long. It
@@ -360,7 +368,8 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         with STARTING.one():
             status = await wait_answering(
                 probe, self.http_timeout, self.exit_poll_interval, self.poll,
-                lambda: probe_interval(STARTING.count, self.ready_probes_per_second, self.ready_probe_interval))
+                lambda: probe_interval(STARTING.count, self.ready_probes_per_second, self.ready_probe_interval),
+                http=not self.gpulab_listening_is_up)
         if status is not None:
             raise SpawnException(await self.gpulab_exited_message(status), reason="exited", status_code=500)
         self.gpulab_event("JupyterLab is up", progress=90)

@@ -92,10 +92,14 @@ STARTING = Starting()
 
 
 async def wait_answering(probe: str, timeout: float, exit_every: float,
-                         poll: Callable[[], Awaitable[int | None]], interval: Callable[[], float]) -> int | None:
+                         poll: Callable[[], Awaitable[int | None]], interval: Callable[[], float],
+                         http: bool = True) -> int | None:
     """Probe ``probe`` (the server's API URL) until it answers: None; or until ``poll`` (the
     backend, asked every ``exit_every`` s) says the server exited: its status. ``TimeoutError``
-    after ``timeout`` s, as JupyterHub's own wait. ``interval()``: the pause before the next probe."""
+    after ``timeout`` s, as JupyterHub's own wait. ``interval()``: the pause before the next probe.
+    ``http``: False where a listening port is the server itself (``GPUSpawnerMixin.gpulab_listening_is_up``):
+    then the open port ends the wait, and JupyterHub's own HTTP check that follows every start is
+    the only request."""
     where = urlsplit(probe)
     deadline = time.monotonic() + timeout
     next_poll = 0.0
@@ -104,7 +108,7 @@ async def wait_answering(probe: str, timeout: float, exit_every: float,
         # starts, a refused connection costs the hub's loop a fraction of a refused HTTP request
         # (50 servers starting at once, 10 probes a second each, made those requests a large
         # part of the hub's CPU: benchmarks/spawn_overhead.py)
-        if await port_open(where.hostname, where.port or 80) and await answers(probe):
+        if await port_open(where.hostname, where.port or 80) and (not http or await answers(probe)):
             return None
         if time.monotonic() >= next_poll:
             status = await poll()

@@ -117,3 +117,18 @@ def test_a_server_that_never_answers_times_out_as_jupyterhubs_own_wait():
     port = _free_port()
     with pytest.raises(TimeoutError, match=f"127.0.0.1:{port}.*didn't respond in 0.3 seconds"):
         run_wait((f"http://127.0.0.1:{port}/api", 0.3, 0.1, _alive, lambda: 0.02))
+
+
+def test_where_listening_is_up_the_open_port_ends_the_wait_without_a_request():
+    """The local backend (``gpulab_listening_is_up``): a server that listens but has not answered
+    yet ends the wait; with ``http`` (other backends) the wait goes on until it answers."""
+    port = _free_port()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", port))
+    listener.listen(8)  # accepts (the kernel's backlog), never answers
+    try:
+        assert run_wait((f"http://127.0.0.1:{port}/api", 5, 0.1, _alive, lambda: 0.01, False)) is None
+        with pytest.raises(TimeoutError):
+            run_wait((f"http://127.0.0.1:{port}/api", 0.5, 0.1, _alive, lambda: 0.01, True))
+    finally:
+        listener.close()
