@@ -268,7 +268,8 @@ int main(int argc, char **argv) {
             write_record(o.beat_fd, "beat", 0, 0);
             next_beat = now + o.every;
         }
-        int timeout = o.beat_fd >= 0 ? (int)((next_beat - now) * 1000) + 1 : -1;
+        double wait_ms = (next_beat - now) * 1000 + 1; /* at most an hour a wait: never past an int */
+        int timeout = o.beat_fd < 0 ? -1 : wait_ms > 3600e3 ? 3600000 : (int)wait_ms;
         struct pollfd p = {.fd = sfd, .events = POLLIN};
         if (poll(&p, 1, timeout) > 0)
             while (read(sfd, &si, sizeof si) == sizeof si)

@@ -25,10 +25,6 @@ as its child and:
   (renamed ``GPULAB_LOADER_<NAME>``) are given back for the server. The hub then forks without
   running any Python in the child, so the kernel can use ``vfork``: its event loop no longer
   waits for a copy of its own memory map, the cgroups' locks and the user's groups at each spawn.
-
-A server's lifeline is ``lifeline.c`` where ``make install`` built it (the same options, records,
-signals and exit statuses, without a Python interpreter's start: ``reconcile/local.py``); this
-file is the reference, and the lifeline of every hub service.
 - ``--prebind``: binds the port of ``$JUPYTERHUB_SERVICE_URL`` before starting the command and
   hands the listening socket to it (descriptor ``$GPULAB_LISTEN_FD``, see ``services/base.py``).
   JupyterHub waits for each of its services in turn before it answers, polling with growing
@@ -36,6 +32,7 @@ file is the reference, and the lifeline of every hub service.
   moment the service is ready.
 
 The exit status is the child's (128 + signal when it was killed by one), as a shell reports it.
+Servers run ``lifeline.c`` where ``make install`` built it (the same, without a Python start).
 """
 
 from __future__ import annotations
