@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,8 +45,14 @@ struct options {
     char **command;
 };
 
-static int usage(const char *what, const char *name) {
-    dprintf(2, "lifeline: %s%s\n", what, name ? name : "");
+/* says what is wrong with the command line; the exit status for it (2, as lifeline.py's) */
+__attribute__((format(printf, 1, 2))) static int usage(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    dprintf(2, "lifeline: ");
+    vdprintf(2, fmt, ap);
+    dprintf(2, "\n");
+    va_end(ap);
     return 2;
 }
 
@@ -62,32 +69,32 @@ static int parse(int argc, char **argv, struct options *o) {
         char name[32], *value = strchr(arg, '=');
         size_t len = value ? (size_t)(value - arg) : strlen(arg);
         if (len >= sizeof name)
-            return usage("unknown option ", arg);
+            return usage("unknown option %s", arg);
         memcpy(name, arg, len);
         name[len] = 0;
         int known = !strcmp(name, "--beat-fd") || !strcmp(name, "--every") || !strcmp(name, "--join") ||
                     !strcmp(name, "--user") || !strcmp(name, "--chdir");
         if (!known)
-            return usage("unknown option ", name);
+            return usage("unknown option %s", name);
         if (value)
             value++;
         else if (i + 1 < argc)
             value = argv[++i];
         else
-            return dprintf(2, "lifeline: %s needs a value\n", name), 2;
+            return usage("%s needs a value", name);
         char *end;
         if (!strcmp(name, "--beat-fd")) {
             long fd = strtol(value, &end, 10);
             if (!*value || *end || fd < 0 || fd > 1 << 20)
-                return dprintf(2, "lifeline: %s needs a number, got '%s'\n", name, value), 2;
+                return usage("%s needs a number, got '%s'", name, value);
             o->beat_fd = (int)fd;
         } else if (!strcmp(name, "--every")) {
             o->every = strtod(value, &end);
             if (!*value || *end || !(o->every > 0 && o->every < 1e9))
-                return dprintf(2, "lifeline: %s needs a number, got '%s'\n", name, value), 2;
+                return usage("%s needs a number, got '%s'", name, value);
         } else if (!strcmp(name, "--join")) {
             if (o->njoin == MAX_JOIN)
-                return usage("too many --join", NULL);
+                return usage("too many --join");
             o->join[o->njoin++] = value;
         } else if (!strcmp(name, "--user")) {
             o->user = value;
@@ -96,7 +103,7 @@ static int parse(int argc, char **argv, struct options *o) {
         }
     }
     if (!o->command || !o->command[0])
-        return usage("no command", NULL);
+        return usage("no command");
     return 0;
 }
 

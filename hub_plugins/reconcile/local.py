@@ -231,7 +231,12 @@ def lifeline_command(beat_fd: int, every: float, python: str = sys.executable, b
     ``become``: its ``--join``, ``--user`` and ``--chdir`` (see lifeline.py)."""
     native = native_lifeline(python)
     head = [native] if native else [python, "-I", "-S", lifeline_file(python)]
-    return [*head, "--beat-fd", str(beat_fd), "--every", f"{every:g}", *become, "--"]
+    return [*head, *server_args(beat_fd, every, become)]
+
+
+def server_args(beat_fd: int, every: float, become: list[str] = ()) -> list[str]:
+    """A server's lifeline options, the same for both lifelines, up to the ``--`` before its command."""
+    return ["--beat-fd", str(beat_fd), "--every", f"{every:g}", *become, "--"]
 
 
 def adoption(runtime: LocalRuntime, found: Found) -> dict | None:

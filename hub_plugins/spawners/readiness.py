@@ -97,9 +97,9 @@ async def wait_answering(probe: str, timeout: float, exit_every: float,
     """Probe ``probe`` (the server's API URL) until it answers: None; or until ``poll`` (the
     backend, asked every ``exit_every`` s) says the server exited: its status. ``TimeoutError``
     after ``timeout`` s, as JupyterHub's own wait. ``interval()``: the pause before the next probe.
-    ``http``: False where a listening port is the server itself (``GPUSpawnerMixin.gpulab_listening_is_up``):
-    then the open port ends the wait, and JupyterHub's own HTTP check that follows every start is
-    the only request."""
+    ``http``: False where a listening port is the server itself
+    (``GPUSpawnerMixin.gpulab_listening_is_up``): then the open port ends the wait, and
+    JupyterHub's own HTTP check that follows every start is the only request."""
     where = urlsplit(probe)
     deadline = time.monotonic() + timeout
     next_poll = 0.0

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from hub_plugins.lifeline import read_record
-from hub_plugins.reconcile.local import LIFELINE, LocalRuntime, kill_all, lifeline_command, native_lifeline, scan
+from hub_plugins.reconcile.local import (LIFELINE, LocalRuntime, kill_all, lifeline_command, native_lifeline, scan,
+                                         server_args)
 
 
 def alive(pid: int) -> bool:
@@ -48,7 +49,7 @@ def beat(tmp_path):
 
 
 def server(head, fd, every, *become):
-    return [*head, "--beat-fd", str(fd), "--every", f"{every:g}", *become, "--"]
+    return [*head, *server_args(fd, every, list(become))]
 
 
 def test_heartbeat_and_exact_exit_time(beat, lifeline_head):
