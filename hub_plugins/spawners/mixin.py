@@ -344,10 +344,11 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
                 "Its output is in the hub's log; ask an admin if it keeps happening.")
 
     # Whether something listening on the server's port is the server itself, ready to serve: then
-    # the wait below ends at the open port, without an HTTP request of its own (JupyterHub's check
-    # after the start makes one). Not where a proxy may accept first (Docker's userland proxy
-    # accepts before the container listens) or the port may be another host's: those wait for an
-    # HTTP answer. A fact about the backend, not an option.
+    # the wait below looks for its socket in the kernel's table (no connection) and ends when it
+    # listens, without an HTTP request of its own (JupyterHub's check after the start makes one).
+    # Not where a proxy may accept first (Docker's userland proxy accepts before the container
+    # listens) or the port may be another host's: those connect and wait for an HTTP answer. A
+    # fact about the backend, not an option.
     gpulab_listening_is_up = False
 
     async def gpulab_wait_started(self, url) -> None:

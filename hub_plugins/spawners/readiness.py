@@ -1,12 +1,14 @@
 """Is a starting server up yet? The probe's pieces, apart from the spawner that waits.
 
-A starting server is probed with a bare TCP connection (``port_open``), and with an HTTP request
-only once something listens (``answers``), made through JupyterHub's own HTTP client so that the
-check JupyterHub makes after every start reuses that connection. How often is a budget shared by
-the servers starting at once (``probe_interval``): one server alone is probed every 10 ms, so
-its person learns it is up within milliseconds, not up to a whole interval late; a class of 50
-starting together shares the same number of probes a second, so that refused connections (0.14
-ms of the hub's one thread each, measured) never crowd out the spawns themselves.
+A starting server is first looked for listening (``listens``): a local server, whose own process
+binds its port on this host, in the kernel's socket table (``listening.py``: no connection at
+all); a server behind a proxy or on another host, by a bare TCP connection (``port_open``). Then,
+except for a local server, by an HTTP request (``answers``), made through JupyterHub's own HTTP
+client so that the check JupyterHub makes after every start reuses that connection. How often is
+a budget shared by the servers starting at once (``probe_interval``): one server alone is probed
+every 10 ms, so its person learns it is up within milliseconds, not up to a whole interval late;
+a class of 50 starting together shares the same number of probes a second, so that refused
+connections (0.14 ms of the hub's one thread each, measured) never crowd out the spawns themselves.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from jupyterhub.httpclient import fetch
+
+from .listening import TABLE
 
 SHORTEST = 0.01  # seconds: below this a probe costs more than the milliseconds it can save
 
@@ -37,6 +41,18 @@ async def port_open(host: str, port: int, timeout: float = 2.0) -> bool:
     except (OSError, asyncio.TimeoutError):
         return False
     return True
+
+
+async def listens(host: str, port: int, own: bool) -> bool:
+    """Whether something listens at ``host:port``. ``own``: that port is the server's own socket
+    on this host, so the kernel's socket table answers without a connection (``listening.py``);
+    otherwise (or where the kernel can't say) by connecting: a proxy or a forwarded port may
+    accept with no socket of the server's here."""
+    if own:
+        found = TABLE.listening(host, port)
+        if found is not None:
+            return found
+    return await port_open(host, port)
 
 
 async def _address(loop, host: str, port: int) -> tuple[int, tuple]:
@@ -104,11 +120,11 @@ async def wait_answering(probe: str, timeout: float, exit_every: float,
     deadline = time.monotonic() + timeout
     next_poll = 0.0
     while time.monotonic() < deadline:
-        # a bare connection first, the HTTP request only once something listens: while a server
-        # starts, a refused connection costs the hub's loop a fraction of a refused HTTP request
+        # a look for a listening socket first, the HTTP request only once something listens: while
+        # a server starts, a refused connection costs the hub's loop a fraction of a refused HTTP request
         # (50 servers starting at once, 10 probes a second each, made those requests a large
         # part of the hub's CPU: benchmarks/spawn_overhead.py)
-        if await port_open(where.hostname, where.port or 80) and (not http or await answers(probe)):
+        if await listens(where.hostname, where.port or 80, own=not http) and (not http or await answers(probe)):
             return None
         if time.monotonic() >= next_poll:
             status = await poll()

@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from jupyterhub.httpclient import JupyterHubHTTPClient
 
+from hub_plugins.spawners import listening
 from hub_plugins.spawners.readiness import SHORTEST, Starting, probe_interval, wait_answering
 
 
@@ -130,5 +131,27 @@ def test_where_listening_is_up_the_open_port_ends_the_wait_without_a_request():
         assert run_wait((f"http://127.0.0.1:{port}/api", 5, 0.1, _alive, lambda: 0.01, False)) is None
         with pytest.raises(TimeoutError):
             run_wait((f"http://127.0.0.1:{port}/api", 0.5, 0.1, _alive, lambda: 0.01, True))
+    finally:
+        listener.close()
+
+
+def test_a_local_server_is_looked_for_in_the_kernels_table_without_connecting(monkeypatch):
+    """Where the port is the server's own socket, the wait never connects to it (a refused
+    connection per probe was most of the hub's cost while 50 servers started); where the kernel
+    cannot say (``listening.py`` gave up), it connects as before."""
+    port = _free_port()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", port))
+    listener.listen(8)
+    listener.setblocking(False)
+    try:
+        assert run_wait((f"http://127.0.0.1:{port}/api", 5, 0.1, _alive, lambda: 0.01, False)) is None
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+
+        monkeypatch.setattr(listening.TABLE, "usable", False)
+        assert run_wait((f"http://127.0.0.1:{port}/api", 5, 0.1, _alive, lambda: 0.01, False)) is None
+        conn, _addr = listener.accept()  # the probe's connection, closed again
+        conn.close()
     finally:
         listener.close()

@@ -40,8 +40,9 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
     """GPU-aware local processes."""
 
     # the server's own process binds its port on this host, nothing in between: a start's wait
-    # ends when it listens (an HTTP request of gpulab's own cost the hub's thread about 5 ms per
-    # spawn at 50 at once, beside JupyterHub's own check that follows)
+    # looks for it in the kernel's socket table and ends when it listens (an HTTP request of
+    # gpulab's own cost the hub's thread about 5 ms per spawn at 50 at once, beside JupyterHub's
+    # own check that follows; a refused connection per probe, another 7% of it)
     gpulab_listening_is_up = True
 
     system_users = Enum(
