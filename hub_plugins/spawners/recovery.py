@@ -93,7 +93,10 @@ async def stop_leftovers(spawner) -> tuple[list[str], dict]:
     if runtime is None:
         last = spawner._gpulab_last_alive
         return [], last
-    spawns = await core.run(core.allocator.spawns_of, spawner.gpulab_owner)
+    # read already with the backend's clean-up where it makes a trip to the worker threads anyway
+    spawns, spawner._gpulab_spawns = getattr(spawner, "_gpulab_spawns", None), None
+    if spawns is None:
+        spawns = await core.run(core.allocator.spawns_of, spawner.gpulab_owner)
     # a spawn whose cgroups the stop emptied and removed has nothing left anywhere (the local
     # backend says which); any other, from a hub that died say, is looked for
     contained, spawner._gpulab_contained = getattr(spawner, "_gpulab_contained", None), None

@@ -4,6 +4,7 @@ quota, placement, release, progress, state) from the mixin and only says how to 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ from traitlets.config import Config
 
 from hub_plugins.core import GPULab
 from hub_plugins.spawners.mixin import GPUSpawnerMixin
+from hub_plugins.store.usage import UsageStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -199,3 +201,48 @@ def test_a_state_without_a_spawn_id_holds_nothing(config):
     s = TrivialSpawner(config=config)
     s.load_state({"gpus": ["0"]})
     assert s.gpulab_held is None and not s.gpulab_phase.holds
+
+
+async def _up_then_stopped(config, monkeypatch, uid, name, note):
+    """A server started and stopped at once, while the note that it is up is still being
+    written (``note`` replaces the usage store's ``mark_ready``)."""
+    core = GPULab.instance(config=config)
+    monkeypatch.setattr(UsageStore, "mark_ready", note)
+    s = make(config, uid, name)
+    s.user_options = {"gpus": 1}
+    await s.run_pre_spawn_hook()
+    await s.start()
+    (rec,) = core.usage.records(name)
+    await s.stop()
+    await s.run_post_stop_hook()
+    (closed,) = core.usage.records(name)
+    return s, rec, closed
+
+
+async def test_a_server_stopped_before_its_ready_note_is_written_is_still_charged_from_when_it_was_up(config, monkeypatch):
+    """The note that a server is up is written after the spawn has answered (one trip fewer to
+    the worker threads on its path); its release waits for it, so the record is closed after it
+    has its start, not as a server that never came up (not charged)."""
+    real = UsageStore.mark_ready
+    writes = []
+
+    def slow_note(store, spawn_id, at=None):
+        time.sleep(0.3)
+        real(store, spawn_id, at)
+        writes.append(time.monotonic())
+
+    t0 = time.monotonic()
+    s, rec, closed = await _up_then_stopped(config, monkeypatch, 5, "eve", slow_note)
+    assert rec.ready_at is None  # the spawn answered before the note
+    assert writes and writes[0] - t0 >= 0.3  # ... which the release waited for
+    assert closed.ready_at is not None and closed.stopped_at >= closed.ready_at
+    assert closed.stop_reason == "user"
+
+
+async def test_a_ready_note_that_failed_is_written_at_the_release(config, monkeypatch):
+    def failing_note(store, spawn_id, at=None):
+        raise OSError("database away for a moment")
+
+    s, rec, closed = await _up_then_stopped(config, monkeypatch, 6, "fay", failing_note)
+    assert rec.ready_at is None
+    assert closed.ready_at is not None and closed.stop_reason == "user"  # charged, from when it was up

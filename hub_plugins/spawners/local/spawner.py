@@ -150,18 +150,7 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         self.cmd = [exe, *profile.local_args]
         self.default_url = profile.default_url
         self._gpulab_bin = os.path.dirname(exe)
-        pw = None
-        if self.isolated:
-            pw = await self.gpulab.run(ensure_user, self.system_user, self.home_root)
-            problem = executable_by(exe, pw.pw_uid, groups_of(pw))
-            if problem:
-                raise SpawnException(
-                    f"Profile '{profile.name}' cannot run as system user {pw.pw_name}: {problem}. "
-                    "An admin must install its environment where every user can read it.",
-                    reason="environment",
-                    status_code=500,
-                )
-        else:
+        if not self.isolated:
             global _warned_shared
             if not _warned_shared:
                 _warned_shared = True
@@ -171,17 +160,38 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
                     os.environ.get("USER", os.geteuid()),
                 )
             os.makedirs(self.shared_home, mode=0o700, exist_ok=True)
-        await self.gpulab_hold(allocation, spec, pw)
-
-    async def gpulab_hold(self, allocation, spec, pw) -> None:
-        """Prepare the kernel's limits for this server (its cgroups, or its systemd scope)."""
         enforcer = self.gpulab_enforcer
+        limits = None
+        if enforcer.controls:
+            placed = all(d.addressable for d in allocation.devices)
+            limits = enforcer.limits(profile, spec.limits, [d.index for d in allocation.devices] if placed else None)
+        name, user = self.gpulab_cgroup, self.system_user if self.isolated else None
+
+        def prepare():
+            # the system user and the server's cgroups in one trip to the worker threads (at 50
+            # spawns at once each trip waited ~0.1 s for the hub's loop to take its result back)
+            pw = ensure_user(user, self.home_root) if user else None
+            problem = pw and executable_by(exe, pw.pw_uid, groups_of(pw))
+            if not problem and limits is not None:
+                enforcer.prepare(name, limits)
+            return pw, problem
+
         self._gpulab_limits = None
-        if not enforcer.controls:
-            return
-        placed = all(d.addressable for d in allocation.devices)
-        limits = enforcer.limits(spec.profile, spec.limits, [d.index for d in allocation.devices] if placed else None)
-        await self.gpulab.run(enforcer.prepare, self.gpulab_cgroup, limits)
+        pw, problem = await self.gpulab.run(prepare)
+        if problem:
+            raise SpawnException(
+                f"Profile '{profile.name}' cannot run as system user {pw.pw_name}: {problem}. "
+                "An admin must install its environment where every user can read it.",
+                reason="environment",
+                status_code=500,
+            )
+        if limits is not None:
+            self.gpulab_hold(limits, pw)
+
+    def gpulab_hold(self, limits, pw) -> None:
+        """Hold this server to ``limits`` in the cgroups (or systemd scope) ``gpulab_apply``
+        prepared: its command wrapped to join them, and what JupyterLab shows."""
+        enforcer = self.gpulab_enforcer
         self._gpulab_limits = limits
         # JupyterHub exports these as MEM_LIMIT/CPU_LIMIT (resource displays in JupyterLab)
         self.mem_limit, self.cpu_limit = limits.mem_bytes, limits.cpus
@@ -284,13 +294,22 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
     async def run_post_stop_hook(self):
         enforcer = self.gpulab_enforcer
         if enforcer.controls:
-            name = self.gpulab_cgroup
+            name, owner, core = self.gpulab_cgroup, self.gpulab_owner, self.gpulab
 
-            def end() -> tuple[bool, list[int], bool]:  # one trip to the worker threads per stop
-                return enforcer.killed_for_memory(name), enforcer.cleanup(name), enforcer.emptied(name)
+            def end() -> tuple[bool, list[int], bool, list[str] | None]:
+                # one trip to the worker threads for the cgroups and the spawns the release looks
+                # at (recovery.stop_leftovers): at 50 stops at once each trip waited ~0.1 s for
+                # the hub's loop to take its result back (measured)
+                oom, left, emptied = enforcer.killed_for_memory(name), enforcer.cleanup(name), enforcer.emptied(name)
+                try:
+                    spawns = core.allocator.spawns_of(owner)
+                except Exception:  # the release reads them itself, and says why it cannot
+                    spawns = None
+                return oom, left, emptied, spawns
 
+            self._gpulab_spawns = None
             try:
-                oom, left, emptied = await self.gpulab.run(end)
+                oom, left, emptied, self._gpulab_spawns = await self.gpulab.run(end)
                 if emptied and getattr(self, "_gpulab_limits", None) and self.gpulab_holding:
                     # it ran in its cgroups and they are gone: the release needs no look through
                     # /proc for what it left (recovery.stop_leftovers). (gpulab_holding: the
