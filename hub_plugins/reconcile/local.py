@@ -193,6 +193,9 @@ class LocalRuntime(Runtime):
         return os.open(self.lifeline_path(spawn_id), os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
 
     async def last_alive(self, spawn_id: str) -> dt.datetime | None:
+        return self.last_alive_here(spawn_id)
+
+    def last_alive_here(self, spawn_id: str) -> dt.datetime | None:
         rec = read_record(self.lifeline_path(spawn_id))
         if rec is None:
             return None

@@ -43,5 +43,11 @@ class Runtime:
         """The last moment the backend saw that spawn's server alive (naive UTC), if it knows."""
         return None
 
+    def last_alive_here(self, spawn_id: str):
+        """``last_alive``, where the adapter knows it without asking anyone (a file on this
+        host), from a worker thread: a stop's release then makes one trip to them, not two.
+        ``NotImplemented`` where it would have to ask."""
+        return NotImplemented
+
     def forget(self, spawn_id: str) -> None:
         """The spawn is released: drop what the adapter kept about it."""

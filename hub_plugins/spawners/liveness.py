@@ -14,7 +14,7 @@ from traitlets import HasTraits
 from ..accounting import stops
 from ..store.models import utcnow
 from .lifecycle import Event, Phase, Refused, step
-from .recovery import check_after_restart, stop_leftovers
+from .recovery import check_after_restart, release_stopped
 
 
 class GPULivenessMixin(HasTraits):
@@ -31,17 +31,20 @@ class GPULivenessMixin(HasTraits):
             self.log.warning("[gpulab] %s: lifecycle: %s; the state stays", self._log_name, e)
         return self.gpulab_phase
 
-    async def gpulab_release(self) -> list[str]:
+    async def gpulab_release(self, cleanup=None) -> list[str]:
         """Free the GPUs and close the usage record, with why the server ended: a stop someone
         asked for ('user', unless a service noted culled/budget/runtime/admin first), a server
         found dead ('crashed', closed at the last moment it was seen alive) or one that never
-        came up ('failed', not charged)."""
+        came up ('failed', not charged). ``cleanup``: the backend's clean-up after its server
+        stopped (``gpulab_stop_cleanup``), run first, in the same trip to the worker threads."""
         await self.gpulab_ready_noted()
         phase = self.gpulab_phase
         if not phase.holds:
             # nothing was reserved (a refused request) and nothing restored from state (held
             # GPUs are not a test: clear_state may already have dropped them). A hub that died
             # mid-spawn leaves its rows to the reconcile.
+            if cleanup is not None:
+                await self.gpulab.run(cleanup)
             return []
         reason, stopped_by = phase.release_reason, ""
         if reason == "stop":
@@ -49,8 +52,8 @@ class GPULivenessMixin(HasTraits):
             reason, stopped_by = stops.cause(self._gpulab_requester, self.user.name, cullers)
         core, owner = self.gpulab, self.gpulab_owner
         # never free a device something still uses: see recovery.py
-        spawns, alive = await stop_leftovers(self)
-        keys = await core.run(core.release, owner, None, reason, alive, stopped_by)
+        spawns, keys = await release_stopped(
+            self, cleanup, lambda alive: core.release(owner, None, reason, alive, stopped_by))
         for spawn_id in spawns:
             self.gpulab_runtime.forget(spawn_id)  # (spawns is empty without a runtime)
         if reason == "culled":  # by an external culler (gpulab's own counts its culls itself)

@@ -10,6 +10,7 @@ backend only says how to *apply* an allocation:
   effective limits, CPU and memory capped by them): backends do no quota work of their own.
 - ``gpulab_device_env(allocation)``: the environment that selects the devices.
 - ``gpulab_profile_available(profile)``: whether it can run a profile at all, and why not.
+- ``gpulab_stop_cleanup()`` (optional): its clean-up once a server stopped, before the release.
 
 Where JupyterHub calls us (6.x spawn path):
 
@@ -391,10 +392,19 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
             raise SpawnException(await self.gpulab_exited_message(status), reason="exited", status_code=500)
         self.gpulab_event("JupyterLab is up", progress=90)
 
+    def gpulab_stop_cleanup(self):
+        """The backend's clean-up once its server stopped (a function for a worker thread), or
+        None: run in the release's trip, or before a configured ``post_stop_hook`` in its own."""
+        return None
+
     async def run_post_stop_hook(self):
         self.gpulab_heal_hub_session()
+        cleanup = self.gpulab_stop_cleanup()
         try:
+            if cleanup is not None and self.post_stop_hook is not None:
+                await self.gpulab.run(cleanup)
+                cleanup = None
             await maybe_future(super().run_post_stop_hook())
         finally:
-            await self.gpulab_release()
+            await self.gpulab_release(cleanup)
 

@@ -1,50 +1,117 @@
-"""What a release looks for before it frees a server's devices (``recovery.stop_leftovers``):
-every spawn the owner holds is looked for on the backend, except the one whose cgroups the stop
-emptied and removed (nothing of it can run anywhere)."""
+"""What a release looks for before it frees a server's devices (``recovery.release_stopped`` and
+``stop_leftovers``): every spawn the owner holds is looked for on the backend, except the one
+whose cgroups the stop emptied and removed (nothing of it can run anywhere); and when that one is
+all there is, the clean-up, the look and the release take one trip to the worker threads."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from types import SimpleNamespace
 
-from hub_plugins.spawners.recovery import stop_leftovers
+import pytest
+
+from hub_plugins.spawners.recovery import release_stopped, stop_leftovers
+
+SEEN = dt.datetime(2026, 12, 2, 6, 0, 0)
+RECORDED = dt.datetime(2026, 12, 2, 6, 0, 5)
 
 
 class _Runtime:
-    def __init__(self, running: dict[str, int]):
-        self.running, self.looked = running, []
+    def __init__(self, running: dict[str, int], knows_here: bool = True):
+        self.running, self.looked, self.knows_here = running, [], knows_here
 
     async def stop_spawn(self, spawn_id: str) -> int:
         self.looked.append(spawn_id)
         return self.running.get(spawn_id, 0)
 
     async def last_alive(self, spawn_id: str):
-        return None
+        return RECORDED
+
+    def last_alive_here(self, spawn_id: str):
+        return RECORDED if self.knows_here else NotImplemented
 
 
 class _Core:
     def __init__(self, spawns):
         self.allocator = SimpleNamespace(spawns_of=lambda owner: list(spawns))
+        self.trips = 0
 
     async def run(self, fn, *args):
+        self.trips += 1
         return fn(*args)
 
 
-def _spawner(spawns, runtime, contained):
+def _spawner(spawns, runtime, contained=None):
     return SimpleNamespace(gpulab=_Core(spawns), gpulab_runtime=runtime, gpulab_owner=("u", ""),
-                           _gpulab_last_alive=None, _gpulab_contained=contained, _log_name="u",
+                           _gpulab_last_alive=SEEN, _gpulab_contained=contained, _log_name="u",
                            log=logging.getLogger("test"))
+
+
+def _release(got):
+    def release(alive):
+        got.append(alive)
+        return ["key"]
+    return release
 
 
 async def test_the_contained_spawn_is_not_looked_for_and_the_others_are():
     rt = _Runtime({"old": 2})
-    sp = _spawner(["old", "cur"], rt, "cur")
-    spawns, _ = await stop_leftovers(sp)
-    assert spawns == ["old", "cur"] and rt.looked == ["old"]
-    assert sp._gpulab_contained is None  # used once: the next release looks again
+    sp = _spawner(["old", "cur"], rt)
+    alive = await stop_leftovers(sp, ["old", "cur"], "cur")
+    assert rt.looked == ["old"] and alive == {"old": RECORDED, "cur": RECORDED}
 
 
 async def test_without_cgroups_every_spawn_is_looked_for():
     rt = _Runtime({})
-    await stop_leftovers(_spawner(["cur"], rt, None))
+    await stop_leftovers(_spawner(["cur"], rt), ["cur"])
     assert rt.looked == ["cur"]
+
+
+async def test_a_contained_stop_is_cleaned_looked_at_and_released_in_one_trip():
+    rt, got = _Runtime({}), []
+    sp = _spawner(["cur"], rt)
+
+    def cleanup():  # what the local backend's does once the cgroups are gone
+        sp._gpulab_contained = "cur"
+
+    spawns, keys = await release_stopped(sp, cleanup, _release(got))
+    assert (spawns, keys, got) == (["cur"], ["key"], [{"cur": RECORDED}])
+    assert sp.gpulab.trips == 1 and rt.looked == []
+    assert sp._gpulab_contained is None  # used once: the next release looks again
+
+
+@pytest.mark.parametrize("spawns, contained, runtime, looked", [
+    (["old", "cur"], "cur", _Runtime({"old": 1}), ["old"]),  # a hub that died left one behind
+    (["cur"], None, _Runtime({}), ["cur"]),  # no cgroups: looked for in /proc
+    (["cur"], "cur", _Runtime({}, knows_here=False), []),  # a backend that must ask its engine
+])
+async def test_anything_that_may_be_left_is_looked_for_before_the_release(spawns, contained, runtime, looked):
+    got = []
+    sp = _spawner(spawns, runtime)
+
+    def cleanup():
+        sp._gpulab_contained = contained
+
+    out_spawns, keys = await release_stopped(sp, cleanup, _release(got))
+    assert out_spawns == spawns and keys == ["key"]
+    assert runtime.looked == looked and sp.gpulab.trips == 2
+    assert got == [{s: RECORDED for s in spawns}]
+
+
+async def test_without_a_runtime_it_is_released_as_last_seen():
+    got = []
+    sp = _spawner([], None)
+    assert await release_stopped(sp, None, _release(got)) == ([], ["key"])
+    assert got == [SEEN] and sp.gpulab.trips == 1
+
+
+async def test_a_clean_up_that_fails_never_keeps_the_devices():
+    got = []
+    sp = _spawner(["cur"], _Runtime({}))
+
+    def cleanup():
+        raise OSError("cgroupfs went away")
+
+    assert (await release_stopped(sp, cleanup, _release(got)))[1] == ["key"]
+    assert got == [{"cur": RECORDED}]  # and it was looked for, since nothing says it is contained

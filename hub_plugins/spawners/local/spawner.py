@@ -291,41 +291,35 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         await wait_exit(pidfd, timeout)
         return await self.poll() is not None
 
-    async def run_post_stop_hook(self):
+    def gpulab_stop_cleanup(self):
+        """The server's cgroups once it stopped: what it left there killed, the cgroups removed,
+        whether the kernel stopped it for its memory (the usage record's reason); and, when they
+        are gone, the release needs no look through /proc for what it left
+        (``recovery.release_stopped``)."""
         enforcer = self.gpulab_enforcer
-        if enforcer.controls:
-            name, owner, core = self.gpulab_cgroup, self.gpulab_owner, self.gpulab
+        if not enforcer.controls:
+            return None
+        name, core, log = self.gpulab_cgroup, self.gpulab, self.log
+        user_name, server_name = self.user.name, self.name or ""
+        # gpulab_holding, not gpulab_held: the poll that saw the process dead has cleared
+        # gpulab_held with the state
+        limited, holding = getattr(self, "_gpulab_limits", None), self.gpulab_holding
 
-            def end() -> tuple[bool, list[int], bool, list[str] | None]:
-                # one trip to the worker threads for the cgroups and the spawns the release looks
-                # at (recovery.stop_leftovers): at 50 stops at once each trip waited ~0.1 s for
-                # the hub's loop to take its result back (measured)
-                oom, left, emptied = enforcer.killed_for_memory(name), enforcer.cleanup(name), enforcer.emptied(name)
-                try:
-                    spawns = core.allocator.spawns_of(owner)
-                except Exception:  # the release reads them itself, and says why it cannot
-                    spawns = None
-                return oom, left, emptied, spawns
-
-            self._gpulab_spawns = None
+        def cleanup() -> None:
             try:
-                oom, left, emptied, self._gpulab_spawns = await self.gpulab.run(end)
-                if emptied and getattr(self, "_gpulab_limits", None) and self.gpulab_holding:
-                    # it ran in its cgroups and they are gone: the release needs no look through
-                    # /proc for what it left (recovery.stop_leftovers). (gpulab_holding: the
-                    # poll that saw the process dead has cleared gpulab_held with the state.)
-                    self._gpulab_contained = self.gpulab_holding
+                oom, left, emptied = enforcer.killed_for_memory(name), enforcer.cleanup(name), enforcer.emptied(name)
+                if emptied and limited and holding:
+                    self._gpulab_contained = holding
                 if oom:
                     text = self._gpulab_oom_text()
-                    self.log.warning("[gpulab] %s: %s", self._log_name, text)
-                    await self.gpulab.run(self.gpulab.usage.set_pending_reason, self.user.name, self.name or "",
-                                          f"oom: {text}")
+                    log.warning("[gpulab] %s: %s", self._log_name, text)
+                    core.usage.set_pending_reason(user_name, server_name, f"oom: {text}")
                 if left:
-                    self.log.info("[gpulab] %s: stopped %d process(es) the server left behind", self._log_name,
-                                  len(left))
+                    log.info("[gpulab] %s: stopped %d process(es) the server left behind", self._log_name, len(left))
             except Exception:  # never keep JupyterHub from releasing the server
-                self.log.exception("[gpulab] %s: cleaning up its cgroups failed", self._log_name)
-        await super().run_post_stop_hook()
+                log.exception("[gpulab] %s: cleaning up its cgroups failed", self._log_name)
+
+        return cleanup
 
     def user_env(self, env):
         if self.isolated:
