@@ -61,12 +61,16 @@ class HeldGPUs:
 
 
 async def check_after_restart(spawner, status):
+    core = spawner.gpulab
+    if status is None and spawner.gpulab_held is not None:
+        # recorded and running. The note that it is up is written once its spawn has answered
+        # (liveness.gpulab_mark_ready), so a hub that died in between left it unwritten: it
+        # runs, so it is charged (from now, as an adopted one; an open record only)
+        await core.run(core.usage.mark_ready_if_not, spawner.gpulab_held.spawn_id, utcnow())
+        return status
     runtime = spawner.gpulab_runtime
     if runtime is None or spawner.server is None:
         return status
-    if status is None and spawner.gpulab_held is not None:
-        return status  # recorded and running: nothing to do
-    core = spawner.gpulab
     mine = await core.run(core.allocator.spawns_of, spawner.gpulab_owner)
     found = [f for f in await runtime.find(spawner.user.name, spawner.name or "") if f.spawn_id in mine]
     spawner.gpulab_lifecycle(Event.CHECK)  # rows may exist for this server: the stop releases them

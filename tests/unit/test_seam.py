@@ -14,6 +14,7 @@ from traitlets.config import Config
 
 from hub_plugins.core import GPULab
 from hub_plugins.spawners.mixin import GPUSpawnerMixin
+from hub_plugins.spawners.recovery import check_after_restart
 from hub_plugins.store.usage import UsageStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,3 +247,22 @@ async def test_a_ready_note_that_failed_is_written_at_the_release(config, monkey
     s, rec, closed = await _up_then_stopped(config, monkeypatch, 6, "fay", failing_note)
     assert rec.ready_at is None
     assert closed.ready_at is not None and closed.stop_reason == "user"  # charged, from when it was up
+
+
+async def test_a_running_server_whose_ready_note_a_dead_hub_never_wrote_is_charged_after_the_restart(
+        config, monkeypatch):
+    """The hub died after the spawn answered and before the note was written: the restarted
+    hub's check of the recorded, running server writes it."""
+    core = GPULab.instance(config=config)
+    monkeypatch.setattr(UsageStore, "mark_ready", lambda store, spawn_id, at=None: None)  # never written
+    s = make(config, 7, "gus")
+    s.user_options = {"gpus": 1}
+    await s.run_pre_spawn_hook()
+    await s.start()
+    assert core.usage.records("gus")[0].ready_at is None
+
+    restarted = make(config, 7, "gus")
+    restarted.load_state(s.get_state())
+    assert await check_after_restart(restarted, None) is None  # still running
+    (rec,) = core.usage.records("gus")
+    assert rec.ready_at is not None and rec.stopped_at is None
