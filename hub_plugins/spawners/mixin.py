@@ -64,8 +64,7 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
     and ``environment.py`` (environment and state); the spawn itself stays here."""
 
     watch_start = Bool(
-        True,
-        config=True,
+        True, config=True,
         help="""Watch the server while it starts: if it exits before answering, fail the spawn at
         once (and release its GPUs) instead of waiting for http_timeout.""",
     )
@@ -169,12 +168,10 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
     # -- helpers ---------------------------------------------------------------------------
     @property
     def _failed(self):
-        """JupyterHub's "did the last spawn fail" (a private property): False after gpulab refused a
-        request, since nothing ran. JupyterHub 6.1 replaces a failed spawner on the next request
-        (``User.get_spawner(replace_failed=True)``) without keeping the replacement, so a retry
-        of a refused server (e.g. again with ``"queue": true``) spawned on a third object while
-        the API looked at the second and answered 201 although the server was still pending.
-        A refused spawner holds nothing, so it is fit to be used again as it is."""
+        """JupyterHub's "did the last spawn fail": False after gpulab refused a request (nothing
+        ran, nothing is held). JupyterHub 6.1 replaces a failed spawner on the next request
+        without keeping the replacement, so a retry of a refused server spawned on a third object
+        while the API looked at the second (201 for a server still pending)."""
         if getattr(self, "_gpulab_refused", False):
             return False
         return super()._failed
@@ -218,11 +215,9 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
             raise
 
     def gpulab_resolve(self, req: SpawnRequest) -> tuple[ServerSpec, Effective, str | None]:
-        """(The server's spec, the user's quota it was resolved with, why no node could ever hold
-        it): resolved once before anything is reserved, in the worker thread that reserves (the
-        reservation checks against the same quota). Where a cluster's scheduler places the GPUs
-        (SLURM, Kubernetes), a request no node could ever hold is refused before a reservation is
-        written (gpulab's own placement says so itself)."""
+        """(The server's spec, the quota it was resolved with, which the reservation checks too;
+        where a cluster's scheduler places the GPUs, why no node could ever hold the request),
+        once, in the worker thread that reserves, before anything is written."""
         core = self.gpulab
         eff = core.effective(self.user.name, self.gpulab_groups)
         why = None
@@ -234,9 +229,8 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         return ServerSpec.resolve(req.profile, eff.limits), eff, why
 
     async def gpulab_resolve_and_allocate(self, req: SpawnRequest) -> Allocation:
-        """Resolve the spec (``self.gpulab_spec``) and reserve, in one trip to the worker threads:
-        with 50 spawns at once each trip waited about 0.1 s for the hub's event loop to take the
-        result back (measured), so a spawn makes as few as it can."""
+        """Resolve the spec (``self.gpulab_spec``) and reserve in one trip to the worker threads
+        (at 50 spawns at once each trip waited ~0.1 s for the hub's loop to take it back)."""
         core = self.gpulab
         resolved: list = []
 
@@ -360,12 +354,10 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         return (f"The server exited while starting (exit status {status}). "
                 "Its output is in the hub's log; ask an admin if it keeps happening.")
 
-    # Whether something listening on the server's port is the server itself, ready to serve: then
-    # the wait below looks for its socket in the kernel's table (no connection) and ends when it
-    # listens, without an HTTP request of its own (JupyterHub's check after the start makes one).
-    # Not where a proxy may accept first (Docker's userland proxy accepts before the container
-    # listens) or the port may be another host's: those connect and wait for an HTTP answer. A
-    # fact about the backend, not an option.
+    # Whether what listens on the server's port is the server itself: then the wait below looks
+    # for its socket in the kernel's table and ends when it listens, with no request of its own
+    # (JupyterHub's check follows). Not where a proxy may accept first (Docker's) or the port is
+    # another host's: those connect and wait for an HTTP answer. A fact, not an option.
     gpulab_listening_is_up = False
 
     async def gpulab_wait_started(self, url) -> None:
@@ -374,11 +366,9 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
 
         JupyterHub itself only polls the server's URL until ``http_timeout``, so a server that
         crashes at start-up would hold its GPUs (and keep its user waiting) for that long. It
-        probes at short, steady intervals (``readiness.probe_interval``: every 10 ms for a server
-        starting alone, up to ``ready_probe_interval`` when many start at once), not with
-        JupyterHub's exponential back-off (probes at ~0.2, 0.6, 1.4, 3 s ...: up to a second late
-        for a server up after ~2 s), and asks the backend whether the server died every
-        ``exit_poll_interval`` s."""
+        probes at short, steady intervals (``readiness.probe_interval``), not with JupyterHub's
+        exponential back-off (up to a second late for a server up after ~2 s), and asks the
+        backend whether the server died every ``exit_poll_interval`` s."""
         if not self.watch_start or getattr(self, "internal_ssl", False) or self.server is None:
             return
         listen = self.gpulab_listen_url(url)
