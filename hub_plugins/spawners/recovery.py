@@ -118,15 +118,10 @@ async def release_stopped(spawner, cleanup, release) -> tuple[list[str], list[st
         spawns = core.allocator.spawns_of(owner)
         if any(spawn_id != contained for spawn_id in spawns):
             return spawns, contained, None
-        alive = {}
-        for spawn_id in spawns:
-            recorded = runtime.last_alive_here(spawn_id)
-            if recorded is NotImplemented:
-                return spawns, contained, None
-            seen = [t for t in (last, recorded) if t is not None]
-            if seen:
-                alive[spawn_id] = max(seen)
-        return spawns, contained, release(alive)
+        recorded = {spawn_id: runtime.last_alive_here(spawn_id) for spawn_id in spawns}
+        if NotImplemented in recorded.values():
+            return spawns, contained, None
+        return spawns, contained, release(_alive(last, recorded))
 
     spawns, contained, keys = await core.run(first_trip)
     if keys is None:
@@ -139,12 +134,21 @@ async def stop_leftovers(spawner, spawns: list[str], contained: str | None = Non
     """Stop whatever still runs of ``spawns`` but ``contained`` (the spawn whose cgroups the
     stop emptied and removed: nothing of it runs anywhere); spawn id -> last moment known alive."""
     runtime = spawner.gpulab_runtime
-    alive = {}
+    recorded = {}
     for spawn_id in spawns:
         if spawn_id != contained and await runtime.stop_spawn(spawn_id):
             spawner.log.warning("[gpulab] %s: stopped what still ran of spawn %s before releasing it",
                                 spawner._log_name, spawn_id)
-        seen = [t for t in (spawner._gpulab_last_alive, await runtime.last_alive(spawn_id)) if t is not None]
+        recorded[spawn_id] = await runtime.last_alive(spawn_id)
+    return _alive(spawner._gpulab_last_alive, recorded)
+
+
+def _alive(last, recorded: dict) -> dict:
+    """spawn id -> the latest moment it is known alive: the hub's own ``last`` sighting or the
+    backend's record, whichever is later (a spawn known by neither is left out)."""
+    alive = {}
+    for spawn_id, at in recorded.items():
+        seen = [t for t in (last, at) if t is not None]
         if seen:
             alive[spawn_id] = max(seen)
     return alive

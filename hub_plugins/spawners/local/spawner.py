@@ -306,6 +306,7 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         limited, holding = getattr(self, "_gpulab_limits", None), self.gpulab_holding
 
         def cleanup() -> None:
+            self._gpulab_contained = None  # never an earlier stop's
             try:
                 oom, left, emptied = enforcer.killed_for_memory(name), enforcer.cleanup(name), enforcer.emptied(name)
                 if emptied and limited and holding:
