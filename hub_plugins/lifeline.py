@@ -1,35 +1,31 @@
 """The lifeline: a tiny parent process for one single-user server or one hub service.
 
-Run as ``python -I -S lifeline.py [options] -- command ...`` (standard library only, so it
-starts in milliseconds and needs nothing the server's user may not read). It starts the command
-as its child and:
+Run as ``python -I -S lifeline.py [options] -- command ...`` (standard library only: it starts
+in milliseconds and needs nothing the server's user may not read). It starts the command as its
+child, which gets SIGKILL when the lifeline dies (Linux parent-death signal), so killing the
+lifeline, whatever the signal, never leaves the server behind. Options:
 
-- ``--beat-fd N --every S``: writes "beat <unix time>" into the file open on descriptor N every S
-  seconds while the child lives, and "exit <unix time> <status>" the moment it exits. The hub
-  opens that file in its private state directory and hands over only the descriptor, so the
-  server's user can write its heartbeat without being able to open anything there. This is how
-  a server that dies while the hub is down is charged until it really died (at most S seconds
-  lost if the lifeline itself is killed with SIGKILL).
-- the child gets SIGKILL when the lifeline dies (Linux parent-death signal), so killing the
-  lifeline, whatever the signal, never leaves the server behind.
-- ``--with-parent PID``: the lifeline gets SIGTERM when its parent (the hub) dies, even by
-  SIGKILL; if the parent is already gone it exits at once. Hub services use it: they live and
-  die with the hub.
+- ``--beat-fd N --every S``: "beat <unix time>" into the file open on descriptor N every S
+  seconds while the child lives, "exit <unix time> <status>" the moment it exits. The hub opens
+  that file in its private state directory and hands over only the descriptor (the server's user
+  can write its heartbeat, not open anything there). A server that dies while the hub is down is
+  charged until it really died (at most S seconds lost if the lifeline is killed with SIGKILL).
+- ``--with-parent PID``: SIGTERM when the parent (the hub) dies, even by SIGKILL; exit at once
+  if it is already gone. Hub services live and die with the hub.
 - ``--pidfile PATH``: one instance per file: a live lifeline named there (same file, checked in
-  its command line) is stopped first. A restarted hub replaces a stale service holding a port.
-- ``--grace S``: on SIGINT/SIGTERM the signal goes to the child's process group; after S
-  seconds it gets SIGKILL. Services use a short grace so that the hub shuts down quickly.
-- ``--join FILE`` (repeated), ``--user NAME``, ``--chdir DIR``: first of all, while still root,
-  it writes its pid into each cgroup.procs FILE (the server's cgroups), becomes NAME (groups, gid,
-  uid) and starts in DIR, and the variables the hub moved aside for the dynamic loader
-  (renamed ``GPULAB_LOADER_<NAME>``) are given back for the server. The hub then forks without
-  running any Python in the child, so the kernel can use ``vfork``: its event loop no longer
-  waits for a copy of its own memory map, the cgroups' locks and the user's groups at each spawn.
-- ``--prebind``: binds the port of ``$JUPYTERHUB_SERVICE_URL`` before starting the command and
-  hands the listening socket to it (descriptor ``$GPULAB_LISTEN_FD``, see ``services/base.py``).
-  JupyterHub waits for each of its services in turn before it answers, polling with growing
-  pauses; a port bound within milliseconds lets its first look connect and get the answer the
-  moment the service is ready.
+  its command line) is stopped first, with its service and what that started, before the command
+  starts. A restarted hub replaces a stale service holding a port.
+- ``--grace S``: on SIGINT/SIGTERM the signal goes to the child's process group; SIGKILL after S
+  seconds. Services use a short grace so that the hub shuts down quickly.
+- ``--join FILE`` (repeated), ``--user NAME``, ``--chdir DIR``: first, while still root, its pid
+  into each cgroup.procs FILE (the server's cgroups), then become NAME (groups, gid, uid), start
+  in DIR, and give the server back the loader variables the hub renamed ``GPULAB_LOADER_<NAME>``.
+  The hub's fork then runs no Python in the child, so the kernel can use ``vfork``: the event
+  loop no longer waits for a copy of its memory map, the cgroups' locks and the user's groups.
+- ``--prebind``: binds the port of ``$JUPYTERHUB_SERVICE_URL`` before the command starts and
+  hands the listening socket over (``$GPULAB_LISTEN_FD``, see ``services/base.py``): JupyterHub
+  waits for each service in turn, polling with growing pauses; a port bound within milliseconds
+  lets its first look connect and get the answer the moment the service is ready.
 
 The exit status is the child's (128 + signal when it was killed by one), as a shell reports it.
 Servers run ``lifeline.c`` where ``make install`` built it (the same, without a Python start).
@@ -101,24 +97,8 @@ def write_record(fd: int, text: str) -> None:
         pass
 
 
-def read_record(path: str) -> tuple[str, float, int | None] | None:
-    """('beat' | 'exit', unix time, exit status or None) from a lifeline file, or None."""
-    try:
-        with open(path, "rb") as f:
-            parts = f.read(LINE).decode(errors="replace").split()
-    except OSError:
-        return None
-    if len(parts) < 2 or parts[0] not in ("beat", "exit"):
-        return None
-    try:
-        when = float(parts[1])
-        status = int(parts[2]) if parts[0] == "exit" and len(parts) > 2 else None
-    except ValueError:
-        return None
-    return parts[0], when, status
-
-
-def _cmdline(pid: int) -> list[str]:
+def cmdline(pid: int) -> list[str]:
+    """A process's command line; [] for a zombie or a process that is gone."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
@@ -126,25 +106,53 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
-def replace_stale(pidfile: str, wait: float = 5.0) -> None:
-    """Stop the lifeline a previous hub left behind for the same pidfile, then claim the file."""
+def _family(pid: int) -> dict[int, list[str]]:
+    """pid and what descends from it (started by each one's main thread) -> command line."""
+    out, todo = {}, [pid]
+    while todo:
+        p = todo.pop()
+        out[p] = cmdline(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(k) for k in f.read().split()]
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def _signal(pid: int, sig: int, group: bool = False) -> None:
+    try:
+        (os.killpg if group else os.kill)(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _until(done, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def replace_stale(pidfile: str, wait: float = 4.0) -> None:
+    """Stop the lifeline a previous hub left behind for the same pidfile, then claim the file.
+    What it runs must be gone too, not only the lifeline: two instances of a service must never
+    run at once, and a lifeline that cannot act on SIGTERM in time (starved on a loaded machine)
+    is killed here, which the processes its service started would outlive."""
     try:
         with open(pidfile) as f:
             old = int(f.read().strip() or 0)
     except (OSError, ValueError):
         old = 0
-    if old and old != os.getpid():
-        args = _cmdline(old)
-        if "--pidfile" in args and pidfile in args and is_lifeline(args):
-            try:
-                os.kill(old, signal.SIGTERM)
-                deadline = time.monotonic() + wait
-                while time.monotonic() < deadline and _cmdline(old):
-                    time.sleep(0.05)
-                if _cmdline(old):
-                    os.kill(old, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    args = cmdline(old) if old and old != os.getpid() else []
+    if "--pidfile" in args and pidfile in args and is_lifeline(args):
+        procs = _family(old)
+        # gone: exited (a zombie has no command line) or its pid now another command's
+        left = lambda: [p for p, cmd in procs.items() if cmdline(p) == cmd]  # noqa: E731
+        _signal(old, signal.SIGTERM)  # it stops its child (--grace) and exits
+        _until(lambda: not left(), wait)
+        for p in left():
+            _signal(p, signal.SIGKILL)
+        _until(lambda: not left(), 1.0)
     os.makedirs(os.path.dirname(pidfile) or ".", exist_ok=True)
     tmp = f"{pidfile}.{os.getpid()}"
     with open(tmp, "w") as f:
@@ -364,16 +372,10 @@ def main(argv: list[str] | None = None) -> int:
                 stopping_at = now
             # services (grace > 0) are told to stop with SIGTERM; servers get what the hub sent
             fwd = signal.SIGTERM if args.grace > 0 else sig
-            try:
-                os.killpg(pid, fwd)
-            except ProcessLookupError:
-                pass
+            _signal(pid, fwd, group=True)
         if stopping_at is not None and args.grace > 0 and not killed and now - stopping_at >= args.grace:
             killed = True
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _signal(pid, signal.SIGKILL, group=True)
         if beat is not None and now >= next_beat:
             write_record(beat, f"beat {time.time():.3f}")
             next_beat = now + args.every

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from ..bytecode import runnable
 from ..gpu.procs import parent_of
-from ..lifeline import NATIVE, is_lifeline, read_record
+from ..lifeline import LINE, NATIVE, is_lifeline
 from .decide import Found
 from .fresh import Fresh
 from .runtime import Runtime
@@ -35,6 +35,23 @@ LIFELINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 LIFELINE_C = LIFELINE[:-len(".py")] + ".c"
 HUB_ID_VAR = "GPULAB_HUB_ID"
 SPAWN_ID_VAR = "GPULAB_SPAWN_ID"
+
+
+def read_record(path: str) -> tuple[str, float, int | None] | None:
+    """('beat' | 'exit', unix time, exit status or None) from a lifeline file, or None."""
+    try:
+        with open(path, "rb") as f:
+            parts = f.read(LINE).decode(errors="replace").split()
+    except OSError:
+        return None
+    if len(parts) < 2 or parts[0] not in ("beat", "exit"):
+        return None
+    try:
+        when = float(parts[1])
+        status = int(parts[2]) if parts[0] == "exit" and len(parts) > 2 else None
+    except ValueError:
+        return None
+    return parts[0], when, status
 
 
 def read_environ(pid: int) -> dict[str, str] | None:

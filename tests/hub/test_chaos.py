@@ -29,7 +29,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support.polling import wait_for
-from tests.support.procs import devices_held_twice, live_servers, service_processes
+from tests.support.procs import cmdline, devices_held_twice, hub_processes, live_servers, parent, service_processes
 from tests.support.profiles import make_profiles
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
@@ -61,13 +61,16 @@ def hub(request, hub_factory, profiles):
 
 class Sampler(threading.Thread):
     """Looks at the processes every half second for the whole test: devices held twice, and the
-    most instances of each service seen at once."""
+    most instances of each service seen running their command at once (a restarted hub's new
+    lifeline waits for the stale instance to be gone before it starts the service), with what
+    ran whenever that was more than one."""
 
     def __init__(self, hub_port: int):
         super().__init__(daemon=True)
         self.hub_port = hub_port
         self.twice: list[dict] = []
         self.services_max: dict[str, int] = {}
+        self.services_twice: list[str] = []
         self.samples = 0
         self.halt = threading.Event()
 
@@ -76,8 +79,13 @@ class Sampler(threading.Thread):
             twice = devices_held_twice(live_servers(self.hub_port))
             if twice:
                 self.twice.append(twice)
-            for name, n in service_processes(self.hub_port).items():
+            for name, n in service_processes(self.hub_port, commands=True).items():
                 self.services_max[name] = max(n, self.services_max.get(name, 0))
+                if n > 1 and len(self.services_twice) < 10:
+                    self.services_twice.append(f"{time.time():.1f} {name}: " + "; ".join(
+                        f"{pid}<{parent(pid)} {' '.join(cmdline(pid))[:120]}"
+                        for pid, env in hub_processes(self.hub_port).items()
+                        if env.get("JUPYTERHUB_SERVICE_NAME") == name))
             self.samples += 1
             self.halt.wait(0.5)
 
@@ -229,7 +237,7 @@ def test_kill_9_during_spawn_bursts(hub):
         sampler.join(5)
         pool.shutdown(wait=False, cancel_futures=True)
     assert sampler.twice == [], f"devices held twice (seed {seed}): {sampler.twice[:3]}"
-    assert all(n == 1 for n in sampler.services_max.values()), sampler.services_max
+    assert all(n == 1 for n in sampler.services_max.values()), (sampler.services_max, sampler.services_twice)
     figures.update(db="postgres" if hub.config["hub"]["db_url"] else "sqlite", seed=seed, rounds=ROUNDS,
                    samples=sampler.samples, gpus_held_twice=0, gpus_leaked=0,
                    max_seconds_to_consistent=max(figures["seconds_to_consistent"]))

@@ -8,6 +8,8 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 
+from hub_plugins.lifeline import cmdline, is_lifeline
+
 
 def environ(pid: int) -> dict[str, str] | None:
     try:
@@ -75,9 +77,13 @@ def devices_held_twice(servers: dict[str, LiveServer]) -> dict[str, list[str]]:
     return {d: sorted(ids) for d, ids in users.items() if len(ids) > 1}
 
 
-def service_processes(hub_port: int) -> Counter:
-    """service name -> how many instances run (a service under its lifeline is one instance)."""
+def service_processes(hub_port: int, commands: bool = False) -> Counter:
+    """service name -> how many instances run (a service under its lifeline is one instance).
+    ``commands``: only instances whose command runs, not a lifeline still waiting for a stale
+    instance to go before it starts its command (``lifeline.replace_stale``)."""
     procs = {pid: env for pid, env in hub_processes(hub_port).items() if "JUPYTERHUB_SERVICE_NAME" in env}
+    if commands:
+        procs = {pid: env for pid, env in procs.items() if not is_lifeline(cmdline(pid))}
     count: Counter = Counter()
     for pid, env in procs.items():
         name = env["JUPYTERHUB_SERVICE_NAME"]

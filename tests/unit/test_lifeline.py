@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from hub_plugins.lifeline import read_record
-from hub_plugins.reconcile.local import (LIFELINE, LocalRuntime, kill_all, lifeline_command, native_lifeline, scan,
-                                         server_args)
+from hub_plugins.lifeline import replace_stale
+from hub_plugins.reconcile.local import (LIFELINE, LocalRuntime, kill_all, lifeline_command, native_lifeline,
+                                         read_record, scan, server_args)
 
 
 def alive(pid: int) -> bool:
@@ -114,6 +114,29 @@ def test_a_new_instance_replaces_a_stale_one(tmp_path):
     assert wait(lambda: (tmp_path / "svc.pid").read_text() == str(second.pid))
     second.send_signal(signal.SIGTERM)
     second.wait(5)
+
+
+def test_a_stale_instance_is_all_gone_before_the_file_is_claimed(tmp_path):
+    """A stale lifeline that never acts on SIGTERM (stopped here; starved on a loaded machine),
+    its service ignoring SIGTERM and a process the service started: none of them is left when
+    the new instance goes on (the service's parent-death signal does not reach its own child)."""
+    pidfile, ready = tmp_path / "svc.pid", tmp_path / "pids"
+    stubborn = ("import os, signal, subprocess, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                "helper = subprocess.Popen(['sleep', '60'])\n"
+                f"open({str(ready)!r}, 'w').write(f'{{os.getpid()}} {{helper.pid}}')\ntime.sleep(60)")
+    first = service(pidfile, prog=stubborn)
+    assert wait(lambda: ready.exists() and ready.read_text() and pidfile.exists())
+    old = [first.pid, *map(int, ready.read_text().split())]
+    first.send_signal(signal.SIGSTOP)
+    t = time.monotonic()
+    replace_stale(str(pidfile), wait=0.5)
+    assert time.monotonic() - t < 1.6
+    try:
+        assert [p for p in old if alive(p)] == []
+        assert pidfile.read_text() == str(os.getpid())
+    finally:
+        kill_all(old, 0.1)
+        first.wait(5)
 
 
 def test_a_service_follows_its_parent(tmp_path):
