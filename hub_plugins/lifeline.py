@@ -134,10 +134,9 @@ def _until(done, seconds: float) -> None:
 
 
 def replace_stale(pidfile: str, wait: float = 4.0) -> None:
-    """Stop the lifeline a previous hub left behind for the same pidfile, then claim the file.
-    What it runs must be gone too, not only the lifeline: two instances of a service must never
-    run at once, and a lifeline that cannot act on SIGTERM in time (starved on a loaded machine)
-    is killed here, which the processes its service started would outlive."""
+    """Stop the lifeline a previous hub left behind for the same pidfile, and all it runs (never
+    two instances of a service at once: a lifeline too slow to act on SIGTERM, starved on a loaded
+    machine, is killed here, which what its service started would outlive); then claim the file."""
     try:
         with open(pidfile) as f:
             old = int(f.read().strip() or 0)
