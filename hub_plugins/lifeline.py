@@ -144,8 +144,8 @@ def replace_stale(pidfile: str, wait: float = 4.0) -> None:
         old = 0
     args = cmdline(old) if old and old != os.getpid() else []
     if "--pidfile" in args and pidfile in args and is_lifeline(args):
-        procs = _family(old)
         # gone: exited (a zombie has no command line) or its pid now another command's
+        procs = {p: cmd for p, cmd in _family(old).items() if cmd}
         left = lambda: [p for p, cmd in procs.items() if cmdline(p) == cmd]  # noqa: E731
         _signal(old, signal.SIGTERM)  # it stops its child (--grace) and exits
         _until(lambda: not left(), wait)

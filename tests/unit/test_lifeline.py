@@ -139,6 +139,19 @@ def test_a_stale_instance_is_all_gone_before_the_file_is_claimed(tmp_path):
         first.wait(5)
 
 
+def test_a_stale_instance_that_stops_is_not_waited_for_longer(tmp_path):
+    """A stale instance that follows SIGTERM is replaced as soon as it is gone, also when its
+    service left a child it never reaped (a zombie: no command line, nothing to wait for)."""
+    pidfile, ready = tmp_path / "svc.pid", tmp_path / "ready"
+    prog = ("import subprocess, time\nsubprocess.Popen(['true'])\ntime.sleep(0.3)\n"
+            f"open({str(ready)!r}, 'w').close()\ntime.sleep(60)")
+    first = service(pidfile, prog=prog)
+    assert wait(lambda: ready.exists() and pidfile.exists())
+    t = time.monotonic()
+    replace_stale(str(pidfile))
+    assert time.monotonic() - t < 2 and first.wait(5) is not None
+
+
 def test_a_service_follows_its_parent(tmp_path):
     """The hub killed with SIGKILL: its service gets SIGTERM from the kernel and is gone."""
     fake_hub = tmp_path / "hub.py"
