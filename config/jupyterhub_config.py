@@ -28,6 +28,15 @@ except ConfigError as e:
     print(f"\ngpulab: the hub will not start, fix {_path} first:\n{e}\n", file=sys.stderr)
     sys.exit(2)
 
+# one hub per state directory, refused before it touches the running one's proxy and files
+from hub_plugins.settings.statelock import StateInUse, claim  # noqa: E402
+
+try:
+    claim(gpulab["hub"]["state_dir"])
+except StateInUse as e:
+    print(f"\ngpulab: the hub will not start: {e}\n", file=sys.stderr)
+    sys.exit(2)
+
 # What really runs is reconciled with gpulab's allocations once the hub is up and before any
 # spawn goes ahead, then every poll interval (JupyterHub has no start-up hook for plugins).
 from hub_plugins.reconcile.supervisor import schedule  # noqa: E402

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from tests.support.hubproc import ROOT
+from tests.support.hubproc import ROOT, VENV_BIN
 from tests.support.polling import gpulab_rows, wait_for
 from tests.support.procs import environ, hub_processes, live_servers, parent, service_processes
 from tests.support.profiles import make_profiles
@@ -150,6 +150,22 @@ def test_services_die_with_the_hub_and_a_stale_one_is_replaced(hub_factory):
              timeout=60, what="one of each service")
     hub.wait_service("billing")
     assert "Service billing exited with status" not in hub.log_path.read_text(errors="replace")
+
+
+def test_a_second_hub_on_the_same_state_is_refused_and_the_first_runs_on(hub_factory):
+    """A second `make run` on the same state: refused before it touches anything (stock
+    JupyterHub would stop the running hub's proxy as a stale one first)."""
+    hub = hub_factory()
+    proxy = int((hub.state_dir / "jupyterhub-proxy.pid").read_text())
+    second = subprocess.run([str(VENV_BIN / "jupyterhub"), "-f", str(ROOT / "config" / "jupyterhub_config.py")],
+                            cwd=hub.dir, env=dict(os.environ, GPULAB_CONFIG=str(hub.config_path)),
+                            capture_output=True, text=True, timeout=120)
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"another hub already runs on the state directory {hub.state_dir} (pid {hub.proc.pid})" in second.stderr
+    assert environ(proxy) is not None and hub.api("GET", "/")[0] == 200  # its proxy and API untouched
+    hub.kill()
+    hub.start()  # the lock went with the killed hub
+    assert hub.api("GET", "/")[0] == 200
 
 
 def listening(port: int) -> bool:
