@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 from ..bytecode import runnable
 from ..gpu.procs import parent_of
-from ..lifeline import LINE, NATIVE, is_lifeline
+from ..lifeline import LINE, NATIVE, cmdline, is_lifeline
 from .decide import Found
 from .fresh import Fresh
 from .runtime import Runtime
@@ -69,14 +69,6 @@ def parse_environ(raw: bytes) -> dict[str, str]:
         if sep:
             env[key.decode(errors="replace")] = value.decode(errors="replace")
     return env
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
 
 
 def is_zombie(pid: int) -> bool:
