@@ -53,7 +53,7 @@ class GPULivenessMixin(HasTraits):
         core, owner = self.gpulab, self.gpulab_owner
         # never free a device something still uses: see recovery.py
         spawns, keys = await release_stopped(
-            self, cleanup, lambda alive: core.release(owner, None, reason, alive, stopped_by))
+            self, cleanup, lambda alive_for: core.allocator.release_checked(owner, alive_for, reason, stopped_by))
         for spawn_id in spawns:
             self.gpulab_runtime.forget(spawn_id)  # (spawns is empty without a runtime)
         if reason == "culled":  # by an external culler (gpulab's own counts its culls itself)

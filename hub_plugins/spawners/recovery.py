@@ -92,20 +92,31 @@ async def check_after_restart(spawner, status):
 
 
 async def release_stopped(spawner, cleanup, release) -> tuple[list[str], list[str]]:
-    """Release a stopped server: (spawn ids it held, the device keys freed). ``release(alive)``
-    frees them (in a worker thread); ``cleanup``: the backend's own clean-up after a stop (the
-    local backend's cgroups), run first, or None.
+    """Release a stopped server: (spawn ids it held, the device keys freed). ``release(alive_for)``
+    frees them in a worker thread (``Allocator.release_checked``: ``alive_for(spawn ids)`` gives
+    when each was last alive, or False to keep them); ``cleanup``: the backend's own clean-up after
+    a stop (the local backend's cgroups), run first, or None.
 
-    One trip to the worker threads where nothing can be left (at 50 stops at once each trip
-    waited ~0.1 s for the hub's loop to take its result back, measured): the clean-up, the spawns
-    the owner holds and, when every one is the spawn whose cgroups the stop emptied and removed
-    and the backend knows when it was last alive without asking anyone, the release. Otherwise
-    (a spawn a hub that died left behind, a server without cgroups, a backend that asks its
-    engine) the rest is looked for and stopped first (``stop_leftovers``): a device is never
-    freed while something uses it."""
-    core, runtime, owner, last = spawner.gpulab, spawner.gpulab_runtime, spawner.gpulab_owner, spawner._gpulab_last_alive
+    One trip to the worker threads and one transaction where nothing can be left (at 50 stops at
+    once each trip waited ~0.1 s for the hub's loop to take its result back, measured): the
+    clean-up, the spawns the owner holds and, when every one is the spawn whose cgroups the stop
+    emptied and removed and the backend knows when it was last alive without asking anyone, the
+    release. Otherwise (a spawn a hub that died left behind, a server without cgroups, a backend
+    that asks its engine) the rest is looked for and stopped first (``stop_leftovers``): a device
+    is never freed while something uses it."""
+    core, runtime, last = spawner.gpulab, spawner.gpulab_runtime, spawner._gpulab_last_alive
+    contained = None
+
+    def alive_for(spawns: list[str]):
+        if runtime is None:
+            return last
+        if any(spawn_id != contained for spawn_id in spawns):
+            return False
+        recorded = {spawn_id: runtime.last_alive_here(spawn_id) for spawn_id in spawns}
+        return False if NotImplemented in recorded.values() else _alive(last, recorded)
 
     def first_trip():
+        nonlocal contained
         if cleanup is not None:
             try:
                 cleanup()
@@ -113,20 +124,14 @@ async def release_stopped(spawner, cleanup, release) -> tuple[list[str], list[st
                 spawner.log.exception("[gpulab] %s: cleaning up after its stop failed", spawner._log_name)
         # set by the clean-up: the spawn whose cgroups it emptied and removed (used once)
         contained, spawner._gpulab_contained = getattr(spawner, "_gpulab_contained", None), None
-        if runtime is None:
-            return [], contained, release(last)
-        spawns = core.allocator.spawns_of(owner)
-        if any(spawn_id != contained for spawn_id in spawns):
-            return spawns, contained, None
-        recorded = {spawn_id: runtime.last_alive_here(spawn_id) for spawn_id in spawns}
-        if NotImplemented in recorded.values():
-            return spawns, contained, None
-        return spawns, contained, release(_alive(last, recorded))
+        return release(alive_for)
 
-    spawns, contained, keys = await core.run(first_trip)
+    spawns, keys = await core.run(first_trip)
+    if runtime is None:
+        return [], keys
     if keys is None:
         alive = await stop_leftovers(spawner, spawns, contained)
-        keys = await core.run(release, alive)
+        _, keys = await core.run(release, lambda _spawns: alive)
     return spawns, keys
 
 

@@ -285,11 +285,25 @@ class Allocator:
         stopping the server wins. A crashed server's record closes at the last moment it was seen
         alive (``seen_alive_at``, or per spawn id when a dict, or its last heartbeat), not when
         the crash was noticed. ``stopped_by`` is who asked for the stop, where the hub said."""
-        return self.db.retrying(lambda: self._release(owner, spawn_id, reason, seen_alive_at, stopped_by))
+        return self.db.retrying(lambda: self._release(owner, spawn_id, reason, lambda _spawns: seen_alive_at, stopped_by)[1])
 
-    def _release(self, owner: Owner, spawn_id: str | None, reason: str = "user",
-                 seen_alive_at=None, stopped_by: str = "") -> list[str]:
+    def release_checked(self, owner: Owner, alive_for: Callable, reason: str = "user",
+                        stopped_by: str = "") -> tuple[list[str], list[str] | None]:
+        """``release`` of all ``owner`` holds, asked first: ``alive_for(spawn ids it holds)`` gives
+        ``seen_alive_at`` for them, or False to keep them (something of them may still run: the
+        caller stops it and releases then). Returns (those spawn ids, the device keys, or None when
+        kept and nothing changed). The look and the release are one transaction, so what is freed
+        is what was looked at: a stop's one trip (``spawners/recovery.py``)."""
+        return self.db.retrying(lambda: self._release(owner, None, reason, alive_for, stopped_by))
+
+    def _release(self, owner: Owner, spawn_id: str | None, reason: str, alive_for: Callable,
+                 stopped_by: str = "") -> tuple[list[str], list[str] | None]:
         with self.db.write_conn() as conn:
+            rows = conn.execute(_OWNER_IDS, {"uid": owner.user_id, "server": owner.server_name}).all()
+            spawns = [r.spawn_id for r in rows]
+            seen_alive_at = alive_for(spawns)
+            if seen_alive_at is False:
+                return spawns, None
             now = utcnow()
             for rec in conn.execute(_OPEN_USAGE, {"uid": owner.user_id, "server": owner.server_name}).all():
                 if spawn_id and rec.spawn_id != spawn_id:
@@ -302,13 +316,12 @@ class Allocator:
                     end = min(now, max(alive)) if alive else now
                 conn.execute(_CLOSE_USAGE, dict(rid=rec.id, end=end, by=stopped_by[:255],
                                                 why=why if rec.ready_at or why != "crashed" else "failed"))
-            rows = conn.execute(_OWNER_IDS, {"uid": owner.user_id, "server": owner.server_name}).all()
             ids = [r.id for r in rows if not spawn_id or r.spawn_id == spawn_id]
             if not ids:
-                return []
+                return spawns, []
             keys = list(conn.execute(_DROP_DEVICES, {"ids": ids}).scalars())
             conn.execute(_DROP_SERVERS, {"ids": ids})
-            return sorted(keys)
+            return spawns, sorted(keys)
 
     @staticmethod
     def _delete(s, rows: Iterable[ServerRecord]) -> list[str]:

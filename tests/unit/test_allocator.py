@@ -18,9 +18,10 @@ import sqlalchemy as sa
 
 from hub_plugins.gpu.simulated import parse_spec
 from hub_plugins.quota import Decision
-from hub_plugins.store.allocator import Allocator, NoCapacity, Owner, QuotaRefused, ReservationPlan
+from hub_plugins.accounting.pricing import Pricing
+from hub_plugins.store.allocator import Allocator, NoCapacity, Owner, QuotaRefused, ReservationPlan, UsageTerms
 from hub_plugins.store.db import Database
-from hub_plugins.store.models import DeviceAllocation, ServerRecord, utcnow
+from hub_plugins.store.models import DeviceAllocation, ServerRecord, UsageRecord, utcnow
 
 INV = parse_spec("8xA100-80GB")
 
@@ -256,3 +257,28 @@ def test_a_serialised_decision_is_on_disk_before_it_is_answered(pg):
             c.execute(sa.text("SELECT pg_reload_conf()"))
         admin.dispose()
         db.dispose()
+
+
+def test_a_checked_release_frees_what_it_looked_at_or_changes_nothing(alloc):
+    """A stop's one transaction (``Allocator.release_checked``): told False it keeps every row
+    and the open usage record; told when the spawns were last alive it frees them."""
+    terms = UsageTerms(Pricing({}, 0.0, 0.0, 0, "EUR"))
+    a = alloc.allocate(Owner(1, "ann"), "minimal", "A100-80GB", 2, INV, usage=terms)
+    looked = []
+
+    def keep(spawns):
+        looked.append(spawns)
+        return False
+
+    assert alloc.release_checked(Owner(1, "ann"), keep) == ([a.spawn_id], None)
+    assert looked == [[a.spawn_id]] and set(alloc.snapshot().taken) == {d.key for d in a.devices}
+    with alloc.db.read() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(UsageRecord).where(UsageRecord.stopped_at.is_(None))) == 1
+    seen = utcnow()
+    assert alloc.release_checked(Owner(1, "ann"), lambda spawns: {s: seen for s in spawns}, "crashed") == (
+        [a.spawn_id], ["localhost/gpu0", "localhost/gpu1"])
+    assert alloc.snapshot().taken == {}
+    with alloc.db.read() as s:
+        rec = s.scalars(sa.select(UsageRecord)).one()
+    assert rec.stopped_at is not None and rec.stop_reason == "failed"  # never ready: not charged
+    assert alloc.release_checked(Owner(1, "ann"), lambda spawns: {}) == ([], [])  # idempotent

@@ -1,7 +1,8 @@
 """What a release looks for before it frees a server's devices (``recovery.release_stopped`` and
 ``stop_leftovers``): every spawn the owner holds is looked for on the backend, except the one
 whose cgroups the stop emptied and removed (nothing of it can run anywhere); and when that one is
-all there is, the clean-up, the look and the release take one trip to the worker threads."""
+all there is, the clean-up, the look and the release take one trip to the worker threads (and
+one transaction: ``test_allocator.py``)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,7 @@ class _Runtime:
 
 
 class _Core:
-    def __init__(self, spawns):
-        self.allocator = SimpleNamespace(spawns_of=lambda owner: list(spawns))
+    def __init__(self):
         self.trips = 0
 
     async def run(self, fn, *args):
@@ -43,15 +43,20 @@ class _Core:
 
 
 def _spawner(spawns, runtime, contained=None):
-    return SimpleNamespace(gpulab=_Core(spawns), gpulab_runtime=runtime, gpulab_owner=("u", ""),
+    return SimpleNamespace(gpulab=_Core(), gpulab_runtime=runtime, gpulab_owner=("u", ""),
                            _gpulab_last_alive=SEEN, _gpulab_contained=contained, _log_name="u",
                            log=logging.getLogger("test"))
 
 
-def _release(got):
-    def release(alive):
+def _release(got, spawns=()):
+    """``Allocator.release_checked`` over an owner holding ``spawns``: what it was told to close
+    with goes to ``got``; False keeps them."""
+    def release(alive_for):
+        alive = alive_for(list(spawns))
+        if alive is False:
+            return list(spawns), None
         got.append(alive)
-        return ["key"]
+        return list(spawns), ["key"]
     return release
 
 
@@ -75,7 +80,7 @@ async def test_a_contained_stop_is_cleaned_looked_at_and_released_in_one_trip():
     def cleanup():  # what the local backend's does once the cgroups are gone
         sp._gpulab_contained = "cur"
 
-    spawns, keys = await release_stopped(sp, cleanup, _release(got))
+    spawns, keys = await release_stopped(sp, cleanup, _release(got, ["cur"]))
     assert (spawns, keys, got) == (["cur"], ["key"], [{"cur": RECORDED}])
     assert sp.gpulab.trips == 1 and rt.looked == []
     assert sp._gpulab_contained is None  # used once: the next release looks again
@@ -93,7 +98,7 @@ async def test_anything_that_may_be_left_is_looked_for_before_the_release(spawns
     def cleanup():
         sp._gpulab_contained = contained
 
-    out_spawns, keys = await release_stopped(sp, cleanup, _release(got))
+    out_spawns, keys = await release_stopped(sp, cleanup, _release(got, spawns))
     assert out_spawns == spawns and keys == ["key"]
     assert runtime.looked == looked and sp.gpulab.trips == 2
     assert got == [{s: RECORDED for s in spawns}]
@@ -113,5 +118,5 @@ async def test_a_clean_up_that_fails_never_keeps_the_devices():
     def cleanup():
         raise OSError("cgroupfs went away")
 
-    assert (await release_stopped(sp, cleanup, _release(got)))[1] == ["key"]
+    assert (await release_stopped(sp, cleanup, _release(got, ["cur"])))[1] == ["key"]
     assert got == [{"cur": RECORDED}]  # and it was looked for, since nothing says it is contained
