@@ -2,7 +2,12 @@
 
 Servers' cgroups are created under the hub's own cgroup (``<hub's cgroup>/gpulab/<server>``), so
 that whatever holds the hub (a systemd unit, a container, a session's memory cap) holds its
-servers too, and the hub's own limits stay in force. A server joins its cgroups between fork and
+servers too, and the hub's own limits stay in force. On cgroup v1 a server's CPU cgroup sits
+beside the hub's own processes (``<hub's cpu cgroup>/<server>``), not in one parent: the
+scheduler weighs each cgroup like one task of its level, so each server competes with the hub
+as its process would without cgroups (stock JupyterHub), busy or idle. In one parent, weighted
+for every server it holds (as before), the few servers busy at a moment took the parent's whole
+weight: each one woken preempted the hub, and at 50 stops at once the hub waited in ``kill``. A server joins its cgroups between fork and
 exec (``join`` runs in the child), before it drops root; it cannot leave them afterwards.
 
 The parsers of ``/proc/self/mountinfo`` and ``/proc/self/cgroup`` are pure and tested with
@@ -64,6 +69,7 @@ class CgroupFS:
     bases: dict[str, str] = field(default_factory=dict)  # v1: controller -> dir; v2: 'unified' -> dir
     controls: frozenset[str] = frozenset()
     problem: str = ""  # why something cannot be enforced (said at start-up)
+    cpu_beside_hub: bool = False  # v1: the servers' CPU cgroups sit beside the hub's processes
 
     # -- discovery -----------------------------------------------------------------------------
     @classmethod
@@ -77,8 +83,13 @@ class CgroupFS:
             return cls(problem=f"cannot read the cgroup mounts ({e})")
         v1 = {c: os.path.join(mounts[c], mine.get(c, "/").lstrip("/"), PARENT) for c in CONTROLS
               if c in mounts and c in mine}
+        # the CPU cgroups beside the hub (see above); not where cpu shares a hierarchy with memory
+        # or devices, whose cgroups stay under the parent: a process is in one cgroup a hierarchy
+        beside = "cpu" in v1 and all(mounts[c] != mounts["cpu"] for c in v1 if c != "cpu")
+        if beside:
+            v1["cpu"] = os.path.dirname(v1["cpu"])
         if v1:
-            fs = cls(1, v1)
+            fs = cls(1, v1, cpu_beside_hub=beside)
             fs.controls = frozenset(c for c in v1 if fs._writable(v1[c]))
             fs.reweigh()
             missing = sorted(set(CONTROLS) - fs.controls)
@@ -121,10 +132,11 @@ class CgroupFS:
 
     def reweigh(self) -> None:
         """Give the servers' parent cgroup its CPU weight for the servers it holds now
-        (``plan.group_weight``): at discovery and whenever a server comes or goes. Two spawns at
-        once may write a count one off; the next one corrects it."""
+        (``plan.group_weight``): at discovery and whenever a server comes or goes, where their
+        CPU cgroups have one parent (v2, and v1 with cpu mounted with memory or devices). Two
+        spawns at once may write a count one off; the next one corrects it."""
         base = self.bases.get("cpu" if self.version == 1 else "unified")
-        if base is None or "cpu" not in self.controls:
+        if base is None or "cpu" not in self.controls or self.cpu_beside_hub:
             return
         try:
             servers = sum(1 for e in os.scandir(base) if e.is_dir(follow_symlinks=False))

@@ -156,10 +156,12 @@ def v2_writes(limits: Limits) -> list[tuple[str, str]]:
 
 
 def group_weight(version: int, servers: int, cpus: int) -> tuple[str, str]:
-    """(file, value) of the CPU weight of the cgroup that holds every server. CFS weighs a cgroup
-    like one task of the level it sits in: the servers together weigh like as many tasks as there
-    are servers (what they would weigh without cgroups, as under stock JupyterHub), and at least
-    like the host's CPUs, so that a few busy processes outside never starve all of them."""
+    """(file, value) of the CPU weight of the cgroup that holds every server, where one does (v2
+    without systemd; v1 puts each server's CPU cgroup beside the hub: ``cgroupfs.py``). CFS weighs
+    a cgroup like one task of the level it sits in: the servers together weigh like as many tasks
+    as there are servers (what they would weigh without cgroups, as under stock JupyterHub, when
+    all are busy), and at least like the host's CPUs, so that a few busy processes outside never
+    starve all of them."""
     tasks = max(servers, cpus, 1)
     if version == 1:
         return "cpu.shares", str(min(1024 * tasks, 262144))  # the kernel's maximum
