@@ -198,7 +198,10 @@ class CgroupFS:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
-        for d in self.dirs(name).values():
+        dirs = list(self.dirs(name).values())
+        if self.cpu_beside_hub:  # where a hub before that layout put it: a server it started
+            dirs.append(os.path.join(self.bases["cpu"], PARENT, name))
+        for d in dirs:
             while True:
                 try:
                     os.rmdir(d)

@@ -100,3 +100,26 @@ def test_a_busy_server_weighs_like_one_process_beside_the_hub(enforcer):
         for n in idle:
             e.cleanup(n)
     assert 0.4 < server / beside < 2.5, (server, beside)
+
+
+def test_a_server_started_before_the_cpu_layout_changed_is_cleaned_up_whole(enforcer):
+    """A server a hub of the earlier layout started (its CPU cgroup under the parent) and this
+    hub stops: its processes are killed and that CPU cgroup is removed too."""
+    e, name = enforcer
+    if not getattr(e.fs, "cpu_beside_hub", False):
+        pytest.skip("only where the CPU cgroups sit beside the hub")
+    e.prepare(name, Limits(mem_bytes=2**30))
+    old = os.path.join(e.fs.bases["cpu"], "gpulab", name)
+    os.makedirs(old, exist_ok=True)
+    os.rmdir(e.fs.dirs(name)["cpu"])
+    mem = e.fs.dirs(name)["memory"]
+
+    def join_old():
+        for d in (old, mem):
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write("0")
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=join_old)
+    time.sleep(0.2)
+    assert e.cleanup(name) == [child.pid] and child.wait(10) == -9
+    assert not os.path.exists(old) and not os.path.exists(mem)
