@@ -160,6 +160,8 @@ def _alive(last, recorded: dict) -> dict:
 
 
 def heal_hub_session(spawner) -> None:
-    db = getattr(spawner, "db", None)
+    # the user's session is the hub's: Spawner.db is deprecated and logs a 6-line warning the
+    # first time each spawner reads it, which was every spawn
+    db = getattr(getattr(spawner, "user", None), "db", None)
     if db is not None:
         heal_session(db)

@@ -114,3 +114,17 @@ def test_the_hub_freezes_its_long_lived_objects_once_up(hub_factory):
         time.sleep(0.2)
     assert found, hub.log_tail()
     assert int(found.group(1)) > 50_000
+
+
+def test_a_spawn_and_its_stop_log_no_deprecation_of_jupyterhubs_session(hub_factory):
+    """gpulab reaches the hub's database session through the user, not ``Spawner.db``, which
+    JupyterHub deprecates with a six-line warning the first time each spawner reads it: that was
+    every spawn, in every hub's log."""
+    hub = hub_factory(inventory="2xA100-80GB")
+    hub.api("POST", "/users", {"usernames": ["dana"]})
+    st, body = hub.spawn("dana", {"profile": "minimal", "gpus": 1})
+    assert st in (201, 202), body
+    hub.wait_ready("dana")
+    hub.stop_server("dana")
+    log = hub.log_path.read_text(errors="replace")
+    assert "Spawner.db is deprecated" not in log, log[-3000:]
