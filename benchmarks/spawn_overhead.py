@@ -20,6 +20,11 @@ each server to its limits in its own cgroups. Not as root, both run servers as t
 (stock: SimpleLocalProcessSpawner; gpulab: ``local.system_users: never``, no limits). The
 accounts are removed at the end.
 
+Beside the times it prints the hub process's own CPU per spawn and per stop (from ``/proc``, all
+its threads, between the phase's first request and its last answer): at 50 concurrent the machine
+is saturated and a stop's time is 50 / stops per second, so that CPU is what the ratio follows.
+Not in ``worst_ratio``.
+
 Run: ``make bench`` or ``.venv/bin/python benchmarks/spawn_overhead.py [--servers N]``.
 Not a test: it prints figures and ratios (goal: gpulab / stock <= 1.05).
 """
@@ -105,6 +110,15 @@ def wait_ready(hub: Hub, user: str, name: str = "") -> None:
     raise RuntimeError(f"spawn {user}/{name}: the progress stream ended without a result")
 
 
+def hub_cpu(hub: Hub) -> float:
+    """The hub process's CPU seconds so far (user + system, all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{hub.proc.pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def one_round(hub: Hub, users: list[str], body, concurrency: int) -> dict:
     failed: list[str] = []
 
@@ -133,15 +147,15 @@ def one_round(hub: Hub, users: list[str], body, concurrency: int) -> dict:
         return time.perf_counter() - t0
 
     with ThreadPoolExecutor(concurrency) as pool:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), hub_cpu(hub)
         spawns = list(pool.map(spawn, users))
-        spawn_wall = time.perf_counter() - t0
+        spawn_wall, c1 = time.perf_counter() - t0, hub_cpu(hub)
         up = [u for u, t in zip(users, spawns) if t is not None]
         t0 = time.perf_counter()
         stops = list(pool.map(stop, up))
-        stop_wall = time.perf_counter() - t0
+        stop_wall, c2 = time.perf_counter() - t0, hub_cpu(hub)
     return {"spawn": [t for t in spawns if t is not None], "stop": stops, "spawn_wall": spawn_wall,
-            "stop_wall": stop_wall, "failed": failed}
+            "stop_wall": stop_wall, "failed": failed, "spawn_cpu": c1 - c0, "stop_cpu": c2 - c1}
 
 
 def summarise(rounds: list[dict]) -> dict:
@@ -153,6 +167,9 @@ def summarise(rounds: list[dict]) -> dict:
         "stop_p50": statistics.median(stop), "stop_p99": pct(stop, 0.99),
         "stop_per_s": len(stop) / sum(r["stop_wall"] for r in rounds),
         "failed": sum(len(r["failed"]) for r in rounds),
+        # the hub's own CPU per server (all its threads; not the servers', not the proxy's)
+        "spawn_cpu_ms": 1000 * sum(r["spawn_cpu"] for r in rounds) / len(spawn),
+        "stop_cpu_ms": 1000 * sum(r["stop_cpu"] for r in rounds) / len(stop),
     }
 
 
@@ -215,6 +232,7 @@ def main() -> int:
             ("spawn_p50", "spawn p50 (s)", "lower"), ("spawn_p99", "spawn p99 (s)", "lower"),
             ("spawn_per_s", "spawns/s", "higher"), ("stop_p50", "stop p50 (s)", "lower"),
             ("stop_p99", "stop p99 (s)", "lower"), ("stop_per_s", "stops/s", "higher"),
+            ("spawn_cpu_ms", "hub CPU/spawn (ms)", "lower"), ("stop_cpu_ms", "hub CPU/stop (ms)", "lower"),
         ):
             ratio = g[key] / s[key] if better == "lower" else s[key] / g[key]
             print(f"{label:18}{s[key]:10.3f}{g[key]:10.3f}{ratio:8.3f}x")
