@@ -2,13 +2,15 @@
 
 Servers' cgroups are created under the hub's own cgroup (``<hub's cgroup>/gpulab/<server>``), so
 that whatever holds the hub (a systemd unit, a container, a session's memory cap) holds its
-servers too, and the hub's own limits stay in force. On cgroup v1 a server's CPU cgroup sits
-beside the hub's own processes (``<hub's cpu cgroup>/<server>``), not in one parent: the
-scheduler weighs each cgroup like one task of its level, so each server competes with the hub
-as its process would without cgroups (stock JupyterHub), busy or idle. In one parent, weighted
-for every server it holds (as before), the few servers busy at a moment took the parent's whole
-weight: each one woken preempted the hub, and at 50 stops at once the hub waited in ``kill``. A server joins its cgroups between fork and
+servers too, and the hub's own limits stay in force. A server joins its cgroups between fork and
 exec (``join`` runs in the child), before it drops root; it cannot leave them afterwards.
+
+On cgroup v1 a server's CPU cgroup sits beside the hub's own processes (``<hub's cpu
+cgroup>/<server>``), not in the parent: the scheduler weighs each cgroup like one task of its
+level, so each server competes with the hub as its process would without cgroups (stock
+JupyterHub), busy or idle. In one parent weighted for every server it holds (as before), the few
+servers busy at a moment took the whole weight: each one woken preempted the hub, and at 50 stops
+at once the hub waited in ``kill``.
 
 The parsers of ``/proc/self/mountinfo`` and ``/proc/self/cgroup`` are pure and tested with
 recorded files; the rest reads and writes under ``root``.

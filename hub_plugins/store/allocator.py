@@ -285,7 +285,10 @@ class Allocator:
         stopping the server wins. A crashed server's record closes at the last moment it was seen
         alive (``seen_alive_at``, or per spawn id when a dict, or its last heartbeat), not when
         the crash was noticed. ``stopped_by`` is who asked for the stop, where the hub said."""
-        return self.db.retrying(lambda: self._release(owner, spawn_id, reason, lambda _spawns: seen_alive_at, stopped_by)[1])
+        def as_told(_spawns):
+            return seen_alive_at
+
+        return self.db.retrying(lambda: self._release(owner, spawn_id, reason, as_told, stopped_by)[1])
 
     def release_checked(self, owner: Owner, alive_for: Callable, reason: str = "user",
                         stopped_by: str = "") -> tuple[list[str], list[str] | None]:

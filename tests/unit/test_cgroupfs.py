@@ -9,6 +9,7 @@ import time
 import pytest
 
 from hub_plugins.isolation import Enforcer
+from hub_plugins.isolation.cgroupfs import PARENT
 from hub_plugins.isolation.plan import Limits
 from tests.conftest import require
 
@@ -109,7 +110,7 @@ def test_a_server_started_before_the_cpu_layout_changed_is_cleaned_up_whole(enfo
     if not getattr(e.fs, "cpu_beside_hub", False):
         pytest.skip("only where the CPU cgroups sit beside the hub")
     e.prepare(name, Limits(mem_bytes=2**30))
-    old = os.path.join(e.fs.bases["cpu"], "gpulab", name)
+    old = os.path.join(e.fs.bases["cpu"], PARENT, name)
     os.makedirs(old, exist_ok=True)
     os.rmdir(e.fs.dirs(name)["cpu"])
     mem = e.fs.dirs(name)["memory"]
