@@ -42,7 +42,7 @@ class _Core:
         return fn(*args)
 
 
-def _spawner(spawns, runtime, contained=None):
+def _spawner(runtime, contained=None):
     return SimpleNamespace(gpulab=_Core(), gpulab_runtime=runtime, gpulab_owner=("u", ""),
                            _gpulab_last_alive=SEEN, _gpulab_contained=contained, _log_name="u",
                            log=logging.getLogger("test"))
@@ -62,20 +62,20 @@ def _release(got, spawns=()):
 
 async def test_the_contained_spawn_is_not_looked_for_and_the_others_are():
     rt = _Runtime({"old": 2})
-    sp = _spawner(["old", "cur"], rt)
+    sp = _spawner(rt)
     alive = await stop_leftovers(sp, ["old", "cur"], "cur")
     assert rt.looked == ["old"] and alive == {"old": RECORDED, "cur": RECORDED}
 
 
 async def test_without_cgroups_every_spawn_is_looked_for():
     rt = _Runtime({})
-    await stop_leftovers(_spawner(["cur"], rt), ["cur"])
+    await stop_leftovers(_spawner(rt), ["cur"])
     assert rt.looked == ["cur"]
 
 
 async def test_a_contained_stop_is_cleaned_looked_at_and_released_in_one_trip():
     rt, got = _Runtime({}), []
-    sp = _spawner(["cur"], rt)
+    sp = _spawner(rt)
 
     def cleanup():  # what the local backend's does once the cgroups are gone
         sp._gpulab_contained = "cur"
@@ -93,7 +93,7 @@ async def test_a_contained_stop_is_cleaned_looked_at_and_released_in_one_trip():
 ])
 async def test_anything_that_may_be_left_is_looked_for_before_the_release(spawns, contained, runtime, looked):
     got = []
-    sp = _spawner(spawns, runtime)
+    sp = _spawner(runtime)
 
     def cleanup():
         sp._gpulab_contained = contained
@@ -106,14 +106,14 @@ async def test_anything_that_may_be_left_is_looked_for_before_the_release(spawns
 
 async def test_without_a_runtime_it_is_released_as_last_seen():
     got = []
-    sp = _spawner([], None)
+    sp = _spawner(None)
     assert await release_stopped(sp, None, _release(got)) == ([], ["key"])
     assert got == [SEEN] and sp.gpulab.trips == 1
 
 
 async def test_a_clean_up_that_fails_never_keeps_the_devices():
     got = []
-    sp = _spawner(["cur"], _Runtime({}))
+    sp = _spawner(_Runtime({}))
 
     def cleanup():
         raise OSError("cgroupfs went away")
