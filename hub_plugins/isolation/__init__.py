@@ -106,6 +106,12 @@ class Enforcer:
             return systemd.result(name) == "oom-kill"
         return False
 
+    def removed_if_empty(self, name: str) -> bool:
+        """Whether the server's cgroups are gone, removed now if they were empty and the kernel
+        never stopped it for its memory (which the caller then records, in a worker thread): a
+        few syscalls, no waiting, fit for the hub's loop. False: ``cleanup`` does the rest."""
+        return self.fs is not None and not self.fs.oom_kills(name) and self.fs.remove_if_empty(name)
+
     def cleanup(self, name: str) -> list[int]:
         if self.fs is not None:
             return self.fs.remove(name)

@@ -190,6 +190,27 @@ class CgroupFS:
         except OSError:
             return 0
 
+    def remove_if_empty(self, name: str) -> bool:
+        """Remove the server's cgroups if nothing is left in them, without waiting: whether they
+        are all gone. The kernel refuses to remove one with a process in it (EBUSY), so trying is
+        the test."""
+        dirs = self._all_dirs(name)
+        for d in dirs:
+            try:
+                os.rmdir(d)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return False
+        self.reweigh()
+        return True
+
+    def _all_dirs(self, name: str) -> list[str]:
+        dirs = list(self.dirs(name).values())
+        if self.cpu_beside_hub:  # where a hub before that layout put it: a server it started
+            dirs.append(os.path.join(self.bases["cpu"], PARENT, name))
+        return dirs
+
     def remove(self, name: str, timeout: float = 5.0) -> list[int]:
         """Stop what is left of the server (its processes that outlived it) and remove its
         cgroups. Returns the pids it had to kill."""
@@ -200,10 +221,7 @@ class CgroupFS:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout
-        dirs = list(self.dirs(name).values())
-        if self.cpu_beside_hub:  # where a hub before that layout put it: a server it started
-            dirs.append(os.path.join(self.bases["cpu"], PARENT, name))
-        for d in dirs:
+        for d in self._all_dirs(name):
             while True:
                 try:
                     os.rmdir(d)

@@ -44,9 +44,9 @@ class Runtime:
         return None
 
     def last_alive_here(self, spawn_id: str):
-        """``last_alive``, where the adapter knows it without asking anyone (a file on this
-        host), from a worker thread: a stop's release then makes one trip to them, not two.
-        ``NotImplemented`` where it would have to ask."""
+        """``last_alive``, where the adapter knows it without asking anyone (a small file on this
+        host, read on the loop or in a worker thread): a stop's release then makes one trip to
+        them, not two. ``NotImplemented`` where it would have to ask."""
         return NotImplemented
 
     def forget(self, spawn_id: str) -> None:

@@ -95,7 +95,7 @@ async def release_stopped(spawner, cleanup, release) -> tuple[list[str], list[st
     """Release a stopped server: (spawn ids it held, the device keys freed). ``release(alive_for)``
     frees them in a worker thread (``Allocator.release_checked``: ``alive_for(spawn ids)`` gives
     when each was last alive, or False to keep them); ``cleanup``: the backend's own clean-up after
-    a stop (the local backend's cgroups), run first, or None.
+    a stop that needs a worker thread, run first, or None (nothing to do, or done on the loop).
 
     One trip to the worker threads and one transaction where nothing can be left (at 50 stops at
     once each trip waited ~0.1 s for the hub's loop to take its result back, measured): the
@@ -103,16 +103,25 @@ async def release_stopped(spawner, cleanup, release) -> tuple[list[str], list[st
     emptied and removed and the backend knows when it was last alive without asking anyone, the
     release. Otherwise (a spawn a hub that died left behind, a server without cgroups, a backend
     that asks its engine) the rest is looked for and stopped first (``stop_leftovers``): a device
-    is never freed while something uses it."""
+    is never freed while something uses it.
+
+    On the usual stop the local backend removed the cgroups on the loop already, and the spawn's
+    lifeline record (a small local file) is read here too: the trip then runs nothing but the
+    transaction. Each syscall in a worker thread hands the GIL back and forth with the busy loop."""
     core, runtime, last = spawner.gpulab, spawner.gpulab_runtime, spawner._gpulab_last_alive
-    contained = None
+    contained, recorded_here = None, {}
+    if cleanup is None:
+        contained = _take_contained(spawner)
+        if contained and runtime is not None:
+            recorded_here[contained] = runtime.last_alive_here(contained)
 
     def alive_for(spawns: list[str]):
         if runtime is None:
             return last
         if any(spawn_id != contained for spawn_id in spawns):
             return False
-        recorded = {spawn_id: runtime.last_alive_here(spawn_id) for spawn_id in spawns}
+        recorded = {spawn_id: recorded_here[spawn_id] if spawn_id in recorded_here
+                    else runtime.last_alive_here(spawn_id) for spawn_id in spawns}
         return False if NotImplemented in recorded.values() else _alive(last, recorded)
 
     def first_trip():
@@ -122,8 +131,7 @@ async def release_stopped(spawner, cleanup, release) -> tuple[list[str], list[st
                 cleanup()
             except Exception:  # never keep JupyterHub from releasing the server
                 spawner.log.exception("[gpulab] %s: cleaning up after its stop failed", spawner._log_name)
-        # set by the clean-up: the spawn whose cgroups it emptied and removed (used once)
-        contained, spawner._gpulab_contained = getattr(spawner, "_gpulab_contained", None), None
+            contained = _take_contained(spawner)
         return release(alive_for)
 
     spawns, keys = await core.run(first_trip)
@@ -133,6 +141,12 @@ async def release_stopped(spawner, cleanup, release) -> tuple[list[str], list[st
         alive = await stop_leftovers(spawner, spawns, contained)
         _, keys = await core.run(release, lambda _spawns: alive)
     return spawns, keys
+
+
+def _take_contained(spawner) -> str | None:
+    """The spawn whose cgroups the stop's clean-up emptied and removed (set by it; used once)."""
+    held, spawner._gpulab_contained = getattr(spawner, "_gpulab_contained", None), None
+    return held
 
 
 async def stop_leftovers(spawner, spawns: list[str], contained: str | None = None) -> dict:

@@ -59,6 +59,26 @@ def test_cleanup_stops_what_the_server_left_behind(enforcer):
     assert e.emptied(name)  # so the release needs no look through /proc (recovery.stop_leftovers)
 
 
+def test_empty_cgroups_are_removed_at_once_and_busy_ones_are_left_for_the_cleanup(enforcer):
+    """The usual stop removes the cgroups on the hub's loop (``removed_if_empty``): never while
+    a process is left in them, never after an OOM kill (the worker's clean-up records it)."""
+    e, name = enforcer
+    e.prepare(name, Limits(mem_bytes=2**30, cpus=1))
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=e.joiner(name))
+    time.sleep(0.2)
+    assert not e.removed_if_empty(name)
+    assert all(os.path.isdir(d) for d in e.fs.dirs(name).values()) and child.pid in e.fs.pids(name)
+    child.kill()
+    child.wait(10)
+    assert e.removed_if_empty(name) and e.emptied(name)
+    assert e.removed_if_empty(name)  # gone already: still True
+
+    e.prepare(name, Limits(mem_bytes=64 * 2**20))
+    run(e, name, "x = bytearray(256 * 2**20)")
+    assert not e.removed_if_empty(name) and not e.emptied(name)
+    assert e.killed_for_memory(name)  # still there for the clean-up to read
+
+
 def test_a_new_run_starts_with_a_clean_count(enforcer):
     e, name = enforcer
     e.prepare(name, Limits(mem_bytes=64 * 2**20))
@@ -122,5 +142,8 @@ def test_a_server_started_before_the_cpu_layout_changed_is_cleaned_up_whole(enfo
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=join_old)
     time.sleep(0.2)
+    assert not e.removed_if_empty(name) and os.path.exists(old)
     assert e.cleanup(name) == [child.pid] and child.wait(10) == -9
     assert not os.path.exists(old) and not os.path.exists(mem)
+    os.makedirs(old)  # an empty one is removed at once too
+    assert e.removed_if_empty(name) and not os.path.exists(old)

@@ -21,6 +21,8 @@ RECORDED = dt.datetime(2026, 12, 2, 6, 0, 5)
 class _Runtime:
     def __init__(self, running: dict[str, int], knows_here: bool = True):
         self.running, self.looked, self.knows_here = running, [], knows_here
+        self.read_in_trip: list[bool] = []  # for each read of a lifeline record: in a worker trip?
+        self.core = None
 
     async def stop_spawn(self, spawn_id: str) -> int:
         self.looked.append(spawn_id)
@@ -30,20 +32,28 @@ class _Runtime:
         return RECORDED
 
     def last_alive_here(self, spawn_id: str):
+        self.read_in_trip.append(bool(self.core and self.core.in_trip))
         return RECORDED if self.knows_here else NotImplemented
 
 
 class _Core:
     def __init__(self):
-        self.trips = 0
+        self.trips, self.in_trip = 0, False
 
     async def run(self, fn, *args):
         self.trips += 1
-        return fn(*args)
+        self.in_trip = True
+        try:
+            return fn(*args)
+        finally:
+            self.in_trip = False
 
 
 def _spawner(runtime, contained=None):
-    return SimpleNamespace(gpulab=_Core(), gpulab_runtime=runtime, gpulab_owner=("u", ""),
+    core = _Core()
+    if runtime is not None:
+        runtime.core = core
+    return SimpleNamespace(gpulab=core, gpulab_runtime=runtime, gpulab_owner=("u", ""),
                            _gpulab_last_alive=SEEN, _gpulab_contained=contained, _log_name="u",
                            log=logging.getLogger("test"))
 
@@ -84,6 +94,25 @@ async def test_a_contained_stop_is_cleaned_looked_at_and_released_in_one_trip():
     assert (spawns, keys, got) == (["cur"], ["key"], [{"cur": RECORDED}])
     assert sp.gpulab.trips == 1 and rt.looked == []
     assert sp._gpulab_contained is None  # used once: the next release looks again
+
+
+async def test_cgroups_removed_on_the_loop_leave_the_trip_nothing_but_the_release():
+    """The local backend removed the empty cgroups on the loop (no clean-up for the trip): the
+    lifeline's record is read on the loop too, and the one trip is the transaction."""
+    rt, got = _Runtime({}), []
+    sp = _spawner(rt, contained="cur")
+    spawns, keys = await release_stopped(sp, None, _release(got, ["cur"]))
+    assert (spawns, keys, got) == (["cur"], ["key"], [{"cur": RECORDED}])
+    assert sp.gpulab.trips == 1 and rt.looked == [] and rt.read_in_trip == [False]
+    assert sp._gpulab_contained is None
+
+
+async def test_a_spawn_left_beside_the_one_removed_on_the_loop_is_still_looked_for():
+    rt, got = _Runtime({"old": 1}), []
+    sp = _spawner(rt, contained="cur")
+    out_spawns, keys = await release_stopped(sp, None, _release(got, ["old", "cur"]))
+    assert keys == ["key"] and rt.looked == ["old"] and sp.gpulab.trips == 2
+    assert got == [{"old": RECORDED, "cur": RECORDED}]
 
 
 @pytest.mark.parametrize("spawns, contained, runtime, looked", [
