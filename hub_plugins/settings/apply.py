@@ -24,6 +24,7 @@ from ..mlflow.provider import PROVIDER
 from ..pages.handlers import HANDLERS as PAGE_HANDLERS
 from ..outage import DatabaseOutage
 from ..quota.limits import parse_bytes
+from ..spawners.local.ports import server_ports
 from ..scopes import (ADMIN_ROLE, ADMIN_SCOPES, BILLING_ALLOWED, BILLING_SCOPES, CULLER_SCOPES, CUSTOM_SCOPES,
                       QUOTAS_SERVICE_SCOPES)
 from .auth import apply_auth
@@ -179,6 +180,7 @@ def update_spawner(c: Config, cfg: dict) -> None:
     c.LocalGPUSpawner.home_root = local["home_root"]
     c.LocalGPUSpawner.shared_home_root = _state(cfg, "homes")
     c.LocalGPUSpawner.limits_mode = local["limits"]
+    c.LocalGPUSpawner.port_range = local["port_range"]
 
 
 def check_local_backend(cfg: dict, euid: int | None = None) -> str:
@@ -192,6 +194,10 @@ def check_local_backend(cfg: dict, euid: int | None = None) -> str:
             "local.system_users: 'never' with a hub running as root would run every server as root, beside the "
             "hub's secrets. Set local.system_users: auto (each hub user gets their own system account), or run the "
             "hub as an unprivileged user.")
+    try:
+        server_ports(cfg["local"]["port_range"], None)
+    except ValueError as e:
+        raise ConfigError(f"local.{e}") from None
     return Enforcer.detect(cfg["local"]["limits"]).summary()
 
 

@@ -171,6 +171,9 @@ GPULAB_SCHEMA = {
                            "description": "how servers are held to memory, CPU and GPU devices: auto (a systemd "
                                           "scope where systemd runs the host, else the cgroup filesystem), systemd, "
                                           "cgroup or off"},
+                "port_range": {"type": "string", "maxLength": 40,
+                               "description": "the ports servers listen on: auto (the 10,000 just below the kernel's "
+                                              "ephemeral range), LO-HI, or '' for JupyterHub's random port"},
             },
         },
         "billing": {

@@ -50,7 +50,8 @@ DEFAULTS = {
         "refresh_seconds": None,
         "roles": {},
     },
-    "local": {"system_users": "auto", "system_user_prefix": "jupyter-", "home_root": "/home", "limits": "auto"},
+    "local": {"system_users": "auto", "system_user_prefix": "jupyter-", "home_root": "/home", "limits": "auto",
+              "port_range": "auto"},
     "billing": {
         "currency": "EUR",
         "rates": {"*": 0},

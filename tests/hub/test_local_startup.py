@@ -128,3 +128,40 @@ def test_a_spawn_and_its_stop_log_no_deprecation_of_jupyterhubs_session(hub_fact
     hub.stop_server("dana")
     log = hub.log_path.read_text(errors="replace")
     assert "Spawner.db is deprecated" not in log, log[-3000:]
+
+
+def _environ(pid: int) -> dict[bytes, bytes]:
+    return dict(kv.split(b"=", 1) for kv in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in kv)
+
+
+def test_servers_listen_below_the_kernels_ephemeral_range(hub_factory):
+    """A server's port comes from below the range the kernel takes outgoing connections' ports
+    from (JupyterHub's random port comes from inside it, where a connection can take it before
+    the server binds it): read from the servers' own environments, each one a port it listens on."""
+    lo, _hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    hub = hub_factory(inventory="4xA100-80GB")
+    names = ["pia", "quin", "rex"]
+    hub.api("POST", "/users", {"usernames": names})
+    for name in names:
+        st, body = hub.spawn(name, {"profile": "minimal", "gpus": 1})
+        assert st in (201, 202), body
+    for name in names:
+        hub.wait_ready(name)
+    ports = {}  # user -> the port in its server's environment (its lifeline has the same)
+    for pid in hub.server_pids():
+        env = _environ(pid)
+        if env.get(b"JUPYTERHUB_USER", b"").decode() in names:
+            url = env[b"JUPYTERHUB_SERVICE_URL"].decode()
+            ports[env[b"JUPYTERHUB_USER"].decode()] = int(url.rsplit(":", 1)[1].split("/")[0])
+    assert sorted(ports) == names and len(set(ports.values())) == len(names), ports
+    assert all(lo - 10_000 <= p < lo for p in ports.values()), (ports, lo)
+    listening = {int(line.split()[1].split(":")[1], 16) for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                 if line.split()[3] == "0A"}
+    assert set(ports.values()) <= listening
+
+
+def test_a_port_range_that_is_not_one_keeps_the_hub_from_starting(hub_factory, local_backend):
+    hub = hub_factory(start=False, local={**local_backend, "port_range": "30000-20000"})
+    with pytest.raises(HubError) as e:
+        hub.start(timeout=30)
+    assert "the hub will not start" in str(e.value) and "local.port_range '30000-20000'" in str(e.value)

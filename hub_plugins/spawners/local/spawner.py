@@ -27,6 +27,7 @@ from ...reconcile.local import LocalRuntime, adoption, lifeline_command
 from ...settings.typed import LocalSettings
 from ..mixin import GPUSpawnerMixin
 from .exits import open_pidfd, wait_exit
+from .ports import PortsMixin
 from .sysusers import ensure_user, executable_by, groups_of, system_username
 
 # enables hub_plugins.lab (GPUs and time left in JupyterLab's title) where gpulab is installed
@@ -36,7 +37,7 @@ LAB_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pat
 _warned_shared = False
 
 
-class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
+class LocalGPUSpawner(PortsMixin, GPUSpawnerMixin, LocalProcessSpawner):
     """GPU-aware local processes."""
 
     # the server's own process binds its port on this host, nothing in between: a start's wait
@@ -262,6 +263,7 @@ class LocalGPUSpawner(GPUSpawnerMixin, LocalProcessSpawner):
         if fd is not None:
             self.cmd = lifeline_command(fd, self.gpulab.heartbeat_seconds, become=become or []) + list(cmd)
             self.popen_kwargs = {**popen, "pass_fds": (*popen.get("pass_fds", ()), fd)}
+        self._gpulab_take_port()  # given back by clear_state, once the server's process is gone
         try:
             return await super().start()
         except SpawnException as e:
