@@ -5,9 +5,9 @@ JupyterHub takes a port by binding port 0 and closing the socket. The kernel pic
 its ephemeral range (``net.ipv4.ip_local_port_range``), the range it also takes the local port of
 every outgoing connection from, so in a burst of spawns (the hub's and the proxy's connections to
 starting servers, and anything else on the host) a server now and then finds its port taken by
-such a connection before it binds it: "Address already in use", and the spawn fails (one in 400
-to 800 at 50 spawns at once in the spawn benchmark, stock JupyterHub's spawner and gpulab's
-alike). gpulab picks from just below the ephemeral range, where the kernel never picks, skips the
+such a connection before it binds it: "Address already in use", and the spawn fails (4 of 13,200
+spawns in one evening's spawn benchmark runs, all at 50 at once, stock JupyterHub's spawner and
+gpulab's alike). gpulab picks from just below the ephemeral range, where the kernel never picks, skips the
 ports it has handed to this hub's servers that have not stopped, and tries a bind first, as the
 server will (so a port something else listens on is skipped too).
 
