@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import os
 import signal
 import sys
@@ -41,8 +42,8 @@ def read_record(path: str) -> tuple[str, float, int | None] | None:
     """('beat' | 'exit', unix time, exit status or None) from a lifeline file, or None."""
     try:
         with open(path, "rb") as f:
-            parts = f.read(LINE).decode(errors="replace").split()
-    except OSError:
+            parts = f.read(LINE).decode("ascii").split()  # what a lifeline writes
+    except (OSError, UnicodeDecodeError):
         return None
     if len(parts) < 2 or parts[0] not in ("beat", "exit"):
         return None
@@ -50,6 +51,8 @@ def read_record(path: str) -> tuple[str, float, int | None] | None:
         when = float(parts[1])
         status = int(parts[2]) if parts[0] == "exit" and len(parts) > 2 else None
     except ValueError:
+        return None
+    if not (math.isfinite(when) and 0 <= when < 2**33):  # a time the release can turn into a date
         return None
     return parts[0], when, status
 

@@ -313,3 +313,17 @@ def test_the_lifeline_prefix_carries_what_to_become():
     assert cmd == ["/py", "-I", "-S", LIFELINE, "--beat-fd", "5", "--every", "60", "--join", "/cg/cgroup.procs",
                    "--user", "u1", "--chdir", "/home/u1", "--"]
     assert lifeline_command(5, 60, "/py")[-1] == "--"
+
+
+@pytest.mark.parametrize("text, expected", [
+    (b"beat 1764672000.5", ("beat", 1764672000.5, None)),
+    (b"exit 1764672000 137", ("exit", 1764672000.0, 137)),
+    (b"beat nan", None), (b"beat inf", None), (b"exit -inf 0", None), (b"beat -5", None), (b"beat 1e300", None),
+    (b"beat \xd9\xa1\xd9\xa2", None), (b"exit 5 x", None), (b"hello 5", None), (b"", None),
+])
+def test_a_record_is_read_only_when_it_holds_a_real_moment(tmp_path, text, expected):
+    """The stop's release turns the record's time into a date (on the hub's loop): a record that
+    says NaN, infinity or a year past 2242 is no record, never an error that keeps the GPUs."""
+    path = tmp_path / "rec"
+    path.write_bytes(text)
+    assert read_record(str(path)) == expected
