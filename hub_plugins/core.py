@@ -22,6 +22,7 @@ from traitlets import Any, Dict, Enum, Integer, List, Unicode, default, observe,
 from traitlets.config import SingletonConfigurable
 
 from . import outage
+from .batching import GroupCommit
 from .gpu.availability import TypeAvailability, availability
 from .gpu.devices import Inventory
 from .gpu.nvml import discover
@@ -199,6 +200,9 @@ class GPULab(Allocating, LiveSpawners, SingletonConfigurable):
         self.fail_open_count = 0
         self._executor = None
         self._waiters: set = set()
+        # stops' releases: written on the loop where SQLite's lock is free this moment, else in a
+        # worker thread, with those that arrive meanwhile in the next transaction (store/release.py)
+        self.releases = GroupCommit(self._write_releases, lambda requests: self.allocator.release_many_now(requests))
         self.runtime = None  # the backend adapter (reconcile/runtime.py), set by the supervisor
 
     async def run(self, fn, *args):
@@ -206,6 +210,10 @@ class GPULab(Allocating, LiveSpawners, SingletonConfigurable):
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.threads, thread_name_prefix="gpulab")
         return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args))
+
+    async def _write_releases(self, requests):
+        written = self.allocator.release_many_now(requests)
+        return written if written is not None else await self.run(self.allocator.release_many, requests)
 
     def refused(self, reason: str, user_name: str, server_name: str, message: str = "", err=None,
                 within_quota: bool = True) -> str:

@@ -13,8 +13,9 @@ from traitlets import HasTraits
 
 from ..accounting import stops
 from ..store.models import utcnow
+from ..store.release import ReleaseRequest
 from .lifecycle import Event, Phase, Refused, step
-from .recovery import check_after_restart, release_stopped
+from .recovery import check_after_restart, release_stopped, release_stopped_now
 
 
 class GPULivenessMixin(HasTraits):
@@ -46,22 +47,51 @@ class GPULivenessMixin(HasTraits):
             if cleanup is not None:
                 await self.gpulab.run(cleanup)
             return []
-        reason, stopped_by = phase.release_reason, ""
-        if reason == "stop":
-            cullers = self.gpulab.live.current.culler["external_cullers"] if self.gpulab.live else ()
-            reason, stopped_by = stops.cause(self._gpulab_requester, self.user.name, cullers)
+        reason, stopped_by = self._gpulab_release_reason()
         core, owner = self.gpulab, self.gpulab_owner
         # never free a device something still uses: see recovery.py
         spawns, keys = await release_stopped(
-            self, cleanup, lambda alive_for: core.allocator.release_checked(owner, alive_for, reason, stopped_by))
-        for spawn_id in spawns:
-            self.gpulab_runtime.forget(spawn_id)  # (spawns is empty without a runtime)
+            self, cleanup, lambda alive_for: core.allocator.release_checked(owner, alive_for, reason, stopped_by),
+            lambda alive_for: core.releases.submit(ReleaseRequest(owner, alive_for, reason, stopped_by)))
         if reason == "culled":  # by an external culler (gpulab's own counts its culls itself)
             await core.run(core.usage.event, "culled", "external", self.user.name,
                            self.name or "", f"stopped by {stopped_by}")
+        return self._gpulab_released(spawns, keys, reason)
+
+    def gpulab_release_now(self) -> bool:
+        """:meth:`gpulab_release` of a stop whose clean-up is done, written at once on the loop
+        where it can be (``recovery.release_stopped_now``): whether it was. False: nothing
+        changed (await :meth:`gpulab_release`)."""
+        note = self._gpulab_ready_note
+        if note is not None:  # the note that it is up must be written first
+            if not note[0].done() or note[0].cancelled() or note[0].exception() is not None or not note[0].result():
+                return False
+            self._gpulab_ready_note = None
+        if not self.gpulab_phase.holds:
+            return False
+        reason, stopped_by = self._gpulab_release_reason()
+        if reason == "culled":  # its event is written in a worker thread
+            return False
+        owner = self.gpulab_owner
+        done = release_stopped_now(self, lambda alive_for: ReleaseRequest(owner, alive_for, reason, stopped_by))
+        if done is None:
+            return False
+        self._gpulab_released(*done, reason)
+        return True
+
+    def _gpulab_release_reason(self) -> tuple[str, str]:
+        reason, stopped_by = self.gpulab_phase.release_reason, ""
+        if reason == "stop":
+            cullers = self.gpulab.live.current.culler["external_cullers"] if self.gpulab.live else ()
+            reason, stopped_by = stops.cause(self._gpulab_requester, self.user.name, cullers)
+        return reason, stopped_by
+
+    def _gpulab_released(self, spawns: list[str], keys: list[str], reason: str) -> list[str]:
+        """What follows a release, however it was written."""
+        for spawn_id in spawns:
+            self.gpulab_runtime.forget(spawn_id)  # (spawns is empty without a runtime)
         if keys:
             self.gpulab.notify_released()  # wake requests waiting in the queue
-        if keys:
             self.log.info("[gpulab] %s: released %s (%s)", self._log_name, ", ".join(keys), reason)
         self.gpulab_allocation = None
         self.gpulab_holding = None

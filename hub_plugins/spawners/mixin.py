@@ -18,7 +18,8 @@ Where JupyterHub calls us (6.x spawn path):
   ``start_timeout``. A refusal raises ``SpawnException`` (400/403/409), which the REST API and
   the spawn page show verbatim.
 - ``run_post_stop_hook``: JupyterHub runs it after every stop, including a failed start and a
-  server found dead by polling or at hub start-up: the one place we release.
+  server found dead by polling or at hub start-up: the one place we release (the local backend
+  does the usual stop's at once, and returns None: ``spawners/local/spawner.py``).
 
 The parts other than the spawn path live in sibling modules this class inherits from:
 ``options.py``, ``progress.py``, ``liveness.py`` and ``environment.py``.
@@ -389,7 +390,9 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
 
     async def run_post_stop_hook(self):
         self.gpulab_heal_hub_session()
-        cleanup = self.gpulab_stop_cleanup()
+        await self.gpulab_post_stop(self.gpulab_stop_cleanup())
+
+    async def gpulab_post_stop(self, cleanup):  # the configured hook, then the release
         try:
             if cleanup is not None and self.post_stop_hook is not None:
                 await self.gpulab.run(cleanup)

@@ -8,7 +8,8 @@
 - :func:`release_stopped` and :func:`stop_leftovers`: before a release, whatever of the server
   still runs (helpers that outlived it, or a server whose handle was never recorded) is stopped,
   so a device is never freed while something uses it; and the backend says when the server was
-  last alive (its lifeline), which is when its usage record closes.
+  last alive (its lifeline), which is when its usage record closes. :func:`release_stopped_now`:
+  the usual stop, where nothing can be left, released at once on the loop.
 - :func:`heal_hub_session`: JupyterHub's own database session, after its connection died
   mid-transaction, refuses every later use until rolled back (see ``outage.heal_session``).
 """
@@ -91,11 +92,14 @@ async def check_after_restart(spawner, status):
     return None
 
 
-async def release_stopped(spawner, cleanup, release) -> tuple[list[str], list[str]]:
+async def release_stopped(spawner, cleanup, release, together=None) -> tuple[list[str], list[str]]:
     """Release a stopped server: (spawn ids it held, the device keys freed). ``release(alive_for)``
     frees them in a worker thread (``Allocator.release_checked``: ``alive_for(spawn ids)`` gives
-    when each was last alive, or False to keep them); ``cleanup``: the backend's own clean-up after
-    a stop that needs a worker thread, run first, or None (nothing to do, or done on the loop).
+    when each was last alive, or False to keep them); ``together(alive_for)``, where given, is
+    awaited instead when there is no clean-up to run: the same release, written in one
+    transaction with the other stops' that arrive meanwhile (``store/release.py``); ``cleanup``:
+    the backend's own clean-up after a stop that needs a worker thread, run first, or None
+    (nothing to do, or done on the loop).
 
     One trip to the worker threads and one transaction where nothing can be left (at 50 stops at
     once each trip waited ~0.1 s for the hub's loop to take its result back, measured): the
@@ -116,13 +120,7 @@ async def release_stopped(spawner, cleanup, release) -> tuple[list[str], list[st
             recorded_here[contained] = runtime.last_alive_here(contained)
 
     def alive_for(spawns: list[str]):
-        if runtime is None:
-            return last
-        if any(spawn_id != contained for spawn_id in spawns):
-            return False
-        recorded = {spawn_id: recorded_here[spawn_id] if spawn_id in recorded_here
-                    else runtime.last_alive_here(spawn_id) for spawn_id in spawns}
-        return False if NotImplemented in recorded.values() else _alive(last, recorded)
+        return _alive_if_contained(runtime, last, contained, spawns, recorded_here)
 
     def first_trip():
         nonlocal contained
@@ -134,13 +132,48 @@ async def release_stopped(spawner, cleanup, release) -> tuple[list[str], list[st
             contained = _take_contained(spawner)
         return release(alive_for)
 
-    spawns, keys = await core.run(first_trip)
+    if cleanup is None and together is not None:
+        spawns, keys = await together(alive_for)
+    else:
+        spawns, keys = await core.run(first_trip)
     if runtime is None:
         return [], keys
     if keys is None:
         alive = await stop_leftovers(spawner, spawns, contained)
         _, keys = await core.run(release, lambda _spawns: alive)
     return spawns, keys
+
+
+def release_stopped_now(spawner, request) -> tuple[list[str], list[str]] | None:
+    """:func:`release_stopped`'s usual case written at once, on the loop (``GroupCommit.try_now``:
+    no trip to a worker thread and no wait for the loop's next turn, ~50 ms each at 50 stops at
+    once): the stop emptied and removed the server's cgroups, so nothing of it runs anywhere; its
+    lifeline record says when it was last alive; SQLite's write lock is free this moment. None
+    where any of that is not so: nothing changed, and :func:`release_stopped` takes the long way.
+    ``request(alive_for)``: the release (``store.release.ReleaseRequest``)."""
+    runtime, contained = spawner.gpulab_runtime, getattr(spawner, "_gpulab_contained", None)
+    if runtime is None or not contained:
+        return None
+    recorded_here, last = {contained: runtime.last_alive_here(contained)}, spawner._gpulab_last_alive
+    written, result = spawner.gpulab.releases.try_now(
+        request(lambda spawns: _alive_if_contained(runtime, last, contained, spawns, recorded_here)))
+    if not written or isinstance(result, Exception) or result[1] is None:
+        return None
+    _take_contained(spawner)
+    return result
+
+
+def _alive_if_contained(runtime, last, contained: str | None, spawns: list[str], recorded_here: dict):
+    """The release's look (``alive_for``): when ``spawns`` were last alive, where each is the one
+    whose cgroups the stop removed and the backend knows it without asking anyone; else False
+    (look for what is left first)."""
+    if runtime is None:
+        return last
+    if any(spawn_id != contained for spawn_id in spawns):
+        return False
+    recorded = {spawn_id: recorded_here[spawn_id] if spawn_id in recorded_here
+                else runtime.last_alive_here(spawn_id) for spawn_id in spawns}
+    return False if NotImplemented in recorded.values() else _alive(last, recorded)
 
 
 def _take_contained(spawner) -> str | None:

@@ -23,7 +23,7 @@ from ..gpu.placement import place
 from ..quota.decision import Decision, ServerUse
 from .db import Database
 from .models import DeviceAllocation, ServerRecord, UsageRecord, utcnow
-from .usage import STOP_REASONS
+from .release import DROP_DEVICES, DROP_SERVERS, Released, ReleaseRequest, release_in
 
 log = logging.getLogger("gpulab.allocator")
 
@@ -136,23 +136,7 @@ _MINE = sa.select(_S.c.id, _S.c.server_name, _S.c.spawn_id, _S.c.profile, _S.c.g
 _TAKEN = sa.select(_A.c.device_key)
 _ADD_SERVER = sa.insert(_S).returning(_S.c.id)
 _ADD_DEVICE = sa.insert(_A)
-_OWNER_IDS = sa.select(_S.c.id, _S.c.spawn_id).where(
-    _S.c.user_id == sa.bindparam("uid"), _S.c.server_name == sa.bindparam("server"))
-_DROP_DEVICES = sa.delete(_A).where(_A.c.server_id.in_(sa.bindparam("ids", expanding=True))).returning(_A.c.device_key)
-_DROP_SERVERS = sa.delete(_S).where(_S.c.id.in_(sa.bindparam("ids", expanding=True)))
-_U = UsageRecord.__table__
-_ADD_USAGE = sa.insert(_U)
-_OPEN_USAGE = sa.select(_U.c.id, _U.c.spawn_id, _U.c.last_seen_at, _U.c.ready_at, _U.c.pending_reason).where(
-    _U.c.user_id == sa.bindparam("uid"), _U.c.server_name == sa.bindparam("server"), _U.c.stopped_at.is_(None))
-# only an open record is closed: a record is closed exactly once, whoever races
-_CLOSE_USAGE = sa.update(_U).where(_U.c.id == sa.bindparam("rid"), _U.c.stopped_at.is_(None)).values(
-    stopped_at=sa.bindparam("end"), stop_reason=sa.bindparam("why"), stopped_by=sa.bindparam("by"))
-
-
-def stop_reason(pending: str, fallback: str) -> str:
-    """A service's pending reason ('culled: GPU idle 30 min') wins over what the hub saw."""
-    head = pending.split(":", 1)[0].strip()
-    return head if head in STOP_REASONS else fallback
+_ADD_USAGE = sa.insert(UsageRecord.__table__)
 
 
 class Allocator:
@@ -208,8 +192,8 @@ class Allocator:
             # that ended without release (e.g. a hub killed mid-stop): reclaim it.
             log.warning("releasing stale allocation of %s (spawn %s)", owner.label, stale[0].spawn_id)
             ids = [r.id for r in stale]
-            conn.execute(_DROP_DEVICES, {"ids": ids}).all()
-            conn.execute(_DROP_SERVERS, {"ids": ids})
+            conn.execute(DROP_DEVICES, {"ids": ids}).all()
+            conn.execute(DROP_SERVERS, {"ids": ids})
         # borrowed servers count against no quota: they never block their owner's spawns within
         # it (they are the ones reclaimed when GPUs are short)
         usage = [
@@ -285,10 +269,7 @@ class Allocator:
         stopping the server wins. A crashed server's record closes at the last moment it was seen
         alive (``seen_alive_at``, or per spawn id when a dict, or its last heartbeat), not when
         the crash was noticed. ``stopped_by`` is who asked for the stop, where the hub said."""
-        def as_told(_spawns):
-            return seen_alive_at
-
-        return self.db.retrying(lambda: self._release(owner, spawn_id, reason, as_told, stopped_by)[1])
+        return self._one(ReleaseRequest(owner, lambda _spawns: seen_alive_at, reason, stopped_by, spawn_id))[1]
 
     def release_checked(self, owner: Owner, alive_for: Callable, reason: str = "user",
                         stopped_by: str = "") -> tuple[list[str], list[str] | None]:
@@ -297,34 +278,47 @@ class Allocator:
         caller stops it and releases then). Returns (those spawn ids, the device keys, or None when
         kept and nothing changed). The look and the release are one transaction, so what is freed
         is what was looked at: a stop's one trip (``spawners/recovery.py``)."""
-        return self.db.retrying(lambda: self._release(owner, None, reason, alive_for, stopped_by))
+        return self._one(ReleaseRequest(owner, alive_for, reason, stopped_by))
 
-    def _release(self, owner: Owner, spawn_id: str | None, reason: str, alive_for: Callable,
-                 stopped_by: str = "") -> tuple[list[str], list[str] | None]:
+    def release_many(self, requests: Sequence[ReleaseRequest]) -> list[Released | Exception]:
+        """Several releases in one transaction (``release.py``: the stops that arrive together);
+        one result per request, or the exception that failed it. Where the group's transaction
+        fails as a whole, each request is tried again in one of its own, so that one request
+        never fails the others."""
+        try:
+            return self.db.retrying(lambda: self._release(requests))
+        except Exception as e:
+            if len(requests) == 1:
+                return [e]
+            log.warning("%d releases in one transaction failed (%s); each in its own", len(requests), e)
+        out: list[Released | Exception] = []
+        for req in requests:
+            try:
+                out += self.db.retrying(lambda req=req: self._release([req]))
+            except Exception as e:
+                out.append(e)
+        return out
+
+    def release_many_now(self, requests: Sequence[ReleaseRequest]) -> list[Released | Exception] | None:
+        """:meth:`release_many` on the caller's thread without waiting (``Database.write_now``),
+        or None where it cannot be written this moment (SQLite's write lock is taken, the
+        database failed, PostgreSQL): then the caller writes them in a worker thread."""
+        try:
+            with self.db.write_now() as conn:
+                return None if conn is None else release_in(conn, requests)
+        except sa.exc.DBAPIError as e:
+            log.debug("releases not written at once (%s): in a worker thread", e)
+            return None
+
+    def _one(self, request: ReleaseRequest) -> Released:
+        (result,) = self.db.retrying(lambda: self._release([request]))
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def _release(self, requests: Sequence[ReleaseRequest]) -> list[Released | Exception]:
         with self.db.write_conn() as conn:
-            rows = conn.execute(_OWNER_IDS, {"uid": owner.user_id, "server": owner.server_name}).all()
-            spawns = [r.spawn_id for r in rows]
-            seen_alive_at = alive_for(spawns)
-            if seen_alive_at is False:
-                return spawns, None
-            now = utcnow()
-            for rec in conn.execute(_OPEN_USAGE, {"uid": owner.user_id, "server": owner.server_name}).all():
-                if spawn_id and rec.spawn_id != spawn_id:
-                    continue
-                end = now
-                why = stop_reason(rec.pending_reason, reason)
-                if why == "crashed":
-                    seen = seen_alive_at.get(rec.spawn_id) if isinstance(seen_alive_at, dict) else seen_alive_at
-                    alive = [t for t in (rec.last_seen_at, seen) if t is not None]
-                    end = min(now, max(alive)) if alive else now
-                conn.execute(_CLOSE_USAGE, dict(rid=rec.id, end=end, by=stopped_by[:255],
-                                                why=why if rec.ready_at or why != "crashed" else "failed"))
-            ids = [r.id for r in rows if not spawn_id or r.spawn_id == spawn_id]
-            if not ids:
-                return spawns, []
-            keys = list(conn.execute(_DROP_DEVICES, {"ids": ids}).scalars())
-            conn.execute(_DROP_SERVERS, {"ids": ids})
-            return spawns, sorted(keys)
+            return release_in(conn, requests)
 
     @staticmethod
     def _delete(s, rows: Iterable[ServerRecord]) -> list[str]:

@@ -56,7 +56,9 @@ _SERIAL_PG = (f"BEGIN; SELECT set_config('synchronous_commit', 'off', true), "
 _FLUSH_PG = "SELECT pg_logical_emit_message(true, 'gpulab', 'flush')"
 
 
-def _sqlite_setup(engine: sa.Engine) -> None:
+def _sqlite_setup(engine: sa.Engine, now: bool = False) -> None:
+    """``now``: the connection of :meth:`Database.write_now`, which never waits for the write
+    lock and never checkpoints (the other connections' commits do)."""
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record):
         # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's implicit BEGIN is DEFERRED).
@@ -67,12 +69,14 @@ def _sqlite_setup(engine: sa.Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={0 if now else WRITER_WAIT_SECONDS * 1000}")
+        if now:
+            cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
-        write = conn.get_execution_options().get("gpulab_write", False)
+        write = now or conn.get_execution_options().get("gpulab_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
@@ -89,6 +93,7 @@ class Database:
         # one process's SQLite writers, in turn (see the module's docstring); re-entrant, so a
         # nested write waits on SQLite as it always did rather than on itself
         self._writers = threading.RLock() if self.is_sqlite else None
+        self._now_engine: sa.Engine | None = None  # write_now's, made on first use
         if self.is_sqlite:
             # a connection per worker thread kept open (the core's pool has 16): opening one
             # costs more than a transaction
@@ -102,6 +107,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._now_engine is not None:
+            self._now_engine.dispose()
 
     @contextlib.contextmanager
     def _in_turn(self):
@@ -149,6 +156,36 @@ class Database:
                 yield conn
             if early:
                 conn.exec_driver_sql(_FLUSH_PG)
+
+    @contextlib.contextmanager
+    def write_now(self):
+        """A SQLite write transaction on the caller's thread that never waits: a Connection, or
+        None when the write lock is not free this moment (another writer of this process or of
+        another) or the database is PostgreSQL; the caller then writes in a worker thread.
+
+        For the hub's loop, where a transaction of a few statements costs less than the trip to
+        a worker thread: in a worker each statement gives the GIL up and waits to get it back
+        from the busy loop (``release.py``). JupyterHub writes its own SQLite on the loop too.
+        Its connection never checkpoints the WAL (that may fsync): the others' commits do."""
+        if self._writers is None or not self._writers.acquire(blocking=False):
+            yield None
+            return
+        try:
+            if self._now_engine is None:
+                self._now_engine = sa.create_engine(self.url, poolclass=sa.pool.StaticPool,
+                                                    connect_args={"check_same_thread": False, "timeout": 0})
+                _sqlite_setup(self._now_engine, now=True)
+            with self._now_engine.connect() as conn:
+                try:
+                    tx = conn.begin()
+                except OperationalError:  # locked by another process ("database is locked")
+                    conn.rollback()
+                    yield None
+                    return
+                with tx:
+                    yield conn
+        finally:
+            self._writers.release()
 
     def retrying(self, fn, *, attempts: int = 8, first_delay: float = 0.05):
         """Run ``fn()`` again when the database is briefly unreachable (restart, failover).

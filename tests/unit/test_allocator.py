@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import random
+import sqlite3
 import threading
 import time
 from collections import defaultdict
@@ -21,6 +22,7 @@ from hub_plugins.quota import Decision
 from hub_plugins.accounting.pricing import Pricing
 from hub_plugins.store.allocator import Allocator, NoCapacity, Owner, QuotaRefused, ReservationPlan, UsageTerms
 from hub_plugins.store.db import Database
+from hub_plugins.store.release import ReleaseRequest
 from hub_plugins.store.models import DeviceAllocation, ServerRecord, UsageRecord, utcnow
 
 INV = parse_spec("8xA100-80GB")
@@ -282,3 +284,106 @@ def test_a_checked_release_frees_what_it_looked_at_or_changes_nothing(alloc):
         rec = s.scalars(sa.select(UsageRecord)).one()
     assert rec.stopped_at is not None and rec.stop_reason == "failed"  # never ready: not charged
     assert alloc.release_checked(Owner(1, "ann"), lambda spawns: {}) == ([], [])  # idempotent
+
+
+def test_releases_written_together_free_each_as_alone_would(alloc):
+    """Group commit (``store/release.py``): one transaction for several stops frees what each
+    would have freed alone; a request told False keeps its rows, one whose look raised fails
+    alone, and a second request for an owner finds nothing left."""
+    terms = UsageTerms(Pricing({}, 0.0, 0.0, 0, "EUR"))
+    ann = alloc.allocate(Owner(1, "ann"), "minimal", "A100-80GB", 2, INV, usage=terms)
+    bob = alloc.allocate(Owner(2, "bob", "exp"), "minimal", "A100-80GB", 1, INV, usage=terms)
+    cat = alloc.allocate(Owner(3, "cat"), "minimal", "A100-80GB", 1, INV, usage=terms)
+    dan = alloc.allocate(Owner(4, "dan"), "minimal", "A100-80GB", 1, INV, usage=terms)
+    cpu = alloc.allocate(Owner(2, "bob"), "minimal", "A100-80GB", 0, INV, usage=terms)
+    looked = {}
+
+    def look(name, answer):
+        def alive_for(spawns):
+            looked[name] = spawns
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+        return alive_for
+
+    seen = utcnow()
+    results = alloc.release_many([
+        ReleaseRequest(Owner(1, "ann"), look("ann", None), "user", "admin"),
+        ReleaseRequest(Owner(2, "bob", "exp"), look("bob", False)),
+        ReleaseRequest(Owner(3, "cat"), look("cat", RuntimeError("engine away"))),
+        ReleaseRequest(Owner(4, "dan"), look("dan", {dan.spawn_id: seen}), "crashed"),
+        ReleaseRequest(Owner(1, "ann"), look("ann again", None)),
+        ReleaseRequest(Owner(2, "bob"), look("bob cpu", None)),
+    ])
+    assert results[0] == ([ann.spawn_id], sorted(d.key for d in ann.devices))
+    assert results[1] == ([bob.spawn_id], None)
+    assert isinstance(results[2], RuntimeError) and str(results[2]) == "engine away"
+    assert results[3] == ([dan.spawn_id], [dan.devices[0].key])
+    assert results[4] == ([], [])
+    assert results[5] == ([cpu.spawn_id], [])
+    assert looked == {"ann": [ann.spawn_id], "bob": [bob.spawn_id], "cat": [cat.spawn_id],
+                      "dan": [dan.spawn_id], "ann again": [], "bob cpu": [cpu.spawn_id]}
+    assert set(alloc.snapshot().taken) == {bob.devices[0].key, cat.devices[0].key}
+    with alloc.db.read() as s:
+        recs = {r.spawn_id: r for r in s.scalars(sa.select(UsageRecord))}
+    assert recs[ann.spawn_id].stopped_at is not None and recs[ann.spawn_id].stopped_by == "admin"
+    assert recs[bob.spawn_id].stopped_at is None and recs[cat.spawn_id].stopped_at is None
+    assert recs[dan.spawn_id].stop_reason == "failed"  # crashed before it was ever ready: not charged
+    assert recs[cpu.spawn_id].stopped_at is not None
+    # what a group left is released alone afterwards as ever
+    assert alloc.release_checked(Owner(3, "cat"), lambda spawns: None) == (
+        [cat.spawn_id], [cat.devices[0].key])
+
+
+def test_a_group_whose_transaction_fails_is_written_again_one_by_one(alloc, monkeypatch):
+    a = alloc.allocate(Owner(1, "ann"), "minimal", "A100-80GB", 1, INV)
+    b = alloc.allocate(Owner(2, "bob"), "minimal", "A100-80GB", 1, INV)
+    real, groups = alloc._release, []
+
+    def only_alone(requests):
+        groups.append(len(requests))
+        if len(requests) > 1:
+            raise sa.exc.IntegrityError("UPDATE", {}, Exception("constraint"))
+        return real(requests)
+
+    monkeypatch.setattr(alloc, "_release", only_alone)
+    out = alloc.release_many([ReleaseRequest(Owner(1, "ann"), lambda s: None),
+                              ReleaseRequest(Owner(2, "bob"), lambda s: None)])
+    assert out == [([a.spawn_id], [a.devices[0].key]), ([b.spawn_id], [b.devices[0].key])]
+    assert groups == [2, 1, 1] and alloc.snapshot().taken == {}
+
+
+def test_a_release_is_written_at_once_only_where_the_write_lock_is_free(alloc, db_url):
+    """``release_many_now`` (the hub's loop: ``Database.write_now``) never waits: a writer of
+    another process or of another thread holding SQLite's lock makes it answer None, changing
+    nothing; on PostgreSQL (round trips) it is never written at once."""
+    a = alloc.allocate(Owner(1, "ann"), "minimal", "A100-80GB", 1, INV)
+    req = [ReleaseRequest(Owner(1, "ann"), lambda spawns: None)]
+    if not alloc.db.is_sqlite:
+        assert alloc.release_many_now(req) is None
+        return
+    other = sqlite3.connect(db_url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's writer
+    t0 = time.perf_counter()
+    assert alloc.release_many_now(req) is None
+    assert time.perf_counter() - t0 < 1  # not SQLite's busy timeout of 30 s
+    other.execute("ROLLBACK")
+    other.close()
+    held, go = threading.Event(), threading.Event()
+
+    def worker():  # this process's other writer, in a worker thread
+        with alloc.db.write_conn():
+            held.set()
+            go.wait(10)
+
+    th = threading.Thread(target=worker)
+    th.start()
+    assert held.wait(10)
+    assert alloc.release_many_now(req) is None
+    go.set()
+    th.join()
+    assert set(alloc.snapshot().taken) == {a.devices[0].key}  # nothing changed
+    assert alloc.release_many_now(req) == [([a.spawn_id], [a.devices[0].key])]
+    assert alloc.snapshot().taken == {}
+    with alloc.db._now_engine.connect() as conn:  # its commits never checkpoint (may fsync)
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0

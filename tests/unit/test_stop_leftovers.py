@@ -12,7 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from hub_plugins.spawners.recovery import release_stopped, stop_leftovers
+from hub_plugins.batching import GroupCommit
+from hub_plugins.spawners.recovery import release_stopped, release_stopped_now, stop_leftovers
 
 SEEN = dt.datetime(2026, 12, 2, 6, 0, 0)
 RECORDED = dt.datetime(2026, 12, 2, 6, 0, 5)
@@ -149,3 +150,37 @@ async def test_a_clean_up_that_fails_never_keeps_the_devices():
 
     assert (await release_stopped(sp, cleanup, _release(got, ["cur"])))[1] == ["key"]
     assert got == [{"cur": RECORDED}]  # and it was looked for, since nothing says it is contained
+
+
+def _now(got, spawns, free=True):
+    """``GroupCommit.try_now`` over an owner holding ``spawns``: ``free`` whether SQLite's write
+    lock is free this moment; each write's requests go to ``got``."""
+    def write_now(requests):
+        if not free:
+            return None
+        got.append(len(requests))
+        return [_release(got, spawns)(r.alive_for) for r in requests]
+
+    async def never(requests):
+        raise AssertionError("a release written at once takes no trip")
+    return GroupCommit(never, write_now)
+
+
+@pytest.mark.parametrize("free, spawns, contained, written", [
+    (True, ["cur"], "cur", True),  # the usual stop: written at once, on the loop
+    (False, ["cur"], "cur", False),  # the write lock is taken this moment: the long way
+    (True, ["old", "cur"], "cur", False),  # a spawn left behind must be looked for first
+    (True, ["cur"], None, False),  # no cgroups removed: what is left is looked for first
+])
+def test_a_stop_is_released_at_once_only_when_nothing_can_be_left(free, spawns, contained, written):
+    rt, got = _Runtime({}), []
+    sp = _spawner(rt, contained=contained)
+    sp.gpulab.releases = _now(got, spawns, free)
+    out = release_stopped_now(sp, lambda alive_for: SimpleNamespace(alive_for=alive_for))
+    if written:
+        assert out == (["cur"], ["key"]) and got == [1, {"cur": RECORDED}]
+        assert sp._gpulab_contained is None  # used once
+    else:
+        assert out is None and sp._gpulab_contained == contained  # nothing changed, nothing used
+        assert {"cur": RECORDED} not in got
+    assert sp.gpulab.trips == 0 and rt.read_in_trip in ([], [False])

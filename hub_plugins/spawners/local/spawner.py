@@ -293,6 +293,21 @@ class LocalGPUSpawner(PortsMixin, GPUSpawnerMixin, LocalProcessSpawner):
         await wait_exit(pidfd, timeout)
         return await self.poll() is not None
 
+    def run_post_stop_hook(self):
+        """The mixin's, without an await where none is needed: the usual stop's clean-up and
+        release are done at once on the loop (``gpulab_release_now``) and JupyterHub gets None.
+        Given a coroutine it runs it as a task, and at 50 stops at once each turn of the loop a
+        stop waited for cost ~50 ms: 170 ms (p50) from this hook to the end of a stop against
+        stock's 1 ms, measured. Else (a configured post_stop_hook, a clean-up left for a worker
+        thread, SQLite's lock taken this moment) an awaitable for the rest, as before."""
+        if self.post_stop_hook is not None:
+            return super().run_post_stop_hook()
+        self.gpulab_heal_hub_session()
+        cleanup = self.gpulab_stop_cleanup()
+        if cleanup is None and self.gpulab_release_now():
+            return None
+        return self.gpulab_post_stop(cleanup)
+
     def gpulab_stop_cleanup(self):
         """The server's cgroups once it stopped: what it left there killed, the cgroups removed,
         whether the kernel stopped it for its memory (the usage record's reason); and, when they
