@@ -18,11 +18,9 @@ Where JupyterHub calls us (6.x spawn path):
   ``start_timeout``. A refusal raises ``SpawnException`` (400/403/409), which the REST API and
   the spawn page show verbatim.
 - ``run_post_stop_hook``: JupyterHub runs it after every stop, including a failed start and a
-  server found dead by polling or at hub start-up: the one place we release (the local backend
-  does the usual stop's at once, and returns None: ``spawners/local/spawner.py``).
+  server found dead by polling or at hub start-up: the one place we release.
 
-The parts other than the spawn path live in sibling modules this class inherits from:
-``options.py``, ``progress.py``, ``liveness.py`` and ``environment.py``.
+The other parts live in sibling modules (the class's docstring says which).
 """
 
 from __future__ import annotations
@@ -36,8 +34,7 @@ from traitlets import Bool, Float
 
 from ..core import GPULab
 from ..quota import Effective
-from ..outage import MESSAGE as OUTAGE_MESSAGE
-from ..outage import is_outage, mark_down
+from ..outage import MESSAGE as OUTAGE_MESSAGE, is_outage, mark_down
 from ..pages.cleanup import RefusedServers
 from ..reconcile import gate
 from ..gpu.devices import format_devices
@@ -388,7 +385,7 @@ class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEn
         None: run in the release's trip, or before a configured ``post_stop_hook`` in its own."""
         return None
 
-    async def run_post_stop_hook(self):
+    async def run_post_stop_hook(self):  # the local backend's skips the await where it can
         self.gpulab_heal_hub_session()
         await self.gpulab_post_stop(self.gpulab_stop_cleanup())
 
