@@ -62,11 +62,8 @@ class GPULivenessMixin(HasTraits):
         """:meth:`gpulab_release` of a stop whose clean-up is done, written at once on the loop
         where it can be (``recovery.release_stopped_now``): whether it was. False: nothing
         changed (await :meth:`gpulab_release`)."""
-        note = self._gpulab_ready_note
-        if note is not None:  # the note that it is up must be written first
-            if not note[0].done() or note[0].cancelled() or note[0].exception() is not None or not note[0].result():
-                return False
-            self._gpulab_ready_note = None
+        if not self._gpulab_ready_written():  # the note that it is up must be written first
+            return False
         if not self.gpulab_phase.holds:
             return False
         reason, stopped_by = self._gpulab_release_reason()
@@ -147,13 +144,23 @@ class GPULivenessMixin(HasTraits):
             self.log.exception("[gpulab] %s: could not note that it is up; its release tries again", self._log_name)
             return False
 
+    def _gpulab_ready_written(self) -> bool:
+        """Whether no note that the server is up is pending: none was, or it is written (and so
+        done with). False: it is still being written, or it failed."""
+        note = self._gpulab_ready_note
+        if note is not None:
+            task = note[0]
+            if not task.done() or task.cancelled() or task.exception() is not None or not task.result():
+                return False
+            self._gpulab_ready_note = None
+        return True
+
     async def gpulab_ready_noted(self) -> None:
         """Until the note that the server is up is written; if it failed, written now (on an
         open record only), so that a server that ran is charged."""
-        note, self._gpulab_ready_note = self._gpulab_ready_note, None
-        if note is None:
+        if self._gpulab_ready_written():
             return
-        task, spawn_id, at = note
+        (task, spawn_id, at), self._gpulab_ready_note = self._gpulab_ready_note, None
         if not await task:
             try:
                 await self.gpulab.run(self.gpulab.usage.mark_ready_if_not, spawn_id, at)
