@@ -299,7 +299,7 @@ def main() -> int:
             body = {"profile": "bench", "gpus": 1 if i < args.gpus else 0}
             st, payload = hub.spawn(user, body, name)
             if st == 202:
-                wait_ready(hub, user, name)
+                wait_ready(hub, user, hub.token, name)
             elif st != 201:
                 raise RuntimeError(f"spawn {user}/{name}: {st} {payload}")
 
