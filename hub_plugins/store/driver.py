@@ -30,7 +30,8 @@ _HELD = object()
 class DriverStatements:
     """Run ``stmt`` with ``params`` on ``conn``'s (a SQLAlchemy Connection's) driver cursor, in
     the transaction ``conn`` holds. One per dialect: it keeps the compiled statements. For
-    statements whose parameters are all given: column defaults are SQLAlchemy's execution's."""
+    statements whose parameters are all given (column defaults are SQLAlchemy's execution's) and
+    whose lists hold no datetimes (only the parameters themselves are converted)."""
 
     def __init__(self, dialect: sa.Dialect):
         if not dialect.positional:
