@@ -121,13 +121,7 @@ def release_in(conn, requests: Sequence[ReleaseRequest]) -> list[Released | Exce
             for o in outcome]
 
 
-_SQLITE: DriverStatements | None = None
-
-
-def _sqlite_statements(dialect) -> DriverStatements:
-    global _SQLITE
-    _SQLITE = DriverStatements(dialect)
-    return _SQLITE
+_DRIVERS: dict[str, DriverStatements] = {}  # by dialect name: every SQLite engine compiles alike
 
 
 class _Statements:
@@ -138,8 +132,8 @@ class _Statements:
     def __init__(self, conn):
         self.conn = conn
         self.driver = None
-        if conn.dialect.name == "sqlite":  # one for every engine: they compile alike
-            self.driver = _SQLITE or _sqlite_statements(conn.dialect)
+        if conn.dialect.name == "sqlite":
+            self.driver = _DRIVERS.get("sqlite") or _DRIVERS.setdefault("sqlite", DriverStatements(conn.dialect))
 
     def all(self, stmt, params: dict) -> list:
         if self.driver is not None:

@@ -1,5 +1,6 @@
 """What the local backend says and refuses at start-up (issue 10): root with system_users never
-does not start; a host whose limits are off says so and the form promises no limits."""
+does not start; a host whose limits are off says so and the form promises no limits; a profile
+its server's account cannot run is refused at spawn with what to do."""
 
 from __future__ import annotations
 
@@ -170,35 +171,37 @@ def test_a_port_range_that_is_not_one_keeps_the_hub_from_starting(hub_factory, l
 
 
 async def test_an_environment_its_user_cannot_reach_is_refused_and_holds_nothing(inprocess_hub):
-    """The system user and the executable's path are checked in the trip to the worker threads
-    that reserved (``gpulab_prepare_reserved``): the refusal still says what to do, the GPU it
-    reserved is freed and the server's cgroups never made."""
+    """The system account and the executable's path are checked before the server starts
+    (``gpulab_apply``, in a worker thread): the refusal says which directory blocks it and what
+    to do, the GPU it reserved is freed and no cgroup is left."""
     if os.geteuid() != 0:
         pytest.skip("servers run as system accounts only under a hub that runs as root")
     from benchmarks.spawn_overhead import bench_env, wait_ready
 
     root = Path(tempfile.mkdtemp(prefix="gpulab-unreachable-", dir="/tmp"))  # pytest's tmp is root's alone
-    profiles = bench_env(root)
-    (root / "bench-env").chmod(0o700)  # root's alone: the server's account cannot reach it
-    hub = await inprocess_hub(profiles_dir=str(profiles), extra={"default_profile": "bench"})
-    await hub.aio.api("POST", "/users", {"usernames": ["uma"]})
-    st, body = await hub.aio.spawn("uma", {"profile": "bench", "gpus": 1})
-    if st == 202:  # slower than hub.slow_spawn_seconds: its progress says why it failed
-        with pytest.raises(RuntimeError) as e:
-            await asyncio.to_thread(wait_ready, hub, "uma", hub.token)
-        message = str(e.value)
-    else:
-        message = body.get("message", "") if isinstance(body, dict) else str(body)
-    assert "cannot run as system user" in message, (st, body)
-    assert f"directory {root / 'bench-env'} (mode drwx------) is not accessible" in message
-    assert "where every user can read it" in message
-    for _ in range(100):  # the failed start's stop releases what it reserved
-        if not await hub.aio.allocations():
-            break
-        await asyncio.sleep(0.1)
-    assert await hub.aio.allocations() == []
-    assert not any("uma" in p for p in _cgroup_dirs()), _cgroup_dirs()
-    shutil.rmtree(root)
+    try:
+        profiles = bench_env(root)
+        (root / "bench-env").chmod(0o700)  # root's alone: the server's account cannot reach it
+        hub = await inprocess_hub(profiles_dir=str(profiles), extra={"default_profile": "bench"})
+        await hub.aio.api("POST", "/users", {"usernames": ["uma"]})
+        st, body = await hub.aio.spawn("uma", {"profile": "bench", "gpus": 1})
+        if st == 202:  # slower than hub.slow_spawn_seconds: its progress says why it failed
+            with pytest.raises(RuntimeError) as e:
+                await asyncio.to_thread(wait_ready, hub, "uma", hub.token)
+            message = str(e.value)
+        else:
+            message = body.get("message", "") if isinstance(body, dict) else str(body)
+        assert "cannot run as system user" in message, (st, body)
+        assert f"directory {root / 'bench-env'} (mode drwx------) is not accessible" in message
+        assert "where every user can read it" in message
+        for _ in range(100):  # the failed start's stop releases what it reserved
+            if not await hub.aio.allocations():
+                break
+            await asyncio.sleep(0.1)
+        assert await hub.aio.allocations() == []
+        assert not any("uma" in p for p in _cgroup_dirs()), _cgroup_dirs()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _cgroup_dirs() -> list[str]:
