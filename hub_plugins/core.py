@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import importlib
 import logging
@@ -47,6 +48,12 @@ from .core_alloc import Allocating
 from .core_live import LiveSpawners
 
 log = logging.getLogger("gpulab.core")
+
+
+@functools.lru_cache(maxsize=8)
+def _hub_id(db_url: str) -> str:
+    # read at every spawn and stop (environment, cgroup names): hashed once per URL
+    return hashlib.sha256(db_url.encode()).hexdigest()[:12]
 
 
 class GPULab(Allocating, LiveSpawners, SingletonConfigurable):
@@ -251,7 +258,7 @@ class GPULab(Allocating, LiveSpawners, SingletonConfigurable):
     def hub_id(self) -> str:
         """Names this hub's servers, containers and jobs on shared machines: a hash of gpulab's
         database URL, so stable across restarts and different for hubs with their own tables."""
-        return hashlib.sha256(self.db_url.encode()).hexdigest()[:12]
+        return _hub_id(self.db_url)
 
     @property
     def heartbeat_seconds(self) -> int:

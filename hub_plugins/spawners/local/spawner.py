@@ -10,7 +10,7 @@ own user and a warning says users are not isolated.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import os
 import pwd
 import sys
@@ -35,6 +35,12 @@ LAB_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pat
                           "lab", "jupyter-config")
 
 _warned_shared = False
+
+
+@functools.lru_cache(maxsize=4096)
+def _cgroup_of(user: str, server: str, hub: str) -> str:
+    # named at each spawn and stop, several times (hashes and a regex): once per server here
+    return f"{cgroup_name(user, server)}-{hub}"
 
 
 class LocalGPUSpawner(PortsMixin, GPUSpawnerMixin, LocalProcessSpawner):
@@ -99,8 +105,7 @@ class LocalGPUSpawner(PortsMixin, GPUSpawnerMixin, LocalProcessSpawner):
     def gpulab_cgroup(self) -> str:
         """The server's cgroup / scope name: per (user, server) and per hub (its database), so
         that two hubs on one host never share, nor clean up, each other's servers."""
-        hub = hashlib.sha256(self.gpulab.db_url.encode()).hexdigest()[:6]
-        return f"{cgroup_name(self.user.name, self.name or '')}-{hub}"
+        return _cgroup_of(self.user.name, self.name or "", self.gpulab.hub_id[:6])
 
     @property
     def local_settings(self) -> LocalSettings:
