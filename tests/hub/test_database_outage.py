@@ -40,8 +40,7 @@ def test_an_outage_answers_503_and_everything_works_again_after(pg_own, hub_fact
     hub = hub_factory(db_url=pg_own.create_db("outage"))
     hub.create_users("ann")
     token = hub.user_token("ann")
-    wait_for(lambda: "JupyterHub is now running" in hub.log_path.read_text(), timeout=60,
-             what="the hub's start to finish")
+    hub.wait_service("billing")
     pg_own.pause()
     seen = Counter()
     t_end = time.monotonic() + 8
@@ -126,7 +125,8 @@ def test_the_hub_stops_in_seconds_while_its_database_is_down(pg_own, hub_factory
     hub = hub_factory(db_url=pg_own.create_db("gone"))
     # started through: a stop while the services still start is another path (hubapp.py), and
     # this test is about JupyterHub's own clean-up meeting a database that is gone
-    hub.wait_service("billing")
+    wait_for(lambda: "JupyterHub is now running" in hub.log_path.read_text(), timeout=60,
+             what="the hub's start to finish")
     proxy_pid = int((hub.state_dir / "jupyterhub-proxy.pid").read_text())
     pg_own.stop()
     t0 = time.monotonic()
