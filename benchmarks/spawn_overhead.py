@@ -2,8 +2,8 @@
 
 Same hub (gpulab's config, same machine, same run), same server command, four rounds each
 (``--rounds``), interleaved (stock, gpulab, stock, gpulab, ...) so that drift hits both, at two
-concurrencies: one request at a time (50 servers a round: what one person waits for on a quiet hub) and 50
-concurrent requests (200 servers a round: a class starting together). Each round spawns its
+concurrencies: one request at a time (50 servers a round: what one person waits for on a quiet
+hub) and 50 concurrent requests (200 servers a round: a class starting together). Each round spawns its
 servers through the REST API, then stops them, at that concurrency. A spawn is timed from the
 POST to its answer: JupyterHub answers 201 once the server is ready, or 202 after its 10 s
 ``slow_spawn_timeout``, and then the spawn is followed on the hub's progress stream (as the spawn
@@ -192,9 +192,9 @@ LATENCIES = ("spawn_p50", "spawn_p99", "stop_p50", "stop_p99")
 
 
 def noise(rounds: list[dict]) -> dict | None:
-    """Stock against itself, per latency: its rounds split in two halves every way there is (35
-    ways at most), how far one half's figure is from the other's (``max(r, 1 / r)``), the median
-    over the splits; None under 2 rounds. Nothing changed between the halves, so this is how far
+    """Stock against itself, per latency: its rounds split in two halves every way there is (the
+    first 35 ways past 8 rounds), how far one half's figure is from the other's
+    (``max(r, 1 / r)``), the median over the splits; None under 2 rounds. Nothing changed between the halves, so this is how far
     the same measurement moves here: a ratio within it of 1.05 is not told apart from 1.05."""
     n = len(rounds)
     if n < 2:
@@ -216,7 +216,7 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 50])
     ap.add_argument("--rounds", type=int, default=4,
                     help="rounds per variant and concurrency, interleaved; stock's own rounds, "
-                         "odd against even, give the run's noise (two at least)")
+                         "split in two halves, give the run's noise (two at least)")
     ap.add_argument("--gpulab-arg", action="append", default=[],
                     help="extra command-line setting for the gpulab hub (ablations), e.g. "
                          "--gpulab-arg=--LocalGPUSpawner.watch_start=False")
