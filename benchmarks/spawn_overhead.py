@@ -194,8 +194,9 @@ LATENCIES = ("spawn_p50", "spawn_p99", "stop_p50", "stop_p99")
 def noise(rounds: list[dict]) -> dict | None:
     """Stock against itself, per latency: its rounds split in two halves every way there is (the
     first 35 ways past 8 rounds), how far one half's figure is from the other's
-    (``max(r, 1 / r)``), the median over the splits; None under 2 rounds. Nothing changed between the halves, so this is how far
-    the same measurement moves here: a ratio within it of 1.05 is not told apart from 1.05."""
+    (``max(r, 1 / r)``), the median over the splits; None under 2 rounds. Nothing changed between
+    the halves, so this is how far the same measurement moves here: a ratio within it of 1.05 is
+    not told apart from 1.05."""
     n = len(rounds)
     if n < 2:
         return None
