@@ -9,7 +9,6 @@ compute nodes (a shared filesystem) and contain ``batchspawner-singleuser``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from jupyterhub.spawner import SpawnException
@@ -125,7 +124,7 @@ class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
 
     @staticmethod
     def tag_of(core) -> str:
-        return hashlib.sha256(core.db_url.encode()).hexdigest()[:8]
+        return core.hub_id[:8]  # the hub's id (core.py), as comments of jobs running now spell it
 
     @classmethod
     def gpulab_make_runtime(cls, core, config):
