@@ -189,23 +189,27 @@ def summarise(rounds: list[dict]) -> dict:
 
 
 LATENCIES = ("spawn_p50", "spawn_p99", "stop_p50", "stop_p99")
+# the hub's CPU per server moves too: the same code's CPU per stop differed by up to 40% between
+# rounds of one run here (2026-12-03, stock, 11.7 to 16.1 ms), and at 50 concurrent the latencies
+# follow it
+CPU = ("spawn_cpu_ms", "stop_cpu_ms")
 
 
 def noise(rounds: list[dict]) -> dict | None:
-    """Stock against itself, per latency: its rounds split in two halves every way there is (the
-    first 35 ways past 8 rounds), how far one half's figure is from the other's
+    """Stock against itself, per latency and per CPU figure: its rounds split in two halves every
+    way there is (the first 35 ways past 8 rounds), how far one half's figure is from the other's
     (``max(r, 1 / r)``), the median over the splits; None under 2 rounds. Nothing changed between
     the halves, so this is how far the same measurement moves here: a ratio within it of 1.05 is
     not told apart from 1.05."""
     n = len(rounds)
     if n < 2:
         return None
-    moved: dict[str, list[float]] = {k: [] for k in LATENCIES}
+    moved: dict[str, list[float]] = {k: [] for k in LATENCIES + CPU}
     halves = [h for h in itertools.combinations(range(n), n // 2) if 0 in h][:35]  # each split once
     for half in halves:
         a = summarise([rounds[i] for i in half])
         b = summarise([rounds[i] for i in range(n) if i not in half])
-        for k in LATENCIES:
+        for k in moved:
             moved[k].append(max(b[k] / a[k], a[k] / b[k]))
     return {k: statistics.median(v) for k, v in moved.items()}
 
@@ -281,7 +285,7 @@ def main() -> int:
         print()
     print("ratio = gpulab cost / stock cost (time ratios for latencies, inverse for rates): "
           "<= 1.05 is the goal")
-    moved = [max(aa.values()) for *_, aa in tables if aa]
+    moved = [max(aa[k] for k in LATENCIES) for *_, aa in tables if aa]
     if moved:
         print(f"noise = stock against itself: its rounds split in two halves every way there is, how far "
               f"one half's figure is from the other's (the median over the splits). Nothing changed "
