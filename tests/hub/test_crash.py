@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from tests.support.hubproc import ROOT, VENV_BIN
+from tests.support.hubproc import ROOT, VENV_BIN, server_cgroups
 from tests.support.polling import gpulab_rows, wait_for
 from tests.support.procs import environ, hub_processes, live_servers, parent, service_processes
 from tests.support.profiles import make_profiles
@@ -198,3 +198,9 @@ def test_sigterm_stops_hub_and_services_in_under_10_s(hub_factory):
     wait_for(lambda: not service_processes(hub.hub_port), timeout=5, what="no service process left")
     assert set(live_servers(hub.hub_port)) == set(servers)  # servers outlive a clean hub stop, by design
     print(f"SIGTERM shutdown: {took:.2f} s")
+    # with the hub gone, the suite's clean-up stops them and removes their cgroups (no hub will)
+    groups = server_cgroups([pid for s in servers.values() for pid in s.pids])
+    assert groups or os.geteuid() != 0, "as root the servers run in gpulab's cgroups"
+    hub.close()
+    wait_for(lambda: not live_servers(hub.hub_port), timeout=10, what="the servers stopped")
+    assert not [d for d in groups if d.exists()], groups

@@ -29,6 +29,45 @@ VENV_BIN = Path(sys.executable).parent
 TEST_ENVS_DIR = os.environ.get("GPULAB_TEST_ENVS_DIR", "/var/tmp/gpulab-test-envs")
 
 
+def server_cgroups(pids: list[int]) -> set[Path]:
+    """The gpulab cgroup directories (``gpulab-*``) these processes are in, in every hierarchy."""
+    found: set[Path] = set()
+    for pid in pids:
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if not Path(path).name.startswith("gpulab-"):
+                continue
+            hierarchy = controllers.replace("name=", "") or "unified"
+            base = Path("/sys/fs/cgroup") / hierarchy
+            if not base.is_dir() and not controllers:  # cgroup v2 alone: mounted at the top
+                base = Path("/sys/fs/cgroup")
+            if (base / path.lstrip("/")).is_dir():
+                found.add(base / path.lstrip("/"))
+    return found
+
+
+def remove_when_empty(groups: set[Path], timeout: float = 5) -> None:
+    """Remove cgroup directories once their killed processes have left them (the kernel refuses
+    while one is inside)."""
+    deadline = time.monotonic() + timeout
+    left = set(groups)
+    while left and time.monotonic() < deadline:
+        for d in list(left):
+            try:
+                d.rmdir()
+                left.discard(d)
+            except FileNotFoundError:
+                left.discard(d)
+            except OSError:
+                pass
+        if left:
+            time.sleep(0.05)
+
+
 def wait_api(url: str, proc: subprocess.Popen, timeout: float, every: float = 0.05) -> None:
     """Until the hub at ``url`` answers its REST API (200 through the proxy), polled every
     ``every`` seconds: the moment people can sign in, whatever its services are doing."""
@@ -189,11 +228,16 @@ class Hub:
             except Exception:
                 pass
         self.terminate()
-        for pid in self.server_pids():
+        pids = self.server_pids()
+        # their cgroups too: the hub that removes them at a stop is gone (a hub that restarts
+        # finds them in its reconcile), and the machine running the suite keeps what is left
+        groups = server_cgroups(pids)
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        remove_when_empty(groups)
         pidfile = self.state_dir / "jupyterhub-proxy.pid"
         if pidfile.exists():
             try:
