@@ -229,8 +229,8 @@ class Hub:
                 pass
         self.terminate()
         pids = self.server_pids()
-        # their cgroups too: the hub that removes them at a stop is gone (a hub that restarts
-        # finds them in its reconcile), and the machine running the suite keeps what is left
+        # their cgroups too: the hub that removes them at a stop is gone (one that restarted would
+        # find its servers dead and stop them), and the machine running the suite keeps the rest
         groups = server_cgroups(pids)
         for pid in pids:
             try:
