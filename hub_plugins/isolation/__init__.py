@@ -112,6 +112,18 @@ class Enforcer:
         few syscalls, no waiting, fit for the hub's loop. False: ``cleanup`` does the rest."""
         return self.fs is not None and not self.fs.oom_kills(name) and self.fs.remove_if_empty(name)
 
+    def sweep(self, suffix: str) -> int:
+        """Remove the empty cgroups of one hub's servers (names ending in ``suffix``, its tag)
+        and return how many went: what a hub killed mid-start left (prepared for a server whose
+        process never started, or of a server the restarted hub's reconcile stopped as an
+        orphan). Only while none of that hub's spawns can be between preparing its cgroups and
+        joining them: at start-up, before the gate opens. Those of a server the kernel stopped
+        for its memory stay for its stop to read (``removed_if_empty``); a spawn of that name
+        recreates them."""
+        if self.fs is None:  # systemd removes a scope once its processes are gone
+            return 0
+        return sum(1 for name in sorted(self.fs.names(suffix)) if self.removed_if_empty(name))
+
     def cleanup(self, name: str) -> list[int]:
         if self.fs is not None:
             return self.fs.remove(name)

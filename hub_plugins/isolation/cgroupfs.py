@@ -24,7 +24,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from .plan import CONTROLS, DeviceRule, Limits, group_weight, oom_kills, v1_writes, v2_writes
+from .plan import CONTROLS, PREFIX, DeviceRule, Limits, group_weight, oom_kills, v1_writes, v2_writes
 
 PARENT = "gpulab"  # the directory under the hub's cgroup that holds the servers'
 
@@ -204,6 +204,22 @@ class CgroupFS:
                 return False
         self.reweigh()
         return True
+
+    def names(self, suffix: str) -> set[str]:
+        """The names of the servers' cgroups that end in ``suffix`` (one hub's tag), in every
+        hierarchy: what a hub finds of its servers at start-up, whatever its database says."""
+        bases = [b for c, b in self.bases.items() if c in self.controls or c == "unified"]
+        if self.cpu_beside_hub:
+            bases.append(os.path.join(self.bases["cpu"], PARENT))
+        found: set[str] = set()
+        for base in bases:
+            try:
+                with os.scandir(base) as entries:
+                    found |= {e.name for e in entries if e.name.startswith(PREFIX) and e.name.endswith(suffix)
+                              and e.is_dir(follow_symlinks=False)}
+            except OSError:
+                continue
+        return found
 
     def _all_dirs(self, name: str) -> list[str]:
         dirs = list(self.dirs(name).values())

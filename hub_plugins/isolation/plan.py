@@ -182,6 +182,7 @@ def systemd_properties(limits: Limits, rules: list[DeviceRule]) -> list[str]:
 
 
 _UNSAFE = re.compile(r"[^a-z0-9_-]")
+PREFIX = "gpulab-"  # every server's cgroup / unit name starts so (a hub's sweep looks for it)
 
 
 def cgroup_name(user: str, server: str = "") -> str:
@@ -191,7 +192,7 @@ def cgroup_name(user: str, server: str = "") -> str:
     readable = _UNSAFE.sub("-", user.lower())[:40]
     if server:
         readable += "--" + _UNSAFE.sub("-", server.lower())[:40]
-    return f"gpulab-{readable}-{digest}"
+    return f"{PREFIX}{readable}-{digest}"
 
 
 def oom_kills(text: str) -> int:

@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import time
+from typing import Callable
 from urllib.parse import urlparse
 
 from ..bytecode import runnable
@@ -157,10 +158,12 @@ def kill_all(pids: list[int], grace: float) -> list[int]:
 class LocalRuntime(Runtime):
     name = "local"
 
-    def __init__(self, hub_id: str, lifeline_dir: str, stop_grace: float = 5.0):
+    def __init__(self, hub_id: str, lifeline_dir: str, stop_grace: float = 5.0,
+                 leftovers: Callable[[], int] | None = None):
         self.hub_id = hub_id
         self.lifeline_dir = lifeline_dir
         self.stop_grace = stop_grace
+        self.leftovers = leftovers  # removes this hub's empty server cgroups (isolation.Enforcer.sweep)
         # concurrent stops (a class leaving at once) share one look through /proc (fresh.py)
         self.scan = Fresh(lambda: scan(hub_id))
 
@@ -191,6 +194,9 @@ class LocalRuntime(Runtime):
 
     async def stop_spawn(self, spawn_id: str) -> int:
         return await asyncio.to_thread(self._stop_spawn, spawn_id)
+
+    async def remove_leftovers(self) -> int:
+        return await asyncio.to_thread(self.leftovers) if self.leftovers else 0
 
     def environ_of(self, pid: int) -> dict[str, str]:
         return read_environ(pid) or {}

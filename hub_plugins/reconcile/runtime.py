@@ -49,5 +49,11 @@ class Runtime:
         them, not two. ``NotImplemented`` where it would have to ask."""
         return NotImplemented
 
+    async def remove_leftovers(self) -> int:
+        """Once, at start-up after the reconcile and before any spawn goes ahead: remove what
+        servers a crash stopped left on the machine (the local backend: their empty cgroups);
+        how many things went."""
+        return 0
+
     def forget(self, spawn_id: str) -> None:
         """The spawn is released: drop what the adapter kept about it."""

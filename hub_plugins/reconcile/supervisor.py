@@ -9,7 +9,9 @@ Start-up order (a restarted hub, servers left running by the one that died):
 2. Once the hub answers HTTP and no spawner is being checked any more, this loop asks the
    backend what really runs and applies ``decide``: orphans stopped, allocations of servers that
    are gone freed, their usage records closed when they were last alive.
-3. Only then does the gate open: spawns and the spawn form wait for it (a few seconds).
+3. What servers stopped by the crash left on the machine goes (``Runtime.remove_leftovers``: the
+   local backend's empty cgroups), while no spawn can be preparing its own.
+4. Only then does the gate open: spawns and the spawn form wait for it (a few seconds).
 
 It is started from ``jupyterhub_config.py`` (:func:`schedule`), because JupyterHub offers
 plugins no start-up hook and a hub with no running server creates no spawner to start it.
@@ -131,8 +133,22 @@ class Supervisor:
         except Exception:
             log.exception("gpulab: the start-up reconcile failed; spawns go ahead, it runs again "
                           "every %ss", self.core.reconcile_interval)
+        try:
+            await self.remove_leftovers()
         finally:
             gate.open_()
+
+    async def remove_leftovers(self) -> None:
+        """What servers stopped by the crash (or by the reconcile, as orphans) left behind, while
+        the gate keeps every spawn from preparing anything (``Runtime.remove_leftovers``)."""
+        runtime = self.core.runtime
+        try:
+            removed = await runtime.remove_leftovers() if runtime is not None else 0
+        except Exception:
+            log.exception("gpulab: removing what stopped servers left behind failed")
+            return
+        if removed:
+            log.warning("gpulab: removed what %d server(s) stopped by a crash left behind (empty cgroups)", removed)
 
     async def tick(self) -> None:
         if outage.is_down():

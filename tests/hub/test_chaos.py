@@ -8,7 +8,8 @@ processes themselves (``/proc/<pid>/environ`` of every single-user server and se
 - no allocation without a live server once the hub has reconciled;
 - every usage record is closed exactly once (closed records never change afterwards, and all are
   closed at the end);
-- exactly one process of each service (never two, not even around a crash).
+- exactly one process of each service (never two, not even around a crash);
+- no cgroup of a server that is gone (a crash mid-start leaves them prepared but empty).
 
 ``GPULAB_CHAOS_ROUNDS`` (default 10) kills per database; ``GPULAB_CHAOS_SEED`` replays a run.
 Each run appends its figures to ``$GPULAB_CHAOS_REPORT`` when set (the README's reliability
@@ -28,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
+from tests.support.hubproc import hub_cgroups
 from tests.support.polling import wait_for
 from tests.support.procs import cmdline, devices_held_twice, hub_processes, live_servers, parent, service_processes
 from tests.support.profiles import make_profiles
@@ -149,6 +151,10 @@ def consistent(hub) -> list[str]:
               if a["spawn_id"] not in live]
     if leaked:
         problems.append(f"allocations without a live server: {leaked}")
+    # a crash mid-start leaves a server's cgroups prepared but empty; the restarted hub removes them
+    empty = hub_cgroups(hub.tag, empty=True) if os.geteuid() == 0 else set()
+    if empty:
+        problems.append(f"empty cgroups of servers that are gone: {sorted(empty)}")
     services = dict(service_processes(hub.hub_port))
     if services != SERVICES:
         problems.append(f"service processes: {services}")
@@ -230,6 +236,7 @@ def test_kill_9_during_spawn_bursts(hub):
                 f"the hub knows {hub_knows(hub)}\n{hub.log_tail(120)}") from None
         rows = usage_rows(hub)
         assert all(r[1] is not None for r in rows.values()), [r for r in rows.values() if r[1] is None]
+        assert not hub_cgroups(hub.tag), hub_cgroups(hub.tag)  # every stop removed its server's
         for rid, was in closed_before.items():
             assert rows[rid] == was, f"usage record {rid} closed again: {was} -> {rows[rid]}"
     finally:

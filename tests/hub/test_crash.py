@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from tests.support.hubproc import ROOT, VENV_BIN, server_cgroups
+from tests.support.hubproc import ROOT, VENV_BIN, hub_cgroups, server_cgroups
 from tests.support.polling import gpulab_rows, wait_for
 from tests.support.procs import environ, hub_processes, live_servers, parent, service_processes
 from tests.support.profiles import make_profiles
@@ -57,6 +57,45 @@ def test_server_started_but_not_recorded_is_adopted(hub_factory, profiles):
     assert st == 409, body  # both GPUs really are in use
     (rec,) = [r for r in gpulab_rows(hub, "gpulab_usage", "ada")]
     assert rec["stopped_at"] is None and rec["ready_at"] is not None  # charged, still running
+
+
+def test_a_restarted_hub_removes_the_cgroups_a_crash_left_empty(hub_factory, profiles):
+    """A hub killed between preparing a server's cgroups and starting its process leaves them
+    empty (the chaos test's crashes left up to 21 directories a round). The restarted hub removes
+    its own empty ones before any spawn goes ahead, and keeps those of the server it adopts and
+    those of another hub on the machine."""
+    from hub_plugins.isolation import Enforcer
+    from hub_plugins.isolation.plan import Limits, cgroup_name
+
+    enforcer = Enforcer.detect("cgroup")
+    if os.geteuid() != 0 or enforcer.fs is None:
+        pytest.skip("root with the cgroup filesystem")
+    hub = hub_factory(profiles_dir=profiles, inventory="2xA100-80GB")
+    hub.create_users("ida")
+    st, _ = hub.spawn("ida", {"profile": "slow", "gpus": 1})
+    assert st in (201, 202)
+    wait_for(lambda: live_servers(hub.hub_port), timeout=60, what="ida's server process")
+    (ida,) = live_servers(hub.hub_port).values()
+    tag = environ(ida.pids[0])["GPULAB_HUB_ID"][:6]
+    assert hub.tag == tag  # what the chaos test looks for
+    hub.kill()
+    # what the dead hub would have left had it died mid-start for jon, and another hub's
+    left, theirs = f"{cgroup_name('jon')}-{tag}", f"{cgroup_name('jon')}-{uuid.uuid4().hex[:6]}"
+    for name in (left, theirs):
+        enforcer.prepare(name, Limits(mem_bytes=2**30))
+    try:
+        ours = hub_cgroups(tag)
+        assert left in ours and len(ours) == 2, ours  # and ida's
+        hub.start()
+        hub.wait_ready("ida", timeout=90)
+        assert hub_cgroups(tag) == ours - {left}
+        assert not enforcer.emptied(theirs)
+        assert "removed what 1 server(s) stopped by a crash left behind" in hub.log_path.read_text(errors="replace")
+        hub.stop_server("ida")
+        assert hub_cgroups(tag) == set()
+    finally:
+        enforcer.cleanup(theirs)
+        enforcer.cleanup(left)
 
 
 def test_orphans_are_stopped_within_a_poll_interval(hub_factory):

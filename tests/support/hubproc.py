@@ -7,6 +7,7 @@ allocator persisted, gpulab's own tables.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -47,6 +48,21 @@ def server_cgroups(pids: list[int]) -> set[Path]:
                 base = Path("/sys/fs/cgroup")
             if (base / path.lstrip("/")).is_dir():
                 found.add(base / path.lstrip("/"))
+    return found
+
+
+def hub_cgroups(tag: str, empty: bool = False) -> set[str]:
+    """The names of one hub's server cgroups (``gpulab-*-<tag>``) in any hierarchy, read from
+    the cgroup filesystem itself; ``empty``: only those with no process in them."""
+    found = set()
+    for root, dirs, _files in os.walk("/sys/fs/cgroup"):
+        for d in dirs:
+            if d.startswith("gpulab-") and d.endswith(f"-{tag}"):
+                try:
+                    if not empty or not Path(root, d, "cgroup.procs").read_text().split():
+                        found.add(d)
+                except OSError:  # removed meanwhile
+                    pass
     return found
 
 
@@ -339,6 +355,12 @@ class Hub:
     @property
     def gpulab_db_url(self) -> str:
         return self.config["hub"]["db_url"] or f"sqlite:///{self.state_dir / 'gpulab.sqlite'}"
+
+    @property
+    def tag(self) -> str:
+        """What ends the names of this hub's server cgroups: its id as the hub computes it (a hash
+        of gpulab's database URL, ``GPULab.hub_id``), cut as the local spawner cuts it."""
+        return hashlib.sha256(self.gpulab_db_url.encode()).hexdigest()[:6]
 
     def allocations(self) -> list[dict]:
         """Rows of gpulab_allocations joined to their servers."""

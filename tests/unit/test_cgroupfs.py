@@ -147,3 +147,34 @@ def test_a_server_started_before_the_cpu_layout_changed_is_cleaned_up_whole(enfo
     assert not os.path.exists(old) and not os.path.exists(mem)
     os.makedirs(old)  # an empty one is removed at once too
     assert e.removed_if_empty(name) and not os.path.exists(old)
+
+
+def test_the_start_up_sweep_removes_only_this_hubs_empty_cgroups(enforcer):
+    """What a hub killed mid-start leaves: cgroups prepared for a server that never started (in
+    every hierarchy, or in some), beside those of a server that runs on, of one the kernel stopped
+    for its memory (its stop reads that) and of another hub. The restarted hub removes only its
+    own empty ones."""
+    e, _ = enforcer
+    tag, other = f"t{os.getpid()}", f"o{os.getpid()}"
+    never, partly, busy, oom = (f"gpulab-sweep-{what}-{tag}" for what in ("never", "partly", "busy", "oom"))
+    others = f"gpulab-sweep-never-{other}"
+    names = (never, partly, busy, oom, others)
+    child = None
+    try:
+        for n in names:
+            e.prepare(n, Limits(mem_bytes=64 * 2**20))
+        os.rmdir(e.fs.dirs(partly)["memory"])
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=e.joiner(busy))
+        run(e, oom, "x = bytearray(256 * 2**20)")
+        time.sleep(0.2)
+        assert e.fs.names(f"-{tag}") == {never, partly, busy, oom}
+        assert e.sweep(f"-{tag}") == 2
+        assert e.emptied(never) and e.emptied(partly)
+        assert child.pid in e.fs.pids(busy) and e.killed_for_memory(oom) and not e.emptied(others)
+        assert e.fs.names(f"-{tag}") == {busy, oom}
+    finally:
+        if child is not None:
+            child.kill()
+            child.wait(10)
+        for n in names:
+            e.cleanup(n)

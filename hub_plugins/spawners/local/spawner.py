@@ -43,6 +43,11 @@ def _cgroup_of(user: str, server: str, hub: str) -> str:
     return f"{cgroup_name(user, server)}-{hub}"
 
 
+def _hub_tag(core) -> str:
+    """What ends each of this hub's cgroup names (its start-up sweep looks for it)."""
+    return core.hub_id[:6]
+
+
 class LocalGPUSpawner(PortsMixin, GPUSpawnerMixin, LocalProcessSpawner):
     """GPU-aware local processes."""
 
@@ -105,7 +110,7 @@ class LocalGPUSpawner(PortsMixin, GPUSpawnerMixin, LocalProcessSpawner):
     def gpulab_cgroup(self) -> str:
         """The server's cgroup / scope name: per (user, server) and per hub (its database), so
         that two hubs on one host never share, nor clean up, each other's servers."""
-        return _cgroup_of(self.user.name, self.name or "", self.gpulab.hub_id[:6])
+        return _cgroup_of(self.user.name, self.name or "", _hub_tag(self.gpulab))
 
     @property
     def local_settings(self) -> LocalSettings:
@@ -244,7 +249,10 @@ class LocalGPUSpawner(PortsMixin, GPUSpawnerMixin, LocalProcessSpawner):
     # -- what really runs (reconcile/local.py) ----------------------------------------------
     @classmethod
     def gpulab_make_runtime(cls, core, config):
-        return LocalRuntime(core.hub_id, os.path.join(core.state_dir, "lifelines"))
+        enforcer = cls(config=config).gpulab_enforcer  # no user: only to read limits_mode and device_dir
+        tag = _hub_tag(core)
+        return LocalRuntime(core.hub_id, os.path.join(core.state_dir, "lifelines"),
+                            leftovers=lambda: enforcer.sweep(f"-{tag}"))
 
     async def gpulab_adopt(self, found) -> bool:
         taken = adoption(self.gpulab_runtime, found)
