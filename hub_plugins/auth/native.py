@@ -31,12 +31,24 @@ class _NoStatsd:
 
 class _LoginHandler(native_handlers.LoginHandler):
     statsd = _NoStatsd()
+    _gpulab_sync = False
 
-    def _render(self, login_error=None, username=None, **_ignored):
+    def _render(self, login_error=None, username=None, sync=False, **_ignored):
         # JupyterHub 6 renders login errors through _render(**namespace) (e.g. a missing XSRF
         # token); nativeauthenticator 1.3.0's _render takes two arguments and raised TypeError.
         locked = locked_message(self.authenticator, username) if login_error else ""
-        return super()._render(login_error=locked or login_error, username=username)
+        self._gpulab_sync = sync
+        try:
+            return super()._render(login_error=locked or login_error, username=username)
+        finally:
+            self._gpulab_sync = False
+
+    def render_template(self, name, sync=False, **ns):
+        # an error of a login POST (a form left open past its XSRF cookie's hour) is rendered as
+        # the login page from write_error, which cannot wait and asks for sync=True; JupyterHub
+        # 6.1's LoginHandler and nativeauthenticator's _render drop it, so the page came back
+        # empty (write() got a coroutine) instead of saying "Login form invalid or expired"
+        return super().render_template(name, sync=sync or self._gpulab_sync, **ns)
 
 
 def locked_message(authenticator, username: str | None) -> str:

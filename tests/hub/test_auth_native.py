@@ -75,3 +75,7 @@ def test_login_form_needs_xsrf(hub):
     session_get_xsrf(s, f"{hub.url}/hub/login")
     r = s.post(f"{hub.url}/hub/login", data={"username": "admin", "password": PASSWORD}, allow_redirects=False)
     assert r.status_code == 403
+    # what a browser shows for a login form left open past its XSRF cookie's hour: the form again,
+    # saying why (it was an empty page)
+    assert "Login form invalid or expired. Try again." in r.text and 'name="password"' in r.text, r.text[:300]
+    assert "Uncaught exception in write_error" not in hub.log_path.read_text(errors="replace")
