@@ -93,6 +93,9 @@ def test_a_restarted_hub_removes_the_cgroups_a_crash_left_empty(hub_factory, pro
         assert "removed what 1 server(s) stopped by a crash left behind" in hub.log_path.read_text(errors="replace")
         hub.stop_server("ida")
         assert hub_cgroups(tag) == set()
+        # ida's server is no child of this hub: it was a zombie until init reaped it, not a
+        # process that ignored SIGINT, SIGTERM and SIGKILL
+        assert "never died" not in hub.log_path.read_text(errors="replace")
     finally:
         enforcer.cleanup(theirs)
         enforcer.cleanup(left)

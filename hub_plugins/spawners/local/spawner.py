@@ -23,7 +23,7 @@ from ...isolation.plan import cgroup_name
 from ...lifeline import LOADER_PREFIX, LOADER_VARS
 from ...envs.status import Environments, describe
 from ...settings.schema import DEFAULTS
-from ...reconcile.local import LocalRuntime, adoption, lifeline_command
+from ...reconcile.local import LocalRuntime, adoption, is_zombie, lifeline_command
 from ...settings.typed import LocalSettings
 from ..mixin import GPUSpawnerMixin
 from .exits import open_pidfd, wait_exit
@@ -296,6 +296,14 @@ class LocalGPUSpawner(PortsMixin, GPUSpawnerMixin, LocalProcessSpawner):
     async def _gpulab_memory_killed(self) -> bool:
         enforcer = self.gpulab_enforcer
         return bool(enforcer.controls) and await self.gpulab.run(enforcer.killed_for_memory, self.gpulab_cgroup)
+
+    async def _signal(self, sig):
+        """JupyterHub's (True: the process is still there), but a zombie is gone. A server adopted
+        from a hub that died is no child of this one: once it exits it stays a zombie until init
+        reaps it, and kill() still finds it. Its stop then sent SIGTERM and SIGKILL at once (the
+        exit had woken ``wait_for_death``) and logged "never died"."""
+        alive = await super()._signal(sig)
+        return alive and (self.proc is not None or not is_zombie(self.pid))
 
     async def wait_for_death(self, timeout=10):
         """JupyterHub's wait, but woken the moment the server's process exits (``exits.py``)
