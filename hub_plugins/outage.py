@@ -20,17 +20,26 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 
 import sqlalchemy as sa
 from tornado.web import OutputTransform
 
+from .reconcile import gate
+
 log = logging.getLogger("gpulab.outage")
 
 RETRY_AFTER = 30  # seconds, in the 503's Retry-After
 MESSAGE = ("The hub's database is unavailable right now, so this request could not be checked or "
            "carried out. Nothing was changed. Try again in a minute; if it lasts, tell an admin.")
+
+STILL_CHECKING = ("The hub has just restarted and is still checking this server, so it cannot be stopped "
+                  "yet. Nothing was changed. Try again in a few seconds.")
+CHECK_RETRY_AFTER = 5
+# a server's stop: /hub/api/users/<name>/server and .../servers/<server name>
+_SERVER_PATH = re.compile(r"/api/users/[^/]+/servers?(/|$)")
 
 # connection-level failures (an outage), as opposed to errors in a statement (a bug)
 _OUTAGE_TEXT = (
@@ -147,32 +156,39 @@ def watch(engine: sa.Engine) -> None:
             mark_down(str(ctx.original_exception))
 
 
-def body_for(path: str) -> tuple[str, bytes]:
+def body_for(path: str, message: str = MESSAGE, title: str = "database unavailable") -> tuple[str, bytes]:
     """(content type, body) of the 503: JSON for APIs (as JupyterHub's errors), text otherwise."""
     if "/api/" in path or path.endswith("/api"):
-        return "application/json", json.dumps({"status": 503, "message": MESSAGE}).encode()
-    html = (f"<!doctype html><title>503: database unavailable</title><h1>503: database unavailable</h1>"
-            f"<p>{MESSAGE}</p>")
+        return "application/json", json.dumps({"status": 503, "message": message}).encode()
+    html = f"<!doctype html><title>503: {title}</title><h1>503: {title}</h1><p>{message}</p>"
     return "text/html; charset=UTF-8", html.encode()
 
 
 class DatabaseOutage(OutputTransform):
     """While the database is down (and for AFTERMATH seconds after), answers that failed
-    because of it (401, 403, 500) become 503."""
+    because of it (401, 403, 500) become 503.
+
+    Also a stop while a restarted hub still checks the server (``reconcile/gate.py`` closed):
+    JupyterHub answers it 500 (a RuntimeError, "pending check"); it becomes a 503 that says to
+    try again in a few seconds."""
 
     def __init__(self, request):
         super().__init__(request)
         self.path = request.path or ""
+        self.method = request.method
         self.replaced = False
 
     def outage_answer(self, status_code: int) -> bool:
         return status_code in (401, 403, 500) and in_outage()
 
     def transform_first_chunk(self, status_code, headers, chunk, finishing):
-        if self.outage_answer(status_code):
-            ctype, body = body_for(self.path)
+        outage = self.outage_answer(status_code)
+        checking = (not outage and status_code == 500 and self.method == "DELETE"
+                    and _SERVER_PATH.search(self.path) is not None and not gate.is_open())
+        if checking or outage:
+            ctype, body = body_for(self.path, STILL_CHECKING, "the hub is starting") if checking else body_for(self.path)
             headers["Content-Type"] = ctype
-            headers["Retry-After"] = str(RETRY_AFTER)
+            headers["Retry-After"] = str(CHECK_RETRY_AFTER if checking else RETRY_AFTER)
             headers.pop("Transfer-Encoding", None)
             headers.pop("Content-Length", None)
             if finishing:

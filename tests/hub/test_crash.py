@@ -104,6 +104,32 @@ def test_a_restarted_hub_removes_the_cgroups_a_crash_left_empty(hub_factory, pro
         enforcer.cleanup(left)
 
 
+def test_a_stop_while_the_restarted_hub_checks_the_server_says_to_try_again(hub_factory):
+    """JupyterHub answers a stop 500 ("pending check") while a restarted hub still checks the
+    server (here one that does not answer: stopped with SIGSTOP while the hub was down). gpulab
+    turns it into a 503 that says so and when to retry; once the server answers, the stop works."""
+    hub = hub_factory(inventory="1xA100-80GB")
+    hub.create_users("kai")
+    hub.start_server("kai", {"gpus": 1})
+    (kai,) = live_servers(hub.hub_port).values()
+    hub.kill()
+    for pid in kai.pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        hub.start()
+        r = hub.api("DELETE", "/users/kai/server", raw=True)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "5", (r.status_code, r.text)
+        assert "still checking this server" in r.json()["message"] and "Try again in a few seconds" in r.text
+        assert "Uncaught exception" in hub.log_tail(200)  # JupyterHub's own 500 underneath, as before
+    finally:
+        for pid in kai.pids:
+            os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: hub.api("DELETE", "/users/kai/server")[0] in (202, 204), timeout=90, every=1,
+             what="the stop to go ahead once the server answers")
+    hub.wait_gone("kai")
+    assert hub.allocations() == []
+
+
 def test_orphans_are_stopped_within_a_poll_interval(hub_factory):
     """Processes of this hub that no server holds (with or without an allocation row) are
     stopped by the periodic reconcile; their allocation freed, their usage record closed."""

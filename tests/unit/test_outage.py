@@ -31,8 +31,8 @@ def test_what_is_an_outage(text, disconnect, expected):
     assert outage.is_outage(text, disconnect) is expected
 
 
-def transform(path="/hub/api/users", cls=outage.DatabaseOutage):
-    return cls(HTTPServerRequest(headers=HTTPHeaders({"Host": "hub"}), start_line=RequestStartLine("GET", path, "HTTP/1.1")))
+def transform(path="/hub/api/users", cls=outage.DatabaseOutage, method="GET"):
+    return cls(HTTPServerRequest(headers=HTTPHeaders({"Host": "hub"}), start_line=RequestStartLine(method, path, "HTTP/1.1")))
 
 
 @pytest.mark.parametrize("status, down, replaced", [
@@ -57,6 +57,32 @@ def test_pages_get_html_and_the_aftermath_counts():
     outage.mark_up()  # back just now: answers still failing from the outage are told so
     code, headers, body = transform("/hub/home").transform_first_chunk(500, HTTPHeaders(), b"", True)
     assert code == 503 and headers["Content-Type"].startswith("text/html") and b"database unavailable" in body
+
+
+@pytest.mark.parametrize("method, path, status, gate_open, down, expected", [
+    ("DELETE", "/hub/api/users/ann/server", 500, False, False, "checking"),
+    ("DELETE", "/hub/api/users/ann/servers/gpu", 500, False, False, "checking"),
+    ("DELETE", "/hub/api/users/ann/server", 500, True, False, None),  # after the check: a real 500
+    ("DELETE", "/hub/api/users/ann/server", 400, False, False, None),
+    ("DELETE", "/hub/api/users/ann", 500, False, False, None),  # deleting a user, not a stop
+    ("DELETE", "/hub/api/groups/ann", 500, False, False, None),
+    ("POST", "/hub/api/users/ann/server", 500, False, False, None),
+    ("DELETE", "/hub/api/users/ann/server", 500, False, True, "outage"),  # the database first
+])
+def test_a_stop_during_the_start_up_check(monkeypatch, method, path, status, gate_open, down, expected):
+    monkeypatch.setattr(outage.gate, "is_open", lambda: gate_open)
+    if down:
+        outage._state.down_since = 1.0
+    code, headers, body = transform(path, method=method).transform_first_chunk(status, HTTPHeaders(), b"x", True)
+    if expected is None:
+        assert (code, body) == (status, b"x")
+        return
+    assert code == 503
+    message = json.loads(body)["message"]
+    if expected == "checking":
+        assert headers["Retry-After"] == "5" and message == outage.STILL_CHECKING
+    else:
+        assert headers["Retry-After"] == "30" and message == outage.MESSAGE
 
 
 def test_services_map_the_hubs_upstream_failure():
