@@ -122,7 +122,7 @@ def queued(hub) -> list[tuple[str, str, str]]:
 
 def stop_everything(hub) -> bool:
     """One round of what an admin does to empty the hub; True once nothing runs, is held or waits.
-    Stops are repeated each round: JupyterHub answers a stop 500 ('pending check') while it still
+    Stops are repeated each round: a stop is refused (503, try again) while the restarted hub still
     checks a server it found at start-up, and a queued request whose waiting spawn died with the
     hub is not a server the hub lists, so it is withdrawn through the queue API instead."""
     live, allocations, waiting = live_servers(hub.hub_port), hub.allocations(), queued(hub)
