@@ -18,6 +18,7 @@ from urllib.parse import quote, urlparse
 
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httpserver import HTTPServer
+from tornado.log import access_log
 
 from hub_plugins.core import GPULab
 from hub_plugins.settings import typed
@@ -68,10 +69,31 @@ def listen_host(url) -> str:
     return os.environ.get("GPULAB_SERVICE_BIND") or url.hostname or "127.0.0.1"
 
 
+def access_level(method: str, path: str, status: int, credentials: bool, prefix: str) -> int:
+    """The level of a request's access-log line: tornado's (info, 4xx a warning, 5xx an error),
+    but debug for the hub's check that the service is up (a GET of the service's root without
+    credentials, every ``JupyterHub.service_check_interval`` seconds, answered with the login
+    redirect or MLflow's 401): each service logged it every minute, MLflow's as a warning."""
+    if method == "GET" and not credentials and status in (200, 302, 401) and path.rstrip("/") == prefix.rstrip("/"):
+        return logging.DEBUG
+    return logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+
+
+def log_request(handler) -> None:
+    """A service's access log (tornado's ``log_function``), at :func:`access_level`."""
+    req = handler.request
+    credentials = "Cookie" in req.headers or "Authorization" in req.headers
+    level = access_level(req.method, req.path, handler.get_status(), credentials,
+                         os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"))
+    access_log.log(level, "%d %s %.2fms", handler.get_status(), handler._request_summary(),
+                   1000.0 * req.request_time())
+
+
 def serve(app, port: int, host: str, **server_options) -> HTTPServer:
     """Serve ``app`` (a tornado Application) where JupyterHub expects this service: on the socket
     the lifeline bound for it at start (``GPULAB_LISTEN_FD``, see ``hub_plugins/lifeline.py``),
     else on ``host:port``."""
+    app.settings.setdefault("log_function", log_request)
     server = HTTPServer(app, **server_options)
     fd = os.environ.pop("GPULAB_LISTEN_FD", None)  # not for the service's own children
     if fd:

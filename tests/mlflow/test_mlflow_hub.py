@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.hub.test_form import login, signup
+from tests.support.polling import wait_for
 
 pytestmark = [pytest.mark.hub, pytest.mark.slow]
 
@@ -215,3 +216,15 @@ def test_refusals_never_break_the_next_request_through_the_proxy(hub, runs):
             r = requests.request(method, f"{api}/experiments/search", headers=headers, json=body)
             codes[(kind, r.status_code)] = codes.get((kind, r.status_code), 0) + 1
     assert codes == {("forged", 401): 300, ("none", 401): 300, ("bob", 200): 300}, codes
+
+
+def test_the_hubs_service_check_is_not_logged(hub):
+    """The hub GETs the service's root without credentials every minute to see that it is up:
+    MLflow's 401 to it was a warning in the hub's log each minute. A 401 anywhere else is still
+    logged as one."""
+    assert requests.get(f"{hub.url}/services/mlflow/").status_code == 401
+    assert requests.get(f"{hub.url}/services/mlflow/api/2.0/mlflow/experiments/search?gpulab-log").status_code == 401
+    logged = lambda: hub.log_path.read_text(errors="replace")  # noqa: E731
+    wait_for(lambda: "401 GET /services/mlflow/api/2.0/mlflow/experiments/search?gpulab-log" in logged(),
+             timeout=10, what="the refused search in the log")
+    assert "401 GET /services/mlflow/ (" not in logged()
