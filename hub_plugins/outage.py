@@ -14,6 +14,9 @@ uses two public extension points instead:
 
 ``watch(engine)`` is called for each engine; ``is_down()`` is what the transform (and gpulab's own
 refusals) ask. The decision of what counts as an outage is :func:`is_outage` (pure).
+
+The same transform answers one more bare 500 of JupyterHub's that is no bug either with a 503
+that says why (:func:`unavailable`, pure): a stop while a restarted hub still checks that server.
 """
 
 from __future__ import annotations
@@ -40,6 +43,17 @@ STILL_CHECKING = ("The hub has just restarted and is still checking this server,
 CHECK_RETRY_AFTER = 5
 # a server's stop: /hub/api/users/<name>/server and .../servers/<server name>
 _SERVER_PATH = re.compile(r"/api/users/[^/]+/servers?(/|$)")
+
+
+def unavailable(status: int, method: str, path: str, *, outage: bool, gate_open: bool) -> tuple[str, str, int] | None:
+    """(title, message, Retry-After seconds) of the 503 that replaces an answer, or None to keep
+    it. ``outage``: the database is (or was just) down and the answer is one it causes."""
+    if outage:
+        return "database unavailable", MESSAGE, RETRY_AFTER
+    if status == 500 and method == "DELETE" and not gate_open and _SERVER_PATH.search(path):
+        return "the hub is starting", STILL_CHECKING, CHECK_RETRY_AFTER
+    return None
+
 
 # connection-level failures (an outage), as opposed to errors in a statement (a bug)
 _OUTAGE_TEXT = (
@@ -168,9 +182,8 @@ class DatabaseOutage(OutputTransform):
     """While the database is down (and for AFTERMATH seconds after), answers that failed
     because of it (401, 403, 500) become 503.
 
-    Also a stop while a restarted hub still checks the server (``reconcile/gate.py`` closed):
-    JupyterHub answers it 500 (a RuntimeError, "pending check"); it becomes a 503 that says to
-    try again in a few seconds."""
+    Also a stop while a restarted hub still checks the server (``reconcile/gate.py`` closed:
+    JupyterHub answers it 500, a RuntimeError, "pending check"): :func:`unavailable`."""
 
     def __init__(self, request):
         super().__init__(request)
@@ -182,13 +195,13 @@ class DatabaseOutage(OutputTransform):
         return status_code in (401, 403, 500) and in_outage()
 
     def transform_first_chunk(self, status_code, headers, chunk, finishing):
-        outage = self.outage_answer(status_code)
-        checking = (not outage and status_code == 500 and self.method == "DELETE"
-                    and _SERVER_PATH.search(self.path) is not None and not gate.is_open())
-        if checking or outage:
-            ctype, body = body_for(self.path, STILL_CHECKING, "the hub is starting") if checking else body_for(self.path)
+        why = unavailable(status_code, self.method, self.path, outage=self.outage_answer(status_code),
+                          gate_open=gate.is_open())
+        if why is not None:
+            title, message, retry_after = why
+            ctype, body = body_for(self.path, message, title)
             headers["Content-Type"] = ctype
-            headers["Retry-After"] = str(CHECK_RETRY_AFTER if checking else RETRY_AFTER)
+            headers["Retry-After"] = str(retry_after)
             headers.pop("Transfer-Encoding", None)
             headers.pop("Content-Length", None)
             if finishing:

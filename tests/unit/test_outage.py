@@ -85,6 +85,18 @@ def test_a_stop_during_the_start_up_check(monkeypatch, method, path, status, gat
         assert headers["Retry-After"] == "30" and message == outage.MESSAGE
 
 
+@pytest.mark.parametrize("status, method, path, outage_, gate_open, title", [
+    (500, "DELETE", "/hub/api/users/ann/server", False, False, "the hub is starting"),
+    (500, "DELETE", "/hub/api/users/ann/server", True, False, "database unavailable"),  # the database first
+    (500, "POST", "/hub/api/users/ann/server", False, False, None),
+    (403, "GET", "/hub/api/users", True, True, "database unavailable"),
+    (500, "GET", "/hub/api/users", False, True, None),  # a bug stays a 500
+])
+def test_which_answers_become_503(status, method, path, outage_, gate_open, title):
+    why = outage.unavailable(status, method, path, outage=outage_, gate_open=gate_open)
+    assert (why and why[0]) == title
+
+
 def test_services_map_the_hubs_upstream_failure():
     code, _, _ = transform("/services/billing/api/usage", outage.ServiceOutage).transform_first_chunk(
         502, HTTPHeaders(), b"", True)
