@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sqlite3
+import sys
 from contextlib import suppress
 
 import sqlalchemy as sa
@@ -18,16 +19,38 @@ from jupyterhub.app import JupyterHub
 from jupyterhub.utils import maybe_future
 
 from ..gcpace import HubCollector
+from .ports import hub_endpoints, taken
 
 
 def adapt() -> None:
     if not JupyterHub.initialized():  # a subcommand that loads the config without serving
         return
     app = JupyterHub.instance()
+    check_ports_first(app)
     start_services_together(app)
     shut_down_without_database(app)
     journal_ahead(app)
     pace_collector(app)
+
+
+def check_ports_first(app: JupyterHub) -> None:
+    """Once JupyterHub has made its proxy (whether it starts one is known then) and before
+    anything listens, the ports it is about to listen on are checked (``ports.py``): a taken one
+    stops the hub with a message that names the port, its gpulab.yaml key and the program holding
+    it, instead of JupyterHub's traceback half-way through its start."""
+    init_proxy = app.init_proxy
+
+    def init_proxy_then_check():
+        init_proxy()
+        found = taken(hub_endpoints(app))
+        if found:
+            print("\ngpulab: the hub will not start:\n" + "\n".join(f"- {f}" for f in found) + "\n",
+                  file=sys.stderr)
+            with suppress(OSError):  # written at the start of JupyterHub's initialize; nothing ran
+                os.remove(app.pid_file)
+            sys.exit(2)
+
+    app.init_proxy = init_proxy_then_check
 
 
 def pace_collector(app: JupyterHub) -> None:
