@@ -35,6 +35,7 @@ from .reconcile import gate
 log = logging.getLogger("gpulab.outage")
 
 RETRY_AFTER = 30  # seconds, in the 503's Retry-After
+TITLE = "database unavailable"
 MESSAGE = ("The hub's database is unavailable right now, so this request could not be checked or "
            "carried out. Nothing was changed. Try again in a minute; if it lasts, tell an admin.")
 
@@ -49,7 +50,7 @@ def unavailable(status: int, method: str, path: str, *, outage: bool, gate_open:
     """(title, message, Retry-After seconds) of the 503 that replaces an answer, or None to keep
     it. ``outage``: the database is (or was just) down and the answer is one it causes."""
     if outage:
-        return "database unavailable", MESSAGE, RETRY_AFTER
+        return TITLE, MESSAGE, RETRY_AFTER
     if status == 500 and method == "DELETE" and not gate_open and _SERVER_PATH.search(path):
         return "the hub is starting", STILL_CHECKING, CHECK_RETRY_AFTER
     return None
@@ -170,7 +171,7 @@ def watch(engine: sa.Engine) -> None:
             mark_down(str(ctx.original_exception))
 
 
-def body_for(path: str, message: str = MESSAGE, title: str = "database unavailable") -> tuple[str, bytes]:
+def body_for(path: str, message: str = MESSAGE, title: str = TITLE) -> tuple[str, bytes]:
     """(content type, body) of the 503: JSON for APIs (as JupyterHub's errors), text otherwise."""
     if "/api/" in path or path.endswith("/api"):
         return "application/json", json.dumps({"status": 503, "message": message}).encode()

@@ -83,10 +83,9 @@ def log_request(handler) -> None:
     """A service's access log (tornado's ``log_function``), at :func:`access_level`."""
     req = handler.request
     credentials = "Cookie" in req.headers or "Authorization" in req.headers
-    level = access_level(req.method, req.path, handler.get_status(), credentials,
-                         os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"))
-    access_log.log(level, "%d %s %.2fms", handler.get_status(), handler._request_summary(),
-                   1000.0 * req.request_time())
+    status = handler.get_status()
+    level = access_level(req.method, req.path, status, credentials, os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/"))
+    access_log.log(level, "%d %s %.2fms", status, handler._request_summary(), 1000.0 * req.request_time())
 
 
 def serve(app, port: int, host: str, **server_options) -> HTTPServer:

@@ -59,23 +59,37 @@ def test_pages_get_html_and_the_aftermath_counts():
     assert code == 503 and headers["Content-Type"].startswith("text/html") and b"database unavailable" in body
 
 
-@pytest.mark.parametrize("method, path, status, gate_open, down, expected", [
-    ("DELETE", "/hub/api/users/ann/server", 500, False, False, "checking"),
-    ("DELETE", "/hub/api/users/ann/servers/gpu", 500, False, False, "checking"),
-    ("DELETE", "/hub/api/users/ann/server", 500, True, False, None),  # after the check: a real 500
-    ("DELETE", "/hub/api/users/ann/server", 400, False, False, None),
-    ("DELETE", "/hub/api/users/ann", 500, False, False, None),  # deleting a user, not a stop
-    ("DELETE", "/hub/api/groups/ann", 500, False, False, None),
-    ("POST", "/hub/api/users/ann/server", 500, False, False, None),
-    ("DELETE", "/hub/api/users/ann/server", 500, False, True, "outage"),  # the database first
+@pytest.mark.parametrize("status, method, path, outage_, gate_open, title", [
+    (500, "DELETE", "/hub/api/users/ann/server", False, False, "the hub is starting"),
+    (500, "DELETE", "/hub/api/users/ann/servers/gpu", False, False, "the hub is starting"),
+    (500, "DELETE", "/hub/api/users/ann/server", False, True, None),  # after the check: a real 500
+    (400, "DELETE", "/hub/api/users/ann/server", False, False, None),
+    (500, "DELETE", "/hub/api/users/ann", False, False, None),  # deleting a user, not a stop
+    (500, "DELETE", "/hub/api/groups/ann", False, False, None),
+    (500, "POST", "/hub/api/users/ann/server", False, False, None),
+    (500, "DELETE", "/hub/api/users/ann/server", True, False, "database unavailable"),  # the database first
+    (403, "GET", "/hub/api/users", True, True, "database unavailable"),
+    (500, "GET", "/hub/api/users", False, True, None),  # a bug stays a 500
 ])
-def test_a_stop_during_the_start_up_check(monkeypatch, method, path, status, gate_open, down, expected):
+def test_which_answers_become_503(status, method, path, outage_, gate_open, title):
+    why = outage.unavailable(status, method, path, outage=outage_, gate_open=gate_open)
+    assert (why and why[0]) == title
+
+
+@pytest.mark.parametrize("gate_open, down, expected", [
+    (False, False, "checking"),
+    (True, False, None),
+    (False, True, "outage"),
+])
+def test_the_transform_answers_a_stop_during_the_start_up_check(monkeypatch, gate_open, down, expected):
+    """What :func:`outage.unavailable` decides, as the transform sends it: status, Retry-After, body."""
     monkeypatch.setattr(outage.gate, "is_open", lambda: gate_open)
     if down:
         outage._state.down_since = 1.0
-    code, headers, body = transform(path, method=method).transform_first_chunk(status, HTTPHeaders(), b"x", True)
+    code, headers, body = transform("/hub/api/users/ann/server", method="DELETE").transform_first_chunk(
+        500, HTTPHeaders(), b"x", True)
     if expected is None:
-        assert (code, body) == (status, b"x")
+        assert (code, body) == (500, b"x")
         return
     assert code == 503
     message = json.loads(body)["message"]
@@ -83,18 +97,6 @@ def test_a_stop_during_the_start_up_check(monkeypatch, method, path, status, gat
         assert headers["Retry-After"] == "5" and message == outage.STILL_CHECKING
     else:
         assert headers["Retry-After"] == "30" and message == outage.MESSAGE
-
-
-@pytest.mark.parametrize("status, method, path, outage_, gate_open, title", [
-    (500, "DELETE", "/hub/api/users/ann/server", False, False, "the hub is starting"),
-    (500, "DELETE", "/hub/api/users/ann/server", True, False, "database unavailable"),  # the database first
-    (500, "POST", "/hub/api/users/ann/server", False, False, None),
-    (403, "GET", "/hub/api/users", True, True, "database unavailable"),
-    (500, "GET", "/hub/api/users", False, True, None),  # a bug stays a 500
-])
-def test_which_answers_become_503(status, method, path, outage_, gate_open, title):
-    why = outage.unavailable(status, method, path, outage=outage_, gate_open=gate_open)
-    assert (why and why[0]) == title
 
 
 def test_services_map_the_hubs_upstream_failure():
