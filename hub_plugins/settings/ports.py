@@ -8,9 +8,12 @@ hub"). Now the hub checks the ports it is about to listen on once it knows which
 (after JupyterHub made its proxy, before anything listens), and a taken one stops it with the
 port, the gpulab.yaml key that names it and, where the kernel tells, the program holding it.
 
-The proxy's ports are left out when the hub does not start its proxy (an external proxy, e.g. a
-separate service that outlives hub restarts, answers there by design) and when this state's own
-proxy from an earlier run still runs: JupyterHub stops that one itself before starting its own.
+The services it runs are checked too (a program on the billing port made the billing service
+exit with a traceback, and JupyterHub with it). The proxy's ports are left out when the hub does
+not start its proxy (an external proxy, e.g. a separate service that outlives hub restarts,
+answers there by design), and so is any port of this state's own proxy or service from an
+earlier run that still runs: JupyterHub stops the proxy, a service's lifeline the stale service,
+before their successors bind.
 
 :func:`problem` is the decision for one port (the probe's errno in); :func:`taken` does the
 binding and finds the holder in /proc.
@@ -138,9 +141,9 @@ def taken(endpoints: list[Endpoint]) -> list[str]:
     return out
 
 
-def own_proxy_runs(pid_file: str | None) -> bool:
-    """Whether the proxy an earlier run of this state started still runs (JupyterHub stops it
-    before it starts its own, so its ports are about to be free)."""
+def still_runs(pid_file: str | None) -> bool:
+    """Whether the process a pid file names (this state's, from an earlier run) still runs: about
+    to be stopped by what starts its successor, so the ports it holds are about to be free."""
     try:
         pid = int(open(pid_file).read().strip()) if pid_file else 0
     except (OSError, ValueError):
@@ -151,18 +154,33 @@ def own_proxy_runs(pid_file: str | None) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # alive, another user's
         return True
     return True
 
 
+# the gpulab.yaml key that sets each service's port
+SERVICE_KEYS = {"billing": "billing.port", "quotas": "services.quotas.url", "mlflow": "mlflow.port"}
+
+
+def pid_file_of(command: list[str]) -> str | None:
+    """The pid file a service's lifeline keeps (``settings/services.py``, ``supervised``): a
+    restarted hub's lifeline stops the stale one it names before the service binds."""
+    return command[command.index("--pidfile") + 1] if "--pidfile" in command[:-1] else None
+
+
 def hub_endpoints(app) -> list[Endpoint]:
-    """The ports this JupyterHub is about to listen on, itself or through the proxy it starts."""
+    """The ports this JupyterHub is about to listen on: itself, the proxy it starts, the services
+    it runs."""
     out = [Endpoint("hub.hub_bind_url", app.hub_bind_url or app.hub.bind_url)]
     proxy = app.proxy
-    if proxy.should_start and not own_proxy_runs(getattr(proxy, "pid_file", None)):
+    if proxy.should_start and not still_runs(getattr(proxy, "pid_file", None)):
         out.append(Endpoint("hub.bind_url", proxy.public_url))
         api_url = getattr(proxy, "api_url", None)  # ConfigurableHTTPProxy's; others have their own
         if api_url:
             out.append(Endpoint("hub.proxy_api_url", api_url))
+    for svc in app.services:  # an external service (no command) listens elsewhere, by design
+        url, command, name = svc.get("url"), svc.get("command"), svc.get("name", "")
+        if url and command and not still_runs(pid_file_of(list(command))):
+            out.append(Endpoint(SERVICE_KEYS.get(name, f"the {name} service's url"), url))
     return out

@@ -239,30 +239,6 @@ def test_a_second_hub_on_the_same_state_is_refused_and_the_first_runs_on(hub_fac
     assert hub.api("GET", "/")[0] == 200
 
 
-def test_a_second_install_on_the_same_ports_is_refused_and_the_first_runs_on(hub_factory):
-    """Another install (its own state directory) with the running hub's ports: refused before it
-    listens on anything, naming each port, its gpulab.yaml key and the program holding it. Before,
-    it got past the state lock and ended in JupyterHub's traceback: the running hub's proxy
-    answered its API with 403 Forbidden."""
-    hub = hub_factory()
-    proxy = int((hub.state_dir / "jupyterhub-proxy.pid").read_text())
-    other = hub_factory(start=False)
-    other.config["hub"].update({k: hub.config["hub"][k] for k in ("bind_url", "hub_bind_url", "proxy_api_url")})
-    other.write_config()
-    second = subprocess.run([str(VENV_BIN / "jupyterhub"), "-f", str(ROOT / "config" / "jupyterhub_config.py")],
-                            cwd=other.dir, env=dict(os.environ, GPULAB_CONFIG=str(other.config_path)),
-                            capture_output=True, text=True, timeout=120)
-    assert second.returncode == 2, second.stderr[-2000:]
-    for port, key, pid in ((hub.hub_port, "hub.hub_bind_url", hub.proc.pid), (hub.port, "hub.bind_url", proxy),
-                           (hub.proxy_port, "hub.proxy_api_url", proxy)):
-        said = f"port {port} ({key}: {hub.config['hub'][key[4:]]}) is in use by pid {pid} ("
-        assert said in second.stderr, second.stderr[-2000:]
-    assert "Traceback" not in second.stderr
-    assert not (other.state_dir / "jupyterhub-proxy.pid").exists()  # it started no proxy
-    assert not (other.state_dir / "jupyterhub.pid").exists()
-    assert environ(proxy) is not None and hub.api("GET", "/")[0] == 200  # the first runs on
-
-
 def listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0

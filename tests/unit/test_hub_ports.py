@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from hub_plugins.settings.ports import (Endpoint, address, holder, hub_endpoints, own_proxy_runs, probe, problem,
-                                       shortened, taken)
+from hub_plugins.settings.ports import (Endpoint, address, holder, hub_endpoints, pid_file_of, probe, problem,
+                                       shortened, still_runs, taken)
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -85,14 +85,15 @@ def test_a_name_that_does_not_resolve_is_left_for_the_server_to_report():
     assert probe("no-such-host.invalid", 8000) is None
 
 
-def _app(tmp_path, should_start=True, pid=None, api_url="http://127.0.0.1:8001"):
+def _app(tmp_path, should_start=True, pid=None, api_url="http://127.0.0.1:8001", services=()):
     pid_file = tmp_path / "proxy.pid"
     pid_file.unlink(missing_ok=True)
     if pid is not None:
         pid_file.write_text(str(pid))
     proxy = SimpleNamespace(should_start=should_start, pid_file=str(pid_file), public_url="http://127.0.0.1:8000",
                             api_url=api_url)
-    return SimpleNamespace(hub_bind_url="", hub=SimpleNamespace(bind_url="http://127.0.0.1:8081/hub/"), proxy=proxy)
+    return SimpleNamespace(hub_bind_url="", hub=SimpleNamespace(bind_url="http://127.0.0.1:8081/hub/"), proxy=proxy,
+                           services=list(services))
 
 
 def _keys(app):
@@ -110,12 +111,36 @@ def test_the_ports_checked_are_those_this_hub_is_about_to_listen_on(tmp_path):
     assert _keys(_app(tmp_path, api_url=None)) == ["hub.hub_bind_url", "hub.bind_url"]  # not CHP
 
 
+def test_the_services_ports_are_checked_unless_an_earlier_run_of_theirs_still_runs(tmp_path):
+    alive, dead = tmp_path / "alive.pid", tmp_path / "dead.pid"
+    alive.write_text(str(os.getpid()))
+    dead.write_text(str(2**22 + 1))
+    services = [
+        {"name": "billing", "url": "http://127.0.0.1:10101", "command": ["lifeline", "--pidfile", str(dead), "--", "x"]},
+        {"name": "quotas", "url": "http://127.0.0.1:7000", "command": ["lifeline", "--pidfile", str(alive), "--", "x"]},
+        {"name": "culler", "command": ["x"]},  # listens nowhere
+        {"name": "lab-wiki", "url": "http://10.0.0.5:80"},  # external: runs elsewhere
+        {"name": "mine", "url": "http://127.0.0.1:7001", "command": ["x"]},  # no lifeline: always checked
+    ]
+    assert _keys(_app(tmp_path, should_start=False, services=services)) == [
+        "hub.hub_bind_url", "billing.port", "the mine service's url"]
+
+
+@pytest.mark.parametrize("command, expected", [
+    (["python", "lifeline.py", "--pidfile", "/s/services/billing.pid", "--", "python"], "/s/services/billing.pid"),
+    (["python", "-m", "services.billing"], None),
+    (["x", "--pidfile"], None),  # nothing after it
+])
+def test_the_pid_file_a_services_lifeline_keeps(command, expected):
+    assert pid_file_of(command) == expected
+
+
 @pytest.mark.parametrize("content", ["", "x", "0", "-1"])
 def test_a_pid_file_without_a_process_names_no_running_proxy(tmp_path, content):
     (tmp_path / "p").write_text(content)
-    assert not own_proxy_runs(str(tmp_path / "p"))
-    assert not own_proxy_runs(str(tmp_path / "missing"))
-    assert not own_proxy_runs(None)
+    assert not still_runs(str(tmp_path / "p"))
+    assert not still_runs(str(tmp_path / "missing"))
+    assert not still_runs(None)
 
 
 @pytest.mark.parametrize("argv, width, expected", [
