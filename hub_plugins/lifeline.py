@@ -133,18 +133,26 @@ def _until(done, seconds: float) -> None:
         time.sleep(0.05)
 
 
-def replace_stale(pidfile: str, wait: float = 4.0) -> None:
-    """Stop the lifeline a previous hub left behind for the same pidfile, and all it runs (never
-    two instances of a service at once: a lifeline too slow to act on SIGTERM, starved on a loaded
-    machine, is killed here, which what its service started would outlive); then claim the file."""
+def stale(pidfile: str) -> int:
+    """The pid of the lifeline a previous hub left behind for ``pidfile``, or 0: the process the
+    file names must be alive, a lifeline, and one for this very file (after a reboot the pid may
+    be another program's, which is never touched)."""
     try:
         with open(pidfile) as f:
             old = int(f.read().strip() or 0)
     except (OSError, ValueError):
-        old = 0
-    args = cmdline(old) if old and old != os.getpid() else []
-    if "--pidfile" in args and pidfile in args and is_lifeline(args):
-        # gone: exited (a zombie has no command line) or its pid now another command's
+        return 0
+    args = cmdline(old) if old > 0 and old != os.getpid() else []
+    # gone: exited (a zombie has no command line) or its pid now another command's
+    return old if "--pidfile" in args and pidfile in args and is_lifeline(args) else 0
+
+
+def replace_stale(pidfile: str, wait: float = 4.0) -> None:
+    """Stop the lifeline a previous hub left behind for the same pidfile, and all it runs (never
+    two instances of a service at once: a lifeline too slow to act on SIGTERM, starved on a loaded
+    machine, is killed here, which what its service started would outlive); then claim the file."""
+    old = stale(pidfile)
+    if old:
         procs = {p: cmd for p, cmd in _family(old).items() if cmd}
         left = lambda: [p for p, cmd in procs.items() if cmdline(p) == cmd]  # noqa: E731
         _signal(old, signal.SIGTERM)  # it stops its child (--grace) and exits

@@ -19,7 +19,7 @@ from jupyterhub.app import JupyterHub
 from jupyterhub.utils import maybe_future
 
 from ..gcpace import HubCollector
-from .ports import hub_endpoints, taken
+from .ports import forget_foreign_proxy, hub_endpoints, taken
 
 
 def adapt() -> None:
@@ -37,11 +37,13 @@ def check_ports_first(app: JupyterHub) -> None:
     """Once JupyterHub has made its proxy (whether it starts one is known then) and before
     anything listens, the ports it is about to listen on are checked (``ports.py``): a taken one
     stops the hub with a message that names the port, its gpulab.yaml key and the program holding
-    it, instead of JupyterHub's traceback half-way through its start."""
+    it, instead of JupyterHub's traceback half-way through its start. A proxy pid file that names
+    another program goes first, before JupyterHub would stop that program as its stale proxy."""
     init_proxy = app.init_proxy
 
     def init_proxy_then_check():
         init_proxy()
+        forget_foreign_proxy(app.proxy, app.log)
         found = taken(hub_endpoints(app))
         if found:
             print("\ngpulab: the hub will not start:\n" + "\n".join(f"- {f}" for f in found) + "\n",

@@ -15,6 +15,10 @@ answers there by design), and so is any port of this state's own proxy or servic
 earlier run that still runs: JupyterHub stops the proxy, a service's lifeline the stale service,
 before their successors bind.
 
+A pid file of this state's proxy that names a live process which is no proxy (the pid reused,
+after a reboot say) is removed before JupyterHub reads it: JupyterHub signals whatever process
+the file names, SIGTERM then SIGKILL, and a hub running as root would have killed that program.
+
 :func:`problem` is the decision for one port (the probe's errno in); :func:`taken` does the
 binding and finds the holder in /proc.
 """
@@ -26,6 +30,8 @@ import os
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from ..lifeline import cmdline, stale
 
 
 @dataclass(frozen=True)
@@ -88,13 +94,13 @@ def probe(host: str, port: int) -> int | None:
     return None
 
 
-def holder(port: int, proc: str = "/proc") -> str | None:
+def holder(port: int) -> str | None:
     """'pid N (command line)' of a process listening on TCP ``port``, where /proc shows it (a
     process of another user hides its descriptors unless the hub runs as root)."""
     inodes = set()
     for table in ("net/tcp", "net/tcp6"):
         try:
-            lines = open(os.path.join(proc, table)).read().splitlines()[1:]
+            lines = open(os.path.join("/proc", table)).read().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
@@ -104,15 +110,14 @@ def holder(port: int, proc: str = "/proc") -> str | None:
                 inodes.add(f"socket:[{f[9]}]")
     if not inodes:
         return None
-    for pid in filter(str.isdigit, os.listdir(proc)):
-        fds = os.path.join(proc, pid, "fd")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        fds = os.path.join("/proc", pid, "fd")
         try:
             if not any(os.readlink(os.path.join(fds, fd)) in inodes for fd in os.listdir(fds)):
                 continue
-            argv = open(os.path.join(proc, pid, "cmdline"), "rb").read().split(b"\0")
         except OSError:  # not ours to look at, or gone
             continue
-        return f"pid {pid} ({shortened([a.decode(errors='replace') for a in argv if a])})"
+        return f"pid {pid} ({shortened(cmdline(int(pid)))})"
     return None
 
 
@@ -141,26 +146,43 @@ def taken(endpoints: list[Endpoint]) -> list[str]:
     return out
 
 
-def still_runs(pid_file: str | None) -> bool:
-    """Whether the process a pid file names (this state's, from an earlier run) still runs: about
-    to be stopped by what starts its successor, so the ports it holds are about to be free."""
+def proxy_left_running(pid_file: str | None, command: list[str]) -> int | None:
+    """What this state's proxy pid file names: the pid of the proxy an earlier run left running
+    (JupyterHub stops it before starting its own, so its ports are about to be free); 0 when it
+    names nothing alive; None when it names a live process that is no proxy (a pid reused, after
+    a reboot say). JupyterHub on Linux signals whatever process the file names, SIGTERM then
+    SIGKILL: that pid file must go first (:func:`forget_foreign_proxy`)."""
     try:
         pid = int(open(pid_file).read().strip()) if pid_file else 0
     except (OSError, ValueError):
-        return False
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+        return 0
+    if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+        return 0
+    args = cmdline(pid)
+    if not args:  # a zombie, or gone meanwhile
+        return 0
+    name = os.path.basename(command[0]) if command else "configurable-http-proxy"
+    return pid if any(name in a for a in args) else None
 
 
 # the gpulab.yaml key that sets each service's port
 SERVICE_KEYS = {"billing": "billing.port", "quotas": "services.quotas.url", "mlflow": "mlflow.port"}
+
+
+def forget_foreign_proxy(proxy, log) -> None:
+    """Remove this state's proxy pid file where it names a live process that is no proxy, so that
+    JupyterHub does not stop that process as a stale proxy (it checks only that the pid is
+    alive): after a reboot, a hub running as root would have killed whatever program now had
+    that pid."""
+    pid_file = getattr(proxy, "pid_file", None)
+    if not proxy.should_start or not pid_file:
+        return
+    if proxy_left_running(pid_file, list(getattr(proxy, "command", None) or ())) is None:
+        with open(pid_file) as f:
+            pid = f.read().strip()
+        log.warning("gpulab: %s names pid %s, which now runs another program (%s); left alone, "
+                    "the file removed", pid_file, pid, shortened(cmdline(int(pid))))
+        os.remove(pid_file)
 
 
 def pid_file_of(command: list[str]) -> str | None:
@@ -174,13 +196,15 @@ def hub_endpoints(app) -> list[Endpoint]:
     it runs."""
     out = [Endpoint("hub.hub_bind_url", app.hub_bind_url or app.hub.bind_url)]
     proxy = app.proxy
-    if proxy.should_start and not still_runs(getattr(proxy, "pid_file", None)):
+    if proxy.should_start and not proxy_left_running(getattr(proxy, "pid_file", None),
+                                                         list(getattr(proxy, "command", None) or ())):
         out.append(Endpoint("hub.bind_url", proxy.public_url))
         api_url = getattr(proxy, "api_url", None)  # ConfigurableHTTPProxy's; others have their own
         if api_url:
             out.append(Endpoint("hub.proxy_api_url", api_url))
     for svc in app.services:  # an external service (no command) listens elsewhere, by design
         url, command, name = svc.get("url"), svc.get("command"), svc.get("name", "")
-        if url and command and not still_runs(pid_file_of(list(command))):
+        pid_file = pid_file_of(list(command or ()))
+        if url and command and not (pid_file and stale(pid_file)):
             out.append(Endpoint(SERVICE_KEYS.get(name, f"the {name} service's url"), url))
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 
 from tests.support.hubproc import ROOT, VENV_BIN
 from tests.support.procs import environ
@@ -58,3 +59,42 @@ def test_a_program_on_a_services_port_keeps_the_hub_from_starting(hub_factory):
     hub.start()  # the port free again: it starts
     assert hub.api("GET", "/")[0] == 200
     hub.wait_service("billing")
+
+
+def test_a_proxy_pid_file_naming_another_program_leaves_that_program_alone(hub_factory):
+    """After a reboot the state's proxy pid file may name a pid that another program now has.
+    JupyterHub stops whatever the file names (SIGTERM, then SIGKILL); gpulab removes the file first."""
+    hub = hub_factory(start=False)
+    hub.state_dir.mkdir(parents=True)
+    bystander = subprocess.Popen(["sleep", "120"])
+    try:
+        (hub.state_dir / "jupyterhub-proxy.pid").write_text(str(bystander.pid))
+        hub.start()
+        assert hub.api("GET", "/")[0] == 200
+        assert bystander.poll() is None  # stock JupyterHub: killed as the "proxy still running"
+        assert f"names pid {bystander.pid}, which now runs another program (sleep 120)" in hub.log_path.read_text()
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_service_pid_file_naming_another_program_on_its_port_is_no_stale_service(hub_factory):
+    """The billing service's pid file names a live process that is no lifeline (a pid reused) and
+    that holds the service's port: the lifeline would never stop it, so the port counts as taken."""
+    hub = hub_factory(start=False)
+    port = hub.config["billing"]["port"]
+    (hub.state_dir / "services").mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import socket, sys, time\ns = socket.socket()\n"
+                               "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                               f"s.bind(('127.0.0.1', {port}))\ns.listen()\nprint('up', flush=True)\ntime.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "up"
+        (hub.state_dir / "services" / "billing.pid").write_text(str(holder.pid))
+        run = _start(hub)
+        assert run.returncode == 2, run.stderr[-2000:]
+        assert f"port {port} (billing.port: http://127.0.0.1:{port}) is in use by pid {holder.pid} (" in run.stderr
+        assert holder.poll() is None
+    finally:
+        holder.kill()
+        holder.wait()

@@ -4,14 +4,17 @@ says, and the probe and the holder read from the real kernel (a socket this test
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
 
-from hub_plugins.settings.ports import (Endpoint, address, holder, hub_endpoints, pid_file_of, probe, problem,
-                                       shortened, still_runs, taken)
+from hub_plugins.settings.ports import (Endpoint, address, forget_foreign_proxy, holder, hub_endpoints, pid_file_of,
+                                       probe, problem, proxy_left_running, shortened, taken)
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -85,13 +88,30 @@ def test_a_name_that_does_not_resolve_is_left_for_the_server_to_report():
     assert probe("no-such-host.invalid", 8000) is None
 
 
+@pytest.fixture
+def proxy_like():
+    """A live process whose command line reads like a proxy's (what a pid file may name)."""
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "configurable-http-proxy"])
+    yield p
+    p.kill()
+    p.wait()
+
+
+@pytest.fixture
+def other_program():
+    p = subprocess.Popen(["sleep", "60"])
+    yield p
+    p.kill()
+    p.wait()
+
+
 def _app(tmp_path, should_start=True, pid=None, api_url="http://127.0.0.1:8001", services=()):
     pid_file = tmp_path / "proxy.pid"
     pid_file.unlink(missing_ok=True)
     if pid is not None:
         pid_file.write_text(str(pid))
     proxy = SimpleNamespace(should_start=should_start, pid_file=str(pid_file), public_url="http://127.0.0.1:8000",
-                            api_url=api_url)
+                            api_url=api_url, command=["/opt/x/node_modules/.bin/configurable-http-proxy"])
     return SimpleNamespace(hub_bind_url="", hub=SimpleNamespace(bind_url="http://127.0.0.1:8081/hub/"), proxy=proxy,
                            services=list(services))
 
@@ -100,30 +120,66 @@ def _keys(app):
     return [e.key for e in hub_endpoints(app)]
 
 
-def test_the_ports_checked_are_those_this_hub_is_about_to_listen_on(tmp_path):
+def test_the_ports_checked_are_those_this_hub_is_about_to_listen_on(tmp_path, proxy_like, other_program):
     everything = ["hub.hub_bind_url", "hub.bind_url", "hub.proxy_api_url"]
     assert _keys(_app(tmp_path)) == everything
     assert _keys(_app(tmp_path, pid=2**22 + 1)) == everything  # a stale pid file: no such process
+    assert _keys(_app(tmp_path, pid=other_program.pid)) == everything  # a pid reused by another program
     # an external proxy answers there by design
     assert _keys(_app(tmp_path, should_start=False)) == ["hub.hub_bind_url"]
     # this state's proxy from an earlier run: JupyterHub stops it before starting its own
-    assert _keys(_app(tmp_path, pid=os.getpid())) == ["hub.hub_bind_url"]
+    assert _keys(_app(tmp_path, pid=proxy_like.pid)) == ["hub.hub_bind_url"]
     assert _keys(_app(tmp_path, api_url=None)) == ["hub.hub_bind_url", "hub.bind_url"]  # not CHP
 
 
-def test_the_services_ports_are_checked_unless_an_earlier_run_of_theirs_still_runs(tmp_path):
-    alive, dead = tmp_path / "alive.pid", tmp_path / "dead.pid"
-    alive.write_text(str(os.getpid()))
+def test_the_services_ports_are_checked_unless_their_lifeline_from_an_earlier_run_runs(tmp_path, other_program):
+    dead, reused, alive = tmp_path / "dead.pid", tmp_path / "reused.pid", tmp_path / "alive.pid"
     dead.write_text(str(2**22 + 1))
-    services = [
-        {"name": "billing", "url": "http://127.0.0.1:10101", "command": ["lifeline", "--pidfile", str(dead), "--", "x"]},
-        {"name": "quotas", "url": "http://127.0.0.1:7000", "command": ["lifeline", "--pidfile", str(alive), "--", "x"]},
-        {"name": "culler", "command": ["x"]},  # listens nowhere
-        {"name": "lab-wiki", "url": "http://10.0.0.5:80"},  # external: runs elsewhere
-        {"name": "mine", "url": "http://127.0.0.1:7001", "command": ["x"]},  # no lifeline: always checked
-    ]
-    assert _keys(_app(tmp_path, should_start=False, services=services)) == [
-        "hub.hub_bind_url", "billing.port", "the mine service's url"]
+    reused.write_text(str(other_program.pid))  # alive, but no lifeline: the lifeline never stops it
+    lifeline = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "lifeline.py", "--pidfile",
+                                 str(alive)])
+    alive.write_text(str(lifeline.pid))
+    try:
+        services = [
+            {"name": "billing", "url": "http://127.0.0.1:10101", "command": ["l", "--pidfile", str(dead), "--", "x"]},
+            {"name": "mlflow", "url": "http://127.0.0.1:5000", "command": ["l", "--pidfile", str(reused), "--", "x"]},
+            {"name": "quotas", "url": "http://127.0.0.1:7000", "command": ["l", "--pidfile", str(alive), "--", "x"]},
+            {"name": "culler", "command": ["x"]},  # listens nowhere
+            {"name": "lab-wiki", "url": "http://10.0.0.5:80"},  # external: runs elsewhere
+            {"name": "mine", "url": "http://127.0.0.1:7001", "command": ["x"]},  # no lifeline: always checked
+        ]
+        assert _keys(_app(tmp_path, should_start=False, services=services)) == [
+            "hub.hub_bind_url", "billing.port", "mlflow.port", "the mine service's url"]
+    finally:
+        lifeline.kill()
+        lifeline.wait()
+
+
+def test_what_a_proxy_pid_file_names(tmp_path, proxy_like, other_program):
+    f = tmp_path / "proxy.pid"
+    cmd = ["configurable-http-proxy"]
+    for content, expected in [(str(proxy_like.pid), proxy_like.pid), (str(other_program.pid), None),
+                              (str(2**22 + 1), 0), ("", 0), ("x", 0), ("-1", 0)]:
+        f.write_text(content)
+        assert proxy_left_running(str(f), cmd) == expected, content
+    assert proxy_left_running(str(tmp_path / "missing"), cmd) == 0
+    assert proxy_left_running(None, cmd) == 0
+
+
+def test_a_proxy_pid_file_naming_another_program_is_removed_before_jupyterhub_signals_it(
+        tmp_path, proxy_like, other_program, caplog):
+    log = logging.getLogger("test")
+    app = _app(tmp_path, pid=other_program.pid)
+    forget_foreign_proxy(app.proxy, log)
+    assert not os.path.exists(app.proxy.pid_file)
+    assert f"names pid {other_program.pid}, which now runs another program (sleep 60)" in caplog.text
+    app = _app(tmp_path, pid=proxy_like.pid)
+    forget_foreign_proxy(app.proxy, log)  # a proxy: JupyterHub's to stop
+    assert os.path.exists(app.proxy.pid_file)
+    app = _app(tmp_path, pid=other_program.pid, should_start=False)
+    forget_foreign_proxy(app.proxy, log)  # not this hub's proxy to start: its file is not read
+    assert os.path.exists(app.proxy.pid_file)
+    assert other_program.poll() is None and proxy_like.poll() is None
 
 
 @pytest.mark.parametrize("command, expected", [
@@ -133,14 +189,6 @@ def test_the_services_ports_are_checked_unless_an_earlier_run_of_theirs_still_ru
 ])
 def test_the_pid_file_a_services_lifeline_keeps(command, expected):
     assert pid_file_of(command) == expected
-
-
-@pytest.mark.parametrize("content", ["", "x", "0", "-1"])
-def test_a_pid_file_without_a_process_names_no_running_proxy(tmp_path, content):
-    (tmp_path / "p").write_text(content)
-    assert not still_runs(str(tmp_path / "p"))
-    assert not still_runs(str(tmp_path / "missing"))
-    assert not still_runs(None)
 
 
 @pytest.mark.parametrize("argv, width, expected", [
