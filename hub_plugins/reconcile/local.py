@@ -75,6 +75,16 @@ def parse_environ(raw: bytes) -> dict[str, str]:
     return env
 
 
+def runs_server(pid: int, hub_id: str, user: str, server_name: str) -> bool:
+    """Whether ``pid`` is still that server's process: started by this hub for that user and
+    server (its environment, read from the kernel), and not a zombie (whose environment reads
+    empty). A pid the kernel has given to another program since is not: the server died while
+    the hub was down and the machine rebooted, or the pids wrapped (32,768 by default)."""
+    env = read_environ(pid)
+    return bool(env) and (env.get(HUB_ID_VAR), env.get("JUPYTERHUB_USER"), env.get("JUPYTERHUB_SERVER_NAME")) == (
+        hub_id, user, server_name)
+
+
 def is_zombie(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:

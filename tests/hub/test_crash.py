@@ -4,10 +4,12 @@ a stop is quick. Read from the processes themselves (/proc) and gpulab's tables.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -195,6 +197,41 @@ def test_servers_killed_while_the_hub_is_down_are_charged_until_they_died(hub_fa
     lost = (t_fox - recs["fox"]["stopped_at"]).total_seconds()
     assert -1 < lost < 5 + 1.5, (recs["fox"]["stopped_at"], t_fox)
     assert hub.allocations() == []
+
+
+def test_a_pid_another_program_took_while_the_hub_was_down_is_never_signalled(hub_factory):
+    """The server died while the hub was down, and the pid the hub recorded for it is now another
+    program's (the machine rebooted, or the pids wrapped: 32,768 by default). Stock JupyterHub's
+    poll finds that pid alive, takes the server for running and, once its URL does not answer,
+    stops it: SIGTERM, then SIGKILL to that program. Here the server is gone, its GPU freed, and
+    that program lives on. (The record is pointed at the program, as a reboot would leave it.)"""
+    hub = hub_factory(inventory="1xA100-80GB")
+    hub.create_users("gus")
+    hub.start_server("gus", {"gpus": 1})
+    [server] = live_servers(hub.hub_port).values()
+    hub.kill()
+    for pid in server.pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        db = sqlite3.connect(hub.state_dir / "jupyterhub.sqlite")
+        with db:
+            [(row, state)] = db.execute("SELECT id, state FROM spawners WHERE state LIKE '%\"pid\"%'").fetchall()
+            assert json.loads(state)["pid"] == lifeline_of(server)
+            db.execute("UPDATE spawners SET state = ? WHERE id = ?",
+                       (json.dumps({**json.loads(state), "pid": bystander.pid}), row))
+        db.close()
+        hub.start()
+        hub.wait_gone("gus", timeout=60)
+        wait_for(lambda: hub.allocations() == [], timeout=30, what="its GPU to be freed")
+        time.sleep(2)  # a stop would have signalled it by now
+        assert bystander.poll() is None, "the program that took the server's pid was stopped"
+    finally:
+        bystander.kill()
+        bystander.wait()
 
 
 def test_services_die_with_the_hub_and_a_stale_one_is_replaced(hub_factory):

@@ -23,7 +23,7 @@ from ...isolation.plan import cgroup_name
 from ...lifeline import LOADER_PREFIX, LOADER_VARS
 from ...envs.status import Environments, describe
 from ...settings.schema import DEFAULTS
-from ...reconcile.local import LocalRuntime, adoption, is_zombie, lifeline_command
+from ...reconcile.local import LocalRuntime, adoption, is_zombie, lifeline_command, runs_server
 from ...settings.typed import LocalSettings
 from ..mixin import GPUSpawnerMixin
 from .exits import open_pidfd, wait_exit
@@ -298,10 +298,16 @@ class LocalGPUSpawner(PortsMixin, GPUSpawnerMixin, LocalProcessSpawner):
         return bool(enforcer.controls) and await self.gpulab.run(enforcer.killed_for_memory, self.gpulab_cgroup)
 
     async def _signal(self, sig):
-        """JupyterHub's (True: the process is still there), but a zombie is gone. A server adopted
-        from a hub that died is no child of this one: once it exits it stays a zombie until init
-        reaps it, and kill() still finds it. Its stop then sent SIGTERM and SIGKILL at once (the
-        exit had woken ``wait_for_death``) and logged "never died"."""
+        """JupyterHub's (True: the process is still there), but for a server that is no child of
+        this hub (one the hub ran before a restart, or adopted) only while its pid is still that
+        server's (``runs_server``). JupyterHub checks only that the pid is alive: after a reboot,
+        or once the pids wrapped, it took whatever program had the server's pid for the server,
+        and its stop sent that program SIGTERM, then SIGKILL. And a zombie is gone: an adopted
+        server that exits stays one until init reaps it, and kill() still finds it (its stop then
+        sent SIGTERM and SIGKILL at once and logged "never died")."""
+        if self.proc is None and self.pid and not runs_server(self.pid, self.gpulab.hub_id, self.user.name,
+                                                              self.name or ""):
+            return False
         alive = await super()._signal(sig)
         return alive and (self.proc is not None or not is_zombie(self.pid))
 
