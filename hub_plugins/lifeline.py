@@ -12,20 +12,18 @@ lifeline, whatever the signal, never leaves the server behind. Options:
   charged until it really died (at most S seconds lost if the lifeline is killed with SIGKILL).
 - ``--with-parent PID``: SIGTERM when the parent (the hub) dies, even by SIGKILL; exit at once
   if it is already gone. Hub services live and die with the hub.
-- ``--pidfile PATH``: one instance per file: a live lifeline named there (same file, checked in
-  its command line) is stopped first, with its service and what that started, before the command
-  starts. A restarted hub replaces a stale service holding a port.
+- ``--pidfile PATH``: one instance per file: a live lifeline named there (``stale``) is stopped
+  first, with what it started. A restarted hub replaces a stale service holding a port.
 - ``--grace S``: on SIGINT/SIGTERM the signal goes to the child's process group; SIGKILL after S
   seconds. Services use a short grace so that the hub shuts down quickly.
 - ``--join FILE`` (repeated), ``--user NAME``, ``--chdir DIR``: first, while still root, its pid
   into each cgroup.procs FILE (the server's cgroups), then become NAME (groups, gid, uid), start
-  in DIR, and give the server back the loader variables the hub renamed ``GPULAB_LOADER_<NAME>``.
-  The hub's fork then runs no Python in the child, so the kernel can use ``vfork``: the event
-  loop no longer waits for a copy of its memory map, the cgroups' locks and the user's groups.
+  in DIR, and give the server back the loader variables the hub renamed ``GPULAB_LOADER_<NAME>``:
+  the hub's fork runs no Python in the child, so the kernel can use ``vfork`` (no copy of the
+  loop's memory map, no waits on the cgroups' locks and the user's groups).
 - ``--prebind``: binds the port of ``$JUPYTERHUB_SERVICE_URL`` before the command starts and
-  hands the listening socket over (``$GPULAB_LISTEN_FD``, see ``services/base.py``): JupyterHub
-  waits for each service in turn, polling with growing pauses; a port bound within milliseconds
-  lets its first look connect and get the answer the moment the service is ready.
+  hands the listening socket over (``$GPULAB_LISTEN_FD``, ``services/base.py``): JupyterHub's
+  first look at the service connects and gets its answer the moment the service is ready.
 
 The exit status is the child's (128 + signal when it was killed by one), as a shell reports it.
 Servers run ``lifeline.c`` where ``make install`` built it (the same, without a Python start).
@@ -134,16 +132,14 @@ def _until(done, seconds: float) -> None:
 
 
 def stale(pidfile: str) -> int:
-    """The pid of the lifeline a previous hub left behind for ``pidfile``, or 0: the process the
-    file names must be alive, a lifeline, and one for this very file (after a reboot the pid may
-    be another program's, which is never touched)."""
+    """The pid of the lifeline a previous hub left for ``pidfile`` (alive, a lifeline, for this
+    very file), or 0: exited (a zombie has no command line), or its pid now another program's."""
     try:
         with open(pidfile) as f:
             old = int(f.read().strip() or 0)
     except (OSError, ValueError):
         return 0
     args = cmdline(old) if old > 0 and old != os.getpid() else []
-    # gone: exited (a zombie has no command line) or its pid now another command's
     return old if "--pidfile" in args and pidfile in args and is_lifeline(args) else 0
 
 

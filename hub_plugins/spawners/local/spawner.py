@@ -299,12 +299,10 @@ class LocalGPUSpawner(PortsMixin, GPUSpawnerMixin, LocalProcessSpawner):
 
     async def _signal(self, sig):
         """JupyterHub's (True: the process is still there), but for a server that is no child of
-        this hub (one the hub ran before a restart, or adopted) only while its pid is still that
-        server's (``runs_server``). JupyterHub checks only that the pid is alive: after a reboot,
-        or once the pids wrapped, it took whatever program had the server's pid for the server,
-        and its stop sent that program SIGTERM, then SIGKILL. And a zombie is gone: an adopted
-        server that exits stays one until init reaps it, and kill() still finds it (its stop then
-        sent SIGTERM and SIGKILL at once and logged "never died")."""
+        this hub (run before a restart, or adopted) only while its pid is still that server's
+        (``runs_server``): JupyterHub took whatever program had the pid since (a reboot, pids
+        wrapped) for the server, and stopped it. And a zombie is gone: an adopted server that
+        exits stays one until init reaps it (its stop sent SIGTERM and SIGKILL at once)."""
         if self.proc is None and self.pid and not runs_server(self.pid, self.gpulab.hub_id, self.user.name,
                                                               self.name or ""):
             return False
