@@ -165,10 +165,6 @@ def proxy_left_running(pid_file: str | None, command: list[str]) -> int | None:
     return pid if any(name in a for a in args) else None
 
 
-# the gpulab.yaml key that sets each service's port
-SERVICE_KEYS = {"billing": "billing.port", "quotas": "services.quotas.url", "mlflow": "mlflow.port"}
-
-
 def forget_foreign_proxy(proxy, log) -> None:
     """Remove this state's proxy pid file where it names a live process that is no proxy, so that
     JupyterHub does not stop that process as a stale proxy (it checks only that the pid is
@@ -189,6 +185,10 @@ def pid_file_of(command: list[str]) -> str | None:
     """The pid file a service's lifeline keeps (``settings/services.py``, ``supervised``): a
     restarted hub's lifeline stops the stale one it names before the service binds."""
     return command[command.index("--pidfile") + 1] if "--pidfile" in command[:-1] else None
+
+
+# the gpulab.yaml key that sets each service's port
+SERVICE_KEYS = {"billing": "billing.port", "quotas": "services.quotas.url", "mlflow": "mlflow.port"}
 
 
 def hub_endpoints(app) -> list[Endpoint]:

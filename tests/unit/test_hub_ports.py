@@ -9,9 +9,12 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from types import SimpleNamespace
 
 import pytest
+
+from hub_plugins.lifeline import cmdline
 
 from hub_plugins.settings.ports import (Endpoint, address, forget_foreign_proxy, holder, hub_endpoints, pid_file_of,
                                        probe, problem, proxy_left_running, shortened, taken)
@@ -88,10 +91,21 @@ def test_a_name_that_does_not_resolve_is_left_for_the_server_to_report():
     assert probe("no-such-host.invalid", 8000) is None
 
 
+def _started(argv: list[str]) -> subprocess.Popen:
+    """A process running ``argv``, once /proc shows that command line (on a loaded machine it can
+    read empty for a moment after the start)."""
+    p = subprocess.Popen(argv)
+    deadline = time.monotonic() + 10
+    while cmdline(p.pid) != argv and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cmdline(p.pid) == argv
+    return p
+
+
 @pytest.fixture
 def proxy_like():
     """A live process whose command line reads like a proxy's (what a pid file may name)."""
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "configurable-http-proxy"])
+    p = _started([sys.executable, "-c", "import time; time.sleep(60)", "configurable-http-proxy"])
     yield p
     p.kill()
     p.wait()
@@ -99,7 +113,7 @@ def proxy_like():
 
 @pytest.fixture
 def other_program():
-    p = subprocess.Popen(["sleep", "60"])
+    p = _started(["sleep", "60"])
     yield p
     p.kill()
     p.wait()
@@ -136,8 +150,7 @@ def test_the_services_ports_are_checked_unless_their_lifeline_from_an_earlier_ru
     dead, reused, alive = tmp_path / "dead.pid", tmp_path / "reused.pid", tmp_path / "alive.pid"
     dead.write_text(str(2**22 + 1))
     reused.write_text(str(other_program.pid))  # alive, but no lifeline: the lifeline never stops it
-    lifeline = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "lifeline.py", "--pidfile",
-                                 str(alive)])
+    lifeline = _started([sys.executable, "-c", "import time; time.sleep(60)", "lifeline.py", "--pidfile", str(alive)])
     alive.write_text(str(lifeline.pid))
     try:
         services = [
