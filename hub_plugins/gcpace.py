@@ -4,8 +4,8 @@ The hub is one process holding everything a lab's hub knows: a hub of 500 server
 360,000 objects the collector tracks (200,000 of them from its start: modules, classes, config).
 CPython's full (generation 2) collection walks all of them while holding the GIL, so every
 request of the hub, in any thread, stood still for it: 170 ms here at 500 servers, every few
-tens of seconds while the hub grew (the scale benchmark's one slow spawn form a run; README,
-Benchmarks). Objects that have survived a full collection are nearly all the hub's long-lived
+tens of seconds while the hub grew (the scale benchmark's one slow spawn form a run;
+docs/benchmarks.md). Objects that have survived a full collection are nearly all the hub's long-lived
 state: servers, spawners, users, caches. Here they are *frozen* after each full collection
 (``gc.freeze``: moved to a generation the collector no longer walks), so the next full
 collection walks only what was created since; and every ``sweep_minutes`` the frozen objects go
@@ -13,7 +13,7 @@ back to the collector for one full collection, which frees any reference cycle t
 garbage while frozen (a frozen object freed by its reference count is freed at once, as
 always). So garbage in reference cycles is held at most a sweep interval, and the one long
 pause comes once a sweep interval, on a timer, instead of whenever the hub's growth crosses the
-collector's threshold (measured: README, Benchmarks, "scale").
+collector's threshold (measured: docs/benchmarks.md, "A lab's scale").
 
 :func:`freeze_after` is the policy (pure, tested with a table); :class:`HubCollector` applies it
 to the process's ``gc`` module."""

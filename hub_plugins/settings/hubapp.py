@@ -75,7 +75,7 @@ def journal_ahead(app: JupyterHub) -> None:
     mode a commit syncs once (with ``synchronous`` FULL), or only at checkpoints
     (:class:`SyncAtCheckpoints`, the default), and readers never wait for the writer: a burst of
     50 spawns at once ran about 10% more spawns a second, stock spawner and gpulab's alike
-    (README, Benchmarks). The mode is stored in the file, so it is set once, before JupyterHub
+    (docs/benchmarks.md). The mode is stored in the file, so it is set once, before JupyterHub
     opens it; like gpulab's own SQLite file, it needs a local filesystem (the state directory),
     not NFS."""
     init_db = app.init_db
@@ -114,7 +114,7 @@ class SyncAtCheckpoints(sqlite3.Connection):
     The hub commits in its one event-loop thread, and each sync there waited on the disk behind
     gpulab's own writes (its file runs WAL with NORMAL too, ``store/db.py``): a profile of 50
     spawns at once put 2.5 s a round of 200 more in these syncs under gpulab's spawner than under
-    stock's (README, Benchmarks). A file not in WAL mode keeps FULL: NORMAL with a rollback
+    stock's (docs/benchmarks.md). A file not in WAL mode keeps FULL: NORMAL with a rollback
     journal could corrupt it on a power cut."""
 
     def __init__(self, *args, **kwargs):
