@@ -14,16 +14,15 @@ lifeline, whatever the signal, never leaves the server behind. Options:
   if it is already gone. Hub services live and die with the hub.
 - ``--pidfile PATH``: one instance per file: a live lifeline named there (``stale``) is stopped
   first, with what it started. A restarted hub replaces a stale service holding a port.
-- ``--grace S``: on SIGINT/SIGTERM the signal goes to the child's process group; SIGKILL after S
-  seconds. Services use a short grace so that the hub shuts down quickly.
+- ``--grace S``: SIGINT/SIGTERM go on to the child's process group; SIGKILL after S seconds.
 - ``--join FILE`` (repeated), ``--user NAME``, ``--chdir DIR``: first, while still root, its pid
   into each cgroup.procs FILE (the server's cgroups), then become NAME (groups, gid, uid), start
   in DIR, and give the server back the loader variables the hub renamed ``GPULAB_LOADER_<NAME>``:
   the hub's fork runs no Python in the child, so the kernel can use ``vfork`` (no copy of the
   loop's memory map, no waits on the cgroups' locks and the user's groups).
-- ``--prebind``: binds the port of ``$JUPYTERHUB_SERVICE_URL`` before the command starts and
-  hands the listening socket over (``$GPULAB_LISTEN_FD``, ``services/base.py``): JupyterHub's
-  first look at the service connects and gets its answer the moment the service is ready.
+- ``--prebind``: binds the port of ``$JUPYTERHUB_SERVICE_URL`` and hands the listening socket
+  over (``$GPULAB_LISTEN_FD``, ``services/base.py``): the hub's first look at a starting service
+  waits for its answer instead of failing.
 
 The exit status is the child's (128 + signal when it was killed by one), as a shell reports it.
 Servers run ``lifeline.c`` where ``make install`` built it (the same, without a Python start).
@@ -56,9 +55,8 @@ LOADER_VARS = ("GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LD_AUDIT", "LD_DEBUG
 
 
 def _prctl_pdeathsig(sig: int) -> None:
-    """prctl(PR_SET_PDEATHSIG, sig) through ``_ctypes``, the C module under ``ctypes``: importing
-    ``ctypes`` itself costs every server's start 2 ms of CPU (a sixth of the lifeline's) for
-    classes this one call does not need. ``ctypes`` where ``_ctypes`` lacks these calls."""
+    """prctl(PR_SET_PDEATHSIG, sig) through ``_ctypes``: importing ``ctypes`` costs each server's
+    start 2 ms of CPU (a sixth of the lifeline's). ``ctypes`` where ``_ctypes`` lacks the calls."""
     try:
         import _ctypes
 
@@ -144,9 +142,8 @@ def stale(pidfile: str) -> int:
 
 
 def replace_stale(pidfile: str, wait: float = 4.0) -> None:
-    """Stop the lifeline a previous hub left behind for the same pidfile, and all it runs (never
-    two instances of a service at once: a lifeline too slow to act on SIGTERM, starved on a loaded
-    machine, is killed here, which what its service started would outlive); then claim the file."""
+    """Stop the lifeline a previous hub left for this pidfile and all it runs (never two of a
+    service at once; what a lifeline too starved to act leaves is killed), then claim the file."""
     old = stale(pidfile)
     if old:
         procs = {p: cmd for p, cmd in _family(old).items() if cmd}
@@ -258,9 +255,8 @@ class UsageError(ValueError):
 
 def parse(argv: list[str]) -> Options:
     """Options, then the command (after ``--``, or from the first argument that is no option).
-    By hand, not argparse: argparse and what it imports cost each server's start 13 ms of CPU,
-    more than the rest of the lifeline's start together (measured on 2 cores; at 50 spawns at
-    once the hub shares those cores with every starting lifeline)."""
+    By hand: argparse and its imports cost each server's start 13 ms of CPU (measured, 2 cores),
+    more than the rest of the lifeline's start together."""
     opts, i = Options(), 0
     while i < len(argv):
         arg = argv[i]
