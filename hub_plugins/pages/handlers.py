@@ -1,4 +1,4 @@
-"""gpulab's handlers inside the hub (``c.JupyterHub.extra_handlers``, under ``/hub/``).
+"""gpulab's handlers inside the hub, under ``/hub/`` (added by ``settings/hubapp.py``).
 
 - ``GET api/gpulab/users/{user}/servers``: the home page's data: each active server's profile,
   GPUs, state (queued with its position, starting, running), cost so far and time left. Needs

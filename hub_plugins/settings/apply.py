@@ -21,7 +21,6 @@ from ..auth import NATIVE_TEMPLATES
 from ..isolation import Enforcer
 from ..mlflow import setup as mlflow
 from ..mlflow.provider import PROVIDER
-from ..pages.handlers import HANDLERS as PAGE_HANDLERS
 from ..outage import DatabaseOutage
 from ..quota.limits import parse_bytes
 from ..spawners.local.ports import server_ports
@@ -220,9 +219,9 @@ def update_gpulab(c: Config, cfg: dict) -> None:
 
 def update_pages(c: Config, cfg: dict) -> None:
     """gpulab's pages in the hub: its templates first (they extend JupyterHub's), then the
-    native sign-in's, and the handlers of ``/hub/api/gpulab/...`` and ``/hub/gpulab/...``."""
+    native sign-in's. Their handlers (``/hub/gpulab/...``, ``/hub/api/gpulab/...``) are added to
+    the running hub (``hubapp.add_pages``)."""
     c.JupyterHub.template_paths = [PAGE_TEMPLATES, *([NATIVE_TEMPLATES] if cfg["auth"]["kind"] == "native" else [])]
-    c.JupyterHub.extra_handlers = list(PAGE_HANDLERS)
 
 
 def update_groups(c: Config, cfg: dict) -> None:

@@ -16,9 +16,10 @@ from contextlib import suppress
 
 import sqlalchemy as sa
 from jupyterhub.app import JupyterHub
-from jupyterhub.utils import maybe_future
+from jupyterhub.utils import maybe_future, url_path_join
 
 from ..gcpace import HubCollector
+from ..pages.handlers import HANDLERS as PAGE_HANDLERS
 from .ports import forget_foreign_proxy, hub_endpoints, taken
 
 
@@ -26,11 +27,29 @@ def adapt() -> None:
     if not JupyterHub.initialized():  # a subcommand that loads the config without serving
         return
     app = JupyterHub.instance()
+    add_pages(app)
     check_ports_first(app)
     start_services_together(app)
     shut_down_without_database(app)
     journal_ahead(app)
     pace_collector(app)
+
+
+def add_pages(app: JupyterHub) -> None:
+    """gpulab's pages and their API (``pages/handlers.py``) among the hub's handlers, where
+    JupyterHub puts ``extra_handlers``: after its own, before its catch-alls (the logo, then the
+    API's 404 for any other ``/hub/api/...``). ``extra_handlers`` itself is deprecated since
+    JupyterHub 3.1 and warned about at every start; its replacement, a service, cannot serve
+    pages that read the hub's own objects (its users' spawners)."""
+    init_handlers = app.init_handlers
+
+    def init_handlers_with_pages():
+        init_handlers()
+        catch_alls = {url_path_join(app.hub_prefix, "logo"), url_path_join(app.hub_prefix, "api/(.*)")}
+        at = next((i for i, h in enumerate(app.handlers) if h[0] in catch_alls), 0)
+        app.handlers[at:at] = app.add_url_prefix(app.hub_prefix, list(PAGE_HANDLERS))
+
+    app.init_handlers = init_handlers_with_pages
 
 
 def check_ports_first(app: JupyterHub) -> None:

@@ -122,15 +122,19 @@ def test_the_hub_freezes_its_long_lived_objects_once_up(hub_factory):
 def test_a_spawn_and_its_stop_log_no_deprecation_of_jupyterhubs_session(hub_factory):
     """gpulab reaches the hub's database session through the user, not ``Spawner.db``, which
     JupyterHub deprecates with a six-line warning the first time each spawner reads it: that was
-    every spawn, in every hub's log."""
+    every spawn, in every hub's log. Nor are its pages ``JupyterHub.extra_handlers`` (deprecated,
+    warned about at every start); they answer all the same."""
     hub = hub_factory(inventory="2xA100-80GB")
     hub.api("POST", "/users", {"usernames": ["dana"]})
     st, body = hub.spawn("dana", {"profile": "minimal", "gpus": 1})
     assert st in (201, 202), body
     hub.wait_ready("dana")
     hub.stop_server("dana")
+    assert hub.api("GET", "/gpulab/users/dana/servers")[0] == 200
+    assert hub.api("GET", "/gpulab/nothing-here")[0] == 404  # JupyterHub's API 404 still after them
     log = hub.log_path.read_text(errors="replace")
     assert "Spawner.db is deprecated" not in log, log[-3000:]
+    assert "extra_handlers is deprecated" not in log, log[-3000:]
 
 
 def _environ(pid: int) -> dict[bytes, bytes]:

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from jupyterhub.app import JupyterHub
 from traitlets.config import Config
 
 from hub_plugins.outage import DatabaseOutage
+from hub_plugins.pages.handlers import HANDLERS as PAGE_HANDLERS
 from hub_plugins.settings.apply import apply_all
 from hub_plugins.settings.errors import ConfigError
+from hub_plugins.settings.hubapp import add_pages
 from hub_plugins.settings.loader import load
 from hub_plugins.settings.apply import gpulab_db_url, update_api_tokens, update_gpulab, update_hub
 
@@ -135,7 +138,7 @@ def test_apply(tmp_path):
     # quota groups exist at start-up, with their listed members; the pages extend JupyterHub's
     assert c.JupyterHub.load_groups == {"r": {"users": []}}
     assert c.JupyterHub.template_paths[0].endswith("hub_plugins/pages/templates")
-    assert ("/api/gpulab/users/([^/]+)/servers" in {h[0] for h in c.JupyterHub.extra_handlers})
+    assert "extra_handlers" not in c.JupyterHub  # deprecated: hubapp.add_pages adds them
     assert c.GPULab.settings_file == cfg["_path"]
     # least privilege: the billing service only reads; the culler may stop (and restart) servers
     assert roles["gpulab-billing"]["scopes"] == ["list:users", "read:users:groups", "list:groups", "read:groups"]
@@ -190,3 +193,18 @@ def test_root_never_runs_servers_as_root(tmp_path):
     assert check_local_backend(load(write(tmp_path, {"backend": "docker"})), euid=0) == ""
     off = load(write(tmp_path, {"local": {"limits": "off"}}))
     assert "NOT held to any limit: local.limits is off" in check_local_backend(off, euid=0)
+
+
+def test_gpulabs_pages_join_the_hubs_handlers_before_its_catch_alls():
+    """Where JupyterHub puts extra_handlers: a ``/hub/api/gpulab/...`` request must reach gpulab's
+    handler, not JupyterHub's 404 for any other ``/hub/api/...``."""
+    app = JupyterHub()
+    app.authenticator = app.authenticator_class(parent=app)
+    add_pages(app)
+    app.init_handlers()
+    patterns = [h[0] for h in app.handlers]
+    ours = [patterns.index(f"/hub{path}") for path, _ in PAGE_HANDLERS]
+    assert max(ours) < patterns.index("/hub/logo") < patterns.index("/hub/api/(.*)")
+    assert patterns.index("/hub/api/users/([^/]+)/servers/([^/]*)") < min(ours)  # after JupyterHub's own
+    assert not app.extra_handlers
+

@@ -15,7 +15,7 @@ from jupyterhub.app import JupyterHub
 from ...settings.apply import (update_admin_scopes, update_api_tokens, update_auth, update_gpulab, update_pages,
                                update_spawner)
 from ...settings.cluster import update_kubernetes
-from ...settings.hubapp import pace_collector
+from ...settings.hubapp import add_pages, pace_collector
 from ...settings.loader import load
 
 CONFIG_PATH = "/usr/local/etc/gpulab/gpulab.yaml"
@@ -33,7 +33,8 @@ def configure(c, path: str | None = None) -> dict:
     c.Spawner.http_timeout = h["http_timeout"]
     c.HubCollector.sweep_minutes = h["gc_sweep_minutes"]
     if JupyterHub.initialized():  # the hub's own start (not a test laying out the values)
-        pace_collector(JupyterHub.instance())  # the same garbage-collector pacing as on one host
+        add_pages(JupyterHub.instance())  # gpulab's pages, and its garbage-collector pacing
+        pace_collector(JupyterHub.instance())
     for update in (update_api_tokens, update_admin_scopes, update_auth, update_pages, update_spawner, update_gpulab,
                    update_kubernetes):
         update(c, cfg)
