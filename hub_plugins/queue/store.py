@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from ..accounting.budgets import gpu_hours_since
 from ..settings.defaults import section
-from ..store.allocator import Allocation, Allocator, NoCapacity, Owner, ReservationPlan
+from ..store.allocator import Allocation, Allocator, NoCapacity, Owner, QuotaRefused, ReservationPlan
 from ..store.db import Database
 from ..store.models import DeviceAllocation, QueueEntry, utcnow
 from ..store.settled import gpu_seconds_in
@@ -150,6 +150,9 @@ class QueueStore:
                 rows = self._waiting(c.execute(sa.select(_Q).where(_Q.c.state == "waiting")).all(), now)
                 if not plan.count or not plan.reserve or not rows:
                     return self.allocator.allocate_in(c, owner, plan)
+                refused = self.allocator.refusal_in(c, owner, plan)
+                if refused is not None:  # over quota: refused now, not after a wait for its turn
+                    raise QuotaRefused(refused)
                 weights = self._weights(c, now)
                 # a borrowing request goes behind everyone within quota and holds nothing back
                 me = discipline.Request("new", owner.user_name, now, plan.count, plan.types,

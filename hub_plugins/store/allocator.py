@@ -124,6 +124,13 @@ class Snapshot:
         return [server_use(s) for s in self.servers if s.user_id == user_id and s.borrowed]
 
 
+def _quota_usage(mine, owner: Owner) -> list[ServerUse]:
+    """What counts against the owner's quota of their rows (``_MINE``): their other servers, but
+    borrowed ones, which never block spawns within the quota (they are reclaimed first)."""
+    return [ServerUse(r.server_name, r.profile, r.gpu_type, r.gpu_count, Fraction(r.equivalents))
+            for r in mine if r.server_name != owner.server_name and not r.borrowed]
+
+
 def server_use(s: ServerRecord) -> ServerUse:
     """One server as quotas count it (callers leave borrowed servers out: see ``allocate_in``)."""
     return ServerUse(s.server_name, s.profile, s.gpu_type, s.gpu_count, Fraction(s.equivalents))
@@ -176,6 +183,17 @@ class Allocator:
 
         return self.db.retrying(run)
 
+    def refusal_in(self, conn, owner: Owner, plan: ReservationPlan) -> Decision | None:
+        """The quota's refusal of ``plan`` whichever of its types it would get (the first type's
+        reason), or None where one of them is allowed. Inside the caller's transaction: the queue
+        asks before it decides whose turn it is, so that a request over quota is refused at
+        once, as when nobody waits, instead of waiting its turn to be refused."""
+        if not plan.quota_check or not plan.count:
+            return None
+        usage = _quota_usage(conn.execute(_MINE, {"uid": owner.user_id}).all(), owner)
+        decisions = [plan.quota_check(usage, t) for t in plan.types]
+        return None if not decisions or any(d.allowed for d in decisions) else decisions[0]
+
     def allocate_in(self, conn, owner: Owner, plan: ReservationPlan,
                     chosen: tuple[str, tuple[Device, ...]] | None = None) -> Allocation:
         """:meth:`reserve` inside a serialised transaction the caller holds (the queue decides
@@ -194,12 +212,7 @@ class Allocator:
             ids = [r.id for r in stale]
             conn.execute(DROP_DEVICES, {"ids": ids}).all()
             conn.execute(DROP_SERVERS, {"ids": ids})
-        # borrowed servers count against no quota: they never block their owner's spawns within
-        # it (they are the ones reclaimed when GPUs are short)
-        usage = [
-            ServerUse(r.server_name, r.profile, r.gpu_type, r.gpu_count, Fraction(r.equivalents))
-            for r in mine if r.server_name != owner.server_name and not r.borrowed
-        ]
+        usage = _quota_usage(mine, owner)
         gpu_type, free = "", []
         if count and chosen is not None:
             gpu_type, free = chosen[0], list(chosen[1])

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from hub_plugins.queue.store import QueueAhead
 from hub_plugins.spawn.request import SpawnRequest
 from hub_plugins.spawn.messages import capacity_message
-from hub_plugins.store.allocator import Owner
+from hub_plugins.store.allocator import Owner, QuotaRefused
 from hub_plugins.store.models import QueueEntry, utcnow
 from tests.support.gpulab import gpulab_core
 
@@ -69,3 +69,24 @@ def test_with_nobody_waiting_a_fresh_spawn_is_placed_directly(core):
     with core.db.engine.begin() as conn:  # not looked at for longer than lost_after_seconds
         conn.execute(sa.update(q).where(q.c.id == stale).values(heartbeat_at=utcnow() - dt.timedelta(hours=1)))
     assert len(core.allocate(owner(3, "bob"), ask(core, 2), []).devices) == 2
+
+
+def test_a_request_over_quota_is_refused_at_once_while_others_wait(core):
+    """As when nobody waits: before, the queue's discipline answered first, so the request waited
+    its turn (REST: 202, queued) and was refused only once GPUs freed up for it."""
+    core.allocate(owner(1, "ann"), ask(core, 2), [])  # ann holds 2 of her quota's 4
+    core.allocate(owner(2, "u0"), ask(core, 2), [])  # and the hub is full
+    big = owner(10, "big")
+    entry, _ = core.queue.enqueue(big, {}, [GPU], 4)
+    assert core.queue_try_start(entry, big, ask(core, 4), [], 0).state == "waiting"
+    second = Owner(1, "ann", "second")
+    with pytest.raises(QuotaRefused) as while_waiting:
+        core.allocate(second, ask(core, 3), [])
+    with pytest.raises(QueueAhead):  # within her quota she waits her turn, as before
+        core.allocate(second, ask(core, 2), [])
+    core.queue.remove(entry)
+    with pytest.raises(QuotaRefused) as nobody_waiting:
+        core.allocate(second, ask(core, 3), [])
+    assert while_waiting.value.decision.message == nobody_waiting.value.decision.message
+    assert "You asked for 3 GPUs" in while_waiting.value.decision.message
+
