@@ -46,6 +46,9 @@ HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", 
 MAX_BODY = 64 * 2**30  # largest upload (artifacts)
 MAX_JSON = 16 * 2**20  # the small API calls the front reads are kept in memory: cap them
 RESPONSE_DROP = {"connection", "keep-alive", "transfer-encoding", "set-cookie", "www-authenticate"}
+# MLflow's page is changed on the way (forward_ui): no compression, no validators of the original
+UI_REQUEST_DROP = {"accept-encoding", "if-none-match", "if-modified-since", "if-match", "if-range"}
+UI_RESPONSE_DROP = {"content-length", "etag", "last-modified"}
 
 
 class Identity:
@@ -233,9 +236,11 @@ class ProxyHandler(HubOAuthenticated, Base):
     get = head = post = put = patch = delete = options = handle
 
     async def forward_ui(self):
-        """MLflow's page (small), with gpulab's UI preset put first in its head."""
+        """MLflow's page (small), with gpulab's UI preset put first in its head. Asked for whole
+        every time: MLflow's validators (ETag, Last-Modified) are of its page, not of this one, and
+        its 304 has no body to put the preset in (a reload was a 500)."""
         headers = {k: v for k, v in self.request.headers.get_all()
-                   if k.lower() not in HOP and k.lower() != "accept-encoding"}
+                   if k.lower() not in HOP and k.lower() not in UI_REQUEST_DROP}
         headers["Authorization"] = self.svc.accounts.auth_for(self.identity.user)
         req = HTTPRequest(self.svc.upstream + self.request.uri[len(self.svc.prefix.rstrip("/")):],
                           headers=headers, follow_redirects=False, request_timeout=60)
@@ -248,8 +253,10 @@ class ProxyHandler(HubOAuthenticated, Base):
         self.set_status(resp.code)
         self.clear_header("Content-Type")
         for k, v in resp.headers.get_all():
-            if k.lower() not in RESPONSE_DROP and k.lower() != "content-length":
+            if k.lower() not in RESPONSE_DROP and k.lower() not in UI_RESPONSE_DROP:
                 self.add_header(k, v)
+        if resp.code in (204, 304):  # no body may follow
+            return self.finish()
         html = resp.body or b""
         self.finish(policy.with_preset(html) if "text/html" in resp.headers.get("Content-Type", "") else html)
 
