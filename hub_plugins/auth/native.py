@@ -1,6 +1,7 @@
 """Built-in accounts: NativeAuthenticator (sign-up, admin approval, password rules), maintained
 upstream; gpulab points JupyterHub at its templates and carries the two fixes its login page needs
-under JupyterHub 6 (see ``_LoginHandler``), plus a message that says when an account is locked."""
+under JupyterHub 6 (see ``_LoginHandler``), a message that says when an account is locked, and
+bcrypt's 72-byte limit on passwords (``too_long``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,23 @@ from nativeauthenticator import handlers as native_handlers
 from .requester import NoteStopRequester
 
 NATIVE_TEMPLATES = os.path.join(os.path.dirname(nativeauthenticator.__file__), "templates")
+
+# bcrypt reads at most 72 bytes of a password. Before bcrypt 5 it ignored the rest; bcrypt 5
+# raises, so signing up, signing in or changing a password with a longer one was a 500.
+BCRYPT_MAX_BYTES = 72
+TOO_LONG = ("Your password is longer than 72 bytes, the most the password store can use (72 letters "
+            "a-z, fewer with accents or other scripts). Choose a shorter one.")
+
+
+def too_long(password: str) -> bool:
+    return len(password.encode()) > BCRYPT_MAX_BYTES
+
+
+def as_checked(password: str) -> str:
+    """What bcrypt compared before version 5: the first 72 bytes (a character cut in two left
+    out), so that an account made then with a longer password still signs in."""
+    raw = password.encode()
+    return password if len(raw) <= BCRYPT_MAX_BYTES else raw[:BCRYPT_MAX_BYTES].decode(errors="ignore")
 
 
 class _NoStatsd:
@@ -33,6 +51,11 @@ class _LoginHandler(native_handlers.LoginHandler):
     statsd = _NoStatsd()
     _gpulab_sync = False
 
+    def get_argument(self, name, *args, **kw):
+        # upstream checks the password a second time itself, to say "not authorized yet"
+        value = super().get_argument(name, *args, **kw)
+        return as_checked(value) if name == "password" and isinstance(value, str) else value
+
     def _render(self, login_error=None, username=None, sync=False, **_ignored):
         # JupyterHub 6 renders login errors through _render(**namespace) (e.g. a missing XSRF
         # token); nativeauthenticator 1.3.0's _render takes two arguments and raised TypeError.
@@ -49,6 +72,25 @@ class _LoginHandler(native_handlers.LoginHandler):
         # 6.1's LoginHandler and nativeauthenticator's _render drop it, so the page came back
         # empty (write() got a coroutine) instead of saying "Login form invalid or expired"
         return super().render_template(name, sync=sync or self._gpulab_sync, **ns)
+
+
+class _SignUpHandler(native_handlers.SignUpHandler):
+    def get_result_message(self, user, human, taken, confirmed, is_admin):
+        # upstream's refusal names the minimum length and common passwords, not the maximum
+        if user is None and human and not taken and confirmed and too_long(
+                self.get_body_argument("signup_password", "", strip=False)):
+            return "alert-danger", TOO_LONG
+        return super().get_result_message(user, human, taken, confirmed, is_admin)
+
+
+class _ChangePasswordHandler(native_handlers.ChangePasswordHandler):
+    def get_body_argument(self, name, *args, **kw):
+        value = super().get_body_argument(name, *args, **kw)
+        return as_checked(value) if name == "old_password" and isinstance(value, str) else value
+
+
+_OURS = {native_handlers.LoginHandler: _LoginHandler, native_handlers.SignUpHandler: _SignUpHandler,
+         native_handlers.ChangePasswordHandler: _ChangePasswordHandler}
 
 
 def locked_message(authenticator, username: str | None) -> str:
@@ -71,7 +113,14 @@ class GPULabNativeAuthenticator(NoteStopRequester, NativeAuthenticator):
     users listed in ``admin_users`` are approved when they sign up."""
 
     def get_handlers(self, app):
-        return [
-            (path, _LoginHandler if handler is native_handlers.LoginHandler else handler)
-            for path, handler in super().get_handlers(app)
-        ]
+        return [(path, _OURS.get(handler, handler)) for path, handler in super().get_handlers(app)]
+
+    def is_password_strong(self, password):
+        """Upstream's rules, and at most 72 bytes (a new password; see ``too_long``)."""
+        return not too_long(password) and super().is_password_strong(password)
+
+    async def authenticate(self, handler, data):
+        password = data.get("password")
+        if isinstance(password, str):
+            data = {**data, "password": as_checked(password)}
+        return await super().authenticate(handler, data)

@@ -48,6 +48,29 @@ def test_password_rules(hub):
         assert r.status_code != 302 and "Invalid username or password" in r.text
 
 
+def test_a_password_over_bcrypts_72_bytes_is_refused_with_why(hub, admin):
+    """bcrypt 5 raises on more than 72 bytes: a long passphrase at sign-up, sign-in or change was
+    a 500. Sign-up says the limit; a sign-in with one is an ordinary wrong password."""
+    long = "correct horse battery staple is a very long passphrase that people do use!!"  # 75 bytes
+    r = signup(hub, "liv", long)
+    assert r.status_code == 200 and "longer than 72 bytes" in html.unescape(r.text), r.text[:500]
+    assert "longer than 72 bytes" in html.unescape(signup(hub, "liv", "été-" * 13).text)  # 52 letters, 78 bytes
+    _, r = login(hub, "liv", long)
+    assert r.status_code == 200 and "Invalid username or password" in r.text
+    _, r = login(hub, "admin", PASSWORD + "x" * 80)
+    assert r.status_code == 200 and "Invalid username or password" in r.text
+    # changing one's password to a long one is refused, an over-long current one is just wrong
+    page = f"{hub.url}/hub/change-password"
+    xsrf = admin.cookies.get("_xsrf") or admin.get(page).cookies.get("_xsrf")
+    r = admin.post(page, data={"old_password": PASSWORD, "new_password": long, "new_password_confirmation": long,
+                               "_xsrf": xsrf})
+    assert r.status_code == 200 and "Something went wrong" in r.text, r.text[:500]
+    r = admin.post(page, data={"old_password": "y" * 80, "new_password": PASSWORD + "2",
+                               "new_password_confirmation": PASSWORD + "2", "_xsrf": xsrf})
+    assert r.status_code == 200 and "Your current password was incorrect" in r.text, r.text[:500]
+    assert login(hub, "admin")[1].status_code == 302  # unchanged
+
+
 def test_wrong_password_then_locked(hub, admin):
     signup(hub, "kim")
     admin.get(f"{hub.url}/hub/authorize/kim")
