@@ -110,8 +110,19 @@ class GPUsAPI(Base):
 
 class QueueAPI(Base):
     @web.authenticated
-    async def get(self):
-        self.finish({"queue": await asyncio.to_thread(self.data.queue, self.me["name"], self.admin, self.now())})
+    async def get(self, user=None, server=None):
+        """The queue in start order (others' requests as "another user"); with a user (and a
+        server), only those requests, keeping their places: one's own, or anyone's for admins."""
+        if user is not None:
+            user = self.path_name(user, "user")
+            if user != self.me["name"] and not self.admin:
+                raise web.HTTPError(403, "You can only look up your own requests here (GET api/queue lists "
+                                         "the whole queue).")
+        server = self.path_name(server, "server") if server else None
+        queue = await asyncio.to_thread(self.data.queue, self.me["name"], self.admin, self.now())
+        if user is not None:
+            queue = [e for e in queue if e["user"] == user and (server is None or e["server"] == server)]
+        self.finish({"queue": queue})
 
     @web.authenticated
     async def delete(self, user, server=None):

@@ -123,6 +123,8 @@ def test_users_see_only_their_own(hub):
     assert "bob" not in holders and "another user" in holders
     st = hub.service("billing", "api/queue/bob", method="DELETE", token=ann).status_code
     assert st == 403
+    assert hub.service("billing", "api/queue/bob", token=ann).status_code == 403  # was a 500
+    assert hub.service("billing", "api/queue/ann", token=ann).json() == {"queue": []}
     hub.stop_server("bob")
 
 

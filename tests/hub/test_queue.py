@@ -85,6 +85,13 @@ def test_queue_waits_without_gpus_and_starts_when_freed(hub):
     assert "waiting in the queue (you hold no GPU while you wait" in prog.text()
     assert [r["user_name"] for r in queue_rows(hub)] == ["bob", "cal"]
     assert {a["user_name"] for a in hub.allocations()} == {"ann"}  # waiting holds no GPU
+    # the billing service's view of one person's requests, keeping their places; not another's
+    cal = hub.user_token("cal")
+    mine = hub.service("billing", "api/queue/cal", token=cal).json()["queue"]
+    assert [(e["position"], e["user"], e["server"], e["gpus"]) for e in mine] == [(2, "cal", "", 2)]
+    assert hub.service("billing", "api/queue/cal/other", token=cal).json()["queue"] == []
+    assert hub.service("billing", "api/queue/bob", token=cal).status_code == 403
+    assert [e["user"] for e in hub.service("billing", "api/queue/bob").json()["queue"]] == ["bob"]  # admin
     time.sleep(12)  # longer than start_timeout (10 s): the wait is not cut short
     assert pending(hub, "bob") and pending(hub, "cal")
     hub.stop_server("ann")  # returns once ann's GPUs are released
