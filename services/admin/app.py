@@ -195,6 +195,12 @@ class PeopleMixin:
         token = self.settings["hub_auth"].get_token(self)
         return await people.apply(self.settings["hub"].api_url, token, plan)
 
+    def with_notes(self, result: dict) -> dict:
+        """The result, its sentence, and the groups it added people to that have no quota."""
+        quota_groups = self.admin.quota_groups
+        return {**result, "without_quota": people.without_quota(result, quota_groups),
+                "message": people.summary(result, quota_groups)}
+
     def csv_text(self, value) -> str:
         """A CSV file's text, bounded (a list of people, not a data dump)."""
         try:
@@ -211,7 +217,7 @@ class GroupMembersApi(PeopleMixin, Api):
         if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
             raise web.HTTPError(400, 'Send {"users": ["ann", "ben"]}.')
         result = await self.run_async(self.apply_plan(plan_group(group, " ".join(users))))
-        self.write_json({**result, "message": people.summary(result)}, people.status(result))
+        self.write_json(self.with_notes(result), people.status(result))
 
 
 class ImportApi(PeopleMixin, Api):
@@ -224,7 +230,7 @@ class ImportApi(PeopleMixin, Api):
             body = self.body()
             data = self.csv_text(body.get("csv", "") if isinstance(body, dict) else None)
         result = await self.run_async(self.apply_plan(plan_csv(data)))
-        self.write_json({**result, "message": people.summary(result)}, people.status(result))
+        self.write_json(self.with_notes(result), people.status(result))
 
 
 # -- pages -------------------------------------------------------------------------------------
@@ -307,7 +313,7 @@ class PeoplePage(PeopleMixin, AdminPage):
             result = await self.apply_plan(plan)
         except AdminError as e:
             return await self.show(e.status, e.message)
-        await self.show(people.status(result), people_result={**result, "message": people.summary(result)})
+        await self.show(people.status(result), people_result=self.with_notes(result))
 
 
 class RemovePage(Page):

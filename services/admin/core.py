@@ -47,7 +47,8 @@ def today_utc() -> dt.date:
     return dt.datetime.now(dt.timezone.utc).date()
 
 
-def parse_override(body, actor: str, profiles: list[str], today: dt.date | None = None) -> NewOverride:
+def parse_override(body, actor: str, profiles: list[str], today: dt.date | None = None,
+                   gpu_types: list[str] | None = None) -> NewOverride:
     """Validate an override as an admin sends it (the same schema as ``quotas.overrides`` in
     gpulab.yaml) plus what only makes sense at run time: it must change something, and expire
     in the future (or be explicitly open-ended with ``expires: null``)."""
@@ -80,6 +81,10 @@ def parse_override(body, actor: str, profiles: list[str], today: dt.date | None 
         bad = [t for t in types if t != "*" and not valid_type_name(t)]
         if bad:
             raise AdminError(400, f"{', '.join(map(repr, bad))} is not a GPU type name (e.g. 'A100-80GB', 'A100-80GB:1g.10gb').")
+        absent = [t for t in types if t != "*" and gpu_types is not None and t not in gpu_types]
+        if absent:  # a typo would leave the person with no GPU type at all
+            raise AdminError(400, f"No GPU of type {', '.join(map(repr, absent))} on this hub (its types: "
+                                  f"{', '.join(gpu_types) or 'none'}); '*' allows every type.")
     return NewOverride(body["user"], limits, expires, reason, body["approved_by"].strip() or actor)
 
 
@@ -151,7 +156,7 @@ class QuotaAdmin:
         return out + self.store.list(user=user, include_expired=include_expired, today=today)
 
     def create_override(self, body, actor: str, user_exists=lambda name: True) -> dict:
-        new = parse_override(body, actor, self.profiles)
+        new = parse_override(body, actor, self.profiles, gpu_types=self.core.inventory().types)
         if not user_exists(new.user):
             raise AdminError(404, f"There is no user '{new.user}' on this hub. People appear once they have "
                                   "signed in (or an admin added them on the admin page).")

@@ -77,8 +77,14 @@ def status(result: dict) -> int:
     return 200 if result["created"] or result["added"] or not result["errors"] else 400
 
 
-def summary(result: dict) -> str:
-    """One sentence for the admin page."""
+def without_quota(result: dict, quota_groups) -> list[str]:
+    """The groups people were added to that gpulab.yaml gives no quota (a new group, or a typo
+    of a quota group's name): their members get the default quota."""
+    return sorted(g for g in result["added"] if g not in set(quota_groups))
+
+
+def summary(result: dict, quota_groups=None) -> str:
+    """One sentence for the admin page (and a second where a group has no quota)."""
     parts = []
     if result["created"]:
         parts.append(f"Created {len(result['created'])} account{'s' if len(result['created']) != 1 else ''} "
@@ -89,4 +95,12 @@ def summary(result: dict) -> str:
     if not parts:
         parts.append("Nothing changed")
     text = "; ".join(parts)
-    return text[0].upper() + text[1:] + "."
+    text = text[0].upper() + text[1:] + "."
+    bare = without_quota(result, quota_groups) if quota_groups is not None else []
+    if bare:
+        named = ", ".join(quota_groups) or "none"
+        which = f"group {bare[0]} has" if len(bare) == 1 else f"groups {', '.join(bare)} have"
+        whose = "its" if len(bare) == 1 else "their"
+        text += (f" Note: {which} no quota in gpulab.yaml (quota groups: {named}), so {whose} people get the "
+                 "default quota; check the name, or give it a quota under quotas.groups.")
+    return text

@@ -46,6 +46,7 @@ def test_people_go_into_a_group_before_their_first_sign_in(hub):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["created"] == ["ann"] and body["added"] == {"researcher": ["ann", "zoe"]}
+    assert body["without_quota"] == [] and "Note" not in body["message"]
     assert sorted(hub.api("GET", "/groups/researcher")[1]["users"]) == ["ann", "zoe"]
     # her quota already says so (the group's limits apply at her first spawn)
     me = quotas(hub, "GET", "api/users/ann").json()
@@ -72,6 +73,8 @@ def test_a_csv_file_of_people_and_groups(hub):
     # a group the file names that does not exist yet is created
     r = quotas(hub, "POST", "api/import", json={"csv": "eli,vision-lab\n"})
     assert r.status_code == 200 and hub.api("GET", "/groups/vision-lab")[1]["users"] == ["eli"]
+    # and said to have no quota (a typo of a quota group's name would be the same)
+    assert r.json()["without_quota"] == ["vision-lab"] and "group vision-lab has no quota" in r.json()["message"]
 
 
 def rewrite(hub, change):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.admin import people
 from services.admin.members import MAX_ROWS, plan_csv, plan_group
 
 
@@ -43,3 +44,18 @@ def test_group_form(group, text, users, errors):
     assert plan.users == users and plan.errors == errors
     if users:
         assert plan.groups == {group: users}
+
+
+@pytest.mark.parametrize("added, quota_groups, note", [
+    ({"researcher": ["ann"]}, ["researcher"], None),
+    ({"reseacher": ["ann"]}, ["researcher", "student"],
+     "Note: group reseacher has no quota in gpulab.yaml (quota groups: researcher, student), so its people get "
+     "the default quota; check the name, or give it a quota under quotas.groups."),
+    ({"a": ["x"], "b": ["y"]}, [], "Note: groups a, b have no quota in gpulab.yaml (quota groups: none), so their"),
+])
+def test_a_group_without_a_quota_is_pointed_out(added, quota_groups, note):
+    """A typo of a quota group's name made a new group silently: its people got the default quota."""
+    result = {"created": [], "added": added, "errors": [], "people": 1, "ok": True}
+    text = people.summary(result, quota_groups)
+    assert (note in text) if note else ("Note" not in text), text
+    assert people.without_quota(result, quota_groups) == ([] if note is None else sorted(added))

@@ -90,6 +90,19 @@ def test_parse_override_refuses(body, message):
     assert e.value.status == 400 and message in e.value.message
 
 
+def test_an_override_names_only_gpu_types_the_hub_has():
+    """A typo ('V100' on a hub of A100s) was accepted, and left the person no type to use."""
+    types = ["A100-80GB", "A100-80GB:1g.10gb"]
+    body = {"user": "ann", "gpu_types": ["A100-80GB", "V100"], "expires": None, "reason": "x"}
+    with pytest.raises(AdminError) as e:
+        parse_override(body, "admin", ["minimal"], today=TODAY, gpu_types=types)
+    assert e.value.status == 400 and e.value.message == (
+        "No GPU of type 'V100' on this hub (its types: A100-80GB, A100-80GB:1g.10gb); '*' allows every type.")
+    for ok in (["A100-80GB:1g.10gb"], ["*"], []):
+        assert parse_override({**body, "gpu_types": ok}, "admin", ["minimal"], today=TODAY,
+                              gpu_types=types).limits == {"gpu_types": ok}
+
+
 def test_parse_override_accepts():
     new = parse_override({"user": "ann", "max_gpus": 2.5, "max_servers": 3, "expires": None, "reason": " why "},
                          "admin", ["minimal"], today=TODAY)
