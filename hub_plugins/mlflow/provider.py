@@ -21,12 +21,12 @@ import asyncio
 import json
 import time
 
-from jupyterhub.spawner import SpawnException
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Bool, Float, Integer, Unicode
 from traitlets.config import SingletonConfigurable
 
 from ..settings.schema import DEFAULTS
+from ..spawners.errors import SpawnException
 
 PROVIDER = "hub_plugins.mlflow.provider:mlflow_env"  # as c.GPULab.env_providers names it
 

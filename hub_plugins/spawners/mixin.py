@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 
-from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import maybe_future, url_path_join
 from sqlalchemy.exc import DBAPIError
 from traitlets import Bool, Float
@@ -53,6 +52,7 @@ from .progress import GPUProgressMixin
 from .readiness import STARTING, probe_interval, wait_answering
 from .recovery import HeldGPUs, heal_hub_session
 from .waiting import wait_in_queue
+from .errors import SpawnException
 
 
 class GPUSpawnerMixin(GPUOptionsMixin, GPUProgressMixin, GPULivenessMixin, GPUEnvironmentMixin):

@@ -6,12 +6,12 @@ form (its model built from the core, rendered; a shared link or a refused choice
 
 from __future__ import annotations
 
-from jupyterhub.spawner import SpawnException
 from traitlets import HasTraits, default
 
 from ..spawn.form import build_model, render
 from ..spawn.request import STANDARD_EXTRAS, RequestError, SpawnRequest, from_form, parse
 from ..validation import InputError, json_body
+from .errors import SpawnException
 
 
 class GPUOptionsMixin(HasTraits):

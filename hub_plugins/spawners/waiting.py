@@ -15,11 +15,11 @@ import asyncio
 import datetime as dt
 import time
 
-from jupyterhub.spawner import SpawnException
 
 from ..gpu.devices import format_devices
 from ..spawn.request import RequestError
 from ..store.allocator import Allocation, NoCapacity
+from .errors import SpawnException
 
 LOOK_EVERY = 5.0  # seconds between looks when nothing was released
 REPORT_EVERY = 60.0  # repeat the position line at least this often

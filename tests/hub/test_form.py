@@ -127,6 +127,7 @@ def test_form_errors_are_shown_on_the_form(hub, admin, fields, status, message):
     r = s.post(f"{hub.url}/hub/spawn", data={**fields, "_xsrf": xsrf}, allow_redirects=False)
     assert r.status_code == status
     assert message in r.text  # escaped: user input never becomes markup
+    assert "SpawnException(reason=" not in r.text  # the message alone, not JupyterHub's log line
     assert "<script>\"" not in r.text
     assert 'id="gpulab-model"' in r.text  # the form is shown again, to fix and retry
     assert hub.server_model("alice") is None

@@ -15,10 +15,10 @@ import logging
 import secrets
 
 import docker
-from jupyterhub.spawner import SpawnException
 
 from . import mps
 from .spec import LABEL_HUB, LABEL_KIND
+from ..errors import SpawnException
 
 log = logging.getLogger("gpulab.docker.mps")
 

@@ -21,7 +21,6 @@ from urllib.parse import urlparse
 
 import docker
 from dockerspawner import DockerSpawner
-from jupyterhub.spawner import SpawnException
 from jupyterhub.utils import maybe_future, random_port
 from traitlets import Bool, Float, Integer, Unicode, default
 
@@ -32,6 +31,7 @@ from .images import ImageCache, missing_image_message
 from .mps import FAULT_NOTE
 from .reconcile import DockerRuntime, finished_at
 from .sharing import DockerSharing, MPSSweepingRuntime
+from ..errors import SpawnException
 
 
 class DockerGPUSpawner(DockerSharing, GPUSpawnerMixin, DockerSpawner):

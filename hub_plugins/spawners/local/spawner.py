@@ -15,7 +15,7 @@ import os
 import pwd
 import sys
 
-from jupyterhub.spawner import LocalProcessSpawner, SpawnException, set_user_setuid
+from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from traitlets import Enum, Unicode, default
 
 from ...isolation import MODES, Enforcer, oom_message
@@ -25,6 +25,7 @@ from ...envs.status import Environments, describe
 from ...settings.schema import DEFAULTS
 from ...reconcile.local import LocalRuntime, adoption, is_zombie, lifeline_command, runs_server
 from ...settings.typed import LocalSettings
+from ..errors import SpawnException
 from ..mixin import GPUSpawnerMixin
 from .exits import open_pidfd, wait_exit
 from .ports import PortsMixin
@@ -44,8 +45,7 @@ def _cgroup_of(user: str, server: str, hub: str) -> str:
 
 
 def _hub_tag(core) -> str:
-    """What ends each of this hub's cgroup names (its start-up sweep looks for it)."""
-    return core.hub_id[:6]
+    return core.hub_id[:6]  # ends each of this hub's cgroup names (its start-up sweep looks for it)
 
 
 class LocalGPUSpawner(PortsMixin, GPUSpawnerMixin, LocalProcessSpawner):

@@ -30,12 +30,12 @@ import pwd
 import time
 
 from batchspawner import SlurmSpawner
-from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Float, List, Unicode, default
 
 from ..local.sysusers import ensure_user, system_username
 from . import cli
 from .jobs import JobView, ended_message, explain, pending_message, queue_position
+from ..errors import SpawnException
 
 
 def _now_iso() -> str:

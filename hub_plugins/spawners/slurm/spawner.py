@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 
-from jupyterhub.spawner import SpawnException
 from traitlets import Bool, Dict, List, Unicode
 
 from ...envs.status import Environments
@@ -24,6 +23,7 @@ from .sbatch import (
     JobRequest, SbatchError, SlurmSettings, job_name, render_script, sbatch_options, step_options,
 )
 from ..mixin import GPUSpawnerMixin
+from ..errors import SpawnException
 
 
 class SlurmGPUSpawner(GPUSpawnerMixin, SlurmBatchSpawner):
