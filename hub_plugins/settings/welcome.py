@@ -35,7 +35,7 @@ def main() -> int:
     kind = cfg["auth"]["kind"]
     if kind == "native":
         how = f"""First admin: open {url}/hub/signup and sign up as one of: {admins}
-               (admins are approved at sign-up; choose a password of 10+ characters).
+               (admins are approved at sign-up; a password of at least {cfg['auth']['native']['minimum_password_length']} characters).
   Other users sign up the same way; an admin approves them at {url}/hub/authorize."""
     else:
         groups = ", ".join(cfg["auth"]["allowed_groups"]) or "see auth.allowed_users / allow_all"
@@ -46,7 +46,9 @@ def main() -> int:
   gpulab is starting at {url}/hub/
   {how}
   Quotas and overrides: {url}/services/quotas/
-  GPUs: {cfg['gpus']['inventory']}   config: {path}   Stop with Ctrl-C.
+  GPUs: {cfg['gpus']['inventory']}   config: {path}
+  Stop with Ctrl-C. Running servers keep running (and holding their GPUs) and the next start
+  takes them back: stop them first on /hub/home (yours) or /hub/admin (everyone's).
   {environments(cfg)}
 """
     )
