@@ -17,6 +17,7 @@ from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuth
 from jupyterhub.utils import url_path_join
 from tornado import web
 
+from hub_plugins.gpu.devices import format_equivalents
 from hub_plugins.notify.compose import EVENTS, valid_email, valid_events
 from hub_plugins.notify.prefs import PrefsStore
 from hub_plugins.notify.webhook import MAX_LENGTH, shown, valid_webhook
@@ -30,6 +31,7 @@ from .metrics import metrics_text
 UTC = dt.timezone.utc
 TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
                                autoescape=True)
+TEMPLATES.filters["gpus"] = format_equivalents  # 1 GPU, 2 GPUs, 0.25 GPU: as the other pages say it
 
 
 class Base(JSONErrors, ValidatedArgs, HubOAuthenticated, web.RequestHandler):

@@ -189,6 +189,9 @@ def test_a_person_chooses_email_and_webhook_notifications_on_the_usage_page(brow
     sign_in(page, hub, "admin")
     page.goto(f"{hub.url}/services/billing/")
     page.wait_for_selector("#notifications")
+    # amounts of GPUs read as on the hub's pages ("1 GPU", "2 GPUs"; it said "1.0 GPUs")
+    assert re.search(r"Limit: (unlimited|1 GPU|\d+ GPUs) at a time .* in use: (0 GPUs|1 GPU|\d+ GPUs)",
+                     page.inner_text("body")), page.inner_text("body")[:500]
     page.fill("input[name=email]", "ada@lab.example")
     assert "hooks.example.org" in page.inner_text("form[action$=notifications]")  # where a webhook may go
     page.fill("input[name=webhook]", "https://hooks.example.org/services/T0/B0/ada")
