@@ -10,6 +10,7 @@ import os
 import nativeauthenticator
 from nativeauthenticator import NativeAuthenticator
 from nativeauthenticator import handlers as native_handlers
+from tornado import web
 
 from .requester import NoteStopRequester
 
@@ -89,8 +90,32 @@ class _ChangePasswordHandler(native_handlers.ChangePasswordHandler):
         return as_checked(value) if name == "old_password" and isinstance(value, str) else value
 
 
+class _SameSite:
+    """Upstream approves (or discards) a sign-up on a GET of a link, so a page on another site
+    could have a signed-in admin's browser approve anyone. Browsers say where a request comes
+    from (``Sec-Fetch-Site``): such a GET from another site is refused. A request without the
+    header (a script's, an old browser's) is left as upstream has it."""
+
+    async def prepare(self):
+        site = self.request.headers.get("Sec-Fetch-Site")
+        if self.request.method == "GET" and site not in (None, "same-origin", "none"):
+            raise web.HTTPError(403, "This link was followed from another site: approve or discard sign-ups "
+                                     "from the list at /hub/authorize.")
+        return await super().prepare()
+
+
+class _ToggleAuthorizationHandler(_SameSite, native_handlers.ToggleAuthorizationHandler):
+    pass
+
+
+class _DiscardHandler(_SameSite, native_handlers.DiscardHandler):
+    pass
+
+
 _OURS = {native_handlers.LoginHandler: _LoginHandler, native_handlers.SignUpHandler: _SignUpHandler,
-         native_handlers.ChangePasswordHandler: _ChangePasswordHandler}
+         native_handlers.ChangePasswordHandler: _ChangePasswordHandler,
+         native_handlers.ToggleAuthorizationHandler: _ToggleAuthorizationHandler,
+         native_handlers.DiscardHandler: _DiscardHandler}
 
 
 def locked_message(authenticator, username: str | None) -> str:

@@ -35,7 +35,15 @@ def test_signup_approval_login(hub, admin):
     # the admin sees the request on /hub/authorize and approves it
     page = admin.get(f"{hub.url}/hub/authorize").text
     assert "ivy" in page
-    assert admin.get(f"{hub.url}/hub/authorize/ivy").status_code == 200
+    # not from a link on another site, which the admin's browser would follow with its cookie
+    for site in ("cross-site", "same-site"):
+        r = admin.get(f"{hub.url}/hub/authorize/ivy", headers={"Sec-Fetch-Site": site})
+        assert r.status_code == 403 and "followed from another site" in html.unescape(r.text)
+        assert admin.get(f"{hub.url}/hub/discard/ivy", headers={"Sec-Fetch-Site": site}).status_code == 403
+    _, r = login(hub, "ivy")
+    assert "has not been authorized by an administrator yet" in r.text  # still waiting, still there
+    r = admin.get(f"{hub.url}/hub/authorize/ivy", headers={"Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 200
     s, r = login(hub, "ivy")
     assert r.status_code == 302 and s.get(f"{hub.url}/hub/home").status_code == 200
 
