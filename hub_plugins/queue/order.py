@@ -32,8 +32,17 @@ class Running:
     runtime_limit: dt.timedelta | None = None
 
 
-def typical_duration(past: list[dt.timedelta], default: dt.timedelta = dt.timedelta(hours=1)) -> dt.timedelta:
-    return dt.timedelta(seconds=statistics.median(d.total_seconds() for d in past)) if past else default
+TYPICAL_DEFAULT = dt.timedelta(hours=1)  # until the hub has enough finished sessions to go by
+TYPICAL_MIN_SAMPLE = 10  # fewer say little: a new hub's first sessions are tries of seconds
+
+
+def typical_duration(past: list[dt.timedelta], default: dt.timedelta = TYPICAL_DEFAULT) -> dt.timedelta:
+    """How long a session lasts: the median of ``past`` (recent finished ones), ``default`` until
+    there are :data:`TYPICAL_MIN_SAMPLE` of them (a queue told people "starting soon" behind
+    servers with no end in sight, from three sessions of a minute)."""
+    if len(past) < TYPICAL_MIN_SAMPLE:
+        return default
+    return dt.timedelta(seconds=statistics.median(d.total_seconds() for d in past))
 
 
 def estimate_start(item: Waiting, ahead: list[Waiting], running: list[Running], free: dict[str, int],

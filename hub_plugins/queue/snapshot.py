@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import statistics
 
 import sqlalchemy as sa
 
 from ..gpu.devices import Inventory
 from ..store.models import DeviceAllocation, QueueEntry, ServerRecord, UsageRecord
 from .discipline import Request, Rules, Server
+from .order import typical_duration
 
 _Q, _S, _A, _U = QueueEntry.__table__, ServerRecord.__table__, DeviceAllocation.__table__, UsageRecord.__table__
-TYPICAL_DEFAULT = dt.timedelta(hours=1)  # before the hub has any finished session to go by
 TYPICAL_SAMPLE = 200  # the most recent finished sessions the typical length is the median of
 
 
@@ -68,5 +67,4 @@ def typical(conn) -> dt.timedelta:
         sa.select(_U.c.ready_at, _U.c.stopped_at)
         .where(_U.c.stopped_at.is_not(None), _U.c.ready_at.is_not(None))
         .order_by(_U.c.id.desc()).limit(TYPICAL_SAMPLE)).all()
-    lengths = [(r.stopped_at - r.ready_at).total_seconds() for r in rows if r.stopped_at >= r.ready_at]
-    return dt.timedelta(seconds=statistics.median(lengths)) if lengths else TYPICAL_DEFAULT
+    return typical_duration([r.stopped_at - r.ready_at for r in rows if r.stopped_at >= r.ready_at])

@@ -23,4 +23,7 @@ def test_estimate():
     assert estimate_start(item, [w(4, "y", 2, count=1)], running, {}, typical, T0) == T0 + 10 * M
     assert estimate_start(item, [], running, {"A100-80GB": 2}, typical, T0) == T0  # fits now
     assert estimate_start(w(6, "z", 1, count=4), [], running, {}, typical, T0) is None  # never
-    assert typical_duration([dt.timedelta(minutes=m) for m in (10, 30, 90)]) == dt.timedelta(minutes=30)
+    assert typical_duration([dt.timedelta(minutes=m) for m in (10, 30, 90) * 4]) == dt.timedelta(minutes=30)
+    # too few to go by (a new hub's tries of a minute): an hour, not "starting soon"
+    assert typical_duration([dt.timedelta(minutes=1)] * 9) == dt.timedelta(hours=1)
+    assert typical_duration([]) == dt.timedelta(hours=1)
