@@ -150,7 +150,7 @@ class LiveSettings:
                 running = self._current
                 applied, restart = changes(plain(running.raw), {k: v for k, v in cfg.items() if not k.startswith("_")})
                 new = Settings.from_config({**merged(running.raw, cfg), "_path": self.path})
-            except (ConfigError, KeyError, ValueError, TypeError) as e:
+            except (ConfigError, KeyError, ValueError, TypeError, OverflowError) as e:
                 self.outcome = Outcome(False, now, error=str(e))
                 log.error("gpulab: %s changed but %s", self.path, self.outcome.message)
                 return self.outcome

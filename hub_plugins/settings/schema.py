@@ -16,6 +16,7 @@ from .schema_cluster import KUBERNETES, SLURM
 from .schema_defaults import CULL_POLICY_DEFAULTS, DEFAULTS  # noqa: F401 - re-exported
 from .schema_notify import NOTIFICATIONS
 from .schema_queue import QUEUE
+from .schema_bounds import bound_durations
 from .schema_profile import PROFILE_SCHEMA  # noqa: F401 - re-exported
 
 # Every limit is bounded: 1e308 GPUs is not a limit but a typo (null means unlimited).
@@ -373,3 +374,5 @@ GPULAB_SCHEMA = {
 }
 
 GPULAB_SCHEMA["properties"].update(slurm=SLURM, kubernetes=KUBERNETES)
+bound_durations(GPULAB_SCHEMA)
+bound_durations(OVERRIDE)

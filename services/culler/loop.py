@@ -36,6 +36,7 @@ from .decide import STOP_CATEGORY, allocated_fraction, decide, energy_wh, gpu_id
 
 log = logging.getLogger("gpulab.culler")
 UTC = dt.timezone.utc
+RELOOK_SECONDS = 5.0  # how soon a reloaded interval takes effect while the culler waits
 
 
 def parse_time(text):
@@ -216,7 +217,15 @@ class Culler:
                 log.info("cull round: %d actions in %.0f ms", len(actions), (time.monotonic() - t0) * 1000)
             except Exception:
                 log.exception("cull round failed; trying again next round")
-            await asyncio.sleep(max(0.5, self.conf["interval_seconds"] - (time.monotonic() - t0)))
+            await self.until_next_round(t0)
+
+    async def until_next_round(self, t0: float) -> None:
+        """Sleep out the round's interval, looking again every few seconds: an interval changed
+        meanwhile (a reload) counts from the round's start. Sleeping the old interval whole, a
+        culler given a long one by mistake stayed asleep after the fix."""
+        await asyncio.sleep(0.5)
+        while (left := self.conf["interval_seconds"] - (time.monotonic() - t0)) > 0:
+            await asyncio.sleep(min(left, RELOOK_SECONDS))
 
 
 __all__ = ["Culler"]

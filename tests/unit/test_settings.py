@@ -72,6 +72,12 @@ def test_defaults_and_paths(tmp_path):
         ({"gpus": {"sharing": [{"gpus": ["MIG-x"], "shares": 2}]}}, "gpus.sharing[0].gpus"),
         ({"gpus": {"sharing": [{"gpus": "A100-80GB:1g.10gb", "shares": 2}]}}, "gpus.sharing[0]"),
         ({"gpus": {"sharing": [{"gpus": "A100-80GB", "shares": 2, "mps": True}]}}, "unknown key 'mps'"),
+        # durations past what Python's dates hold: OverflowError far from the file, before
+        ({"queue": {"age_after_hours": 1e20}}, "queue.age_after_hours: 1e+20 is greater than the maximum of 87840"),
+        ({"queue": {"fair_share_days": 10_000_000}}, "queue.fair_share_days: 10000000 is greater than the maximum"),
+        ({"culler": {"keep_alive_max_hours": 1e20}}, "culler.keep_alive_max_hours: 1e+20 is greater than"),
+        ({"culler": {"interval_seconds": 1e20}}, "culler.interval_seconds: 1e+20 is greater than"),
+        ({"culler": {"policies": [{"name": "x", "gpu_idle_minutes": 1e300}]}}, "gpu_idle_minutes: 1e+300 is greater"),
     ],
 )
 def test_invalid_configs_name_the_key(tmp_path, data, message):
