@@ -106,6 +106,9 @@ class Server:
     gpu_idle_since: dt.datetime | None = None  # None: a GPU is busy now (or no samples)
     gpu_samples: bool = False  # utilisation can be measured for this server's GPUs
     keep_alive_at: dt.datetime | None = None  # mtime of the user's keep-alive file
+    # the last round a keep-alive held it off: its idle clocks start no earlier, so a keep-alive
+    # that ends (removed, or past keep_alive_max_hours) leaves the warnings their time
+    kept_until: dt.datetime | None = None
     runtime_limit: dt.timedelta | None = None
     budget_spent_since: dt.datetime | None = None
     warned: str = ""  # the last warning sent, "<reason>:<fraction>"
@@ -151,6 +154,11 @@ def _text(reason: str, limit: dt.timedelta) -> str:
     }[reason]
 
 
+def kept_alive(s: Server, settings: Settings, now: dt.datetime) -> bool:
+    """Whether the user's keep-alive file holds the server off idle stops this round."""
+    return s.keep_alive_at is not None and now - s.keep_alive_at < settings.keep_alive_max
+
+
 def decide(servers: list[Server], settings: Settings, now: dt.datetime, allocated_fraction: float) -> list[Action]:
     scarce = allocated_fraction > settings.scarcity_above
     out = []
@@ -167,14 +175,13 @@ def decide(servers: list[Server], settings: Settings, now: dt.datetime, allocate
             if p.max_age_hours is not None:
                 clocks.append(Clock("max_age", s.ready_at, dt.timedelta(hours=p.max_age_hours)))
             in_grace = now - s.ready_at < dt.timedelta(minutes=p.startup_grace_minutes)
-            kept = s.keep_alive_at is not None and now - s.keep_alive_at < settings.keep_alive_max
             factor = settings.scarcity_factor if scarce else 1.0
-            if not in_grace and not kept:
+            if not in_grace and not kept_alive(s, settings, now):
                 if p.gpu_idle_minutes is not None and s.gpu_count and s.gpu_samples and s.gpu_idle_since:
-                    clocks.append(Clock("gpu_idle", max(s.gpu_idle_since, s.ready_at),
-                                        dt.timedelta(minutes=p.gpu_idle_minutes * factor)))
+                    start = max(t for t in (s.gpu_idle_since, s.ready_at, s.kept_until) if t is not None)
+                    clocks.append(Clock("gpu_idle", start, dt.timedelta(minutes=p.gpu_idle_minutes * factor)))
                 if p.inactive_minutes is not None:
-                    last = max(t for t in (s.last_activity, s.cpu_busy_at, s.ready_at) if t is not None)
+                    last = max(t for t in (s.last_activity, s.cpu_busy_at, s.ready_at, s.kept_until) if t is not None)
                     clocks.append(Clock("inactive", last, dt.timedelta(minutes=p.inactive_minutes * factor)))
         if not clocks:
             continue

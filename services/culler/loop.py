@@ -32,7 +32,7 @@ from .cpu import CpuTracker
 from .reclaim import reclaim_round
 from .decide import Action, Server
 from .decide import Settings as CullSettings
-from .decide import STOP_CATEGORY, allocated_fraction, decide, energy_wh, gpu_idle, spent_since
+from .decide import STOP_CATEGORY, allocated_fraction, decide, energy_wh, gpu_idle, kept_alive, spent_since
 
 log = logging.getLogger("gpulab.culler")
 UTC = dt.timezone.utc
@@ -56,6 +56,7 @@ class Culler:
         self.cpu = CpuTracker(self.settings.cpu_idle_threshold) if self.local else None
         self.samples = SampleStore(core.db)
         self.budget_spent: dict[str, dt.datetime] = {}
+        self.kept_until: dict[tuple[str, str], dt.datetime] = {}  # the last round a keep-alive held it
         self.last_round: float | None = None
 
     # -- the running settings (gpulab.yaml reloads: policies, thresholds, webhooks, queue) -----
@@ -131,12 +132,15 @@ class Culler:
                     last_activity=parse_time(s.get("last_activity")),
                     cpu_busy_at=self.cpu.busy_at(u["name"], name) if self.cpu else None,
                     gpu_idle_since=idle_since, gpu_samples=known,
-                    keep_alive_at=self._keep_alive(u["name"]),
+                    keep_alive_at=self._keep_alive(u["name"]), kept_until=self.kept_until.get((u["name"], name)),
                     runtime_limit=dt.timedelta(seconds=rec.runtime_limit_s) if rec and rec.runtime_limit_s else None,
                     budget_spent_since=self._budget_spent_since(rec, u["name"], groups, now),
                     warned=rec.warned if rec else "",
                 ))
         self.samples.record(samples, measured, now)
+        # remembered for the next rounds (in memory: a restarted culler starts the clocks anew)
+        self.kept_until = {(s.user, s.name): now if kept_alive(s, self.settings, now) else s.kept_until
+                           for s in servers if s.kept_until or kept_alive(s, self.settings, now)}
         return servers
 
     def _budget_spent_since(self, rec, user: str, groups, now) -> dt.datetime | None:

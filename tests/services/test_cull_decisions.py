@@ -36,6 +36,13 @@ def srv(**kw):
         (srv(gpu_idle_since=NOW - 60 * M, ready_at=NOW - 5 * M), 0.5, None),  # start-up grace
         (srv(gpu_idle_since=NOW - 60 * M, keep_alive_at=NOW - 3 * 60 * M), 0.5, None),  # keep-alive
         (srv(gpu_idle_since=NOW - 60 * M, keep_alive_at=NOW - 25 * 60 * M), 0.5, ("cull", "gpu_idle")),  # too old
+        # a keep-alive that held it off until a minute ago (removed, or just too old): the idle
+        # clock starts there, so the warnings come first (it was culled at once)
+        (srv(gpu_idle_since=NOW - 60 * M, kept_until=NOW - 1 * M), 0.5, None),
+        (srv(gpu_idle_since=NOW - 60 * M, kept_until=NOW - 26 * M), 0.5, ("warn", "gpu_idle")),
+        (srv(gpu_idle_since=NOW - 60 * M, kept_until=NOW - 31 * M), 0.5, ("cull", "gpu_idle")),
+        (srv(gpu_count=0, gpu_samples=False, ready_at=NOW - 600 * M, last_activity=NOW - 481 * M,
+             kept_until=NOW - 5 * M), 0.5, None),
         # CPU-only server: activity rules only
         (srv(gpu_count=0, gpu_samples=False, ready_at=NOW - 600 * M, last_activity=NOW - 481 * M), 0.5,
          ("cull", "inactive")),
