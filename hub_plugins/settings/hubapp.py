@@ -2,7 +2,8 @@
 shuts down without its database, how its SQLite file keeps its journal and how its garbage
 collector is paced. JupyterHub has no hook for these, so ``adapt()`` (called by
 ``config/jupyterhub_config.py`` while the hub loads its config) wraps methods of this hub's
-instance; JupyterHub's own code still does the work, and the class is left alone."""
+instance; JupyterHub's own code still does the work, and its classes are left alone but for one
+fix of User's (``keep_replaced_spawners``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from contextlib import suppress
 
 import sqlalchemy as sa
 from jupyterhub.app import JupyterHub
+from jupyterhub.user import User
 from jupyterhub.utils import maybe_future, url_path_join
 
 from ..gcpace import HubCollector
@@ -27,12 +29,33 @@ def adapt() -> None:
     if not JupyterHub.initialized():  # a subcommand that loads the config without serving
         return
     app = JupyterHub.instance()
+    keep_replaced_spawners()
     add_pages(app)
     check_ports_first(app)
     start_services_together(app)
     shut_down_without_database(app)
     journal_ahead(app)
     pace_collector(app)
+
+
+def keep_replaced_spawners() -> None:
+    """JupyterHub 6's ``User.get_spawner(replace_failed=True)`` (a POST that starts a server whose
+    last start failed) makes a new spawner but leaves it out of ``user.spawners``: the start then
+    runs on yet another one, and the POST reads its answer off the first, never pending: 201
+    ("running") for a server still starting or waiting in the queue. Here the new one is kept
+    where JupyterHub looks for it. (The one change to a JupyterHub class, as it is the User's.)"""
+    get_spawner = User.get_spawner
+    if getattr(get_spawner, "gpulab_keeps", False):
+        return
+
+    def get_spawner_kept(self, server_name="", replace_failed=False):
+        spawner = get_spawner(self, server_name, replace_failed)
+        if dict.get(self.spawners, server_name) is not spawner:  # (its [] would make another)
+            self.spawners[server_name] = spawner
+        return spawner
+
+    get_spawner_kept.gpulab_keeps = True
+    User.get_spawner = get_spawner_kept
 
 
 def add_pages(app: JupyterHub) -> None:

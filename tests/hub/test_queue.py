@@ -209,3 +209,21 @@ def test_a_newcomer_does_not_jump_a_waiting_multi_gpu_request(hub4):
     assert pending(h, "late")
     h.stop_server("big")
     assert h.wait_ready("late", timeout=60)["state"]["gpus"]
+
+
+def test_a_request_queued_again_after_a_cancel_is_answered_202(hub_process):
+    """A request cancelled through the billing API fails its start; JupyterHub 6 then answered
+    the next POST for that server 201 ("running") while it waited in the queue (the spawner it
+    made in place of the failed one was not the one that started: hubapp.keep_replaced_spawners)."""
+    hub = hub_process
+    hub.create_users("ann", "eve")
+    hub.start_server("ann", {"gpus": 2})
+    assert hub.spawn("eve", {"gpus": 1, "queue": True})[0] == 202
+    wait_for(lambda: queue_rows(hub), what="eve's request in the queue")
+    assert hub.service("billing", "api/queue/eve", method="DELETE").status_code == 200
+    wait_for(lambda: hub.server_model("eve") is None, timeout=20, what="the cancelled start to end")
+    st, body = hub.spawn("eve", {"gpus": 1, "queue": True})
+    assert st == 202 and pending(hub, "eve"), (st, body)
+    hub.stop_server("eve")
+    hub.stop_server("ann")
+
